@@ -1,0 +1,1 @@
+//! The shutdown state machine (being written).

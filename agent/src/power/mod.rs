@@ -1,0 +1,1 @@
+//! Power probes (being written).

@@ -1,0 +1,1 @@
+//! Shutdown actions (being written).

@@ -1,0 +1,1 @@
+//! Source `exec` (being written).

@@ -1,0 +1,1 @@
+//! Source `json` (being written).

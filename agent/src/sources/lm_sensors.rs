@@ -1,0 +1,1 @@
+//! Source `lm_sensors` (being written).

@@ -1,0 +1,1 @@
+//! Source `sysinfo` (being written).

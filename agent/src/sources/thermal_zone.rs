@@ -1,0 +1,1 @@
+//! Source `thermal_zone` (being written).

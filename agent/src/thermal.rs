@@ -1,0 +1,293 @@
+//! The thermal model: one reading per sensor, the plausibility rule, and the
+//! per-node summary (hottest, headroom, trend, time to critical).
+//!
+//! Everything here is pure: sources produce `Reading`s, the sampler feeds
+//! them in with a timestamp, and the summary is derived on demand.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Plausible temperatures, in degrees Celsius. Anything outside is a broken
+/// sensor or a sentinel (an NVMe "high" of 65261.8, a -273 "no sensor"), and
+/// is ignored rather than trusted.
+pub const PLAUSIBLE_MIN_C: f64 = -40.0;
+/// Upper end of the plausible range, see [`PLAUSIBLE_MIN_C`].
+pub const PLAUSIBLE_MAX_C: f64 = 200.0;
+
+/// Is `c` a temperature a real sensor could report?
+pub fn plausible(c: f64) -> bool {
+    c.is_finite() && (PLAUSIBLE_MIN_C..=PLAUSIBLE_MAX_C).contains(&c)
+}
+
+/// One temperature sensor, as read by a source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// Stable chip id, e.g. `platform_coretemp_0` (hwmon naming follows
+    /// node_exporter so that dashboards line up).
+    pub chip: String,
+    /// Sensor id within the chip, e.g. `temp1`.
+    pub sensor: String,
+    /// Human label, e.g. `Core 0`, when the hardware provides one.
+    pub label: Option<String>,
+    /// Current value in degrees Celsius.
+    pub celsius: f64,
+    /// The chip's "high"/max threshold, if known and plausible.
+    pub max_celsius: Option<f64>,
+    /// The chip's critical threshold, if known and plausible.
+    pub critical_celsius: Option<f64>,
+    /// Name of the source that produced it (`hwmon`, `thermal_zone`, ...).
+    pub source: String,
+}
+
+impl Reading {
+    /// A reading with only the mandatory fields.
+    pub fn new(chip: impl Into<String>, sensor: impl Into<String>, celsius: f64, source: &str) -> Self {
+        Reading {
+            chip: chip.into(),
+            sensor: sensor.into(),
+            label: None,
+            celsius,
+            max_celsius: None,
+            critical_celsius: None,
+            source: source.to_string(),
+        }
+    }
+
+    /// Apply the plausibility rule: an implausible current value drops the
+    /// whole reading (`None`); an implausible threshold drops only that
+    /// threshold.
+    pub fn sanitized(mut self) -> Option<Self> {
+        if !plausible(self.celsius) {
+            return None;
+        }
+        self.max_celsius = self.max_celsius.filter(|v| plausible(*v));
+        self.critical_celsius = self.critical_celsius.filter(|v| plausible(*v));
+        Some(self)
+    }
+
+    /// Degrees left before critical, if the critical threshold is known.
+    pub fn headroom(&self) -> Option<f64> {
+        self.critical_celsius.map(|c| c - self.celsius)
+    }
+
+    /// At or above the critical threshold.
+    pub fn is_critical(&self) -> bool {
+        self.critical_celsius.is_some_and(|c| self.celsius >= c)
+    }
+}
+
+/// The thermal summary of one node, as shared with peers and exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThermalSummary {
+    /// Hottest plausible sensor, degrees Celsius.
+    pub hottest_celsius: Option<f64>,
+    /// Minimum over sensors of (critical - current).
+    pub headroom_celsius: Option<f64>,
+    /// Slope of the hottest temperature over the trend window, C/min.
+    pub trend_celsius_per_minute: Option<f64>,
+    /// Projected seconds until the headroom is used up, while rising.
+    pub time_to_critical_seconds: Option<f64>,
+    /// Some sensor is at or above its critical threshold right now.
+    pub critical: bool,
+}
+
+/// Hottest value and headroom over a set of readings.
+pub fn instant_summary(readings: &[Reading]) -> (Option<f64>, Option<f64>, bool) {
+    let hottest = readings.iter().map(|r| r.celsius).fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+    let headroom = readings
+        .iter()
+        .filter_map(Reading::headroom)
+        .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))));
+    let critical = readings.iter().any(Reading::is_critical);
+    (hottest, headroom, critical)
+}
+
+/// Least-squares slope of `(seconds, celsius)` points, in C per minute.
+/// Needs at least two points spanning a non-zero time.
+pub fn slope_per_minute(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_v = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let mut num = 0.0;
+    let mut den = 0.0;
+    for (t, v) in points {
+        num += (t - mean_t) * (v - mean_v);
+        den += (t - mean_t) * (t - mean_t);
+    }
+    if den <= f64::EPSILON {
+        return None;
+    }
+    Some(num / den * 60.0)
+}
+
+/// Projected seconds until critical: `headroom / trend` while rising,
+/// zero when already at or past critical, `None` when not rising.
+pub fn time_to_critical(headroom_c: Option<f64>, trend_c_per_min: Option<f64>) -> Option<f64> {
+    let headroom = headroom_c?;
+    if headroom <= 0.0 {
+        return Some(0.0);
+    }
+    let trend = trend_c_per_min?;
+    // Below this slope the projection is noise (and hours away anyway).
+    if trend <= 0.01 {
+        return None;
+    }
+    Some(headroom / trend * 60.0)
+}
+
+/// Rolling history of (time, hottest, headroom) used for the trend.
+///
+/// The trend is taken over the headroom when every sample has one (what
+/// matters is how fast the margin to critical shrinks), else over the hottest
+/// value. Memory is bounded by `max_samples`.
+#[derive(Debug, Clone)]
+pub struct TrendWindow {
+    window: Duration,
+    max_samples: usize,
+    samples: VecDeque<(f64, f64, Option<f64>)>,
+}
+
+impl TrendWindow {
+    /// A window of `window` length keeping at most `max_samples` points.
+    pub fn new(window: Duration, max_samples: usize) -> Self {
+        TrendWindow { window, max_samples: max_samples.max(2), samples: VecDeque::new() }
+    }
+
+    /// Add one sample taken at `t_secs` (any monotonic seconds).
+    pub fn push(&mut self, t_secs: f64, hottest: f64, headroom: Option<f64>) {
+        self.samples.push_back((t_secs, hottest, headroom));
+        let cutoff = t_secs - self.window.as_secs_f64();
+        while self.samples.front().is_some_and(|s| s.0 < cutoff) || self.samples.len() > self.max_samples {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Slope in C/min of the rising temperature (equivalently, the falling
+    /// headroom), or `None` with fewer than two samples.
+    pub fn trend(&self) -> Option<f64> {
+        let all_headroom = self.samples.iter().all(|s| s.2.is_some());
+        let points: Vec<(f64, f64)> = if all_headroom {
+            // Headroom shrinks as heat rises; negate so that "rising" is positive.
+            self.samples.iter().map(|s| (s.0, -s.2.unwrap_or_default())).collect()
+        } else {
+            self.samples.iter().map(|s| (s.0, s.1)).collect()
+        };
+        slope_per_minute(&points)
+    }
+
+    /// Full summary for the latest readings.
+    pub fn summarize(&self, readings: &[Reading]) -> ThermalSummary {
+        let (hottest, headroom, critical) = instant_summary(readings);
+        let trend = self.trend();
+        ThermalSummary {
+            hottest_celsius: hottest,
+            headroom_celsius: headroom,
+            trend_celsius_per_minute: trend,
+            time_to_critical_seconds: time_to_critical(headroom, trend),
+            critical,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausibility_table() {
+        for (v, ok) in [
+            (-40.0, true),
+            (-40.1, false),
+            (200.0, true),
+            (200.1, false),
+            (65261.8, false),
+            (f64::NAN, false),
+            (f64::INFINITY, false),
+            (45.5, true),
+        ] {
+            assert_eq!(plausible(v), ok, "{v}");
+        }
+    }
+
+    #[test]
+    fn sanitize_drops_bad_thresholds_and_bad_readings() {
+        let mut r = Reading::new("nvme", "temp1", 38.0, "hwmon");
+        r.max_celsius = Some(65261.8);
+        r.critical_celsius = Some(84.0);
+        let s = r.clone().sanitized().expect("plausible");
+        assert_eq!(s.max_celsius, None);
+        assert_eq!(s.critical_celsius, Some(84.0));
+        r.celsius = -273.0;
+        assert!(r.sanitized().is_none());
+    }
+
+    #[test]
+    fn slope_table() {
+        // (points, expected C/min)
+        let cases: &[(&[(f64, f64)], Option<f64>)] = &[
+            (&[], None),
+            (&[(0.0, 50.0)], None),
+            (&[(0.0, 50.0), (0.0, 51.0)], None),
+            (&[(0.0, 50.0), (60.0, 60.0)], Some(10.0)),
+            (&[(0.0, 50.0), (30.0, 50.0), (60.0, 50.0)], Some(0.0)),
+            (&[(0.0, 60.0), (120.0, 50.0)], Some(-5.0)),
+        ];
+        for (pts, want) in cases {
+            let got = slope_per_minute(pts);
+            match (got, want) {
+                (None, None) => {}
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{pts:?}: {g} != {w}"),
+                _ => panic!("{pts:?}: {got:?} != {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn time_to_critical_table() {
+        let cases = [
+            (Some(30.0), Some(10.0), Some(180.0)),
+            (Some(30.0), Some(0.0), None),
+            (Some(30.0), Some(-2.0), None),
+            (Some(0.0), Some(-2.0), Some(0.0)),
+            (Some(-3.0), None, Some(0.0)),
+            (None, Some(10.0), None),
+            (Some(10.0), None, None),
+        ];
+        for (h, t, want) in cases {
+            assert_eq!(time_to_critical(h, t), want, "headroom {h:?} trend {t:?}");
+        }
+    }
+
+    #[test]
+    fn window_evicts_old_samples_and_tracks_headroom() {
+        let mut w = TrendWindow::new(Duration::from_secs(60), 100);
+        for i in 0..10 {
+            // Rising 5 C/min, headroom falling with it.
+            let t = i as f64 * 10.0;
+            w.push(t, 50.0 + t / 12.0, Some(50.0 - t / 12.0));
+        }
+        let trend = w.trend().expect("trend");
+        assert!((trend - 5.0).abs() < 1e-9, "{trend}");
+        // Only samples within the last 60 s remain (t = 30..=90).
+        assert_eq!(w.samples.len(), 7);
+        let mut r = Reading::new("c", "t", 57.5, "file");
+        r.critical_celsius = Some(100.0);
+        let s = w.summarize(&[r]);
+        assert_eq!(s.headroom_celsius, Some(42.5));
+        let ttc = s.time_to_critical_seconds.expect("rising");
+        assert!((ttc - 42.5 / 5.0 * 60.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        let mut w = TrendWindow::new(Duration::from_secs(3600), 5);
+        for i in 0..100 {
+            w.push(i as f64, 40.0, None);
+        }
+        assert_eq!(w.samples.len(), 5);
+    }
+}

@@ -1,0 +1,1 @@
+//! coolmesh exporter (being written).
