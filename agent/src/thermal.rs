@@ -42,7 +42,12 @@ pub struct Reading {
 
 impl Reading {
     /// A reading with only the mandatory fields.
-    pub fn new(chip: impl Into<String>, sensor: impl Into<String>, celsius: f64, source: &str) -> Self {
+    pub fn new(
+        chip: impl Into<String>,
+        sensor: impl Into<String>,
+        celsius: f64,
+        source: &str,
+    ) -> Self {
         Reading {
             chip: chip.into(),
             sensor: sensor.into(),
@@ -94,11 +99,18 @@ pub struct ThermalSummary {
 
 /// Hottest value and headroom over a set of readings.
 pub fn instant_summary(readings: &[Reading]) -> (Option<f64>, Option<f64>, bool) {
-    let hottest = readings.iter().map(|r| r.celsius).fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+    let hottest = readings
+        .iter()
+        .map(|r| r.celsius)
+        .fold(None, |acc: Option<f64>, v| {
+            Some(acc.map_or(v, |a| a.max(v)))
+        });
     let headroom = readings
         .iter()
         .filter_map(Reading::headroom)
-        .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))));
+        .fold(None, |acc: Option<f64>, v| {
+            Some(acc.map_or(v, |a| a.min(v)))
+        });
     let critical = readings.iter().any(Reading::is_critical);
     (hottest, headroom, critical)
 }
@@ -154,14 +166,20 @@ pub struct TrendWindow {
 impl TrendWindow {
     /// A window of `window` length keeping at most `max_samples` points.
     pub fn new(window: Duration, max_samples: usize) -> Self {
-        TrendWindow { window, max_samples: max_samples.max(2), samples: VecDeque::new() }
+        TrendWindow {
+            window,
+            max_samples: max_samples.max(2),
+            samples: VecDeque::new(),
+        }
     }
 
     /// Add one sample taken at `t_secs` (any monotonic seconds).
     pub fn push(&mut self, t_secs: f64, hottest: f64, headroom: Option<f64>) {
         self.samples.push_back((t_secs, hottest, headroom));
         let cutoff = t_secs - self.window.as_secs_f64();
-        while self.samples.front().is_some_and(|s| s.0 < cutoff) || self.samples.len() > self.max_samples {
+        while self.samples.front().is_some_and(|s| s.0 < cutoff)
+            || self.samples.len() > self.max_samples
+        {
             self.samples.pop_front();
         }
     }
@@ -172,7 +190,10 @@ impl TrendWindow {
         let all_headroom = self.samples.iter().all(|s| s.2.is_some());
         let points: Vec<(f64, f64)> = if all_headroom {
             // Headroom shrinks as heat rises; negate so that "rising" is positive.
-            self.samples.iter().map(|s| (s.0, -s.2.unwrap_or_default())).collect()
+            self.samples
+                .iter()
+                .map(|s| (s.0, -s.2.unwrap_or_default()))
+                .collect()
         } else {
             self.samples.iter().map(|s| (s.0, s.1)).collect()
         };

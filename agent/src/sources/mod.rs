@@ -73,14 +73,21 @@ pub const MAX_DOCUMENT: u64 = 4 * 1024 * 1024;
 /// Read at most `cap` bytes of `path` as UTF-8 text. Larger files, non-UTF-8
 /// content and I/O errors become errors that name the file.
 pub fn read_capped(path: &Path, cap: u64) -> Result<String, SourceError> {
-    let io = |err| SourceError::Io { path: path.display().to_string(), err };
+    let io = |err| SourceError::Io {
+        path: path.display().to_string(),
+        err,
+    };
     let f = std::fs::File::open(path).map_err(io)?;
     let mut buf = Vec::new();
     f.take(cap + 1).read_to_end(&mut buf).map_err(io)?;
     if buf.len() as u64 > cap {
-        return Err(SourceError::Parse(format!("{}: larger than {cap} bytes, not a sensor file", path.display())));
+        return Err(SourceError::Parse(format!(
+            "{}: larger than {cap} bytes, not a sensor file",
+            path.display()
+        )));
     }
-    String::from_utf8(buf).map_err(|_| SourceError::Parse(format!("{}: not UTF-8 text", path.display())))
+    String::from_utf8(buf)
+        .map_err(|_| SourceError::Parse(format!("{}: not UTF-8 text", path.display())))
 }
 
 #[cfg(test)]
@@ -92,15 +99,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let big = dir.path().join("big");
         std::fs::write(&big, vec![b'1'; 5000]).expect("write");
-        let e = read_capped(&big, MAX_SMALL_FILE).expect_err("too big").to_string();
+        let e = read_capped(&big, MAX_SMALL_FILE)
+            .expect_err("too big")
+            .to_string();
         assert!(e.contains("big") && e.contains("larger than 4096"), "{e}");
 
         let bin = dir.path().join("bin");
         std::fs::write(&bin, [0xff, 0xfe, 0x00]).expect("write");
-        let e = read_capped(&bin, MAX_SMALL_FILE).expect_err("binary").to_string();
+        let e = read_capped(&bin, MAX_SMALL_FILE)
+            .expect_err("binary")
+            .to_string();
         assert!(e.contains("not UTF-8"), "{e}");
 
-        let e = read_capped(&dir.path().join("missing"), 10).expect_err("missing").to_string();
+        let e = read_capped(&dir.path().join("missing"), 10)
+            .expect_err("missing")
+            .to_string();
         assert!(e.contains("missing"), "{e}");
 
         let ok = dir.path().join("ok");
