@@ -1,1 +1,23 @@
-//! coolmesh exporter (being written).
+//! coolmesh exporter: Prometheus exposition and the HTTP API.
+//!
+//! # Layout
+//!
+//! - [`model`]: the snapshot, plain data the agent publishes.
+//! - [`collector`]: scrape-time metrics computed from the snapshot.
+//! - [`metrics`]: the registry, registered once at startup.
+//! - [`http`]: hyper server, routes, operator commands.
+//! - [`auth`]: bearer token check in constant time.
+//! - [`status_page`]: the self-contained HTML status page.
+//!
+//! The exporter never does I/O on a scrape beyond serialising the snapshot.
+
+pub mod auth;
+pub mod collector;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod status_page;
+
+pub use http::{serve, App, Command, ControlRequest, Limits};
+pub use metrics::{BuildInfo, Metrics};
+pub use model::Snapshot;

@@ -1,0 +1,1138 @@
+//! Configuration: a TOML file, every key optional, unknown keys rejected.
+//!
+//! Parsing walks the document with `toml_edit` (which keeps spans) instead of
+//! serde, so that *every* problem is reported at once with its key and line,
+//! the way an operator fixing forty config files wants it. Defaults live in
+//! the `Default` impls below and are documented in
+//! `deploy/coolmesh.example.toml`; CLI flags override the file.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml_edit::{Document, Item, Table, Value};
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// Dotted key, e.g. `sensors.interval`.
+    pub key: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// All problems of a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Which thermal sources to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Linux hwmon sysfs.
+    Hwmon,
+    /// Linux thermal zones.
+    ThermalZone,
+    /// The sysinfo crate.
+    Sysinfo,
+    /// lm-sensors output (command or file).
+    LmSensors,
+    /// A JSON readings file.
+    File,
+    /// An external command printing JSON readings.
+    Exec,
+}
+
+impl SourceKind {
+    /// Config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Hwmon => "hwmon",
+            SourceKind::ThermalZone => "thermal_zone",
+            SourceKind::Sysinfo => "sysinfo",
+            SourceKind::LmSensors => "lm_sensors",
+            SourceKind::File => "file",
+            SourceKind::Exec => "exec",
+        }
+    }
+
+    /// Parse the config spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "hwmon" => SourceKind::Hwmon,
+            "thermal_zone" => SourceKind::ThermalZone,
+            "sysinfo" => SourceKind::Sysinfo,
+            "lm_sensors" => SourceKind::LmSensors,
+            "file" => SourceKind::File,
+            "exec" => SourceKind::Exec,
+            _ => return None,
+        })
+    }
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// Node name shown to peers and in metrics. Default: the hostname.
+    pub name: String,
+    /// Where identity, state machine and counters persist. Default `/var/lib/coolmesh`.
+    pub state_dir: PathBuf,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Listen address. Default `127.0.0.1:9876`: nothing listens on a wide
+    /// address unless the operator asks (`:9876` or `0.0.0.0:9876`).
+    pub listen_address: String,
+    /// File holding the bearer token for POST endpoints. Default none: the
+    /// mutating endpoints answer 403.
+    pub token_file: Option<PathBuf>,
+    /// Concurrent connections. Default 64.
+    pub max_connections: usize,
+}
+
+/// `[[sensors.thresholds]]`: override or fill in thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdRule {
+    /// Chip pattern (`*` matches any run of characters).
+    pub chip: String,
+    /// Sensor pattern.
+    pub sensor: String,
+    /// Max threshold to set.
+    pub max: Option<f64>,
+    /// Critical threshold to set.
+    pub critical: Option<f64>,
+    /// `true`: only fill thresholds the hardware does not report.
+    pub fill_only: bool,
+    /// Drop matching sensors entirely (a broken probe).
+    pub ignore: bool,
+}
+
+/// `[sensors]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorsConfig {
+    /// Read interval. Default 10 s: fast enough for a 1 C/s rise to be seen
+    /// within a few degrees, cheap on sysfs.
+    pub interval: Duration,
+    /// Per-source timeout. Default 5 s (half the interval): a hung source is
+    /// reported down before the next round.
+    pub timeout: Duration,
+    /// Sources to run. Default `["hwmon", "thermal_zone"]`.
+    pub sources: Vec<SourceKind>,
+    /// sysfs root. Default `/sys`.
+    pub sysfs: PathBuf,
+    /// Window of the trend regression. Default 2 m: long enough to ignore a
+    /// CPU burst, short enough to see a cooling failure within a minute.
+    pub trend_window: Duration,
+    /// JSON readings file for the `file` source.
+    pub file: Option<PathBuf>,
+    /// Command for the `exec` source.
+    pub exec: Vec<String>,
+    /// Command for the `lm_sensors` source. Default `["sensors"]`.
+    pub lm_sensors_command: Vec<String>,
+    /// Read lm-sensors output from this file instead of running the command.
+    pub lm_sensors_file: Option<PathBuf>,
+    /// `auto`, `json` or `text`. Default `auto`.
+    pub lm_sensors_format: String,
+    /// Threshold rules, applied in order.
+    pub thresholds: Vec<ThresholdRule>,
+}
+
+/// `[power]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerConfig {
+    /// Targets on raw mains power. Default none (no power watching).
+    pub targets: Vec<String>,
+    /// `any`, `all` or `majority` of targets up means power is up. Default `any`:
+    /// one dark target (a rebooting switch) must not look like an outage.
+    pub policy: String,
+    /// Probe interval. Default 5 s.
+    pub interval: Duration,
+    /// Probe timeout. Default 1 s.
+    pub timeout: Duration,
+    /// Interval jitter, as a fraction. Default 0.1 (±10%), so servers do not probe in lockstep.
+    pub jitter: f64,
+}
+
+/// `[shutdown]`, `[overheat]` and `[cooling]`: the state machine's timers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShutdownConfig {
+    /// Grace after power is lost. Default 5 m (careful servers' value).
+    pub grace: Duration,
+    /// The command that powers the server off. Default `["systemctl", "poweroff"]`.
+    pub command: Vec<String>,
+    /// Optional command run first (drain workloads).
+    pub pre_command: Vec<String>,
+    /// Timeout of `pre_command`. Default 60 s.
+    pub pre_command_timeout: Duration,
+    /// How long a shutdown takes, used by prediction. Default 60 s.
+    pub duration: Duration,
+    /// Consecutive good probes needed to recover. Default 2.
+    pub recovery_probes: u32,
+    /// After an operator cancel, stay out of pre_fail this long. Default 30 m.
+    pub cancel_hold: Duration,
+    /// Log instead of running commands. Default false.
+    pub dry_run: bool,
+    /// In dry-run, append a line here for each would-be shutdown.
+    pub dry_run_marker: Option<PathBuf>,
+    /// `[overheat] sustain`: a sensor at critical this long triggers pre_fail. Default 30 s.
+    pub overheat_sustain: Duration,
+    /// `[overheat] grace`. Default 60 s.
+    pub overheat_grace: Duration,
+    /// `[cooling] grace`: after a quorum of nodes overheats. Default 2 m.
+    pub cooling_grace: Duration,
+    /// `[cooling] heating_rate`: C/min above which a node counts as heating fast. Default 3.
+    pub heating_rate: f64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// `info`, `debug`, ... or a full `tracing` filter. Default `info`.
+    pub level: String,
+    /// `logfmt` (human) or `json`. Default `logfmt`.
+    pub format: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[node]`
+    pub node: NodeConfig,
+    /// `[http]`
+    pub http: HttpConfig,
+    /// `[sensors]`
+    pub sensors: SensorsConfig,
+    /// `[power]`
+    pub power: PowerConfig,
+    /// `[shutdown]`, `[overheat]`, `[cooling]`
+    pub shutdown: ShutdownConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+fn hostname() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "coolmesh".into())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeConfig {
+                name: hostname(),
+                state_dir: PathBuf::from("/var/lib/coolmesh"),
+            },
+            http: HttpConfig {
+                listen_address: "127.0.0.1:9876".into(),
+                token_file: None,
+                max_connections: 64,
+            },
+            sensors: SensorsConfig {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(5),
+                sources: vec![SourceKind::Hwmon, SourceKind::ThermalZone],
+                sysfs: PathBuf::from("/sys"),
+                trend_window: Duration::from_secs(120),
+                file: None,
+                exec: Vec::new(),
+                lm_sensors_command: vec!["sensors".into()],
+                lm_sensors_file: None,
+                lm_sensors_format: "auto".into(),
+                thresholds: Vec::new(),
+            },
+            power: PowerConfig {
+                targets: Vec::new(),
+                policy: "any".into(),
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                jitter: 0.1,
+            },
+            shutdown: ShutdownConfig {
+                grace: Duration::from_secs(300),
+                command: vec!["systemctl".into(), "poweroff".into()],
+                pre_command: Vec::new(),
+                pre_command_timeout: Duration::from_secs(60),
+                duration: Duration::from_secs(60),
+                recovery_probes: 2,
+                cancel_hold: Duration::from_secs(1800),
+                dry_run: false,
+                dry_run_marker: None,
+                overheat_sustain: Duration::from_secs(30),
+                overheat_grace: Duration::from_secs(60),
+                cooling_grace: Duration::from_secs(120),
+                heating_rate: 3.0,
+            },
+            log: LogConfig {
+                level: "info".into(),
+                format: "logfmt".into(),
+            },
+        }
+    }
+}
+
+/// Walks a document, collecting errors.
+struct Walker<'a> {
+    src: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Walker<'a> {
+    fn line(&self, span: Option<std::ops::Range<usize>>) -> Option<usize> {
+        span.map(|s| {
+            self.src[..s.start.min(self.src.len())]
+                .bytes()
+                .filter(|b| *b == b'\n')
+                .count()
+                + 1
+        })
+    }
+
+    fn err(&mut self, key: &str, span: Option<std::ops::Range<usize>>, msg: impl Into<String>) {
+        let line = self.line(span);
+        self.errors.push(ConfigError {
+            key: key.to_string(),
+            line,
+            message: msg.into(),
+        });
+    }
+
+    /// Visit every key of `table`, calling `f(walker, key, full_key, item)`;
+    /// `f` returns false for an unknown key.
+    fn table(
+        &mut self,
+        prefix: &str,
+        table: &Table,
+        known: &[&str],
+        mut f: impl FnMut(&mut Self, &str, &str, &Item),
+    ) {
+        for (k, item) in table.iter() {
+            let full = if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if known.contains(&k) {
+                f(self, k, &full, item);
+            } else {
+                let span = table
+                    .key(k)
+                    .and_then(|key| key.span())
+                    .or_else(|| item.span());
+                let hint = suggest(k, known)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                self.err(
+                    &full,
+                    span,
+                    format!("unknown key{hint}; known keys here: {}", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, item: &Item) -> Option<String> {
+        match item.as_value() {
+            Some(Value::String(s)) => Some(s.value().to_string()),
+            _ => {
+                self.err(
+                    key,
+                    item.span(),
+                    format!("expected a string, found {}", type_name(item)),
+                );
+                None
+            }
+        }
+    }
+
+    fn nonempty_string(&mut self, key: &str, item: &Item) -> Option<String> {
+        let s = self.string(key, item)?;
+        if s.trim().is_empty() {
+            self.err(key, item.span(), "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn bool(&mut self, key: &str, item: &Item) -> Option<bool> {
+        match item.as_value().and_then(Value::as_bool) {
+            Some(b) => Some(b),
+            None => {
+                self.err(
+                    key,
+                    item.span(),
+                    format!("expected true or false, found {}", type_name(item)),
+                );
+                None
+            }
+        }
+    }
+
+    fn float(
+        &mut self,
+        key: &str,
+        item: &Item,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Option<f64> {
+        let v = match item.as_value() {
+            Some(Value::Float(f)) => *f.value(),
+            Some(Value::Integer(i)) => *i.value() as f64,
+            _ => {
+                self.err(
+                    key,
+                    item.span(),
+                    format!("expected a number, found {}", type_name(item)),
+                );
+                return None;
+            }
+        };
+        if !range.contains(&v) {
+            self.err(
+                key,
+                item.span(),
+                format!("{v} is out of range {}..={}", range.start(), range.end()),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    fn int(&mut self, key: &str, item: &Item, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+        let Some(v) = item.as_value().and_then(Value::as_integer) else {
+            self.err(
+                key,
+                item.span(),
+                format!("expected an integer, found {}", type_name(item)),
+            );
+            return None;
+        };
+        if !range.contains(&v) {
+            self.err(
+                key,
+                item.span(),
+                format!("{v} is out of range {}..={}", range.start(), range.end()),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        item: &Item,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let s = self.string(key, item)?;
+        match humantime::parse_duration(&s) {
+            Ok(d) if d < min || d > max => {
+                self.err(
+                    key,
+                    item.span(),
+                    format!(
+                        "{s:?} is out of range {}..={}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(
+                    key,
+                    item.span(),
+                    format!("{s:?} is not a duration ({e}); write e.g. \"10s\", \"5m\", \"1h30m\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, key: &str, item: &Item) -> Option<Vec<String>> {
+        let Some(arr) = item.as_value().and_then(Value::as_array) else {
+            self.err(
+                key,
+                item.span(),
+                format!("expected an array of strings, found {}", type_name(item)),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, v) in arr.iter().enumerate() {
+            match v.as_str() {
+                Some(s) => out.push(s.to_string()),
+                None => {
+                    ok = false;
+                    self.err(
+                        &format!("{key}[{i}]"),
+                        v.span(),
+                        format!("expected a string, found {}", v.type_name()),
+                    );
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn argv(&mut self, key: &str, item: &Item) -> Option<Vec<String>> {
+        let v = self.strings(key, item)?;
+        if v.first().is_none_or(|p| p.trim().is_empty()) {
+            self.err(
+                key,
+                item.span(),
+                "expected a command as an array, program first, e.g. [\"systemctl\", \"poweroff\"]",
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    fn one_of(&mut self, key: &str, item: &Item, allowed: &[&str]) -> Option<String> {
+        let s = self.string(key, item)?;
+        if allowed.contains(&s.as_str()) {
+            Some(s)
+        } else {
+            self.err(
+                key,
+                item.span(),
+                format!("{s:?} is not one of {}", allowed.join(", ")),
+            );
+            None
+        }
+    }
+
+    fn sub_table<'t>(&mut self, key: &str, item: &'t Item) -> Option<&'t Table> {
+        match item.as_table() {
+            Some(t) => Some(t),
+            None => {
+                self.err(
+                    key,
+                    item.span(),
+                    format!("expected a table [{key}], found {}", type_name(item)),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn type_name(item: &Item) -> &'static str {
+    match item {
+        Item::None => "nothing",
+        Item::Value(v) => v.type_name(),
+        Item::Table(_) => "table",
+        Item::ArrayOfTables(_) => "array of tables",
+    }
+}
+
+/// Closest known key by edit distance, for "did you mean".
+fn suggest<'k>(k: &str, known: &[&'k str]) -> Option<&'k str> {
+    fn dist(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur.push(
+                    (prev[j] + usize::from(ca != *cb))
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1),
+                );
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    known
+        .iter()
+        .map(|c| (dist(k, c), *c))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, c)| c)
+}
+
+const SECTIONS: &[&str] = &[
+    "node", "http", "sensors", "power", "shutdown", "overheat", "cooling", "log",
+];
+
+/// Parse a config document. Returns every problem found.
+pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
+    let doc = match Document::parse(src) {
+        Ok(d) => d,
+        Err(e) => {
+            let line = e.span().map(|s| {
+                src[..s.start.min(src.len())]
+                    .bytes()
+                    .filter(|b| *b == b'\n')
+                    .count()
+                    + 1
+            });
+            let msg = e.message().to_string();
+            return Err(ConfigErrors(vec![ConfigError {
+                key: "(syntax)".into(),
+                line,
+                message: msg,
+            }]));
+        }
+    };
+    let mut c = Config::default();
+    let mut w = Walker {
+        src,
+        errors: Vec::new(),
+    };
+    let root = doc.as_table();
+    w.table("", root, SECTIONS, |w, section, key, item| {
+        let Some(t) = w.sub_table(key, item) else {
+            return;
+        };
+        match section {
+            "node" => w.table(
+                "node",
+                t,
+                &["name", "state_dir"],
+                |w, k, full, it| match k {
+                    "name" => {
+                        if let Some(v) = w.nonempty_string(full, it) {
+                            if v.len() > 64 || v.chars().any(|ch| ch.is_control()) {
+                                w.err(full, it.span(), "must be 1-64 printable characters");
+                            } else {
+                                c.node.name = v;
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(v) = w.nonempty_string(full, it) {
+                            c.node.state_dir = v.into();
+                        }
+                    }
+                },
+            ),
+            "http" => w.table(
+                "http",
+                t,
+                &["listen_address", "token_file", "max_connections"],
+                |w, k, full, it| match k {
+                    "listen_address" => {
+                        if let Some(v) = w.nonempty_string(full, it) {
+                            match normalize_listen(&v) {
+                                Ok(_) => c.http.listen_address = v,
+                                Err(e) => w.err(full, it.span(), e),
+                            }
+                        }
+                    }
+                    "token_file" => {
+                        c.http.token_file = w.nonempty_string(full, it).map(PathBuf::from)
+                    }
+                    _ => {
+                        if let Some(v) = w.int(full, it, 1..=65536) {
+                            c.http.max_connections = v as usize;
+                        }
+                    }
+                },
+            ),
+            "sensors" => parse_sensors(w, t, &mut c.sensors),
+            "power" => w.table(
+                "power",
+                t,
+                &["targets", "policy", "interval", "timeout", "jitter"],
+                |w, k, full, it| match k {
+                    "targets" => {
+                        if let Some(v) = w.strings(full, it) {
+                            c.power.targets = v;
+                        }
+                    }
+                    "policy" => {
+                        if let Some(v) = w.one_of(full, it, &["any", "all", "majority"]) {
+                            c.power.policy = v;
+                        }
+                    }
+                    "interval" => {
+                        if let Some(d) = w.duration(
+                            full,
+                            it,
+                            Duration::from_millis(100),
+                            Duration::from_secs(3600),
+                        ) {
+                            c.power.interval = d;
+                        }
+                    }
+                    "timeout" => {
+                        if let Some(d) =
+                            w.duration(full, it, Duration::from_millis(10), Duration::from_secs(60))
+                        {
+                            c.power.timeout = d;
+                        }
+                    }
+                    _ => {
+                        if let Some(v) = w.float(full, it, 0.0..=0.5) {
+                            c.power.jitter = v;
+                        }
+                    }
+                },
+            ),
+            "shutdown" => parse_shutdown(w, t, &mut c.shutdown),
+            "overheat" => w.table("overheat", t, &["sustain", "grace"], |w, k, full, it| {
+                if let Some(d) = w.duration(full, it, Duration::ZERO, Duration::from_secs(3600)) {
+                    if k == "sustain" {
+                        c.shutdown.overheat_sustain = d;
+                    } else {
+                        c.shutdown.overheat_grace = d;
+                    }
+                }
+            }),
+            "cooling" => w.table(
+                "cooling",
+                t,
+                &["grace", "heating_rate"],
+                |w, k, full, it| {
+                    if k == "grace" {
+                        if let Some(d) =
+                            w.duration(full, it, Duration::ZERO, Duration::from_secs(24 * 3600))
+                        {
+                            c.shutdown.cooling_grace = d;
+                        }
+                    } else if let Some(v) = w.float(full, it, 0.1..=100.0) {
+                        c.shutdown.heating_rate = v;
+                    }
+                },
+            ),
+            _ => w.table("log", t, &["level", "format"], |w, k, full, it| {
+                if k == "level" {
+                    if let Some(v) = w.nonempty_string(full, it) {
+                        c.log.level = v;
+                    }
+                } else if let Some(v) = w.one_of(full, it, &["logfmt", "json"]) {
+                    c.log.format = v;
+                }
+            }),
+        }
+    });
+    cross_check(&mut w, &c);
+    if w.errors.is_empty() {
+        Ok(c)
+    } else {
+        Err(ConfigErrors(w.errors))
+    }
+}
+
+fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig) {
+    const KEYS: &[&str] = &[
+        "interval",
+        "timeout",
+        "sources",
+        "sysfs",
+        "trend_window",
+        "file",
+        "exec",
+        "lm_sensors_command",
+        "lm_sensors_file",
+        "lm_sensors_format",
+        "thresholds",
+    ];
+    w.table("sensors", t, KEYS, |w, k, full, it| match k {
+        "interval" => {
+            if let Some(d) = w.duration(full, it, Duration::from_millis(100), Duration::from_secs(3600)) {
+                s.interval = d;
+            }
+        }
+        "timeout" => {
+            if let Some(d) = w.duration(full, it, Duration::from_millis(10), Duration::from_secs(600)) {
+                s.timeout = d;
+            }
+        }
+        "trend_window" => {
+            if let Some(d) = w.duration(full, it, Duration::from_secs(1), Duration::from_secs(3600)) {
+                s.trend_window = d;
+            }
+        }
+        "sources" => {
+            if let Some(v) = w.strings(full, it) {
+                let mut kinds = Vec::new();
+                for name in &v {
+                    match SourceKind::parse(name) {
+                        Some(k) if !kinds.contains(&k) => kinds.push(k),
+                        Some(_) => w.err(full, it.span(), format!("source {name:?} listed twice")),
+                        None => w.err(
+                            full,
+                            it.span(),
+                            format!("unknown source {name:?}; sources are hwmon, thermal_zone, sysinfo, lm_sensors, file, exec"),
+                        ),
+                    }
+                }
+                s.sources = kinds;
+            }
+        }
+        "sysfs" => {
+            if let Some(v) = w.nonempty_string(full, it) {
+                s.sysfs = v.into();
+            }
+        }
+        "file" => s.file = w.nonempty_string(full, it).map(PathBuf::from),
+        "lm_sensors_file" => s.lm_sensors_file = w.nonempty_string(full, it).map(PathBuf::from),
+        "exec" => {
+            if let Some(v) = w.argv(full, it) {
+                s.exec = v;
+            }
+        }
+        "lm_sensors_command" => {
+            if let Some(v) = w.argv(full, it) {
+                s.lm_sensors_command = v;
+            }
+        }
+        "lm_sensors_format" => {
+            if let Some(v) = w.one_of(full, it, &["auto", "json", "text"]) {
+                s.lm_sensors_format = v;
+            }
+        }
+        _ => {
+            let Some(arr) = it.as_array_of_tables() else {
+                w.err(full, it.span(), "expected [[sensors.thresholds]] tables");
+                return;
+            };
+            for (i, tt) in arr.iter().enumerate() {
+                let prefix = format!("sensors.thresholds[{i}]");
+                let mut rule =
+                    ThresholdRule { chip: "*".into(), sensor: "*".into(), max: None, critical: None, fill_only: false, ignore: false };
+                w.table(&prefix, tt, &["chip", "sensor", "max", "critical", "mode", "ignore"], |w, k, full, it| match k {
+                    "chip" | "sensor" => {
+                        if let Some(v) = w.nonempty_string(full, it) {
+                            if k == "chip" {
+                                rule.chip = v;
+                            } else {
+                                rule.sensor = v;
+                            }
+                        }
+                    }
+                    "max" => rule.max = w.float(full, it, -40.0..=200.0),
+                    "critical" => rule.critical = w.float(full, it, -40.0..=200.0),
+                    "mode" => rule.fill_only = w.one_of(full, it, &["override", "fill"]).as_deref() == Some("fill"),
+                    _ => rule.ignore = w.bool(full, it).unwrap_or(false),
+                });
+                if rule.max.is_none() && rule.critical.is_none() && !rule.ignore {
+                    w.err(&prefix, tt.span(), "a threshold rule needs max, critical or ignore = true");
+                }
+                s.thresholds.push(rule);
+            }
+        }
+    });
+}
+
+fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownConfig) {
+    const KEYS: &[&str] = &[
+        "grace",
+        "command",
+        "pre_command",
+        "pre_command_timeout",
+        "duration",
+        "recovery_probes",
+        "cancel_hold",
+        "dry_run",
+        "dry_run_marker",
+    ];
+    let day = Duration::from_secs(24 * 3600);
+    w.table("shutdown", t, KEYS, |w, k, full, it| match k {
+        "grace" => {
+            if let Some(d) = w.duration(full, it, Duration::ZERO, day) {
+                s.grace = d;
+            }
+        }
+        "pre_command_timeout" => {
+            if let Some(d) = w.duration(full, it, Duration::from_secs(1), Duration::from_secs(3600))
+            {
+                s.pre_command_timeout = d;
+            }
+        }
+        "duration" => {
+            if let Some(d) = w.duration(full, it, Duration::ZERO, Duration::from_secs(3600)) {
+                s.duration = d;
+            }
+        }
+        "cancel_hold" => {
+            if let Some(d) = w.duration(full, it, Duration::ZERO, 7 * day) {
+                s.cancel_hold = d;
+            }
+        }
+        "command" => {
+            if let Some(v) = w.argv(full, it) {
+                s.command = v;
+            }
+        }
+        "pre_command" => {
+            if let Some(v) = w.argv(full, it) {
+                s.pre_command = v;
+            }
+        }
+        "recovery_probes" => {
+            if let Some(v) = w.int(full, it, 1..=100) {
+                s.recovery_probes = v as u32;
+            }
+        }
+        "dry_run" => {
+            if let Some(v) = w.bool(full, it) {
+                s.dry_run = v;
+            }
+        }
+        _ => s.dry_run_marker = w.nonempty_string(full, it).map(PathBuf::from),
+    });
+}
+
+/// Checks that involve several keys.
+fn cross_check(w: &mut Walker<'_>, c: &Config) {
+    if c.sensors.timeout > c.sensors.interval {
+        w.err(
+            "sensors.timeout",
+            None,
+            "must not exceed sensors.interval, or reads would overlap",
+        );
+    }
+    if c.power.timeout > c.power.interval {
+        w.err(
+            "power.timeout",
+            None,
+            "must not exceed power.interval, or probes would overlap",
+        );
+    }
+    if c.sensors.sources.contains(&SourceKind::File) && c.sensors.file.is_none() {
+        w.err(
+            "sensors.file",
+            None,
+            "the `file` source is enabled but sensors.file is not set",
+        );
+    }
+    if c.sensors.sources.contains(&SourceKind::Exec) && c.sensors.exec.is_empty() {
+        w.err(
+            "sensors.exec",
+            None,
+            "the `exec` source is enabled but sensors.exec is not set",
+        );
+    }
+}
+
+/// Turn node_exporter-style `:9876` into `0.0.0.0:9876`, and check the address.
+pub fn normalize_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse().map_err(|_| format!("{s:?} is not host:port with an IP address (e.g. \"127.0.0.1:9876\", \":9876\", \"[::1]:9876\")"))
+}
+
+/// Does a `*` pattern match `s`?
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Apply threshold rules to readings (in place); drops ignored sensors.
+pub fn apply_thresholds(rules: &[ThresholdRule], readings: &mut Vec<crate::thermal::Reading>) {
+    if rules.is_empty() {
+        return;
+    }
+    readings.retain_mut(|r| {
+        for rule in rules {
+            if !glob_match(&rule.chip, &r.chip) || !glob_match(&rule.sensor, &r.sensor) {
+                continue;
+            }
+            if rule.ignore {
+                return false;
+            }
+            if let Some(m) = rule.max {
+                if !rule.fill_only || r.max_celsius.is_none() {
+                    r.max_celsius = Some(m);
+                }
+            }
+            if let Some(c) = rule.critical {
+                if !rule.fill_only || r.critical_celsius.is_none() {
+                    r.critical_celsius = Some(c);
+                }
+            }
+        }
+        true
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").expect("empty"), Config::default());
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let src = r#"
+[node]
+name = "rack3-srv12"
+state_dir = "/var/lib/coolmesh"
+
+[http]
+token_file = "/etc/coolmesh/token"
+
+[sensors]
+interval = "10s"
+sources = ["hwmon", "thermal_zone"]
+
+[power]
+targets = ["icmp://10.0.0.254", "tcp://10.0.0.253:22", "http://pdu.local/status"]
+policy = "any"
+interval = "5s"
+timeout = "1s"
+
+[shutdown]
+grace = "5m"
+command = ["systemctl", "poweroff"]
+"#;
+        let c = parse(src).expect("valid");
+        assert_eq!(c.node.name, "rack3-srv12");
+        assert_eq!(c.power.targets.len(), 3);
+        assert_eq!(c.shutdown.grace, Duration::from_secs(300));
+        assert_eq!(
+            c.http.token_file,
+            Some(PathBuf::from("/etc/coolmesh/token"))
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_key_and_line() {
+        let src = "[sensors]\nintervall = \"10s\"\ninterval = \"ten seconds\"\nsources = [\"hwmon\", \"ipmi\"]\n\n[power]\npolicy = \"most\"\njitter = 2.0\n[bogus]\nx = 1\n[shutdown]\ncommand = []\nrecovery_probes = \"2\"\n";
+        let errs = parse(src).expect_err("invalid").0;
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let want = [
+            ("sensors.intervall", 2, "did you mean `interval`"),
+            ("sensors.interval", 3, "not a duration"),
+            ("sensors.sources", 4, "unknown source \"ipmi\""),
+            ("power.policy", 7, "not one of any, all, majority"),
+            ("power.jitter", 8, "out of range"),
+            ("bogus", 9, "unknown key"),
+            ("shutdown.command", 12, "expected a command"),
+            ("shutdown.recovery_probes", 13, "expected an integer"),
+        ];
+        for (key, line, needle) in want {
+            assert!(
+                errs.iter()
+                    .any(|e| e.key == key && e.line == Some(line) && e.message.contains(needle)),
+                "missing {key} line {line} {needle:?} in {shown:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{shown:#?}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = parse("[node]\nname = \"x\"\nstate_dir = \n").expect_err("syntax");
+        assert_eq!(e.0[0].line, Some(3), "{e}");
+    }
+
+    #[test]
+    fn cross_checks() {
+        let e = parse("[sensors]\nsources = [\"file\"]\ninterval = \"1s\"\ntimeout = \"2s\"\n")
+            .expect_err("bad")
+            .to_string();
+        assert!(
+            e.contains("sensors.file") && e.contains("sensors.timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            normalize_listen(":9876").expect("ok").to_string(),
+            "0.0.0.0:9876"
+        );
+        assert!(normalize_listen("127.0.0.1:9876").is_ok());
+        assert!(normalize_listen("[::1]:9876").is_ok());
+        assert!(normalize_listen("localhost").is_err());
+        let e = parse("[http]\nlisten_address = \"nonsense\"\n")
+            .expect_err("bad")
+            .to_string();
+        assert!(e.contains("line 2: http.listen_address"), "{e}");
+    }
+
+    #[test]
+    fn glob_table() {
+        for (p, s, want) in [
+            ("*", "anything", true),
+            ("nvme*", "nvme_0", true),
+            ("nvme*", "xnvme", false),
+            ("*temp*", "platform_coretemp_0", true),
+            ("temp1", "temp1", true),
+            ("temp1", "temp10", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(glob_match(p, s), want, "{p} ~ {s}");
+        }
+    }
+
+    #[test]
+    fn threshold_rules_fill_override_ignore() {
+        let src = "[[sensors.thresholds]]\nchip = \"thermal_zone*\"\ncritical = 90\nmode = \"fill\"\n[[sensors.thresholds]]\nchip = \"nvme*\"\nmax = 70\n[[sensors.thresholds]]\nchip = \"broken\"\nignore = true\n";
+        let c = parse(src).expect("valid");
+        let mut rs = vec![
+            crate::thermal::Reading::new("thermal_zone0", "cpu", 40.0, "t"),
+            crate::thermal::Reading {
+                max_celsius: Some(80.0),
+                ..crate::thermal::Reading::new("nvme_0", "temp1", 40.0, "t")
+            },
+            crate::thermal::Reading::new("broken", "temp1", 40.0, "t"),
+        ];
+        rs[0].critical_celsius = None;
+        apply_thresholds(&c.sensors.thresholds, &mut rs);
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].critical_celsius, Some(90.0));
+        assert_eq!(rs[1].max_celsius, Some(70.0));
+        let e = parse("[[sensors.thresholds]]\nchip = \"x\"\n")
+            .expect_err("empty rule")
+            .to_string();
+        assert!(e.contains("line 1: sensors.thresholds[0]"), "{e}");
+    }
+}

@@ -1,0 +1,59 @@
+//! Bearer tokens for the mutating endpoints.
+
+use subtle::ConstantTimeEq;
+
+/// The operator's token, loaded from `http.token_file`.
+#[derive(Clone)]
+pub struct Token(Vec<u8>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Shortest token accepted: anything shorter is guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl Token {
+    /// Parse a token file's content: surrounding white space is dropped.
+    pub fn from_file_content(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.len() < MIN_TOKEN_LEN {
+            return Err(format!("token is {} characters; use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)", t.len()));
+        }
+        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("token must be a single word without spaces".into());
+        }
+        Ok(Token(t.as_bytes().to_vec()))
+    }
+
+    /// Check an `Authorization` header value in constant time.
+    pub fn check_header(&self, header: Option<&[u8]>) -> bool {
+        let Some(h) = header else { return false };
+        let Some(given) = h.strip_prefix(b"Bearer ") else {
+            return false;
+        };
+        // ct_eq on slices of different length returns false without leaking
+        // where they differ.
+        given.ct_eq(&self.0).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rules() {
+        assert!(Token::from_file_content("short").is_err());
+        assert!(Token::from_file_content("has space inside the token").is_err());
+        let t = Token::from_file_content("  0123456789abcdef0123\n").expect("ok");
+        assert!(t.check_header(Some(b"Bearer 0123456789abcdef0123")));
+        assert!(!t.check_header(Some(b"Bearer 0123456789abcdef0124")));
+        assert!(!t.check_header(Some(b"Bearer 0123456789abcdef012")));
+        assert!(!t.check_header(Some(b"Basic 0123456789abcdef0123")));
+        assert!(!t.check_header(None));
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+}

@@ -1,0 +1,376 @@
+//! The HTTP server (hyper 1): `/metrics`, health, the JSON API and the
+//! operator's mutating endpoints.
+//!
+//! `serve(listener, app, shutdown)` owns the accept loop. Every connection
+//! is bounded: a cap on concurrent connections, a header read timeout
+//! (slowloris), a header size limit, and request bodies are never read (no
+//! endpoint takes one). On shutdown the loop stops accepting and gives open
+//! connections a short grace to finish.
+
+use crate::auth::Token;
+use crate::metrics::Metrics;
+use crate::model::Snapshot;
+use crate::status_page::STATUS_PAGE;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+/// An operator command for the agent core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Cancel a pending shutdown (and hold off new ones for the configured hold).
+    CancelShutdown,
+    /// Hold automatic shutdowns for this long; zero ends maintenance.
+    Maintenance {
+        /// How long.
+        duration: Duration,
+    },
+    /// Add `amount` to this node's slot of counter `name`.
+    IncrementCounter {
+        /// Counter name.
+        name: String,
+        /// Amount (negative only for PN counters).
+        amount: i64,
+    },
+}
+
+/// A command plus where to send the answer.
+#[derive(Debug)]
+pub struct ControlRequest {
+    /// What to do.
+    pub command: Command,
+    /// `Ok(message)` or `Err(message)`; an `Err` becomes a 409.
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// Limits; every field documents its default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Concurrent connections; more are closed at once. Default 64: several
+    /// Prometheus servers plus operators, far below fd limits.
+    pub max_connections: usize,
+    /// Time a client gets to send its request headers. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// How long open connections may finish after shutdown starts. Default 1 s.
+    pub shutdown_grace: Duration,
+    /// Longest maintenance window `POST /v1/maintenance` accepts. Default 7 days.
+    pub max_maintenance: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            shutdown_grace: Duration::from_secs(1),
+            max_maintenance: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    /// Registry to encode.
+    pub metrics: Metrics,
+    /// Latest snapshot.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// Where operator commands go; `None` disables them (503).
+    pub control: Option<mpsc::Sender<ControlRequest>>,
+    /// The operator token; `None` disables mutating endpoints (403).
+    pub token: Option<Token>,
+    /// Server limits.
+    pub limits: Limits,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    match serde_json::to_vec_pretty(v) {
+        Ok(body) => text(status, "application/json", body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding: {e}")),
+    }
+}
+
+fn error(status: StatusCode, msg: &str) -> Resp {
+    json_plain(status, &serde_json::json!({ "error": msg }))
+}
+
+fn json_plain(status: StatusCode, v: &serde_json::Value) -> Resp {
+    text(status, "application/json", v.to_string())
+}
+
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, &format!("use {allow}"));
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Parse the query string into pairs (percent-decoded).
+fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Counter names: `[A-Za-z0-9_.:-]{1,64}`, so they are safe as label values
+/// and in URLs.
+pub fn valid_counter_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+}
+
+/// Route one request.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let get = method == Method::GET || method == Method::HEAD;
+    match path.as_str() {
+        "/metrics" if get => match app.metrics.encode() {
+            Ok(body) => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            ),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("encoding metrics: {e}"),
+            ),
+        },
+        "/-/healthy" if get => text(StatusCode::OK, "text/plain", "Healthy.\n"),
+        "/-/ready" if get => {
+            if app.snapshot.borrow().ready {
+                text(StatusCode::OK, "text/plain", "Ready.\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "Not ready: first sensor round pending.\n",
+                )
+            }
+        }
+        "/" if get => text(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
+        "/v1/state" if get => {
+            let snap = app.snapshot.borrow().clone();
+            json(StatusCode::OK, &*snap)
+        }
+        "/v1/peers" if get => {
+            let snap = app.snapshot.borrow().clone();
+            json(StatusCode::OK, &snap.cluster.peers)
+        }
+        "/v1/offload" if get => {
+            let snap = app.snapshot.borrow().clone();
+            json(StatusCode::OK, &snap.offload_ranking())
+        }
+        "/v1/counters" if get => {
+            let snap = app.snapshot.borrow().clone();
+            json(StatusCode::OK, &snap.counters)
+        }
+        "/metrics" | "/-/healthy" | "/-/ready" | "/" | "/v1/state" | "/v1/peers"
+        | "/v1/offload" | "/v1/counters" => method_not_allowed("GET"),
+        "/v1/shutdown/cancel" | "/v1/maintenance" => {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            let q = query(&req);
+            let cmd = if path == "/v1/shutdown/cancel" {
+                Command::CancelShutdown
+            } else {
+                let Some(raw) = param(&q, "for") else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "missing query parameter `for` (e.g. ?for=1h; ?for=0s ends maintenance)",
+                    );
+                };
+                let duration = match humantime::parse_duration(raw) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("bad `for` value {raw:?}: {e} (e.g. 30m, 1h, 2h30m)"),
+                        )
+                    }
+                };
+                if duration > app.limits.max_maintenance {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "`for` is longer than the limit of {}",
+                            humantime::format_duration(app.limits.max_maintenance)
+                        ),
+                    );
+                }
+                Command::Maintenance { duration }
+            };
+            authorized(&app, &req, cmd).await
+        }
+        p if p.starts_with("/v1/counters/") => {
+            let rest = &p["/v1/counters/".len()..];
+            let Some(name) = rest.strip_suffix("/inc") else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "use POST /v1/counters/{name}/inc?amount=N",
+                );
+            };
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            if !valid_counter_name(name) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "counter names are 1-64 characters of A-Z a-z 0-9 _ . : -",
+                );
+            }
+            let q = query(&req);
+            let amount = match param(&q, "amount") {
+                None => 1,
+                Some(raw) => {
+                    match raw.parse::<i64>() {
+                        Ok(a) if a != 0 && a.unsigned_abs() <= 1_000_000_000 => a,
+                        _ => {
+                            return error(StatusCode::BAD_REQUEST, &format!("bad `amount` {raw:?}: want a non-zero integer within ±1000000000"));
+                        }
+                    }
+                }
+            };
+            authorized(
+                &app,
+                &req,
+                Command::IncrementCounter {
+                    name: name.to_string(),
+                    amount,
+                },
+            )
+            .await
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found; see / for the endpoints"),
+    }
+}
+
+async fn authorized(app: &App, req: &Request<Incoming>, cmd: Command) -> Resp {
+    let Some(token) = &app.token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled: set http.token_file in the config",
+        );
+    };
+    if !token.check_header(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes)) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <token from http.token_file>)",
+        );
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let Some(control) = &app.control else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process does not accept commands",
+        );
+    };
+    let (tx, rx) = oneshot::channel();
+    // Bounded: a flood of commands waits (and times out) here instead of
+    // growing a queue inside the agent.
+    let send = control.send_timeout(
+        ControlRequest {
+            command: cmd,
+            reply: tx,
+        },
+        Duration::from_secs(2),
+    );
+    if send.await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent busy or stopping; retry",
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(Ok(msg))) => json_plain(StatusCode::OK, &serde_json::json!({ "ok": msg })),
+        Ok(Ok(Err(msg))) => error(StatusCode::CONFLICT, &msg),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent did not answer; retry",
+        ),
+    }
+}
+
+/// Serve until `shutdown` completes, then let open connections finish for
+/// `limits.shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limits = app.limits.clone();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(app, req).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await;
+    Ok(())
+}

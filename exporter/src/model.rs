@@ -1,0 +1,252 @@
+//! The snapshot: everything the exporter may show, as plain data.
+//!
+//! The agent builds a new `Snapshot` whenever something changes and publishes
+//! it through a `tokio::sync::watch` channel; the exporter only reads it. No
+//! scrape ever touches a sensor, a probe or the network.
+
+use serde::{Deserialize, Serialize};
+
+/// State names of the shutdown state machine, in exposition order.
+pub const FSM_STATES: [&str; 5] = [
+    "normal",
+    "pre_fail",
+    "shutdown",
+    "local_fault",
+    "maintenance",
+];
+/// Reasons a state can have, in exposition order.
+pub const FSM_REASONS: [&str; 6] = [
+    "none",
+    "power",
+    "cooling",
+    "overheat",
+    "prediction",
+    "operator",
+];
+/// Peer liveness states, in exposition order.
+pub const PEER_STATES: [&str; 3] = ["alive", "suspect", "dead"];
+
+/// One temperature sensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorReading {
+    /// Chip id.
+    pub chip: String,
+    /// Sensor id within the chip.
+    pub sensor: String,
+    /// Human label, if any.
+    pub label: Option<String>,
+    /// Current value, degrees Celsius.
+    pub celsius: f64,
+    /// Max/high threshold.
+    pub max_celsius: Option<f64>,
+    /// Critical threshold.
+    pub critical_celsius: Option<f64>,
+    /// Source that produced it.
+    pub source: String,
+}
+
+/// Health of one thermal source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Source name (`hwmon`, ...).
+    pub name: String,
+    /// Last read succeeded.
+    pub up: bool,
+    /// Duration of the last read.
+    pub duration_seconds: f64,
+    /// Readings from the last successful read.
+    pub readings: usize,
+    /// Error of the last read, if it failed.
+    pub error: Option<String>,
+    /// Unix ms of the last read.
+    pub last_read_ms: u64,
+}
+
+/// Per-node thermal summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thermal {
+    /// Hottest sensor.
+    pub hottest_celsius: Option<f64>,
+    /// Min over sensors of critical - current.
+    pub headroom_celsius: Option<f64>,
+    /// C/min over the trend window.
+    pub trend_celsius_per_minute: Option<f64>,
+    /// Projected seconds to critical while rising.
+    pub time_to_critical_seconds: Option<f64>,
+    /// A sensor is at or above critical.
+    pub critical: bool,
+}
+
+/// The state machine as seen from outside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FsmView {
+    /// One of [`FSM_STATES`].
+    pub state: String,
+    /// One of [`FSM_REASONS`].
+    pub reason: String,
+    /// Human detail of the last transition.
+    pub detail: String,
+    /// Unix ms of entering the state.
+    pub since_ms: u64,
+    /// Unix ms at which a pending shutdown fires.
+    pub deadline_ms: Option<u64>,
+    /// Unix ms until which maintenance holds shutdowns.
+    pub maintenance_until_ms: Option<u64>,
+    /// The shutdown command has been run (or logged, in dry-run).
+    pub executed: bool,
+    /// Dry-run mode: commands are logged, not run.
+    pub dry_run: bool,
+}
+
+impl Default for FsmView {
+    fn default() -> Self {
+        FsmView {
+            state: "normal".into(),
+            reason: "none".into(),
+            detail: String::new(),
+            since_ms: 0,
+            deadline_ms: None,
+            maintenance_until_ms: None,
+            executed: false,
+            dry_run: false,
+        }
+    }
+}
+
+/// Last probe result of one power target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// The target as configured (`tcp://10.0.0.253:22`).
+    pub target: String,
+    /// Probe succeeded.
+    pub up: bool,
+    /// Probe latency.
+    pub duration_seconds: f64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Power observation of this node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PowerView {
+    /// `any`, `all` or `majority`.
+    pub policy: String,
+    /// Policy result; `None` before the first round or with no targets.
+    pub up: Option<bool>,
+    /// Per target.
+    pub targets: Vec<TargetStatus>,
+    /// Unix ms of the last round.
+    pub at_ms: u64,
+}
+
+/// One peer as this node knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Node name.
+    pub node: String,
+    /// libp2p PeerId.
+    pub peer_id: String,
+    /// `alive`, `suspect` or `dead`.
+    pub liveness: String,
+    /// Unix ms when its record last advanced.
+    pub last_seen_ms: u64,
+    /// Its record version.
+    pub version: u64,
+    /// Its thermal summary.
+    pub thermal: Thermal,
+    /// Its power policy result.
+    pub power_up: Option<bool>,
+    /// Its state machine state.
+    pub state: String,
+    /// Its state machine reason.
+    pub reason: String,
+    /// Its pending shutdown deadline.
+    pub deadline_ms: Option<u64>,
+    /// Too old to be trusted for decisions.
+    pub stale: bool,
+}
+
+/// Fresh votes about one power target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerVote {
+    /// Target as configured.
+    pub target: String,
+    /// Nodes (self included) that see it up.
+    pub up: u32,
+    /// Nodes (self included) that see it down.
+    pub down: u32,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Cluster name.
+    pub name: String,
+    /// Known peers (not including this node).
+    pub peers: Vec<PeerStatus>,
+    /// Votes per power target.
+    pub power_votes: Vec<PowerVote>,
+    /// Fresh nodes (self included) overheating or heating fast.
+    pub overheating: u32,
+    /// Votes needed for a cluster-wide decision.
+    pub quorum: u32,
+}
+
+/// One CRDT counter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterStatus {
+    /// Counter name.
+    pub name: String,
+    /// Cluster-wide value.
+    pub value: i64,
+    /// This node's slot.
+    pub local: i64,
+}
+
+/// Everything at one point in time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Node name.
+    pub node: String,
+    /// This node's PeerId, once the cluster runs.
+    pub peer_id: String,
+    /// Unix ms this snapshot was built.
+    pub updated_ms: u64,
+    /// The first sensor round has completed.
+    pub ready: bool,
+    /// All plausible readings.
+    pub readings: Vec<SensorReading>,
+    /// Per-source health.
+    pub sources: Vec<SourceStatus>,
+    /// Thermal summary.
+    pub thermal: Thermal,
+    /// State machine.
+    pub fsm: FsmView,
+    /// Power observation.
+    pub power: PowerView,
+    /// Cluster view.
+    pub cluster: ClusterStatus,
+    /// Counters.
+    pub counters: Vec<CounterStatus>,
+}
+
+impl Snapshot {
+    /// Live, non-stale peers that are not overheating, best headroom first:
+    /// where a scheduler should move work.
+    pub fn offload_ranking(&self) -> Vec<&PeerStatus> {
+        let mut v: Vec<&PeerStatus> = self
+            .cluster
+            .peers
+            .iter()
+            .filter(|p| {
+                p.liveness == "alive" && !p.stale && !p.thermal.critical && p.state != "shutdown"
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            let ha = a.thermal.headroom_celsius.unwrap_or(f64::NEG_INFINITY);
+            let hb = b.thermal.headroom_celsius.unwrap_or(f64::NEG_INFINITY);
+            hb.total_cmp(&ha).then_with(|| a.node.cmp(&b.node))
+        });
+        v
+    }
+}
