@@ -2,7 +2,9 @@
 //! re-read every interval. Whatever writes it (a cron job, a BMC poller) only
 //! has to replace it atomically.
 
-use super::{blocking, json::parse_readings, read_capped, Source, SourceError, MAX_DOCUMENT};
+use super::{
+    blocking, json::parse_readings, read_capped, BusyGuard, Source, SourceError, MAX_DOCUMENT,
+};
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
 use std::path::PathBuf;
@@ -12,12 +14,16 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct FileSource {
     path: PathBuf,
+    busy: BusyGuard,
 }
 
 impl FileSource {
     /// A source reading `path` on every call.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileSource { path: path.into() }
+        FileSource {
+            path: path.into(),
+            busy: BusyGuard::default(),
+        }
     }
 }
 
@@ -27,7 +33,7 @@ impl Source for FileSource {
     }
 
     fn read(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>> {
-        blocking(move || {
+        blocking(&self.busy.clone(), move || {
             let text = read_capped(&self.path, MAX_DOCUMENT)?;
             parse_readings(&text, "file")
                 .map_err(|e| SourceError::Parse(format!("{}: {e}", self.path.display())))

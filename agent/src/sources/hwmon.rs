@@ -16,7 +16,7 @@
 //! skipped and logged; the source fails only if no sensor could be read
 //! while some existed, or the hwmon class directory is unreadable.
 
-use super::{blocking, read_capped, Source, SourceError, MAX_SMALL_FILE};
+use super::{blocking, read_capped, BusyGuard, Source, SourceError, MAX_SMALL_FILE};
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -27,6 +27,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Hwmon {
     sysfs: PathBuf,
+    busy: BusyGuard,
 }
 
 impl Hwmon {
@@ -34,6 +35,7 @@ impl Hwmon {
     pub fn new(sysfs: impl Into<PathBuf>) -> Self {
         Hwmon {
             sysfs: sysfs.into(),
+            busy: BusyGuard::default(),
         }
     }
 
@@ -49,7 +51,7 @@ impl Source for Hwmon {
     }
 
     fn read(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>> {
-        blocking(move || self.read_sync())
+        blocking(&self.busy.clone(), move || self.read_sync())
     }
 }
 

@@ -8,6 +8,7 @@ use crate::thermal::Reading;
 use futures::future::BoxFuture;
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub mod exec;
@@ -51,16 +52,37 @@ pub trait Source: Send + Sync + 'static {
     fn read(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>>;
 }
 
+/// Guards a blocking source against piling up threads.
+///
+/// The sampler's timeout drops a read's future, but it cannot stop a thread
+/// stuck in `read(2)` on a hung device. The guard makes the next read fail
+/// fast ("previous read still running") until that thread returns, so a hung
+/// bus costs one thread, not one per interval.
+#[derive(Debug, Clone, Default)]
+pub struct BusyGuard(Arc<AtomicBool>);
+
 /// Run a synchronous read on the blocking pool, so that a stuck sysfs file
-/// (a hung I2C bus) never stalls the runtime.
-pub fn blocking<F>(f: F) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>>
+/// (a hung I2C bus) never stalls the runtime. See [`BusyGuard`].
+pub fn blocking<F>(busy: &BusyGuard, f: F) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>>
 where
     F: FnOnce() -> Result<Vec<Reading>, SourceError> + Send + 'static,
 {
+    if busy.0.swap(true, Ordering::AcqRel) {
+        return Box::pin(async {
+            Err(SourceError::Parse(
+                "previous read has not returned yet (hung device?); skipping this round".into(),
+            ))
+        });
+    }
+    let flag = busy.0.clone();
     Box::pin(async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .unwrap_or_else(|e| Err(SourceError::Parse(format!("reader task failed: {e}"))))
+        tokio::task::spawn_blocking(move || {
+            let r = f();
+            flag.store(false, Ordering::Release);
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(SourceError::Parse(format!("reader task failed: {e}"))))
     })
 }
 
@@ -93,6 +115,35 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<String, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn busy_guard_prevents_pileup() {
+        let guard = BusyGuard::default();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // First read blocks until released; the sampler's timeout gives up on it.
+        let first = blocking(&guard, move || {
+            let _ = rx.recv();
+            Ok(vec![])
+        });
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(50), first).await;
+        assert!(timed_out.is_err());
+        let e = blocking(&guard, || Ok(vec![]))
+            .await
+            .expect_err("still busy")
+            .to_string();
+        assert!(e.contains("previous read has not returned"), "{e}");
+        tx.send(()).expect("release");
+        // Once the stuck thread returns, reads work again.
+        let mut ok = false;
+        for _ in 0..100 {
+            if blocking(&guard, || Ok(vec![])).await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(ok);
+    }
 
     #[test]
     fn read_capped_errors_name_the_file() {

@@ -3,7 +3,7 @@
 //! the component label, split at the first space when it has one
 //! (`coretemp Package id 0` -> chip `coretemp`, sensor `Package id 0`).
 
-use super::{blocking, Source, SourceError};
+use super::{blocking, BusyGuard, Source, SourceError};
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
 use std::sync::{Arc, Mutex};
@@ -13,12 +13,14 @@ pub struct SysinfoSource {
     // Refreshing an existing list is cheaper than rebuilding it; the mutex
     // is only ever taken on the blocking pool, one read at a time.
     components: Mutex<Option<sysinfo::Components>>,
+    busy: BusyGuard,
 }
 
 impl Default for SysinfoSource {
     fn default() -> Self {
         SysinfoSource {
             components: Mutex::new(None),
+            busy: BusyGuard::default(),
         }
     }
 }
@@ -40,7 +42,7 @@ impl Source for SysinfoSource {
     }
 
     fn read(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>> {
-        blocking(move || {
+        blocking(&self.busy.clone(), move || {
             let mut guard = self
                 .components
                 .lock()

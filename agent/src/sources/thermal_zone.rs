@@ -5,7 +5,7 @@
 //! first `hot` trip point. Values are millidegrees.
 
 use super::hwmon::parse_millidegrees;
-use super::{blocking, read_capped, Source, SourceError, MAX_SMALL_FILE};
+use super::{blocking, read_capped, BusyGuard, Source, SourceError, MAX_SMALL_FILE};
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct ThermalZone {
     sysfs: PathBuf,
+    busy: BusyGuard,
 }
 
 impl ThermalZone {
@@ -22,6 +23,7 @@ impl ThermalZone {
     pub fn new(sysfs: impl Into<PathBuf>) -> Self {
         ThermalZone {
             sysfs: sysfs.into(),
+            busy: BusyGuard::default(),
         }
     }
 }
@@ -32,7 +34,7 @@ impl Source for ThermalZone {
     }
 
     fn read(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>> {
-        blocking(move || read_zones(&self.sysfs))
+        blocking(&self.busy.clone(), move || read_zones(&self.sysfs))
     }
 }
 
