@@ -9,9 +9,15 @@
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the I/O side of the state machine's actions (persist, run once).
 
+pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod fsm;
 pub mod power;
+pub mod report;
+pub mod sampler;
 pub mod shutdown;
+pub mod snapshot;
 pub mod sources;
 pub mod thermal;
+pub mod watchdog;

@@ -1,0 +1,195 @@
+//! Command-line interface (clap derive). Flags follow node_exporter's style
+//! where they overlap (`--web.listen-address`, `--path.sysfs`) and override
+//! the config file.
+
+use crate::config::{Config, SourceKind};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// coolmesh: a peer-to-peer thermal and power watchdog for machine rooms.
+#[derive(Debug, Parser)]
+#[command(name = "coolmesh", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the agent: sensors, probes, state machine, HTTP server.
+    Agent(AgentArgs),
+    /// Read the sensors once and print them.
+    Sensors(SensorsArgs),
+    /// Check a config file; exit 0 if good, 2 with every problem otherwise.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Ask a running agent for its state.
+    State(StateArgs),
+}
+
+/// Flags shared by `agent` and `sensors`.
+#[derive(Debug, Clone, Args)]
+pub struct SourceFlags {
+    /// Config file (TOML). Every key is optional.
+    #[arg(long, short = 'c', env = "COOLMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// sysfs mount point (config: sensors.sysfs).
+    #[arg(long = "path.sysfs", value_name = "PATH")]
+    pub path_sysfs: Option<PathBuf>,
+    /// Thermal source to run; repeat for several (config: sensors.sources).
+    #[arg(long = "sensors.source", value_name = "SOURCE", value_parser = parse_source)]
+    pub sources: Vec<SourceKind>,
+    /// JSON readings file for the `file` source (config: sensors.file).
+    #[arg(long = "sensors.file", value_name = "FILE")]
+    pub sensors_file: Option<PathBuf>,
+    /// lm-sensors output file for the `lm_sensors` source (config: sensors.lm_sensors_file).
+    #[arg(long = "sensors.lm-sensors-file", value_name = "FILE")]
+    pub lm_sensors_file: Option<PathBuf>,
+}
+
+fn parse_source(s: &str) -> Result<SourceKind, String> {
+    SourceKind::parse(s).ok_or_else(|| format!("unknown source {s:?}; sources are hwmon, thermal_zone, sysinfo, lm_sensors, file, exec"))
+}
+
+/// `coolmesh agent`
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Config file and source selection.
+    #[command(flatten)]
+    pub src: SourceFlags,
+    /// Address for HTTP (config: http.listen_address; default 127.0.0.1:9876).
+    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    pub listen_address: Option<String>,
+    /// Node name (config: node.name; default: hostname).
+    #[arg(long = "node.name", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// State directory (config: node.state_dir).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Sensor read interval (config: sensors.interval), e.g. 2s.
+    #[arg(long = "sensors.interval", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub sensors_interval: Option<std::time::Duration>,
+    /// Log what the shutdown would run instead of running it (config: shutdown.dry_run).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Log level or tracing filter (config: log.level).
+    #[arg(long = "log.level", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format (config: log.format).
+    #[arg(long = "log.format", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of `coolmesh sensors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SensorsFormat {
+    /// Aligned table.
+    Table,
+    /// JSON array of readings.
+    Json,
+    /// Prometheus text format (node_exporter textfile collector).
+    Prom,
+}
+
+/// `coolmesh sensors`
+#[derive(Debug, Clone, Args)]
+pub struct SensorsArgs {
+    /// Config file and source selection.
+    #[command(flatten)]
+    pub src: SourceFlags,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: SensorsFormat,
+}
+
+/// `coolmesh state`
+#[derive(Debug, Clone, Args)]
+pub struct StateArgs {
+    /// The agent's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    pub url: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SourceFlags {
+    /// Load the config file (if any) and apply these flags on top.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                crate::config::parse(&text).map_err(|e| anyhow::anyhow!("{}:\n{e}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(p) = &self.path_sysfs {
+            c.sensors.sysfs = p.clone();
+        }
+        if !self.sources.is_empty() {
+            c.sensors.sources = self.sources.clone();
+        }
+        if let Some(p) = &self.sensors_file {
+            c.sensors.file = Some(p.clone());
+        }
+        if let Some(p) = &self.lm_sensors_file {
+            c.sensors.lm_sensors_file = Some(p.clone());
+        }
+        if c.sensors.sources.contains(&SourceKind::File) && c.sensors.file.is_none() {
+            anyhow::bail!("the `file` source needs sensors.file in the config or --sensors.file");
+        }
+        if c.sensors.sources.contains(&SourceKind::Exec) && c.sensors.exec.is_empty() {
+            anyhow::bail!("the `exec` source needs sensors.exec in the config");
+        }
+        Ok(c)
+    }
+}
+
+impl AgentArgs {
+    /// Config with every agent flag applied.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut c = self.src.load()?;
+        if let Some(a) = &self.listen_address {
+            crate::config::normalize_listen(a)
+                .map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
+            c.http.listen_address = a.clone();
+        }
+        if let Some(n) = &self.node_name {
+            c.node.name = n.clone();
+        }
+        if let Some(d) = &self.state_dir {
+            c.node.state_dir = d.clone();
+        }
+        if let Some(i) = self.sensors_interval {
+            c.sensors.interval = i;
+            c.sensors.timeout = c.sensors.timeout.min(i);
+        }
+        if self.dry_run {
+            c.shutdown.dry_run = true;
+        }
+        if let Some(l) = &self.log_level {
+            c.log.level = l.clone();
+        }
+        if let Some(f) = self.log_format {
+            c.log.format = match f {
+                LogFormat::Logfmt => "logfmt".into(),
+                LogFormat::Json => "json".into(),
+            };
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,229 @@
+//! Human and machine output of the one-shot commands (`sensors`, `state`).
+
+use crate::cli::SensorsFormat;
+use crate::sampler::SourceStatus;
+use crate::thermal::Reading;
+use coolmesh_exporter::Snapshot;
+use http_body_util::{BodyExt, Empty, Limited};
+
+/// Render readings in the chosen format.
+pub fn render_sensors(
+    readings: &[Reading],
+    statuses: &[SourceStatus],
+    format: SensorsFormat,
+) -> String {
+    match format {
+        SensorsFormat::Json => serde_json::to_string_pretty(readings)
+            .map(|s| s + "\n")
+            .unwrap_or_default(),
+        SensorsFormat::Prom => {
+            let mut snap = Snapshot::default();
+            let state = crate::sampler::SensorState {
+                round: 1,
+                readings: readings.to_vec(),
+                sources: statuses.to_vec(),
+                thermal: crate::thermal::TrendWindow::new(std::time::Duration::from_secs(60), 2)
+                    .summarize(readings),
+            };
+            crate::snapshot::apply_sensors(&mut snap, &state);
+            let fams: Vec<_> = coolmesh_exporter::collector::families(&snap, 0)
+                .into_iter()
+                .filter(|f| {
+                    let n = f.name();
+                    n.starts_with("coolmesh_temperature_")
+                        || n.starts_with("coolmesh_source_")
+                        || n.starts_with("coolmesh_thermal_")
+                })
+                .collect();
+            coolmesh_exporter::metrics::encode_families(&fams)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        }
+        SensorsFormat::Table => {
+            let opt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+            let rows: Vec<[String; 7]> = readings
+                .iter()
+                .map(|r| {
+                    [
+                        r.chip.clone(),
+                        r.sensor.clone(),
+                        r.label.clone().unwrap_or_default(),
+                        format!("{:.1}", r.celsius),
+                        opt(r.max_celsius),
+                        opt(r.critical_celsius),
+                        r.source.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "CHIP", "SENSOR", "LABEL", "CELSIUS", "MAX", "CRIT", "SOURCE",
+                ],
+                &rows,
+                &[3, 4, 5],
+            )
+        }
+    }
+}
+
+/// Align columns; `right` lists columns to right-align (numbers).
+pub fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]], right: &[usize]) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = w[i] - c.chars().count();
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if right.contains(&i) {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                if i + 1 < cells.len() {
+                    s.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(head.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// GET `<url>/v1/state` from a running agent (bounded size and time).
+pub async fn fetch_state(url: &str) -> anyhow::Result<Snapshot> {
+    let uri: hyper::Uri = format!("{}/v1/state", url.trim_end_matches('/')).parse()?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri)).await??;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), 16 * 1024 * 1024)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+fn secs(s: u64) -> String {
+    if s >= 3600 {
+        format!("{}h{:02}m{:02}s", s / 3600, s % 3600 / 60, s % 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// Text for `coolmesh state`.
+pub fn render_state(s: &Snapshot, now_ms: u64) -> String {
+    let mut out = String::new();
+    let f = &s.fsm;
+    out.push_str(&format!("node     {}\n", s.node));
+    out.push_str(&format!(
+        "state    {}{}\n",
+        f.state,
+        if f.dry_run { " (dry-run)" } else { "" }
+    ));
+    out.push_str(&format!(
+        "reason   {}{}\n",
+        f.reason,
+        if f.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", f.detail)
+        }
+    ));
+    if let Some(d) = f.deadline_ms {
+        out.push_str(&format!(
+            "shutdown in {}\n",
+            secs(d.saturating_sub(now_ms) / 1000)
+        ));
+    }
+    if let Some(m) = f.maintenance_until_ms {
+        out.push_str(&format!(
+            "maintenance for {}\n",
+            secs(m.saturating_sub(now_ms) / 1000)
+        ));
+    }
+    let t = &s.thermal;
+    let o = |v: Option<f64>, u: &str| {
+        v.map(|v| format!("{v:.1}{u}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    out.push_str(&format!(
+        "thermal  hottest {}  headroom {}  trend {}\n",
+        o(t.hottest_celsius, " C"),
+        o(t.headroom_celsius, " C"),
+        o(t.trend_celsius_per_minute, " C/min")
+    ));
+    if !s.power.targets.is_empty() {
+        out.push_str(&format!(
+            "power    {} (policy {})\n",
+            match s.power.up {
+                Some(true) => "up",
+                Some(false) => "DOWN",
+                None => "unknown",
+            },
+            s.power.policy
+        ));
+        for tg in &s.power.targets {
+            out.push_str(&format!(
+                "  {:<40} {}\n",
+                tg.target,
+                if tg.up {
+                    "up".to_string()
+                } else {
+                    format!("down: {}", tg.error.clone().unwrap_or_default())
+                }
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns() {
+        let t = table(
+            &["A", "NUM"],
+            &[
+                ["long name".into(), "1.0".into()],
+                ["x".into(), "100.5".into()],
+            ],
+            &[1],
+        );
+        assert_eq!(t, "A            NUM\nlong name    1.0\nx          100.5\n");
+    }
+
+    #[test]
+    fn state_text_shows_time_left() {
+        let mut s = Snapshot {
+            node: "n1".into(),
+            ..Default::default()
+        };
+        s.fsm.state = "pre_fail".into();
+        s.fsm.reason = "power".into();
+        s.fsm.deadline_ms = Some(1_000_000 + 272_000);
+        let t = render_state(&s, 1_000_000);
+        assert!(
+            t.contains("state    pre_fail") && t.contains("shutdown in 4m32s"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! The sampler: reads every thermal source on an interval, each under its
+//! own timeout and concurrently, so a slow or hung source is reported down
+//! without delaying the others, the state machine or the HTTP server.
+//!
+//! Each round publishes a [`SensorState`] on a `watch` channel: the merged
+//! readings (after threshold rules, de-duplicated by chip and sensor, first
+//! configured source wins), per-source status, and the thermal summary with
+//! its trend. A failed source contributes no readings that round: stale
+//! values are never presented as current; its `source_up` goes to 0 instead.
+
+use crate::config::{apply_thresholds, ThresholdRule};
+use crate::sources::Source;
+use crate::thermal::{Reading, ThermalSummary, TrendWindow};
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Status of one source after a round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceStatus {
+    /// Source name.
+    pub name: String,
+    /// The read succeeded.
+    pub up: bool,
+    /// How long it took (or the timeout).
+    pub duration: Duration,
+    /// Readings it produced.
+    pub readings: usize,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Unix ms of the read.
+    pub at_ms: u64,
+}
+
+/// What one round produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SensorState {
+    /// Completed rounds; 0 before the first.
+    pub round: u64,
+    /// Merged plausible readings.
+    pub readings: Vec<Reading>,
+    /// Per-source status, in configured order.
+    pub sources: Vec<SourceStatus>,
+    /// Summary including the trend.
+    pub thermal: ThermalSummary,
+}
+
+/// Sampler settings.
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Per-source timeout.
+    pub timeout: Duration,
+    /// Trend regression window.
+    pub trend_window: Duration,
+    /// Threshold rules.
+    pub thresholds: Vec<ThresholdRule>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Read every source once, concurrently, each under `timeout`.
+pub async fn read_all(
+    sources: &[Arc<dyn Source>],
+    timeout: Duration,
+    rules: &[ThresholdRule],
+) -> (Vec<Reading>, Vec<SourceStatus>) {
+    let reads = sources.iter().map(|s| {
+        let s = s.clone();
+        async move {
+            let start = Instant::now();
+            let name = s.name().to_string();
+            let r = tokio::time::timeout(timeout, s.read()).await;
+            let duration = start.elapsed();
+            let r = match r {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("timed out after {timeout:?}")),
+            };
+            (name, duration, r)
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    let mut readings = Vec::new();
+    let mut statuses = Vec::new();
+    let mut seen = HashSet::new();
+    let at_ms = unix_ms();
+    for (name, duration, r) in results {
+        match r {
+            Ok(mut rs) => {
+                apply_thresholds(rules, &mut rs);
+                let n = rs.len();
+                for r in rs {
+                    if seen.insert((r.chip.clone(), r.sensor.clone())) {
+                        readings.push(r);
+                    }
+                }
+                statuses.push(SourceStatus {
+                    name,
+                    up: true,
+                    duration,
+                    readings: n,
+                    error: None,
+                    at_ms,
+                });
+            }
+            Err(e) => {
+                statuses.push(SourceStatus {
+                    name,
+                    up: false,
+                    duration,
+                    readings: 0,
+                    error: Some(e),
+                    at_ms,
+                });
+            }
+        }
+    }
+    (readings, statuses)
+}
+
+/// Run rounds until `shutdown` completes.
+pub async fn run(
+    sources: Vec<Arc<dyn Source>>,
+    cfg: SamplerConfig,
+    tx: watch::Sender<SensorState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    // ~1 sample per interval over the window, with slack; bounded regardless.
+    let max_samples = (cfg.trend_window.as_secs_f64() / cfg.interval.as_secs_f64().max(0.001))
+        .ceil() as usize
+        * 2
+        + 4;
+    let mut trend = TrendWindow::new(cfg.trend_window, max_samples.min(10_000));
+    let origin = Instant::now();
+    let mut ticker = tokio::time::interval(cfg.interval);
+    // A round that overran must not be followed by a burst of catch-up rounds.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_up: Vec<Option<bool>> = vec![None; sources.len()];
+    let mut round = 0u64;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        let (readings, statuses) = read_all(&sources, cfg.timeout, &cfg.thresholds).await;
+        // Log state changes of sources, not every failing round.
+        for (i, st) in statuses.iter().enumerate() {
+            if was_up[i] != Some(st.up) {
+                match &st.error {
+                    Some(e) => tracing::warn!(source = %st.name, error = %e, "thermal source down"),
+                    None if was_up[i].is_some() => {
+                        tracing::info!(source = %st.name, readings = st.readings, "thermal source up again")
+                    }
+                    None => {
+                        tracing::info!(source = %st.name, readings = st.readings, "thermal source up")
+                    }
+                }
+                was_up[i] = Some(st.up);
+            }
+        }
+        let (hottest, headroom, _) = crate::thermal::instant_summary(&readings);
+        if let Some(h) = hottest {
+            trend.push(origin.elapsed().as_secs_f64(), h, headroom);
+        }
+        let thermal = trend.summarize(&readings);
+        round += 1;
+        tx.send_replace(SensorState {
+            round,
+            readings,
+            sources: statuses,
+            thermal,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{file::FileSource, SourceError};
+    use futures::future::BoxFuture;
+
+    struct Hang;
+    impl Source for Hang {
+        fn name(&self) -> &str {
+            "hang"
+        }
+        fn read(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    struct Fixed(&'static str, Vec<Reading>);
+    impl Source for Fixed {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn read(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>> {
+            let v = self.1.clone();
+            Box::pin(async move { Ok(v) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hung_source_is_cut_off_and_others_still_report() {
+        let good: Arc<dyn Source> =
+            Arc::new(Fixed("good", vec![Reading::new("c", "t", 40.0, "good")]));
+        let (rs, st) = read_all(&[Arc::new(Hang), good], Duration::from_secs(2), &[]).await;
+        assert_eq!(rs.len(), 1);
+        assert!(
+            !st[0].up && st[0].error.as_deref() == Some("timed out after 2s"),
+            "{st:?}"
+        );
+        assert_eq!(st[0].duration, Duration::from_secs(2));
+        assert!(st[1].up);
+    }
+
+    #[tokio::test]
+    async fn duplicates_first_source_wins() {
+        let a: Arc<dyn Source> = Arc::new(Fixed("a", vec![Reading::new("c", "t", 40.0, "a")]));
+        let b: Arc<dyn Source> = Arc::new(Fixed(
+            "b",
+            vec![
+                Reading::new("c", "t", 99.0, "b"),
+                Reading::new("c", "u", 30.0, "b"),
+            ],
+        ));
+        let (rs, st) = read_all(&[a, b], Duration::from_secs(1), &[]).await;
+        assert_eq!(
+            rs.iter()
+                .map(|r| (r.sensor.as_str(), r.celsius))
+                .collect::<Vec<_>>(),
+            vec![("t", 40.0), ("u", 30.0)]
+        );
+        assert_eq!(st[1].readings, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rounds_publish_trend_from_a_heating_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.json");
+        let write = |c: f64| {
+            std::fs::write(
+                &path,
+                format!(
+                    r#"[{{"chip":"inlet","sensor":"t","celsius":{c},"critical_celsius":100}}]"#
+                ),
+            )
+            .expect("write")
+        };
+        write(40.0);
+        let (tx, mut rx) = watch::channel(SensorState::default());
+        let cfg = SamplerConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            trend_window: Duration::from_secs(120),
+            thresholds: vec![],
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            vec![Arc::new(FileSource::new(&path))],
+            cfg,
+            tx,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        // 5 C/min: +0.8333 C every 10 s round.
+        for i in 0..7 {
+            rx.changed().await.expect("round");
+            let st = rx.borrow_and_update().clone();
+            assert_eq!(st.round, i + 1);
+            write(40.0 + (i + 1) as f64 * 5.0 / 6.0);
+        }
+        let st = rx.borrow().clone();
+        let trend = st.thermal.trend_celsius_per_minute.expect("trend");
+        assert!((trend - 5.0).abs() < 1e-6, "{trend}");
+        assert!(st.thermal.time_to_critical_seconds.is_some());
+        let _ = stop_tx.send(());
+        task.await.expect("sampler stops");
+    }
+}
