@@ -1,0 +1,330 @@
+//! The HTTP server over real loopback sockets: routes, auth, bad requests,
+//! limits and graceful shutdown.
+
+use coolmesh_exporter::auth::Token;
+use coolmesh_exporter::model::{PeerStatus, Thermal};
+use coolmesh_exporter::{App, BuildInfo, Command, ControlRequest, Limits, Metrics, Snapshot};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+struct Server {
+    addr: std::net::SocketAddr,
+    snap: watch::Sender<Arc<Snapshot>>,
+    commands: mpsc::Receiver<ControlRequest>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(token: Option<&str>, limits: Limits) -> Server {
+    let (snap, rx) = watch::channel(Arc::new(Snapshot {
+        node: "n1".into(),
+        ..Default::default()
+    }));
+    let build = BuildInfo {
+        version: "t",
+        revision: "t",
+        rustc: "t",
+    };
+    let metrics = Metrics::new(&build, rx.clone(), 2).expect("metrics");
+    let (tx, commands) = mpsc::channel(4);
+    let app = Arc::new(App {
+        metrics,
+        snapshot: rx,
+        control: Some(tx),
+        token: token.map(|t| Token::from_file_content(t).expect("token")),
+        limits,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(coolmesh_exporter::serve(listener, app, async {
+        let _ = stop_rx.await;
+    }));
+    Server {
+        addr,
+        snap,
+        commands,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Send raw bytes, read the whole response (the request asks to close).
+async fn raw(addr: std::net::SocketAddr, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(req).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+async fn req(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, String) {
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let text = raw(
+        addr,
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn read_endpoints() {
+    let s = start(None, Limits::default()).await;
+    let (st, body) = req(s.addr, "GET", "/metrics", None).await;
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("coolmesh_build_info{revision=\"t\",rustc=\"t\",version=\"t\"} 1"),
+        "{body}"
+    );
+    assert_eq!(req(s.addr, "GET", "/-/healthy", None).await.0, 200);
+    assert_eq!(req(s.addr, "GET", "/-/ready", None).await.0, 503);
+    s.snap.send_modify(|snap| Arc::make_mut(snap).ready = true);
+    assert_eq!(req(s.addr, "GET", "/-/ready", None).await.0, 200);
+    let (st, body) = req(s.addr, "GET", "/", None).await;
+    assert!(st == 200 && body.contains("<title>coolmesh</title>"));
+    let (st, body) = req(s.addr, "GET", "/v1/state", None).await;
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["node"], "n1");
+    assert_eq!(v["fsm"]["state"], "normal");
+    assert_eq!(req(s.addr, "GET", "/nope", None).await.0, 404);
+    assert_eq!(req(s.addr, "POST", "/metrics", None).await.0, 405);
+    assert_eq!(req(s.addr, "GET", "/v1/shutdown/cancel", None).await.0, 405);
+}
+
+#[tokio::test]
+async fn offload_ranks_live_peers_by_headroom() {
+    let s = start(None, Limits::default()).await;
+    let peer = |node: &str, liveness: &str, headroom: f64, critical: bool| PeerStatus {
+        node: node.into(),
+        peer_id: format!("id-{node}"),
+        liveness: liveness.into(),
+        last_seen_ms: 0,
+        version: 1,
+        thermal: Thermal {
+            headroom_celsius: Some(headroom),
+            critical,
+            ..Default::default()
+        },
+        power_up: Some(true),
+        state: "normal".into(),
+        reason: "none".into(),
+        deadline_ms: None,
+        stale: false,
+    };
+    s.snap.send_modify(|snap| {
+        Arc::make_mut(snap).cluster.peers = vec![
+            peer("a", "alive", 20.0, false),
+            peer("b", "alive", 40.0, false),
+            peer("c", "dead", 60.0, false),
+            peer("d", "alive", 50.0, true),
+            peer("e", "suspect", 45.0, false),
+        ]
+    });
+    let (_, body) = req(s.addr, "GET", "/v1/offload", None).await;
+    let v: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+    let names: Vec<&str> = v.iter().filter_map(|p| p["node"].as_str()).collect();
+    assert_eq!(names, ["b", "a"]);
+    // Per-peer series are capped (2 in this server): alive peers first, by name.
+    let (_, metrics) = req(s.addr, "GET", "/metrics", None).await;
+    assert_eq!(metrics.matches("coolmesh_peer_up{").count(), 2, "{metrics}");
+    assert!(
+        metrics.contains("coolmesh_peer_up{peer=\"a\"} 1")
+            && metrics.contains("coolmesh_peer_up{peer=\"b\"} 1")
+    );
+    assert!(metrics.contains("coolmesh_cluster_peers{state=\"alive\"} 3"));
+    // A peer that leaves vanishes with the next snapshot.
+    s.snap
+        .send_modify(|snap| Arc::make_mut(snap).cluster.peers.retain(|p| p.node != "a"));
+    let (_, metrics) = req(s.addr, "GET", "/metrics", None).await;
+    assert!(!metrics.contains("peer=\"a\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn mutating_endpoints_need_the_token() {
+    let mut s = start(Some(TOKEN), Limits::default()).await;
+    assert_eq!(
+        req(s.addr, "POST", "/v1/shutdown/cancel", None).await.0,
+        401
+    );
+    assert_eq!(
+        req(
+            s.addr,
+            "POST",
+            "/v1/shutdown/cancel",
+            Some("wrong-token-wrong-token")
+        )
+        .await
+        .0,
+        401
+    );
+    assert!(
+        s.commands.try_recv().is_err(),
+        "no command may reach the agent without the token"
+    );
+
+    // Bad query values: 400 before any command is sent.
+    for path in [
+        "/v1/maintenance",
+        "/v1/maintenance?for=soon",
+        "/v1/maintenance?for=9999h",
+        "/v1/counters/x/inc?amount=abc",
+        "/v1/counters/x/inc?amount=0",
+        "/v1/counters/bad%20name/inc",
+    ] {
+        let (st, body) = req(s.addr, "POST", path, Some(TOKEN)).await;
+        assert_eq!(st, 400, "{path}: {body}");
+        assert!(body.contains("error"), "{body}");
+    }
+    assert!(s.commands.try_recv().is_err());
+
+    // A good request reaches the agent and its answer comes back.
+    let agent = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for answer in [
+            Ok("cancelled".to_string()),
+            Err("nothing to cancel".to_string()),
+            Ok("ok".to_string()),
+        ] {
+            let r = s.commands.recv().await.expect("command");
+            seen.push(r.command.clone());
+            let _ = r.reply.send(answer);
+        }
+        seen
+    });
+    let (st, body) = req(s.addr, "POST", "/v1/shutdown/cancel", Some(TOKEN)).await;
+    assert_eq!((st, body.contains("cancelled")), (200, true), "{body}");
+    let (st, body) = req(s.addr, "POST", "/v1/maintenance?for=1h30m", Some(TOKEN)).await;
+    assert_eq!(
+        (st, body.contains("nothing to cancel")),
+        (409, true),
+        "{body}"
+    );
+    assert_eq!(
+        req(
+            s.addr,
+            "POST",
+            "/v1/counters/jobs.moved/inc?amount=-3",
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        200
+    );
+    let seen = agent.await.expect("agent");
+    assert_eq!(
+        seen,
+        vec![
+            Command::CancelShutdown,
+            Command::Maintenance {
+                duration: Duration::from_secs(5400)
+            },
+            Command::IncrementCounter {
+                name: "jobs.moved".into(),
+                amount: -3
+            }
+        ]
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_file_mutations_are_forbidden() {
+    let s = start(None, Limits::default()).await;
+    let (st, body) = req(s.addr, "POST", "/v1/shutdown/cancel", Some(TOKEN)).await;
+    assert_eq!(st, 403);
+    assert!(body.contains("token_file"), "{body}");
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_requests() {
+    let limits = Limits {
+        max_header_bytes: 8192,
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let s = start(None, limits).await;
+    let r = raw(s.addr, b"\x00\x01\x02 garbage\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r:?}");
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let r = raw(s.addr, huge.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431") || r.is_empty(), "{r:?}");
+    // Slowloris: a client that never finishes its headers is cut off.
+    let mut c = TcpStream::connect(s.addr).await.expect("connect");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "connection must be closed by the header read timeout"
+    );
+    // The server is still fine afterwards.
+    assert_eq!(req(s.addr, "GET", "/-/healthy", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn connection_cap_and_graceful_stop() {
+    let mut s = start(
+        None,
+        Limits {
+            max_connections: 2,
+            ..Limits::default()
+        },
+    )
+    .await;
+    // Two idle keep-alive connections take both slots...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(s.addr).await.expect("connect");
+        c.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut b = [0u8; 64];
+        let n = c.read(&mut b).await.expect("read");
+        assert!(n > 0);
+        held.push(c);
+    }
+    // ...so a third is closed without an answer.
+    let r = raw(
+        s.addr,
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.is_empty(), "{r:?}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(req(s.addr, "GET", "/-/healthy", None).await.0, 200);
+
+    let stopped = std::time::Instant::now();
+    let _ = s.stop.take().map(|t| t.send(()));
+    tokio::time::timeout(Duration::from_secs(3), &mut s.task)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("ok");
+    assert!(stopped.elapsed() < Duration::from_secs(2));
+    assert!(TcpStream::connect(s.addr).await.is_err(), "listener closed");
+}
