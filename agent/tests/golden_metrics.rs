@@ -30,12 +30,24 @@ async fn metrics_for_fixture_tree_match_golden_file() {
     let mut trend = coolmesh_agent::thermal::TrendWindow::new(Duration::from_secs(120), 10);
     trend.push(0.0, 57.0, Some(45.0));
     let thermal = trend.summarize(&readings);
-    let state = SensorState { round: 1, readings, sources: statuses, thermal };
-    let mut snap = Snapshot { node: "fixture".into(), ..Default::default() };
+    let state = SensorState {
+        round: 1,
+        readings,
+        sources: statuses,
+        thermal,
+    };
+    let mut snap = Snapshot {
+        node: "fixture".into(),
+        ..Default::default()
+    };
     coolmesh_agent::snapshot::apply_sensors(&mut snap, &state);
 
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(snap));
-    let build = BuildInfo { version: "0.0.0-test", revision: "golden", rustc: "golden" };
+    let build = BuildInfo {
+        version: "0.0.0-test",
+        revision: "golden",
+        rustc: "golden",
+    };
     let metrics = Metrics::new(&build, rx, 256).expect("metrics");
     metrics.set_identity("fixture", "room-1", "12D3KooWfixture");
     let text = String::from_utf8(metrics.encode().expect("encode")).expect("utf8");
@@ -44,7 +56,8 @@ async fn metrics_for_fixture_tree_match_golden_file() {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).expect("write golden");
     }
-    let want = std::fs::read_to_string(&golden).expect("golden file (run with UPDATE_GOLDEN=1 once)");
+    let want =
+        std::fs::read_to_string(&golden).expect("golden file (run with UPDATE_GOLDEN=1 once)");
     if text != want {
         let diff: Vec<String> = want
             .lines()
@@ -54,6 +67,12 @@ async fn metrics_for_fixture_tree_match_golden_file() {
             .take(10)
             .map(|(i, (a, b))| format!("line {}:\n  want {a}\n  got  {b}", i + 1))
             .collect();
-        panic!("/metrics differs from {}:\n{}\n(lines: want {}, got {})", golden.display(), diff.join("\n"), want.lines().count(), text.lines().count());
+        panic!(
+            "/metrics differs from {}:\n{}\n(lines: want {}, got {})",
+            golden.display(),
+            diff.join("\n"),
+            want.lines().count(),
+            text.lines().count()
+        );
     }
 }

@@ -15,7 +15,10 @@ fn fixtures() -> PathBuf {
 /// (metric, labels) -> value, from a Prometheus text file.
 fn parse_prom(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').expect("series value");
         let (name, labels) = match series.split_once('{') {
             Some((n, rest)) => (n, rest.trim_end_matches('}')),
@@ -36,7 +39,8 @@ fn parse_prom(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
 
 #[test]
 fn hwmon_and_thermal_zone_agree_with_node_exporter() {
-    let text = std::fs::read_to_string(fixtures().join("node_exporter-1.5.0-hwmon-thermal.prom")).expect("golden");
+    let text = std::fs::read_to_string(fixtures().join("node_exporter-1.5.0-hwmon-thermal.prom"))
+        .expect("golden");
     let ne = parse_prom(&text);
     let ours = read_hwmon(&fixtures().join("sysfs")).expect("hwmon");
     let zones = read_zones(&fixtures().join("sysfs")).expect("zones");
@@ -49,7 +53,10 @@ fn hwmon_and_thermal_zone_agree_with_node_exporter() {
             "node_hwmon_temp_crit_celsius" => |r| r.critical_celsius,
             "node_thermal_zone_temp" => {
                 let zone = &labels["zone"];
-                let r = zones.iter().find(|r| r.chip == format!("thermal_zone{zone}")).expect("zone read");
+                let r = zones
+                    .iter()
+                    .find(|r| r.chip == format!("thermal_zone{zone}"))
+                    .expect("zone read");
                 assert_eq!(r.sensor, labels["type"]);
                 assert_eq!(r.celsius, *value, "thermal zone {zone}");
                 checked += 1;
@@ -59,9 +66,16 @@ fn hwmon_and_thermal_zone_agree_with_node_exporter() {
         };
         let chip = &labels["chip"];
         let sensor = &labels["sensor"];
-        let matches: Vec<_> =
-            ours.iter().filter(|r| (&r.chip == chip || r.chip.starts_with(&format!("{chip}_"))) && &r.sensor == sensor).collect();
-        assert!(!matches.is_empty(), "{name}{{chip={chip},sensor={sensor}}} missing from coolmesh");
+        let matches: Vec<_> = ours
+            .iter()
+            .filter(|r| {
+                (&r.chip == chip || r.chip.starts_with(&format!("{chip}_"))) && &r.sensor == sensor
+            })
+            .collect();
+        assert!(
+            !matches.is_empty(),
+            "{name}{{chip={chip},sensor={sensor}}} missing from coolmesh"
+        );
         assert!(
             matches.iter().any(|r| field(r) == Some(*value)),
             "{name}{{chip={chip},sensor={sensor}}}: node_exporter {value}, coolmesh {:?}",
@@ -76,8 +90,14 @@ fn hwmon_and_thermal_zone_agree_with_node_exporter() {
     // except the colliding chip's sibling radios that node_exporter dropped.
     for r in &ours {
         let ne_has = ne.iter().any(|(n, l, _)| {
-            n == "node_hwmon_temp_celsius" && l["sensor"] == r.sensor && (r.chip == l["chip"] || r.chip.starts_with(&format!("{}_", l["chip"])))
+            n == "node_hwmon_temp_celsius"
+                && l["sensor"] == r.sensor
+                && (r.chip == l["chip"] || r.chip.starts_with(&format!("{}_", l["chip"])))
         });
-        assert!(ne_has, "coolmesh reports {}/{} which node_exporter does not", r.chip, r.sensor);
+        assert!(
+            ne_has,
+            "coolmesh reports {}/{} which node_exporter does not",
+            r.chip, r.sensor
+        );
     }
 }

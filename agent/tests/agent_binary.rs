@@ -1,0 +1,160 @@
+//! The real binary: serves the fixture tree, survives broken sources, and
+//! stops cleanly on SIGTERM within 2 s.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn serves_fixture_readings_and_stops_on_sigterm() {
+    let sysfs = fixtures().join("sysfs");
+    let mut a = start_agent(&[
+        "--path.sysfs",
+        sysfs.to_str().expect("path"),
+        "--sensors.interval",
+        "1s",
+    ]);
+    wait_for("ready", Duration::from_secs(10), || {
+        (http(a.addr, "GET", "/-/ready", None).0 == 200).then_some(())
+    });
+    let (st, body) = http(a.addr, "GET", "/metrics", None);
+    assert_eq!(st, 200);
+    assert_eq!(
+        metric(
+            &body,
+            "coolmesh_temperature_celsius{chip=\"platform_coretemp_0\",sensor=\"temp2\"}"
+        ),
+        Some(54.0)
+    );
+    assert_eq!(
+        metric(&body, "coolmesh_source_up{source=\"hwmon\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&body, "coolmesh_thermal_hottest_celsius"),
+        Some(57.0)
+    );
+    assert_eq!(
+        metric(&body, "coolmesh_thermal_headroom_celsius"),
+        Some(45.0)
+    );
+    let (elapsed, status) = terminate(&mut a);
+    assert!(status.success(), "{status}");
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+}
+
+#[test]
+fn broken_sources_are_reported_and_the_agent_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("readings.json");
+    std::fs::write(&file, "this is not json").expect("write");
+    let cfg = dir.path().join("coolmesh.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sensors]\nsources = [\"file\", \"exec\", \"hwmon\"]\nfile = \"{}\"\nexec = [\"sleep\", \"600\"]\ninterval = \"1s\"\ntimeout = \"300ms\"\nsysfs = \"/nonexistent\"\n",
+            file.display()
+        ),
+    )
+    .expect("write");
+    let mut a = start_agent(&["--config", cfg.to_str().expect("path")]);
+    let body = wait_for("source status", Duration::from_secs(10), || {
+        let (_, b) = http(a.addr, "GET", "/metrics", None);
+        b.contains("coolmesh_source_up{source=\"exec\"}")
+            .then_some(b)
+    });
+    for s in ["file", "exec", "hwmon"] {
+        assert_eq!(
+            metric(&body, &format!("coolmesh_source_up{{source=\"{s}\"}}")),
+            Some(0.0),
+            "{s}\n{body}"
+        );
+    }
+    let (_, state) = http(a.addr, "GET", "/v1/state", None);
+    let v: serde_json::Value = serde_json::from_str(&state).expect("json");
+    let errors: Vec<String> = v["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .map(|s| s["error"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        errors[0].contains("readings.json") && errors[0].contains("not a readings document"),
+        "{errors:?}"
+    );
+    assert!(errors[1].contains("timed out"), "{errors:?}");
+    assert!(errors[2].contains("/nonexistent/class/hwmon"), "{errors:?}");
+
+    // The file is fixed while the agent runs: the next round picks it up.
+    std::fs::write(
+        &file,
+        r#"[{"chip":"inlet","sensor":"front","celsius":23.5}]"#,
+    )
+    .expect("write");
+    wait_for("file source up", Duration::from_secs(10), || {
+        let (_, b) = http(a.addr, "GET", "/metrics", None);
+        (metric(&b, "coolmesh_source_up{source=\"file\"}") == Some(1.0)).then_some(())
+    });
+    let (elapsed, status) = terminate(&mut a);
+    assert!(
+        status.success() && elapsed < Duration::from_secs(2),
+        "{status} after {elapsed:?}"
+    );
+}
+
+#[test]
+fn check_config_reports_every_problem_with_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[power]\npolicy = \"most\"\n\n[sensors]\nintervall = \"5s\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .args(["check-config", bad.to_str().expect("p")])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2: power.policy"), "{err}");
+    assert!(
+        err.contains("line 5: sensors.intervall: unknown key (did you mean `interval`?)"),
+        "{err}"
+    );
+
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coolmesh.example.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .args(["check-config", example.to_str().expect("p")])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn agent_refuses_a_bad_config_without_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[http]\ntoken_file = \"/nonexistent/token\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .args([
+            "agent",
+            "--config",
+            bad.to_str().expect("p"),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.token_file /nonexistent/token: cannot read"),
+        "{err}"
+    );
+}

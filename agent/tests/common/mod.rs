@@ -1,0 +1,135 @@
+//! Helpers for tests that run the real `coolmesh` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A running agent; killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: mpsc::Receiver<String>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `coolmesh agent <args>` on an ephemeral port with JSON logs, and
+/// wait until it says where it listens.
+pub fn start_agent(args: &[&str]) -> Agent {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .arg("agent")
+        .args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--log.format",
+            "json",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn coolmesh");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("agent never said where it listens");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if let Some(a) = v["fields"]["address"].as_str() {
+                let addr = a.parse().expect("address");
+                return Agent {
+                    child,
+                    addr,
+                    logs: rx,
+                };
+            }
+        }
+    }
+}
+
+/// Minimal HTTP/1.1 request; returns (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n").expect("write");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let status = buf.get(9..12).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Poll `f` every 50 ms until it returns Some, or panic after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Value of the first series in `metrics` that starts with `prefix`.
+pub fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Send SIGTERM and return how long the agent took to exit, and its status.
+pub fn terminate(agent: &mut Agent) -> (Duration, std::process::ExitStatus) {
+    let pid = agent.child.id() as libc_pid;
+    let start = Instant::now();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { kill(pid, 15) };
+    let deadline = start + Duration::from_secs(10);
+    loop {
+        if let Some(st) = agent.child.try_wait().expect("wait") {
+            return (start.elapsed(), st);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[allow(non_camel_case_types)]
+type libc_pid = i32;
+extern "C" {
+    fn kill(pid: libc_pid, sig: i32) -> i32;
+}
