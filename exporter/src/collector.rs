@@ -94,6 +94,16 @@ const DEFS: &[Def] = &[
         labels: &[],
     },
     Def {
+        name: "coolmesh_shutdown_dry_run",
+        help: "1 if the agent runs in dry-run mode (shutdowns are logged, not run).",
+        labels: &[],
+    },
+    Def {
+        name: "coolmesh_maintenance_until_timestamp_seconds",
+        help: "Unix time at which maintenance ends; absent outside maintenance.",
+        labels: &[],
+    },
+    Def {
         name: "coolmesh_power_up",
         help: "Power policy result over all targets (1 = mains power seen up).",
         labels: &[],
@@ -105,7 +115,7 @@ const DEFS: &[Def] = &[
     },
     Def {
         name: "coolmesh_cluster_peers",
-        help: "Known peers by liveness.",
+        help: "Known peers by liveness, this node not included.",
         labels: &["state"],
     },
     Def {
@@ -286,6 +296,12 @@ pub fn families(s: &Snapshot, max_peer_series: usize) -> Vec<MetricFamily> {
         s.fsm.deadline_ms.map(|ms| ms as f64 / 1000.0),
     );
     o.add("coolmesh_shutdown_executed", &[], b(s.fsm.executed));
+    o.add("coolmesh_shutdown_dry_run", &[], b(s.fsm.dry_run));
+    o.opt(
+        "coolmesh_maintenance_until_timestamp_seconds",
+        &[],
+        s.fsm.maintenance_until_ms.map(|ms| ms as f64 / 1000.0),
+    );
     o.opt("coolmesh_power_up", &[], s.power.up.map(b));
     for t in &s.power.targets {
         o.add("coolmesh_power_target_up", &[t.target.as_str()], b(t.up));
