@@ -23,6 +23,26 @@
 //! - this file: the [`Probe`] trait, [`ProbeError`], name resolution, and
 //!   [`build_probes`], which turns specs into probes at startup.
 //!
+//! # Target syntax
+//!
+//! | target | up when | notes |
+//! |---|---|---|
+//! | `icmp://HOST` | an echo reply arrives | ping socket if `net.ipv4.ping_group_range` allows, else raw socket (`CAP_NET_RAW`); neither: startup error naming the fix |
+//! | `tcp://HOST:PORT` | the TCP handshake completes | refused = down; port required |
+//! | `http://HOST[:PORT]/PATH` | GET answers 2xx | 3xx/4xx/5xx/garbage = down; no redirects; `https://` rejected (use `exec:` with curl) |
+//! | `exec:COMMAND [ARGS...]` | the command exits 0 | POSIX-shell quoting, no shell unless named; process group killed at timeout |
+//!
+//! `HOST` is an IPv4 literal, a bracketed IPv6 literal (`[2001:db8::1]`;
+//! bare `::1` works where no port follows) or a DNS name, resolved on every
+//! probe. The whole configured string is the `target` label. Examples:
+//!
+//! ```text
+//! icmp://10.0.0.254
+//! tcp://10.0.0.253:22
+//! http://pdu.local/status
+//! exec:sh -c 'upsc ups@localhost ups.status 2>/dev/null | grep -qw OL'
+//! ```
+//!
 //! # Failure semantics
 //!
 //! Every probe has a timeout that covers everything it does, name resolution

@@ -153,14 +153,16 @@ fn log_result(r: &TargetResult, last: &mut Option<(bool, Option<String>)>) {
     let changed = last.as_ref() != Some(&(r.up, r.error.clone()));
     match (&r.error, changed) {
         (None, true) => {
-            tracing::info!(target_name = %r.target, duration = ?r.duration, "power target up")
+            tracing::info!(power_target = %r.target, duration = ?r.duration, "power target up")
         }
-        (Some(e), true) => tracing::warn!(target_name = %r.target, error = %e, "power target down"),
+        (Some(e), true) => {
+            tracing::warn!(power_target = %r.target, error = %e, "power target down")
+        }
         (None, false) => {
-            tracing::trace!(target_name = %r.target, duration = ?r.duration, "power target up")
+            tracing::trace!(power_target = %r.target, duration = ?r.duration, "power target up")
         }
         (Some(e), false) => {
-            tracing::debug!(target_name = %r.target, error = %e, "power target still down")
+            tracing::debug!(power_target = %r.target, error = %e, "power target still down")
         }
     }
     *last = Some((r.up, r.error.clone()));
