@@ -1,1 +1,337 @@
-//! Power probes (being written).
+//! Power probes: is mains power up?
+//!
+//! A *power target* is a device on raw (non-UPS) mains power, such as an air
+//! conditioner's controller, a PDU on the wall circuit or a cheap switch. When
+//! it goes dark, mains has failed. Each configured target is probed on a
+//! jittered interval; a [`Policy`] (any, all or majority up) turns the
+//! per-target results into one "power up" bit, delivered as a
+//! [`PowerObservation`] to the agent core, whose state machine decides what
+//! to do about it (this module never shuts anything down).
+//!
+//! # Layout
+//!
+//! - [`target`]: target strings (`icmp://`, `tcp://`, `http://`, `exec:`)
+//!   parsed into a [`TargetSpec`] by [`parse_target`], with precise errors.
+//! - [`icmp`]: ICMP echo: pure packet build/parse, the startup
+//!   [`icmp_preflight`] (ping socket or raw socket), the [`IcmpProbe`].
+//! - [`tcp`]: TCP connect ([`TcpProbe`]).
+//! - [`http`]: HTTP/1.1 GET, 2xx = up ([`HttpProbe`]).
+//! - [`exec`]: external command, exit 0 = up ([`ExecProbe`]).
+//! - [`policy`]: [`Policy`] any / all / majority.
+//! - [`metrics`]: [`PowerMetrics`] (probe duration histogram, failure counter).
+//! - [`runner`]: the probe loop [`run`] and the pure [`jittered`] interval.
+//! - this file: the [`Probe`] trait, [`ProbeError`], name resolution, and
+//!   [`build_probes`], which turns specs into probes at startup.
+//!
+//! # Target syntax
+//!
+//! | target | up when | notes |
+//! |---|---|---|
+//! | `icmp://HOST` | an echo reply arrives | ping socket if `net.ipv4.ping_group_range` allows, else raw socket (`CAP_NET_RAW`); neither: startup error naming the fix |
+//! | `tcp://HOST:PORT` | the TCP handshake completes | refused = down; port required |
+//! | `http://HOST[:PORT]/PATH` | GET answers 2xx | 3xx/4xx/5xx/garbage = down; no redirects; `https://` rejected (use `exec:` with curl) |
+//! | `exec:COMMAND [ARGS...]` | the command exits 0 | POSIX-shell quoting, no shell unless named; process group killed at timeout |
+//!
+//! `HOST` is an IPv4 literal, a bracketed IPv6 literal (`[2001:db8::1]`;
+//! bare `::1` works where no port follows) or a DNS name, resolved on every
+//! probe. The whole configured string is the `target` label. Examples:
+//!
+//! ```text
+//! icmp://10.0.0.254
+//! tcp://10.0.0.253:22
+//! http://pdu.local/status
+//! exec:sh -c 'upsc ups@localhost ups.status 2>/dev/null | grep -qw OL'
+//! ```
+//!
+//! # Failure semantics
+//!
+//! Every probe has a timeout that covers everything it does, name resolution
+//! included. A probe that cannot complete (timeout, refused, unresolvable,
+//! unexpected answer, command failed to start) counts as *down* for that
+//! round and the reason is reported in [`TargetResult::error`] and logged;
+//! nothing in here panics on bad input or a misbehaving target. Errors that
+//! can never go away by themselves (a malformed target, no way to open ICMP
+//! sockets, an exec program that does not exist) are startup errors instead,
+//! so a typo cannot masquerade as a power outage.
+
+use futures::future::BoxFuture;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub mod exec;
+pub mod http;
+pub mod icmp;
+pub mod metrics;
+pub mod policy;
+pub mod runner;
+pub mod target;
+pub mod tcp;
+#[cfg(test)]
+mod test_util;
+
+pub use exec::ExecProbe;
+pub use http::HttpProbe;
+pub use icmp::{icmp_preflight, IcmpMode, IcmpProbe};
+pub use metrics::PowerMetrics;
+pub use policy::Policy;
+pub use runner::{jittered, run, PowerObservation, RunConfig, TargetResult};
+pub use target::{parse_target, parse_targets, Host, TargetError, TargetKind, TargetSpec};
+pub use tcp::TcpProbe;
+
+/// Why one probe of one target did not see it up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer within the probe timeout (name resolution included).
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The host name did not resolve (this round; DNS may come back).
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The name we tried.
+        host: String,
+        /// The resolver's reason.
+        reason: String,
+    },
+    /// A network operation failed (connection refused, host unreachable...).
+    #[error("{what}: {err}")]
+    Io {
+        /// What we were doing, e.g. `connect to 10.0.0.253:22`.
+        what: String,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// The target answered, and the answer means "not up" (HTTP status not
+    /// 2xx, command exited non-zero).
+    #[error("{0}")]
+    Down(String),
+    /// The target answered something we cannot understand.
+    #[error("{0}")]
+    Protocol(String),
+    /// A local problem: a socket could not be opened, a command could not be
+    /// started. Says nothing about the target.
+    #[error("{0}")]
+    Local(String),
+}
+
+/// One kind of power probe. Implementations must honour `timeout` for the
+/// whole probe (resolution included), never panic, and be safe to call
+/// concurrently and repeatedly. Dropping the returned future cancels the
+/// probe and releases everything it holds (sockets, child processes).
+pub trait Probe: Send + Sync + 'static {
+    /// The configured target string; the `target` metric label.
+    fn target(&self) -> &str;
+
+    /// Probe once. `Ok(())` means the target is up.
+    fn probe(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProbeError>>;
+}
+
+/// Host name resolution, pluggable so that tests never touch real DNS.
+pub trait Resolve: Send + Sync + 'static {
+    /// All addresses of `host`, with `port` filled in, in preference order.
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
+}
+
+/// The system resolver (`getaddrinfo` on tokio's blocking pool, so it obeys
+/// `/etc/hosts`, `/etc/nsswitch.conf` and `/etc/resolv.conf`). When the
+/// probe times out first, the lookup thread finishes in the background, bounded by
+/// the resolver's own timeouts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    }
+}
+
+/// The shared system resolver.
+pub fn system_resolver() -> Arc<dyn Resolve> {
+    Arc::new(SystemResolver)
+}
+
+/// Resolve `host` (an IP literal costs nothing) to at least one address.
+pub(crate) async fn resolve(
+    resolver: &dyn Resolve,
+    host: &Host,
+    port: u16,
+) -> Result<Vec<SocketAddr>, ProbeError> {
+    match host {
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Name(name) => match resolver.resolve(name, port).await {
+            Ok(addrs) if !addrs.is_empty() => Ok(addrs),
+            Ok(_) => Err(ProbeError::Resolve {
+                host: name.clone(),
+                reason: "no addresses".into(),
+            }),
+            Err(e) => Err(ProbeError::Resolve {
+                host: name.clone(),
+                reason: e.to_string(),
+            }),
+        },
+    }
+}
+
+/// Connect to the addresses in order; the first that accepts wins. The
+/// caller's timeout bounds the whole attempt.
+pub(crate) async fn connect_any(addrs: &[SocketAddr]) -> Result<tokio::net::TcpStream, ProbeError> {
+    let mut last = ProbeError::Local("no address to connect to".into());
+    for addr in addrs {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => {
+                last = ProbeError::Io {
+                    what: format!("connect to {addr}"),
+                    err,
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Run `fut` under `timeout`, turning expiry into [`ProbeError::Timeout`].
+pub(crate) async fn within<F>(timeout: Duration, fut: F) -> Result<(), ProbeError>
+where
+    F: std::future::Future<Output = Result<(), ProbeError>>,
+{
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or(Err(ProbeError::Timeout(timeout)))
+}
+
+/// A startup error: this target can never work as configured.
+#[derive(Debug, thiserror::Error)]
+#[error("power target {target}: {message}")]
+pub struct SetupError {
+    /// The configured target string.
+    pub target: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Turn one spec into a probe. `icmp_mode` must be `Some` for ICMP targets
+/// (from [`icmp_preflight`]); exec programs are checked to exist and be
+/// executable.
+pub fn build_probe(
+    spec: &TargetSpec,
+    icmp_mode: Option<IcmpMode>,
+) -> Result<Arc<dyn Probe>, SetupError> {
+    let setup = |message: String| SetupError {
+        target: spec.label.clone(),
+        message,
+    };
+    Ok(match &spec.kind {
+        TargetKind::Icmp { host } => {
+            let mode =
+                icmp_mode.ok_or_else(|| setup("ICMP is not available (no preflight)".into()))?;
+            Arc::new(IcmpProbe::new(
+                &spec.label,
+                host.clone(),
+                mode,
+                system_resolver(),
+            ))
+        }
+        TargetKind::Tcp { host, port } => Arc::new(TcpProbe::new(
+            &spec.label,
+            host.clone(),
+            *port,
+            system_resolver(),
+        )),
+        TargetKind::Http {
+            host,
+            port,
+            authority,
+            path,
+        } => Arc::new(HttpProbe::new(
+            &spec.label,
+            host.clone(),
+            *port,
+            authority,
+            path,
+            system_resolver(),
+        )),
+        TargetKind::Exec { program, args } => {
+            exec::check_program(program).map_err(setup)?;
+            Arc::new(ExecProbe::new(&spec.label, program, args.clone()))
+        }
+    })
+}
+
+/// Turn specs into probes at startup. Runs [`icmp_preflight`] once if any
+/// target is ICMP, and fails with its message (which names the fix) if ICMP
+/// sockets cannot be opened. Unreachable or unresolvable targets are *not*
+/// startup errors: the agent may well start during a power or DNS outage.
+pub fn build_probes(specs: &[TargetSpec]) -> Result<Vec<Arc<dyn Probe>>, SetupError> {
+    let icmp_mode = match specs
+        .iter()
+        .find(|s| matches!(s.kind, TargetKind::Icmp { .. }))
+    {
+        Some(first) => Some(icmp_preflight().map_err(|message| SetupError {
+            target: first.label.clone(),
+            message,
+        })?),
+        None => None,
+    };
+    specs.iter().map(|s| build_probe(s, icmp_mode)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ip_literals_skip_the_resolver() {
+        struct Panics;
+        impl Resolve for Panics {
+            fn resolve<'a>(
+                &'a self,
+                _: &'a str,
+                _: u16,
+            ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+                Box::pin(async { Err(io::Error::other("must not be called")) })
+            }
+        }
+        let host = Host::Ip("127.0.0.1".parse().unwrap());
+        let addrs = resolve(&Panics, &host, 22).await.unwrap();
+        assert_eq!(addrs, vec!["127.0.0.1:22".parse().unwrap()]);
+        let e = resolve(&Panics, &Host::Name("pdu.lan".into()), 22)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "cannot resolve pdu.lan: must not be called");
+    }
+
+    #[test]
+    fn build_checks_exec_programs_and_icmp_mode() {
+        let spec = parse_target("exec:/nonexistent/coolmesh-probe --x").unwrap();
+        let e = build_probes(&[spec]).err().unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("power target exec:/nonexistent/coolmesh-probe --x: "),
+            "{e}"
+        );
+        assert!(e.message.contains("does not exist"), "{e}");
+
+        let spec = parse_target("icmp://127.0.0.1").unwrap();
+        assert!(build_probe(&spec, None).is_err());
+        assert!(build_probe(&spec, Some(IcmpMode::Raw)).is_ok());
+
+        let specs =
+            parse_targets(&["tcp://127.0.0.1:1", "http://127.0.0.1/", "exec:true"]).unwrap();
+        let probes = build_probes(&specs).unwrap();
+        let labels: Vec<&str> = probes.iter().map(|p| p.target()).collect();
+        assert_eq!(
+            labels,
+            ["tcp://127.0.0.1:1", "http://127.0.0.1/", "exec:true"]
+        );
+    }
+}

@@ -1,0 +1,658 @@
+//! Target strings: `icmp://HOST`, `tcp://HOST:PORT`, `http://HOST[:PORT]/PATH`
+//! and `exec:COMMAND [ARGS...]`, parsed into a [`TargetSpec`].
+//!
+//! Parsing is strict and every error names the offending string and says
+//! what to write instead: a typo in a power target must fail at startup, not
+//! look like a power outage at 3 a.m.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The syntax summary used in error messages.
+pub const TARGET_SYNTAX: &str =
+    "icmp://HOST, tcp://HOST:PORT, http://HOST[:PORT]/PATH or exec:COMMAND [ARGS...]";
+
+/// Where a network probe goes: an IP literal (no resolution needed) or a
+/// host name (resolved on every probe, so a DNS change or a DNS outage that
+/// ends is picked up without a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A syntactically valid DNS name (not checked for existence).
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A parsed power target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// The configured string (surrounding whitespace removed). Used verbatim
+    /// as the `target` metric label and in logs, so operators see what they
+    /// wrote.
+    pub label: String,
+    /// What to probe.
+    pub kind: TargetKind,
+}
+
+/// The probe-specific part of a [`TargetSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// ICMP echo request; up when a matching echo reply arrives.
+    Icmp {
+        /// Target host.
+        host: Host,
+    },
+    /// TCP connect; up when the three-way handshake completes.
+    Tcp {
+        /// Target host.
+        host: Host,
+        /// Target port (1-65535).
+        port: u16,
+    },
+    /// HTTP/1.1 GET; up on a 2xx status. Redirects are not followed.
+    Http {
+        /// Target host.
+        host: Host,
+        /// Target port (default 80).
+        port: u16,
+        /// The `Host` header value: the authority as configured.
+        authority: String,
+        /// Origin-form request target (path and query), at least `/`.
+        path: String,
+    },
+    /// An external command; up when it exits with status 0.
+    Exec {
+        /// Program: an absolute path or a name looked up in `PATH`.
+        program: String,
+        /// Arguments, passed as-is (no shell).
+        args: Vec<String>,
+    },
+}
+
+/// A target string that cannot be used. The message names the string and
+/// says how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    /// The target string as given.
+    pub target: String,
+    /// Human-readable reason, including the target and a fix.
+    pub message: String,
+}
+
+fn err(target: &str, message: String) -> TargetError {
+    TargetError {
+        target: target.to_string(),
+        message,
+    }
+}
+
+/// Parse one power target string.
+///
+/// Schemes are case-insensitive. Host names are checked for syntax only;
+/// whether they resolve is found out on each probe.
+pub fn parse_target(s: &str) -> Result<TargetSpec, TargetError> {
+    let label = s.trim();
+    if label.is_empty() {
+        return Err(err(
+            s,
+            format!("empty power target; expected {TARGET_SYNTAX}"),
+        ));
+    }
+    let kind = if let Some((scheme, rest)) = label.split_once("://") {
+        match scheme.to_ascii_lowercase().as_str() {
+            "icmp" | "ping" => parse_icmp(label, rest)?,
+            "tcp" => parse_tcp(label, rest)?,
+            "http" => parse_http(label, rest)?,
+            "https" => {
+                return Err(err(
+                    label,
+                    format!(
+                        "https targets are not supported (coolmesh carries no TLS stack): {label} — \
+                         use an exec target with curl, e.g. \
+                         exec:/usr/bin/curl -fsS -m 2 -o /dev/null {label}"
+                    ),
+                ))
+            }
+            "exec" => {
+                return Err(err(
+                    label,
+                    format!("exec targets take no //: {label} — write exec:COMMAND [ARGS...], e.g. exec:/usr/bin/upsc ups@localhost ups.status"),
+                ))
+            }
+            other => {
+                return Err(err(
+                    label,
+                    format!("unknown power target scheme {other:?} in {label}; expected {TARGET_SYNTAX}"),
+                ))
+            }
+        }
+    } else if let Some(rest) = strip_prefix_ci(label, "exec:") {
+        parse_exec(label, rest)?
+    } else if let Some((scheme, rest)) = label.split_once(':') {
+        let scheme_lc = scheme.to_ascii_lowercase();
+        if matches!(scheme_lc.as_str(), "icmp" | "tcp" | "http" | "https") {
+            return Err(err(
+                label,
+                format!("{label} is missing the // after the scheme — write {scheme_lc}://{rest}"),
+            ));
+        }
+        return Err(err(
+            label,
+            format!(
+                "power target {label} has no scheme; expected {TARGET_SYNTAX} \
+                 (for a host and port, write tcp://{label})"
+            ),
+        ));
+    } else {
+        return Err(err(
+            label,
+            format!(
+                "power target {label} has no scheme; expected {TARGET_SYNTAX} \
+                 (to ping it, write icmp://{label})"
+            ),
+        ));
+    };
+    Ok(TargetSpec {
+        label: label.to_string(),
+        kind,
+    })
+}
+
+/// Parse a list of targets, rejecting duplicates (the label must identify one
+/// metric series).
+pub fn parse_targets<S: AsRef<str>>(targets: &[S]) -> Result<Vec<TargetSpec>, TargetError> {
+    let mut out: Vec<TargetSpec> = Vec::with_capacity(targets.len());
+    for t in targets {
+        let spec = parse_target(t.as_ref())?;
+        if out.iter().any(|o| o.label == spec.label) {
+            return Err(err(
+                &spec.label,
+                format!("power target {} is listed twice", spec.label),
+            ));
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+fn parse_icmp(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err(err(
+            label,
+            format!("icmp target takes no path: {label} — write icmp://HOST"),
+        ));
+    }
+    let (host, port) = split_host_port(label, authority)?;
+    if let Some(port) = port {
+        return Err(err(
+            label,
+            format!(
+                "icmp target takes no port: {label} — ICMP has no ports; write icmp://{} \
+                 or, to check the port, tcp://{}:{port}",
+                bracket(&host),
+                bracket(&host)
+            ),
+        ));
+    }
+    Ok(TargetKind::Icmp { host })
+}
+
+fn parse_tcp(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err(err(
+            label,
+            format!("tcp target takes no path: {label} — write tcp://HOST:PORT"),
+        ));
+    }
+    let (host, port) = split_host_port(label, authority)?;
+    match port {
+        Some(port) => Ok(TargetKind::Tcp { host, port }),
+        None => Err(err(
+            label,
+            format!(
+                "tcp target needs a port: {label} — write tcp://{}:22",
+                bracket(&host)
+            ),
+        )),
+    }
+}
+
+fn parse_http(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
+    if rest.contains('#') {
+        return Err(err(
+            label,
+            format!("http target must not have a #fragment: {label} — the fragment is never sent; remove it"),
+        ));
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err(err(
+            label,
+            format!(
+                "http target must not carry credentials: {label} — use an exec target with curl \
+                 and a netrc file, e.g. exec:/usr/bin/curl -fsS -m 2 --netrc-file /etc/coolmesh/netrc -o /dev/null URL"
+            ),
+        ));
+    }
+    let (host, port) = split_host_port(label, authority)?;
+    let path = if tail.is_empty() {
+        "/".to_string()
+    } else if tail.starts_with('?') {
+        format!("/{tail}")
+    } else {
+        tail.to_string()
+    };
+    if let Err(e) = path.parse::<hyper::http::uri::PathAndQuery>() {
+        return Err(err(
+            label,
+            format!("bad path in http target {label}: {e} (percent-encode spaces and other special characters)"),
+        ));
+    }
+    Ok(TargetKind::Http {
+        host,
+        port: port.unwrap_or(80),
+        authority: authority.to_string(),
+        path,
+    })
+}
+
+fn parse_exec(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
+    let example = "e.g. exec:/usr/bin/upsc ups@localhost ups.status";
+    let words = shell_words::split(rest).map_err(|e| {
+        err(
+            label,
+            format!("cannot split exec target {label}: {e} (quote with '...' or \"...\", and close every quote)"),
+        )
+    })?;
+    let mut words = words.into_iter();
+    let Some(program) = words.next().filter(|p| !p.is_empty()) else {
+        return Err(err(
+            label,
+            format!(
+                "exec target needs a command: {label} — write exec:COMMAND [ARGS...], {example}"
+            ),
+        ));
+    };
+    if program.contains('/') && !program.starts_with('/') {
+        return Err(err(
+            label,
+            format!(
+                "exec target {label}: the program {program} is a relative path, which depends on \
+                 the agent's working directory — use an absolute path or a bare name found in PATH"
+            ),
+        ));
+    }
+    Ok(TargetKind::Exec {
+        program,
+        args: words.collect(),
+    })
+}
+
+/// `HOST`, `HOST:PORT`, `[V6]`, `[V6]:PORT` or a bare IPv6 literal (no port).
+fn split_host_port(label: &str, authority: &str) -> Result<(Host, Option<u16>), TargetError> {
+    if authority.is_empty() {
+        return Err(err(label, format!("power target {label} has no host")));
+    }
+    if let Some(inner) = authority.strip_prefix('[') {
+        let Some((v6, after)) = inner.split_once(']') else {
+            return Err(err(
+                label,
+                format!("unclosed [ in {label}: write [IPv6]:PORT"),
+            ));
+        };
+        let ip: Ipv6Addr = v6.parse().map_err(|_| {
+            err(
+                label,
+                format!("{v6:?} in {label} is not a valid IPv6 address"),
+            )
+        })?;
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(parse_port(label, p)?),
+                None => {
+                    return Err(err(
+                        label,
+                        format!("unexpected {after:?} after ] in {label}: write [IPv6]:PORT"),
+                    ))
+                }
+            },
+        };
+        return Ok((Host::Ip(IpAddr::V6(ip)), port));
+    }
+    if authority.matches(':').count() > 1 {
+        return match authority.parse::<Ipv6Addr>() {
+            Ok(ip) => Ok((Host::Ip(IpAddr::V6(ip)), None)),
+            Err(_) => Err(err(
+                label,
+                format!(
+                    "{authority:?} in {label} is not a valid host: IPv6 addresses go in brackets, \
+                     e.g. [2001:db8::1]:22"
+                ),
+            )),
+        };
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(parse_port(label, p)?)),
+        None => (authority, None),
+    };
+    Ok((parse_host(label, host)?, port))
+}
+
+fn parse_port(label: &str, p: &str) -> Result<u16, TargetError> {
+    if p.is_empty() {
+        return Err(err(
+            label,
+            format!("empty port in {label}: write a port number 1-65535 after the colon"),
+        ));
+    }
+    match p.parse::<u16>() {
+        // u16::from_str accepts a leading '+'; a port is digits only.
+        Ok(port) if port != 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+        _ => Err(err(
+            label,
+            format!("bad port {p:?} in {label}: a port is a number 1-65535"),
+        )),
+    }
+}
+
+fn parse_host(label: &str, host: &str) -> Result<Host, TargetError> {
+    if host.is_empty() {
+        return Err(err(label, format!("power target {label} has no host")));
+    }
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels
+        .iter()
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(err(
+            label,
+            format!("{host:?} in {label} is not a valid IPv4 address"),
+        ));
+    }
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.len() > 253 || !labels.iter().all(label_ok) {
+        return Err(err(
+            label,
+            format!(
+                "{host:?} in {label} is not a valid host name or IP address \
+                 (letters, digits, '-' and '.' only; IPv6 in brackets)"
+            ),
+        ));
+    }
+    Ok(Host::Name(host.to_string()))
+}
+
+/// The host as it appears in a URL authority (IPv6 in brackets).
+fn bracket(host: &Host) -> String {
+    match host {
+        Host::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
+        h => h.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> Host {
+        Host::Ip(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+    }
+
+    #[test]
+    fn good_targets() {
+        let lo6 = Host::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let cases: Vec<(&str, TargetKind)> = vec![
+            (
+                "icmp://10.0.0.254",
+                TargetKind::Icmp {
+                    host: v4(10, 0, 0, 254),
+                },
+            ),
+            (
+                "icmp://10.0.0.254/",
+                TargetKind::Icmp {
+                    host: v4(10, 0, 0, 254),
+                },
+            ),
+            (
+                "ICMP://ac-unit.local",
+                TargetKind::Icmp {
+                    host: Host::Name("ac-unit.local".into()),
+                },
+            ),
+            (
+                "ping://ac1",
+                TargetKind::Icmp {
+                    host: Host::Name("ac1".into()),
+                },
+            ),
+            ("icmp://[::1]", TargetKind::Icmp { host: lo6.clone() }),
+            ("icmp://::1", TargetKind::Icmp { host: lo6.clone() }),
+            (
+                "  icmp://pdu.example.  ",
+                TargetKind::Icmp {
+                    host: Host::Name("pdu.example.".into()),
+                },
+            ),
+            (
+                "tcp://10.0.0.253:22",
+                TargetKind::Tcp {
+                    host: v4(10, 0, 0, 253),
+                    port: 22,
+                },
+            ),
+            (
+                "tcp://[::1]:65535",
+                TargetKind::Tcp {
+                    host: lo6.clone(),
+                    port: 65535,
+                },
+            ),
+            (
+                "tcp://my_host-1.lan:80",
+                TargetKind::Tcp {
+                    host: Host::Name("my_host-1.lan".into()),
+                    port: 80,
+                },
+            ),
+            (
+                "http://pdu.local/status",
+                TargetKind::Http {
+                    host: Host::Name("pdu.local".into()),
+                    port: 80,
+                    authority: "pdu.local".into(),
+                    path: "/status".into(),
+                },
+            ),
+            (
+                "http://10.0.0.9",
+                TargetKind::Http {
+                    host: v4(10, 0, 0, 9),
+                    port: 80,
+                    authority: "10.0.0.9".into(),
+                    path: "/".into(),
+                },
+            ),
+            (
+                "http://[::1]:8080?x=1",
+                TargetKind::Http {
+                    host: lo6,
+                    port: 8080,
+                    authority: "[::1]:8080".into(),
+                    path: "/?x=1".into(),
+                },
+            ),
+            (
+                "http://h:81/a/b?c=d&e",
+                TargetKind::Http {
+                    host: Host::Name("h".into()),
+                    port: 81,
+                    authority: "h:81".into(),
+                    path: "/a/b?c=d&e".into(),
+                },
+            ),
+            (
+                "exec:/usr/bin/upsc ups@localhost ups.status",
+                TargetKind::Exec {
+                    program: "/usr/bin/upsc".into(),
+                    args: vec!["ups@localhost".into(), "ups.status".into()],
+                },
+            ),
+            (
+                "exec:sh -c 'upsc ups@localhost ups.status | grep -qw OL'",
+                TargetKind::Exec {
+                    program: "sh".into(),
+                    args: vec![
+                        "-c".into(),
+                        "upsc ups@localhost ups.status | grep -qw OL".into(),
+                    ],
+                },
+            ),
+            (
+                "EXEC: /bin/true",
+                TargetKind::Exec {
+                    program: "/bin/true".into(),
+                    args: vec![],
+                },
+            ),
+        ];
+        for (s, kind) in cases {
+            let spec = parse_target(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(spec.kind, kind, "{s}");
+            assert_eq!(spec.label, s.trim(), "{s}");
+        }
+    }
+
+    #[test]
+    fn bad_targets_say_what_to_write() {
+        // (input, substrings the message must contain)
+        let cases: &[(&str, &[&str])] = &[
+            ("", &["empty power target", "icmp://HOST"]),
+            ("   ", &["empty power target"]),
+            ("10.0.0.254", &["no scheme", "icmp://10.0.0.254"]),
+            ("10.0.0.253:22", &["no scheme", "tcp://10.0.0.253:22"]),
+            ("icmp:10.0.0.254", &["missing the //", "icmp://10.0.0.254"]),
+            (
+                "udp://10.0.0.1:53",
+                &["unknown power target scheme \"udp\"", "tcp://HOST:PORT"],
+            ),
+            (
+                "tcp://10.0.0.253",
+                &[
+                    "tcp target needs a port: tcp://10.0.0.253",
+                    "write tcp://10.0.0.253:22",
+                ],
+            ),
+            ("tcp://[::1]", &["needs a port", "tcp://[::1]:22"]),
+            ("tcp://::1", &["needs a port", "tcp://[::1]:22"]),
+            ("tcp://h:0", &["bad port \"0\"", "1-65535"]),
+            ("tcp://h:65536", &["bad port \"65536\""]),
+            ("tcp://h:ssh", &["bad port \"ssh\""]),
+            ("tcp://h:+22", &["bad port \"+22\""]),
+            ("tcp://h:", &["empty port"]),
+            ("tcp://h:22/x", &["tcp target takes no path"]),
+            ("tcp://:22", &["has no host"]),
+            ("tcp://", &["has no host"]),
+            (
+                "icmp://10.0.0.1:22",
+                &[
+                    "icmp target takes no port",
+                    "icmp://10.0.0.1",
+                    "tcp://10.0.0.1:22",
+                ],
+            ),
+            ("icmp://h/x", &["icmp target takes no path"]),
+            ("icmp://10.0.0.256", &["not a valid IPv4 address"]),
+            ("icmp://010.0.0.1", &["not a valid IPv4 address"]),
+            ("icmp://bad host", &["not a valid host name"]),
+            ("icmp://-bad", &["not a valid host name"]),
+            ("icmp://a..b", &["not a valid host name"]),
+            ("icmp://[::1", &["unclosed ["]),
+            ("icmp://[zz::1]", &["not a valid IPv6 address"]),
+            ("icmp://[::1]x", &["unexpected \"x\" after ]"]),
+            ("icmp://1:2:3", &["not a valid host", "brackets"]),
+            (
+                "https://pdu.local/status",
+                &[
+                    "https targets are not supported",
+                    "exec:/usr/bin/curl",
+                    "https://pdu.local/status",
+                ],
+            ),
+            (
+                "http://user:pw@pdu/",
+                &["must not carry credentials", "curl"],
+            ),
+            ("http://pdu/#top", &["#fragment"]),
+            (
+                "http://pdu/a b",
+                &["bad path in http target", "percent-encode"],
+            ),
+            ("http://pdu:99999/", &["bad port \"99999\""]),
+            ("http:///status", &["has no host"]),
+            (
+                "exec:",
+                &["exec target needs a command", "exec:/usr/bin/upsc"],
+            ),
+            ("exec:   ", &["exec target needs a command"]),
+            ("exec:'' x", &["exec target needs a command"]),
+            (
+                "exec:sh -c 'unclosed",
+                &["cannot split exec target", "close every quote"],
+            ),
+            ("exec:bin/upsc x", &["relative path", "absolute path"]),
+            ("exec://usr/bin/upsc", &["exec targets take no //"]),
+        ];
+        for (s, needles) in cases {
+            let e = match parse_target(s) {
+                Ok(spec) => panic!("{s:?} parsed as {spec:?}"),
+                Err(e) => e,
+            };
+            for n in *needles {
+                assert!(e.message.contains(n), "{s:?}: {:?} lacks {n:?}", e.message);
+            }
+            assert_eq!(e.to_string(), e.message);
+        }
+    }
+
+    #[test]
+    fn list_rejects_duplicates() {
+        assert!(parse_targets(&["icmp://10.0.0.1", "tcp://10.0.0.1:22"]).is_ok());
+        let e = parse_targets(&["icmp://10.0.0.1", " icmp://10.0.0.1"]).err();
+        assert!(e.is_some_and(|e| e.message.contains("listed twice")));
+        let e = parse_targets(&["icmp://10.0.0.1", "tcp://x"]).err();
+        assert!(e.is_some_and(|e| e.target == "tcp://x"));
+        assert_eq!(parse_targets::<&str>(&[]), Ok(vec![]));
+    }
+}

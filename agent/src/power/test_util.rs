@@ -1,0 +1,43 @@
+//! Helpers for the probe tests: a resolver that never touches real DNS.
+
+use super::{Host, Resolve};
+use futures::future::BoxFuture;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// 127.0.0.1 as a probe host.
+pub const LOOPBACK: Host = Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+/// Scripted name resolution.
+pub enum FakeResolver {
+    /// Every name fails, like NXDOMAIN.
+    Fail,
+    /// Every name resolves to nothing.
+    Empty,
+    /// Every lookup hangs forever (a dead DNS server).
+    Hang,
+    /// Every name is 127.0.0.1.
+    Loopback,
+    /// Every name resolves to these addresses (ports as given).
+    Fixed(Vec<SocketAddr>),
+}
+
+impl Resolve for FakeResolver {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move {
+            match self {
+                FakeResolver::Fail => Err(io::Error::other("Name or service not known (fake)")),
+                FakeResolver::Empty => Ok(vec![]),
+                FakeResolver::Hang => futures::future::pending().await,
+                FakeResolver::Loopback => {
+                    Ok(vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)])
+                }
+                FakeResolver::Fixed(addrs) => Ok(addrs.clone()),
+            }
+        })
+    }
+}
