@@ -249,7 +249,8 @@ mod tests {
     #[test]
     fn slope_table() {
         // (points, expected C/min)
-        let cases: &[(&[(f64, f64)], Option<f64>)] = &[
+        type Case<'a> = (&'a [(f64, f64)], Option<f64>);
+        let cases: &[Case] = &[
             (&[], None),
             (&[(0.0, 50.0)], None),
             (&[(0.0, 50.0), (0.0, 51.0)], None),

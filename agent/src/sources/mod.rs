@@ -112,6 +112,13 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<String, SourceError> {
         .map_err(|_| SourceError::Parse(format!("{}: not UTF-8 text", path.display())))
 }
 
+/// Build the lm-sensors source from the `[sensors]` config.
+pub fn lm_sensors_from_config(
+    _s: &crate::config::SensorsConfig,
+) -> anyhow::Result<Arc<dyn Source>> {
+    anyhow::bail!("the lm_sensors source is not wired in yet")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,11 +178,4 @@ mod tests {
         std::fs::write(&ok, "42000\n").expect("write");
         assert_eq!(read_capped(&ok, MAX_SMALL_FILE).expect("ok"), "42000\n");
     }
-}
-
-/// Build the lm-sensors source from the `[sensors]` config.
-pub fn lm_sensors_from_config(
-    _s: &crate::config::SensorsConfig,
-) -> anyhow::Result<Arc<dyn Source>> {
-    anyhow::bail!("the lm_sensors source is not wired in yet")
 }

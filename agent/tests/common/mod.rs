@@ -28,6 +28,7 @@ impl Drop for Agent {
 
 /// Start `coolmesh agent <args>` on an ephemeral port with JSON logs, and
 /// wait until it says where it listens.
+#[allow(clippy::zombie_processes)] // the Agent's Drop kills and waits
 pub fn start_agent(args: &[&str]) -> Agent {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coolmesh"))
         .arg("agent")
