@@ -6,6 +6,7 @@
 //! is folded into a new snapshot in one place.
 
 use crate::config::{normalize_listen, Config, SourceKind};
+use crate::power::{self, PowerObservation};
 use crate::sampler::{SamplerConfig, SensorState};
 use crate::sources::{self, Source};
 use anyhow::Context;
@@ -126,6 +127,44 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         cancel.clone().cancelled_owned(),
     ));
 
+    // Power probes: a target that can never work (bad URL, no ICMP
+    // permission, missing exec program) stops the agent at startup with the
+    // fix in the message, rather than looking like a permanent outage.
+    let (power_tx, mut power_rx) = mpsc::channel::<PowerObservation>(8);
+    let power_task = if cfg.power.targets.is_empty() {
+        drop(power_tx);
+        None
+    } else {
+        let specs = power::parse_targets(&cfg.power.targets)
+            .map_err(|e| anyhow::anyhow!("power.targets: {e}"))?;
+        let probes = power::build_probes(&specs)?;
+        let policy: power::Policy = cfg
+            .power
+            .policy
+            .parse()
+            .map_err(|e| anyhow::anyhow!("power.policy: {e}"))?;
+        let pm = power::PowerMetrics::new().context("power metrics")?;
+        pm.register(&metrics.registry)
+            .context("registering power metrics")?;
+        let run_cfg = power::RunConfig {
+            interval: cfg.power.interval,
+            jitter_fraction: cfg.power.jitter,
+            timeout: cfg.power.timeout,
+        };
+        run_cfg
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[power]: {e}"))?;
+        Some(tokio::spawn(power::run(
+            probes,
+            policy,
+            run_cfg,
+            pm,
+            power_tx,
+            cancel.clone().cancelled_owned(),
+        )))
+    };
+    let mut power_open = power_task.is_some();
+
     crate::watchdog::ready();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -138,6 +177,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                 let s = sensor_rx.borrow_and_update().clone();
                 let mut snap = (**snap_tx.borrow()).clone();
                 crate::snapshot::apply_sensors(&mut snap, &s);
+                snap.updated_ms = unix_ms();
+                snap_tx.send_replace(Arc::new(snap));
+            }
+            obs = power_rx.recv(), if power_open => {
+                let Some(obs) = obs else { power_open = false; continue };
+                let mut snap = (**snap_tx.borrow()).clone();
+                crate::snapshot::apply_power(&mut snap, &cfg.power.policy, &obs);
                 snap.updated_ms = unix_ms();
                 snap_tx.send_replace(Arc::new(snap));
             }
@@ -155,6 +201,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {
         let _ = http.await;
         let _ = sampler.await;
+        if let Some(p) = power_task {
+            let _ = p.await;
+        }
     })
     .await;
     Ok(())

@@ -668,6 +668,7 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
                 |w, k, full, it| match k {
                     "targets" => {
                         if let Some(v) = w.strings(full, it) {
+                            check_targets(w, full, it, &v);
                             c.power.targets = v;
                         }
                     }
@@ -906,6 +907,28 @@ fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownConfig) {
     });
 }
 
+/// Every power target must parse, and none may repeat.
+fn check_targets(w: &mut Walker<'_>, full: &str, it: &Item, targets: &[String]) {
+    let spans: Vec<_> = it
+        .as_value()
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|x| x.span()).collect())
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        let span = spans.get(i).cloned().flatten();
+        if let Err(e) = crate::power::parse_target(t) {
+            w.err(&format!("{full}[{i}]"), span, e.message);
+        } else if !seen.insert(t.as_str()) {
+            w.err(
+                &format!("{full}[{i}]"),
+                span,
+                format!("target {t:?} listed twice"),
+            );
+        }
+    }
+}
+
 /// Checks that involve several keys.
 fn cross_check(w: &mut Walker<'_>, c: &Config) {
     if c.sensors.timeout > c.sensors.interval {
@@ -1062,6 +1085,27 @@ command = ["systemctl", "poweroff"]
             );
         }
         assert_eq!(errs.len(), want.len(), "{shown:#?}");
+    }
+
+    #[test]
+    fn bad_power_targets_are_named_with_their_line() {
+        let src = "[power]\ntargets = [\n  \"icmp://10.0.0.254\",\n  \"tcp://10.0.0.253\",\n  \"https://pdu/status\",\n  \"icmp://10.0.0.254\",\n]\n";
+        let errs = parse(src).expect_err("invalid").0;
+        let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 3, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("line 4: power.targets[1]")
+                && shown[0].contains("tcp://10.0.0.253:22"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("line 5: power.targets[2]") && shown[1].contains("exec"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[2].starts_with("line 6: power.targets[3]") && shown[2].contains("twice"),
+            "{shown:#?}"
+        );
     }
 
     #[test]

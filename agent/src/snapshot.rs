@@ -2,7 +2,7 @@
 
 use crate::sampler::SensorState;
 use crate::thermal::{Reading, ThermalSummary};
-use coolmesh_exporter::model::{SensorReading, SourceStatus, Thermal};
+use coolmesh_exporter::model::{PowerView, SensorReading, SourceStatus, TargetStatus, Thermal};
 use coolmesh_exporter::Snapshot;
 
 /// Exporter view of a reading.
@@ -46,4 +46,27 @@ pub fn apply_sensors(snap: &mut Snapshot, s: &SensorState) {
         })
         .collect();
     snap.thermal = thermal(&s.thermal);
+}
+
+/// Fill the power part of a snapshot from one probe round.
+pub fn apply_power(snap: &mut Snapshot, policy: &str, obs: &crate::power::PowerObservation) {
+    snap.power = PowerView {
+        policy: policy.to_string(),
+        up: Some(obs.up),
+        targets: obs
+            .targets
+            .iter()
+            .map(|t| TargetStatus {
+                target: t.target.clone(),
+                up: t.up,
+                duration_seconds: t.duration.as_secs_f64(),
+                error: t.error.clone(),
+            })
+            .collect(),
+        at_ms: obs
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
 }
