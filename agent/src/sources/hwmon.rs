@@ -384,6 +384,15 @@ mod tests {
         assert!(e.contains("/nonexistent/sysfs/class/hwmon"), "{e}");
     }
 
+    #[test]
+    fn a_sensor_file_that_cannot_be_read_even_by_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chip = dir.path().join("class/hwmon/hwmon0");
+        std::fs::create_dir_all(chip.join("temp1_input")).expect("mkdir");
+        let e = read_hwmon(dir.path()).expect_err("EISDIR").to_string();
+        assert!(e.contains("temp1_input") && e.contains("directory"), "{e}");
+    }
+
     #[cfg(unix)]
     #[test]
     fn unreadable_file_is_reported() {
