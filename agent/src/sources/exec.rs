@@ -52,8 +52,18 @@ pub async fn run_capped(argv: &[String], cap: u64) -> Result<String, SourceError
         Ok::<_, std::io::Error>(())
     };
     let read_err = async {
-        if let Some(e) = err {
-            e.take(4096).read_to_end(&mut stderr).await?;
+        if let Some(mut e) = err {
+            // Keep the first 4 KiB for the error message but drain the rest:
+            // a plugin blocked on a full stderr pipe would look hung.
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = e.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                let room = 4096usize.saturating_sub(stderr.len());
+                stderr.extend_from_slice(&chunk[..n.min(room)]);
+            }
         }
         Ok::<_, std::io::Error>(())
     };
@@ -154,6 +164,16 @@ mod tests {
             .expect_err("huge")
             .to_string();
         assert!(e.contains("more than"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn chatty_stderr_does_not_block_the_plugin() {
+        // 200 KB on stderr, far beyond a pipe buffer, then valid output.
+        let script = r#"head -c 200000 /dev/zero | tr '\0' x >&2; echo '[{"chip":"c","sensor":"s","celsius":30}]'"#;
+        let r = tokio::time::timeout(Duration::from_secs(5), sh(script).read())
+            .await
+            .expect("must not hang");
+        assert_eq!(r.expect("ok")[0].celsius, 30.0);
     }
 
     #[tokio::test]

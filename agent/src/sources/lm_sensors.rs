@@ -102,7 +102,7 @@
 //!   skipped. Note that sensors prints a limit it could not read as `+0.0`;
 //!   text cannot tell that apart from a real zero.
 
-use super::{blocking, read_capped, Source, SourceError, MAX_DOCUMENT};
+use super::{blocking, read_capped, BusyGuard, Source, SourceError, MAX_DOCUMENT};
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
@@ -208,6 +208,7 @@ enum Mode {
     File {
         path: PathBuf,
         format: Format,
+        busy: BusyGuard,
     },
 }
 
@@ -247,6 +248,7 @@ impl LmSensors {
             mode: Mode::File {
                 path: path.into(),
                 format,
+                busy: BusyGuard::default(),
             },
         }
     }
@@ -266,9 +268,9 @@ impl Source for LmSensors {
 
     fn read(self: Arc<Self>) -> BoxFuture<'static, Result<Vec<Reading>, SourceError>> {
         match &self.mode {
-            Mode::File { path, format } => {
+            Mode::File { path, format, busy } => {
                 let (path, format) = (path.clone(), *format);
-                blocking(move || read_file(&path, format))
+                blocking(busy, move || read_file(&path, format))
             }
             Mode::Command { .. } => Box::pin(async move { self.read_command().await }),
         }
