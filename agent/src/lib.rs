@@ -7,9 +7,11 @@
 //! - [`sources`]: one file per thermal source behind the `Source` trait.
 //! - [`power`]: one file per power probe behind the `Probe` trait, plus policy.
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
-//! - [`shutdown`]: the I/O side of the state machine's actions (persist, run once).
+//! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
+//! - [`persist`]: atomic writes and the state machine's `fsm.json`.
 
 pub mod fsm;
+pub mod persist;
 pub mod power;
 pub mod shutdown;
 pub mod sources;
