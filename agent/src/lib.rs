@@ -9,10 +9,12 @@
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
+//! - [`supervisor`]: the async loop that owns the state machine and carries out its actions.
 
 pub mod fsm;
 pub mod persist;
 pub mod power;
 pub mod shutdown;
 pub mod sources;
+pub mod supervisor;
 pub mod thermal;
