@@ -669,8 +669,9 @@ pub fn remaining_grace(deadline: Millis, now: Millis) -> Duration {
 /// The prediction rule. Given the current `deadline` and the projected
 /// seconds to critical, the deadline it should move to, if earlier:
 /// `now + max(0, ttc - shutdown_duration)`, not before `floor`. `None` when
-/// there is no (finite, non-negative) projection or when the grace already
-/// leaves enough time (`ttc >= remaining + shutdown_duration`).
+/// there is no (finite, non-negative) projection, when the grace already
+/// leaves enough time (`ttc >= remaining + shutdown_duration`), or when the
+/// move would be less than [`PREDICTION_MIN_STEP`].
 pub fn predicted_deadline(
     now: Millis,
     deadline: Millis,
@@ -684,8 +685,15 @@ pub fn predicted_deadline(
         return None;
     }
     let at = now.plus(ttc.saturating_sub(shutdown_duration)).max(floor);
-    (at < deadline).then_some(at)
+    // Only moves that matter: each new reading of a steady trend shortens
+    // the projection by a hair, and a transition (log line, disk write,
+    // push to peers) per probe for a few milliseconds is noise.
+    (at <= deadline.minus(PREDICTION_MIN_STEP)).then_some(at)
 }
+
+/// The smallest move of a deadline the prediction makes (see
+/// [`predicted_deadline`]).
+pub const PREDICTION_MIN_STEP: Duration = Duration::from_secs(1);
 
 /// One trigger that is currently active.
 #[derive(Debug, Clone)]

@@ -471,6 +471,7 @@ fn predicted_deadline_table() {
         (60, 300, Some(120.0), 0, Some(120)),
         (0, 300, Some(360.0), 0, None),      // exactly enough time
         (0, 300, Some(359.0), 0, Some(299)),
+        (0, 300, Some(359.5), 0, None),      // less than a second earlier: noise
         (0, 300, Some(1000.0), 0, None),
         (0, 300, None, 0, None),
         (0, 300, Some(f64::NAN), 0, None),
