@@ -39,7 +39,7 @@
 //!
 //! # Prediction
 //!
-//! In `pre_fail` (reason power, cooling or prediction), if the projected time
+//! In `pre_fail` (trigger power or cooling), if the projected time
 //! to critical is shorter than the remaining grace plus
 //! [`FsmConfig::shutdown_duration`], the deadline moves to
 //! `now + max(0, ttc - shutdown_duration)` (never earlier than
@@ -536,6 +536,10 @@ pub struct Machine {
     pub state: State,
     /// Reason of the last transition.
     pub reason: Reason,
+    /// In `pre_fail` and `shutdown`: the trigger whose grace runs (power,
+    /// cooling or overheat). Unlike `reason`, a prediction does not change
+    /// it, so a recovery reports what recovered. `none` elsewhere.
+    pub trigger: Reason,
     /// Detail of the last transition.
     pub detail: String,
     /// When the current state was entered.
@@ -722,6 +726,7 @@ impl Step<'_> {
         }
         if !matches!(to, State::PreFail | State::Shutdown) {
             self.m.deadline = None;
+            self.m.trigger = Reason::None;
         }
         if to != State::Maintenance {
             self.m.maintenance_until = None;
@@ -766,6 +771,7 @@ impl Step<'_> {
         let grace = self.cfg.grace(first.reason);
         let deadline = self.now.plus(grace);
         self.m.deadline = Some(deadline);
+        self.m.trigger = first.reason;
         let detail = format!(
             "{}; grace {}, shutdown at {deadline}",
             first.detail,
@@ -788,6 +794,7 @@ impl Step<'_> {
                 .plus(self.cfg.grace(t.reason));
             if candidate < current {
                 self.m.deadline = Some(candidate);
+                self.m.trigger = t.reason;
                 let detail = format!(
                     "{}; its grace {} ends before the current deadline: shutdown moved from {current} to {candidate}",
                     t.detail,
@@ -801,7 +808,7 @@ impl Step<'_> {
     fn predict(&mut self, thermal: &ThermalSummary) {
         if !self.cfg.prediction
             || self.m.state != State::PreFail
-            || self.m.reason == Reason::Overheat
+            || self.m.trigger == Reason::Overheat
         {
             return;
         }
@@ -954,7 +961,7 @@ impl Step<'_> {
                         let (to, reason, detail) = if verdict == PowerVerdict::LocalFault {
                             (State::LocalFault, Reason::Power, local_fault_detail(peers))
                         } else {
-                            let what = before.reason;
+                            let what = before.trigger;
                             let detail = format!(
                                 "recovered from {what}: {} consecutive observations without a trigger",
                                 self.m.good_streak

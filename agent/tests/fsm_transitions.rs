@@ -93,6 +93,7 @@ fn pre_fail(reason: Reason, deadline: i64) -> Machine {
     Machine {
         state: State::PreFail,
         reason,
+        trigger: reason,
         since: at(0),
         deadline: Some(at(deadline)),
         power_lost_since: (reason == Reason::Power).then(|| at(0)),
@@ -243,6 +244,8 @@ fn table() -> Vec<Case> {
         case("pre_fail: N good probes: normal", with(pre_fail(R::Power, 300), |m| m.good_streak = 1), obs(Some(true)), at(105), S::Normal, R::Power, ENTER)
             .check(|m| assert_eq!(m.deadline, None)),
         case("pre_fail: recovered as far as peers tell: local fault", with(pre_fail(R::Power, 300), |m| m.good_streak = 1), obs_peers(Some(false), peers(3, 3, 0)), at(105), S::LocalFault, R::Power, ENTER),
+        case("pre_fail(prediction): recovery names the trigger", with(pre_fail(R::Power, 300), |m| { m.reason = Reason::Prediction; m.good_streak = 1; }), obs(Some(true)), at(105), S::Normal, R::Power, ENTER)
+            .check(|m| assert_eq!(m.trigger, Reason::None)),
         case("pre_fail(cooling): quorum gone twice: normal", with(pre_fail(R::Cooling, 120), |m| m.good_streak = 1), obs(Some(true)), at(20), S::Normal, R::Cooling, ENTER),
         case("pre_fail: tick before the deadline", pre_fail(R::Power, 300), Event::Tick, at(299), S::PreFail, R::Power, NONE),
         case("pre_fail: tick at the deadline: shutdown", pre_fail(R::Power, 300), Event::Tick, at(300), S::Shutdown, R::Power, SHUTDOWN)
