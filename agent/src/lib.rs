@@ -7,17 +7,21 @@
 //! - [`sources`]: one file per thermal source behind the `Source` trait.
 //! - [`power`]: one file per power probe behind the `Probe` trait, plus policy.
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
-//! - [`shutdown`]: the I/O side of the state machine's actions (persist, run once).
+//! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
+//! - [`persist`]: atomic writes and the state machine's `fsm.json`.
+//! - [`supervisor`]: the async loop that owns the state machine and carries out its actions.
 
 pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod fsm;
+pub mod persist;
 pub mod power;
 pub mod report;
 pub mod sampler;
 pub mod shutdown;
 pub mod snapshot;
 pub mod sources;
+pub mod supervisor;
 pub mod thermal;
 pub mod watchdog;

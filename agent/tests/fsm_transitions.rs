@@ -1,0 +1,778 @@
+//! Table-driven tests of the pure state machine: every transition, the
+//! timer math helpers, and properties over random event sequences.
+
+use coolmesh_agent::fsm::*;
+use coolmesh_agent::thermal::ThermalSummary;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const T0: u64 = 1_700_000_000_000;
+
+/// `T0 + s` seconds (s may be negative).
+fn at(s: i64) -> Millis {
+    Millis(T0.saturating_add_signed(s * 1000))
+}
+
+fn cfg() -> FsmConfig {
+    FsmConfig::default()
+}
+
+fn input(power: Option<bool>) -> Input {
+    Input {
+        power,
+        ..Input::default()
+    }
+}
+
+fn peers(fresh: u32, up: u32, down: u32) -> PeerView {
+    PeerView {
+        fresh_peers: fresh,
+        power_up: up,
+        power_down: down,
+        overheating: 0,
+    }
+}
+
+fn hot_peers(fresh: u32, overheating: u32) -> PeerView {
+    PeerView {
+        fresh_peers: fresh,
+        overheating,
+        ..PeerView::default()
+    }
+}
+
+fn obs(power: Option<bool>) -> Event {
+    Event::Observe(input(power))
+}
+
+fn obs_peers(power: Option<bool>, p: PeerView) -> Event {
+    Event::Observe(Input {
+        peers: p,
+        ..input(power)
+    })
+}
+
+fn obs_thermal(power: Option<bool>, thermal: ThermalSummary, p: PeerView) -> Event {
+    Event::Observe(Input {
+        power,
+        thermal,
+        peers: p,
+    })
+}
+
+fn heating(trend: f64) -> ThermalSummary {
+    ThermalSummary {
+        trend_celsius_per_minute: Some(trend),
+        ..ThermalSummary::default()
+    }
+}
+
+fn critical() -> ThermalSummary {
+    ThermalSummary {
+        hottest_celsius: Some(101.0),
+        headroom_celsius: Some(-1.0),
+        time_to_critical_seconds: Some(0.0),
+        critical: true,
+        ..ThermalSummary::default()
+    }
+}
+
+fn ttc(secs: f64) -> ThermalSummary {
+    ThermalSummary {
+        time_to_critical_seconds: Some(secs),
+        trend_celsius_per_minute: Some(10.0),
+        ..ThermalSummary::default()
+    }
+}
+
+fn normal() -> Machine {
+    Machine::new(at(0))
+}
+
+fn pre_fail(reason: Reason, deadline: i64) -> Machine {
+    Machine {
+        state: State::PreFail,
+        reason,
+        trigger: reason,
+        since: at(0),
+        deadline: Some(at(deadline)),
+        power_lost_since: (reason == Reason::Power).then(|| at(0)),
+        ..Machine::default()
+    }
+}
+
+fn local_fault() -> Machine {
+    Machine {
+        state: State::LocalFault,
+        reason: Reason::Power,
+        since: at(0),
+        ..Machine::default()
+    }
+}
+
+fn maintenance(until: i64) -> Machine {
+    Machine {
+        state: State::Maintenance,
+        reason: Reason::Operator,
+        since: at(0),
+        maintenance_until: Some(at(until)),
+        ..Machine::default()
+    }
+}
+
+fn shutdown() -> Machine {
+    Machine {
+        state: State::Shutdown,
+        reason: Reason::Power,
+        since: at(300),
+        deadline: Some(at(300)),
+        ..Machine::default()
+    }
+}
+
+fn with(mut m: Machine, f: fn(&mut Machine)) -> Machine {
+    f(&mut m);
+    m
+}
+
+/// Action kinds, short: T, P, N, Pre, Run.
+fn kinds(actions: &[Action]) -> Vec<&'static str> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Transition { .. } => "T",
+            Action::Persist => "P",
+            Action::NotifyPeers => "N",
+            Action::RunPreCommand => "Pre",
+            Action::RunShutdown => "Run",
+        })
+        .collect()
+}
+
+struct Case {
+    name: &'static str,
+    m: Machine,
+    ev: Event,
+    now: Millis,
+    state: State,
+    reason: Reason,
+    actions: &'static [&'static str],
+    check: fn(&Machine),
+}
+
+fn case(
+    name: &'static str,
+    m: Machine,
+    ev: Event,
+    now: Millis,
+    state: State,
+    reason: Reason,
+    actions: &'static [&'static str],
+) -> Case {
+    Case {
+        name,
+        m,
+        ev,
+        now,
+        state,
+        reason,
+        actions,
+        check: |_| {},
+    }
+}
+
+impl Case {
+    fn check(mut self, f: fn(&Machine)) -> Case {
+        self.check = f;
+        self
+    }
+}
+
+const ENTER: &[&str] = &["T", "P", "N"];
+const NONE: &[&str] = &[];
+const SHUTDOWN: &[&str] = &["T", "P", "N", "Pre", "Run"];
+
+/// One row per (state, event, condition). Times are seconds from T0.
+#[rustfmt::skip]
+fn table() -> Vec<Case> {
+    use Reason as R;
+    use State as S;
+    let recovering = |m: &mut Machine| {
+        m.good_streak = 1;
+        m.last_observed = Some(at(298));
+    };
+    vec![
+        // ---- normal ----
+        case("normal: probe down, no peers: trust own probe", normal(), obs(Some(false)), at(10), S::PreFail, R::Power, ENTER)
+            .check(|m| { assert_eq!(m.deadline, Some(at(310))); assert_eq!(m.since, at(10)); }),
+        case("normal: probe down, peers agree", normal(), obs_peers(Some(false), peers(3, 0, 3)), at(10), S::PreFail, R::Power, ENTER),
+        case("normal: probe down, peers tie: lost", normal(), obs_peers(Some(false), peers(2, 1, 1)), at(10), S::PreFail, R::Power, ENTER),
+        case("normal: probe down, peers without probes: trust own", normal(), obs_peers(Some(false), peers(3, 0, 0)), at(10), S::PreFail, R::Power, ENTER),
+        case("normal: probe down, majority of peers up: local fault", normal(), obs_peers(Some(false), peers(3, 2, 1)), at(10), S::LocalFault, R::Power, ENTER)
+            .check(|m| assert_eq!(m.deadline, None)),
+        case("normal: probe up, peers down: own probe wins", normal(), obs_peers(Some(true), peers(3, 0, 3)), at(10), S::Normal, R::None, NONE),
+        case("normal: no probe configured", normal(), obs_peers(None, peers(3, 0, 3)), at(10), S::Normal, R::None, NONE),
+        case("normal: cooling quorum with self", normal(), obs_thermal(Some(true), heating(5.0), hot_peers(2, 1)), at(10), S::PreFail, R::Cooling, ENTER)
+            .check(|m| assert_eq!(m.deadline, Some(at(130)))),
+        case("normal: cooling quorum of peers, self cool", normal(), obs_thermal(Some(true), ThermalSummary::default(), hot_peers(2, 2)), at(10), S::PreFail, R::Cooling, ENTER),
+        case("normal: two of four heating is no quorum", normal(), obs_thermal(Some(true), heating(5.0), hot_peers(3, 1)), at(10), S::Normal, R::None, NONE),
+        case("normal: lone node heating fast is no quorum", normal(), obs_thermal(Some(true), heating(20.0), PeerView::default()), at(10), S::Normal, R::None, NONE),
+        case("normal: critical, first seen", normal(), obs_thermal(Some(true), critical(), PeerView::default()), at(10), S::Normal, R::None, NONE)
+            .check(|m| assert_eq!(m.overheat_since, Some(at(10)))),
+        case("normal: critical shorter than sustain", with(normal(), |m| m.overheat_since = Some(at(0))), obs_thermal(Some(true), critical(), PeerView::default()), at(29), S::Normal, R::None, NONE),
+        case("normal: critical for the sustain: overheat", with(normal(), |m| m.overheat_since = Some(at(0))), obs_thermal(Some(true), critical(), PeerView::default()), at(30), S::PreFail, R::Overheat, ENTER)
+            .check(|m| assert_eq!(m.deadline, Some(at(90)))),
+        case("normal: a cool reading resets the sustain", with(normal(), |m| m.overheat_since = Some(at(0))), obs(Some(true)), at(30), S::Normal, R::None, NONE)
+            .check(|m| assert_eq!(m.overheat_since, None)),
+        case("normal: cancel hold keeps pre_fail away", with(normal(), |m| m.hold_until = Some(at(100))), obs(Some(false)), at(99), S::Normal, R::None, NONE),
+        case("normal: hold over: pre_fail with a fresh grace", with(normal(), |m| { m.hold_until = Some(at(100)); m.power_lost_since = Some(at(0)); }), obs(Some(false)), at(100), S::PreFail, R::Power, ENTER)
+            .check(|m| { assert_eq!(m.deadline, Some(at(400))); assert_eq!(m.hold_until, None); }),
+        case("normal: during the hold a local fault is still reported", with(normal(), |m| m.hold_until = Some(at(100))), obs_peers(Some(false), peers(3, 3, 0)), at(50), S::LocalFault, R::Power, ENTER),
+        case("normal: maintenance", normal(), Event::Maintenance { until: at(600) }, at(10), S::Maintenance, R::Operator, ENTER)
+            .check(|m| assert_eq!(m.maintenance_until, Some(at(600)))),
+        case("normal: maintenance in the past is ignored", normal(), Event::Maintenance { until: at(5) }, at(10), S::Normal, R::None, NONE),
+        case("normal: cancel is a no-op", normal(), Event::Cancel, at(10), S::Normal, R::None, NONE),
+        case("normal: end maintenance is a no-op", normal(), Event::EndMaintenance, at(10), S::Normal, R::None, NONE),
+        case("normal: tick", normal(), Event::Tick, at(10), S::Normal, R::None, NONE),
+        // ---- pre_fail ----
+        case("pre_fail: still down", pre_fail(R::Power, 300), obs(Some(false)), at(100), S::PreFail, R::Power, NONE)
+            .check(|m| assert_eq!(m.deadline, Some(at(300)))),
+        case("pre_fail: one good probe is not enough", pre_fail(R::Power, 300), obs(Some(true)), at(100), S::PreFail, R::Power, NONE)
+            .check(|m| assert_eq!(m.good_streak, 1)),
+        case("pre_fail: a bad probe resets the streak", with(pre_fail(R::Power, 300), |m| m.good_streak = 1), obs(Some(false)), at(100), S::PreFail, R::Power, NONE)
+            .check(|m| assert_eq!(m.good_streak, 0)),
+        case("pre_fail: N good probes: normal", with(pre_fail(R::Power, 300), |m| m.good_streak = 1), obs(Some(true)), at(105), S::Normal, R::Power, ENTER)
+            .check(|m| assert_eq!(m.deadline, None)),
+        case("pre_fail: recovered as far as peers tell: local fault", with(pre_fail(R::Power, 300), |m| m.good_streak = 1), obs_peers(Some(false), peers(3, 3, 0)), at(105), S::LocalFault, R::Power, ENTER),
+        case("pre_fail(prediction): recovery names the trigger", with(pre_fail(R::Power, 300), |m| { m.reason = Reason::Prediction; m.good_streak = 1; }), obs(Some(true)), at(105), S::Normal, R::Power, ENTER)
+            .check(|m| assert_eq!(m.trigger, Reason::None)),
+        case("pre_fail(cooling): quorum gone twice: normal", with(pre_fail(R::Cooling, 120), |m| m.good_streak = 1), obs(Some(true)), at(20), S::Normal, R::Cooling, ENTER),
+        case("pre_fail: tick before the deadline", pre_fail(R::Power, 300), Event::Tick, at(299), S::PreFail, R::Power, NONE),
+        case("pre_fail: tick at the deadline: shutdown", pre_fail(R::Power, 300), Event::Tick, at(300), S::Shutdown, R::Power, SHUTDOWN)
+            .check(|m| { assert_eq!(m.deadline, Some(at(300))); assert_eq!(m.since, at(300)); }),
+        case("pre_fail: good probe after the deadline is too late", pre_fail(R::Power, 300), obs(Some(true)), at(301), S::Shutdown, R::Power, SHUTDOWN),
+        case("pre_fail: recovery in progress holds a due deadline", with(pre_fail(R::Power, 300), recovering), Event::Tick, at(305), S::PreFail, R::Power, NONE),
+        case("pre_fail: recovery in progress, next probe overdue: shutdown", with(pre_fail(R::Power, 300), recovering), Event::Tick, at(306), S::Shutdown, R::Power, SHUTDOWN),
+        case("pre_fail: recovery completes after the deadline", with(pre_fail(R::Power, 300), recovering), obs(Some(true)), at(303), S::Normal, R::Power, ENTER),
+        case("pre_fail: recovery broken after the deadline: shutdown", with(pre_fail(R::Power, 300), recovering), obs(Some(false)), at(303), S::Shutdown, R::Power, SHUTDOWN),
+        case("pre_fail: prediction moves the deadline earlier", pre_fail(R::Power, 300), obs_thermal(Some(false), ttc(170.0), PeerView::default()), at(10), S::PreFail, R::Prediction, ENTER)
+            .check(|m| assert_eq!(m.deadline, Some(at(120)))),
+        case("pre_fail: prediction with enough time does nothing", pre_fail(R::Power, 300), obs_thermal(Some(false), ttc(360.0), PeerView::default()), at(10), S::PreFail, R::Power, NONE),
+        case("pre_fail: prediction leaves no time: shutdown now", pre_fail(R::Power, 300), obs_thermal(Some(false), ttc(30.0), PeerView::default()), at(20), S::Shutdown, R::Prediction, &["T", "T", "P", "N", "Pre", "Run"]),
+        case("pre_fail: prediction respects the floor after entering", pre_fail(R::Power, 300), obs_thermal(Some(false), ttc(0.0), PeerView::default()), at(5), S::PreFail, R::Prediction, ENTER)
+            .check(|m| assert_eq!(m.deadline, Some(at(15)))),
+        case("pre_fail(overheat): no prediction at critical", with(pre_fail(R::Overheat, 60), |m| m.overheat_since = Some(at(-30))), obs_thermal(Some(true), critical(), PeerView::default()), at(10), S::PreFail, R::Overheat, NONE)
+            .check(|m| assert_eq!(m.deadline, Some(at(60)))),
+        case("pre_fail(power): overheat's shorter grace takes over", with(pre_fail(R::Power, 300), |m| m.overheat_since = Some(at(0))), obs_thermal(Some(false), critical(), PeerView::default()), at(30), S::PreFail, R::Overheat, ENTER)
+            .check(|m| assert_eq!(m.deadline, Some(at(90)))),
+        case("pre_fail(overheat): a later power loss never delays it", with(pre_fail(R::Overheat, 60), |m| m.overheat_since = Some(at(-30))), obs_thermal(Some(false), critical(), PeerView::default()), at(10), S::PreFail, R::Overheat, NONE)
+            .check(|m| assert_eq!(m.deadline, Some(at(60)))),
+        case("pre_fail: cancel: normal plus hold", pre_fail(R::Power, 300), Event::Cancel, at(60), S::Normal, R::Operator, ENTER)
+            .check(|m| { assert_eq!(m.hold_until, Some(at(60 + 1800))); assert_eq!(m.deadline, None); }),
+        case("pre_fail: maintenance", pre_fail(R::Power, 300), Event::Maintenance { until: at(600) }, at(60), S::Maintenance, R::Operator, ENTER)
+            .check(|m| assert_eq!(m.deadline, None)),
+        case("pre_fail: end maintenance is a no-op", pre_fail(R::Power, 300), Event::EndMaintenance, at(60), S::PreFail, R::Power, NONE),
+        // ---- local_fault ----
+        case("local_fault: peers now agree: pre_fail", local_fault(), obs_peers(Some(false), peers(3, 0, 3)), at(50), S::PreFail, R::Power, ENTER)
+            .check(|m| assert_eq!(m.deadline, Some(at(350)))),
+        case("local_fault: still a local fault", local_fault(), obs_peers(Some(false), peers(3, 3, 0)), at(50), S::LocalFault, R::Power, NONE),
+        case("local_fault: one good probe", local_fault(), obs(Some(true)), at(50), S::LocalFault, R::Power, NONE)
+            .check(|m| assert_eq!(m.good_streak, 1)),
+        case("local_fault: N good probes: normal", with(local_fault(), |m| m.good_streak = 1), obs(Some(true)), at(55), S::Normal, R::Power, ENTER),
+        case("local_fault: overheat: pre_fail", with(local_fault(), |m| m.overheat_since = Some(at(0))), obs_thermal(Some(false), critical(), peers(3, 3, 0)), at(30), S::PreFail, R::Overheat, ENTER),
+        case("local_fault: maintenance", local_fault(), Event::Maintenance { until: at(600) }, at(50), S::Maintenance, R::Operator, ENTER),
+        case("local_fault: cancel is a no-op", local_fault(), Event::Cancel, at(50), S::LocalFault, R::Power, NONE),
+        // ---- maintenance ----
+        case("maintenance: power loss is held", maintenance(600), obs(Some(false)), at(100), S::Maintenance, R::Operator, NONE),
+        case("maintenance: overheat is held", with(maintenance(600), |m| m.overheat_since = Some(at(0))), obs_thermal(Some(false), critical(), PeerView::default()), at(100), S::Maintenance, R::Operator, NONE),
+        case("maintenance: tick before the end", maintenance(600), Event::Tick, at(599), S::Maintenance, R::Operator, NONE),
+        case("maintenance: tick at the end: normal", maintenance(600), Event::Tick, at(600), S::Normal, R::Operator, ENTER)
+            .check(|m| assert_eq!(m.maintenance_until, None)),
+        case("maintenance: ended, still down: pre_fail with a fresh grace", with(maintenance(600), |m| m.power_lost_since = Some(at(100))), obs(Some(false)), at(601), S::PreFail, R::Power, &["T", "T", "P", "N"])
+            .check(|m| assert_eq!(m.deadline, Some(at(901)))),
+        case("maintenance: ended by operator", maintenance(600), Event::EndMaintenance, at(100), S::Normal, R::Operator, ENTER),
+        case("maintenance: extended", maintenance(600), Event::Maintenance { until: at(1200) }, at(100), S::Maintenance, R::Operator, ENTER)
+            .check(|m| { assert_eq!(m.maintenance_until, Some(at(1200))); assert_eq!(m.since, at(0), "extending is not re-entering"); }),
+        case("maintenance: cancel is a no-op", maintenance(600), Event::Cancel, at(100), S::Maintenance, R::Operator, NONE),
+        // ---- shutdown: terminal ----
+        case("shutdown: observe", shutdown(), obs(Some(true)), at(400), S::Shutdown, R::Power, NONE),
+        case("shutdown: tick", shutdown(), Event::Tick, at(400), S::Shutdown, R::Power, NONE),
+        case("shutdown: cancel", shutdown(), Event::Cancel, at(400), S::Shutdown, R::Power, NONE),
+        case("shutdown: maintenance", shutdown(), Event::Maintenance { until: at(900) }, at(400), S::Shutdown, R::Power, NONE),
+        case("shutdown: end maintenance", shutdown(), Event::EndMaintenance, at(400), S::Shutdown, R::Power, NONE),
+    ]
+}
+
+#[test]
+fn every_transition() {
+    let cfg = cfg();
+    let mut seen = BTreeSet::new();
+    for c in table() {
+        let (m, actions) = step(&c.m, &c.ev, c.now, &cfg);
+        assert_eq!(m.state, c.state, "{}: state", c.name);
+        assert_eq!(m.reason, c.reason, "{}: reason", c.name);
+        assert_eq!(
+            kinds(&actions),
+            c.actions,
+            "{}: actions {actions:?}",
+            c.name
+        );
+        for a in &actions {
+            if let Action::Transition {
+                from, to, detail, ..
+            } = a
+            {
+                assert!(
+                    !detail.is_empty(),
+                    "{}: every transition explains itself",
+                    c.name
+                );
+                seen.insert((from.as_str(), to.as_str()));
+            }
+        }
+        if m.state == State::PreFail {
+            assert!(
+                m.deadline.is_some(),
+                "{}: pre_fail without a deadline",
+                c.name
+            );
+        }
+        (c.check)(&m);
+    }
+    let expected: BTreeSet<(&str, &str)> = [
+        ("normal", "pre_fail"),
+        ("normal", "local_fault"),
+        ("normal", "maintenance"),
+        ("pre_fail", "pre_fail"),
+        ("pre_fail", "normal"),
+        ("pre_fail", "local_fault"),
+        ("pre_fail", "shutdown"),
+        ("pre_fail", "maintenance"),
+        ("local_fault", "normal"),
+        ("local_fault", "pre_fail"),
+        ("local_fault", "maintenance"),
+        ("maintenance", "normal"),
+        ("maintenance", "maintenance"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        seen, expected,
+        "the table must cover every transition, and only those"
+    );
+}
+
+#[test]
+fn shutdown_actions_are_ordered() {
+    let (_, actions) = step(&pre_fail(Reason::Power, 300), &Event::Tick, at(300), &cfg());
+    assert!(matches!(
+        actions.as_slice(),
+        [
+            Action::Transition {
+                from: State::PreFail,
+                to: State::Shutdown,
+                reason: Reason::Power,
+                ..
+            },
+            Action::Persist,
+            Action::NotifyPeers,
+            Action::RunPreCommand,
+            Action::RunShutdown
+        ]
+    ));
+}
+
+#[test]
+fn transition_details_carry_the_numbers() {
+    let (m, actions) = step(
+        &normal(),
+        &obs_peers(Some(false), peers(3, 1, 2)),
+        at(10),
+        &cfg(),
+    );
+    let Some(Action::Transition { detail, .. }) = actions.first() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(detail, &m.detail);
+    assert!(detail.contains("2 down / 1 up"), "{detail}");
+    assert!(detail.contains("grace 5m"), "{detail}");
+    let (_, actions) = step(
+        &pre_fail(Reason::Power, 300),
+        &obs_thermal(Some(false), ttc(170.0), PeerView::default()),
+        at(10),
+        &cfg(),
+    );
+    let Some(Action::Transition { detail, .. }) = actions.first() else {
+        panic!("{actions:?}")
+    };
+    assert!(detail.contains("time to critical 170s"), "{detail}");
+    assert!(detail.contains("shutdown duration 1m"), "{detail}");
+}
+
+#[test]
+fn power_verdict_table() {
+    use PowerVerdict as V;
+    let cases = [
+        (None, peers(0, 0, 0), V::Unknown),
+        (None, peers(3, 0, 3), V::Unknown),
+        (Some(true), peers(0, 0, 0), V::Up),
+        (Some(true), peers(3, 0, 3), V::Up),
+        (Some(false), peers(0, 0, 0), V::Lost),
+        (Some(false), peers(5, 0, 0), V::Lost),
+        (Some(false), peers(1, 0, 1), V::Lost),
+        (Some(false), peers(1, 1, 0), V::LocalFault),
+        (Some(false), peers(2, 1, 1), V::Lost),
+        (Some(false), peers(3, 2, 1), V::LocalFault),
+        (Some(false), peers(5, 2, 2), V::Lost),
+        (
+            Some(false),
+            peers(u32::MAX, u32::MAX, u32::MAX - 1),
+            V::LocalFault,
+        ),
+    ];
+    for (power, p, want) in cases {
+        assert_eq!(power_verdict(power, &p), want, "{power:?} {p:?}");
+    }
+}
+
+#[test]
+fn cooling_quorum_table() {
+    // (fresh nodes incl. self, min, quorum)
+    for (nodes, min, want) in [
+        (1, 2, 2),
+        (2, 2, 2),
+        (3, 2, 2),
+        (4, 2, 3),
+        (5, 2, 3),
+        (10, 2, 6),
+        (1, 1, 1),
+        (3, 4, 4),
+    ] {
+        assert_eq!(cooling_quorum(nodes, min), want, "{nodes} nodes, min {min}");
+    }
+}
+
+#[test]
+fn remaining_grace_table() {
+    for (deadline, now, want) in [(300, 0, 300), (300, 299, 1), (300, 300, 0), (300, 400, 0)] {
+        assert_eq!(
+            remaining_grace(at(deadline), at(now)),
+            Duration::from_secs(want)
+        );
+    }
+}
+
+#[test]
+fn predicted_deadline_table() {
+    let d = Duration::from_secs(60);
+    // (now, deadline, ttc, floor, expected), times in seconds from T0
+    type Row = (i64, i64, Option<f64>, i64, Option<i64>);
+    #[rustfmt::skip]
+    let cases: &[Row] = &[
+        // The numbers: 10 C/min, 30 C headroom = 180 s; 5 min grace.
+        (0, 300, Some(180.0), 0, Some(120)),
+        (60, 300, Some(120.0), 0, Some(120)),
+        (0, 300, Some(360.0), 0, None),      // exactly enough time
+        (0, 300, Some(359.0), 0, Some(299)),
+        (0, 300, Some(359.5), 0, None),      // less than a second earlier: noise
+        (0, 300, Some(1000.0), 0, None),
+        (0, 300, None, 0, None),
+        (0, 300, Some(f64::NAN), 0, None),
+        (0, 300, Some(f64::INFINITY), 0, None),
+        (0, 300, Some(-5.0), 0, None),
+        (0, 300, Some(30.0), 0, Some(0)),    // less than a shutdown takes: now
+        (0, 300, Some(0.0), 15, Some(15)),   // never before the floor
+        (0, 100, Some(150.0), 0, Some(90)),
+        (0, 80, Some(150.0), 0, None),       // already earlier than predicted
+        (200, 150, Some(10.0), 0, None),     // deadline passed: nothing earlier
+    ];
+    for &(now, deadline, ttc, floor, want) in cases {
+        let got = predicted_deadline(at(now), at(deadline), ttc, d, at(floor));
+        assert_eq!(
+            got,
+            want.map(at),
+            "now {now} deadline {deadline} ttc {ttc:?} floor {floor}"
+        );
+    }
+}
+
+#[test]
+fn effective_deadline_table() {
+    let cfg = cfg();
+    let p = pre_fail(Reason::Power, 300);
+    assert_eq!(p.effective_deadline(&cfg), Some(at(300)));
+    let recovering = Machine {
+        good_streak: 1,
+        last_observed: Some(at(298)),
+        ..p.clone()
+    };
+    assert_eq!(
+        recovering.effective_deadline(&cfg),
+        Some(Millis(at(298).0 + 7500))
+    );
+    let early = Machine {
+        good_streak: 1,
+        last_observed: Some(at(100)),
+        ..p.clone()
+    };
+    assert_eq!(early.effective_deadline(&cfg), Some(at(300)));
+    assert_eq!(normal().effective_deadline(&cfg), None);
+    assert_eq!(maintenance(600).next_wake(&cfg), Some(at(600)));
+    assert_eq!(p.next_wake(&cfg), Some(at(300)));
+    assert_eq!(local_fault().next_wake(&cfg), None);
+}
+
+#[test]
+fn exec_record_resume_table() {
+    let fresh = ExecRecord::default();
+    assert_eq!(fresh.resume(), Resume::Run);
+    let mut r = fresh.clone();
+    r.begin_attempt(at(1));
+    assert!(r.issued && r.in_flight);
+    assert_eq!(r.resume(), Resume::OutcomeUnknown);
+    r.finish_attempt(Err("exit 1".into()));
+    assert_eq!(r.resume(), Resume::Retry { failures: 1 });
+    r.begin_attempt(at(6));
+    assert_eq!(r.resume(), Resume::OutcomeUnknown);
+    r.finish_attempt(Ok(()));
+    assert_eq!(r.resume(), Resume::Nothing);
+    assert_eq!(
+        (r.attempts, r.failures, r.last_error.as_deref()),
+        (2, 1, None)
+    );
+}
+
+#[test]
+fn names_are_the_contract() {
+    let states: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(
+        states,
+        [
+            "normal",
+            "pre_fail",
+            "shutdown",
+            "local_fault",
+            "maintenance"
+        ]
+    );
+    let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "none",
+            "power",
+            "cooling",
+            "overheat",
+            "prediction",
+            "operator"
+        ]
+    );
+    for s in State::ALL {
+        assert_eq!(serde_json::to_string(&s).expect("json"), format!("\"{s}\""));
+    }
+    for r in Reason::ALL {
+        assert_eq!(serde_json::to_string(&r).expect("json"), format!("\"{r}\""));
+    }
+}
+
+#[test]
+fn millis_arithmetic_saturates_and_displays() {
+    assert_eq!(Millis(5).minus(Duration::from_secs(1)), Millis(0));
+    assert_eq!(
+        Millis(u64::MAX).plus(Duration::from_secs(1)),
+        Millis(u64::MAX)
+    );
+    assert_eq!(Millis(1000).since(Millis(3000)), Duration::ZERO);
+    assert_eq!(at(0).to_string(), "2023-11-14T22:13:20.000Z");
+    assert_eq!(Millis::from_system_time(at(7).to_system_time()), at(7));
+    assert_eq!(serde_json::to_string(&Millis(42)).expect("json"), "42");
+}
+
+#[test]
+fn config_validation() {
+    assert!(cfg().validate().is_ok());
+    let bad = [
+        FsmConfig {
+            power_grace: Duration::ZERO,
+            ..cfg()
+        },
+        FsmConfig {
+            recovery_probes: 0,
+            ..cfg()
+        },
+        FsmConfig {
+            cooling_quorum_min: 0,
+            ..cfg()
+        },
+        FsmConfig {
+            heating_fast_c_per_min: f64::NAN,
+            ..cfg()
+        },
+        FsmConfig {
+            heating_fast_c_per_min: 0.0,
+            ..cfg()
+        },
+        FsmConfig {
+            observe_interval: Duration::ZERO,
+            ..cfg()
+        },
+    ];
+    for c in bad {
+        assert!(c.validate().is_err(), "{c:?}");
+    }
+}
+
+#[test]
+fn heating_rule() {
+    let c = cfg();
+    assert!(c.is_heating(&critical()));
+    assert!(c.is_heating(&heating(3.0)));
+    assert!(!c.is_heating(&heating(2.9)));
+    assert!(!c.is_heating(&ThermalSummary::default()));
+}
+
+#[test]
+fn prediction_does_not_apply_in_normal() {
+    // A CPU burst projecting critical in 20 s, power fine: nothing.
+    let (m, actions) = step(
+        &normal(),
+        &obs_thermal(Some(true), ttc(20.0), PeerView::default()),
+        at(10),
+        &cfg(),
+    );
+    assert_eq!(m.state, State::Normal);
+    assert!(actions.is_empty());
+}
+
+#[test]
+fn disabled_prediction_keeps_the_grace() {
+    let c = FsmConfig {
+        prediction: false,
+        ..cfg()
+    };
+    let (m, _) = step(
+        &pre_fail(Reason::Power, 300),
+        &obs_thermal(Some(false), ttc(30.0), PeerView::default()),
+        at(20),
+        &c,
+    );
+    assert_eq!((m.state, m.deadline), (State::PreFail, Some(at(300))));
+}
+
+#[test]
+fn forget_observations_keeps_decisions() {
+    let mut m = Machine {
+        good_streak: 1,
+        last_observed: Some(at(5)),
+        overheat_since: Some(at(1)),
+        hold_until: Some(at(99)),
+        ..pre_fail(Reason::Power, 300)
+    };
+    m.forget_observations();
+    assert_eq!(
+        (m.state, m.deadline, m.hold_until),
+        (State::PreFail, Some(at(300)), Some(at(99)))
+    );
+    assert_eq!(
+        (
+            m.good_streak,
+            m.last_observed,
+            m.power_lost_since,
+            m.overheat_since
+        ),
+        (0, None, None, None)
+    );
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event() -> impl Strategy<Value = Event> {
+        let thermal = (
+            any::<bool>(),
+            prop::option::of(0.0f64..400.0),
+            prop::option::of(-5.0f64..30.0),
+        )
+            .prop_map(|(critical, ttc, trend)| ThermalSummary {
+                critical,
+                time_to_critical_seconds: ttc,
+                trend_celsius_per_minute: trend,
+                ..ThermalSummary::default()
+            });
+        let peer_view = (0u32..6, 0u32..6, 0u32..6, 0u32..6).prop_map(|(f, u, d, o)| {
+            let up = u.min(f);
+            PeerView {
+                fresh_peers: f,
+                power_up: up,
+                power_down: d.min(f - up),
+                overheating: o.min(f),
+            }
+        });
+        prop_oneof![
+            8 => (prop::option::of(any::<bool>()), thermal, peer_view)
+                .prop_map(|(power, thermal, peers)| Event::Observe(Input { power, thermal, peers })),
+            4 => Just(Event::Tick),
+            1 => Just(Event::Cancel),
+            1 => (1u64..2000).prop_map(|s| Event::Maintenance { until: Millis(T0 + s * 1000) }),
+            1 => Just(Event::EndMaintenance),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens: shutdown is terminal and decided once, always
+        /// persisted and announced before the command, never before the
+        /// deadline, never from maintenance; pre_fail always has a deadline.
+        #[test]
+        fn invariants(events in prop::collection::vec((event(), 0u64..20_000), 1..200)) {
+            let cfg = cfg();
+            let mut m = Machine::new(Millis(T0));
+            let mut now = Millis(T0);
+            let mut runs = 0;
+            for (ev, dt) in events {
+                now = now.plus(Duration::from_millis(dt));
+                let (next, actions) = step(&m, &ev, now, &cfg);
+                let k = kinds(&actions);
+                if let Some(pos) = k.iter().position(|a| *a == "Run") {
+                    runs += 1;
+                    prop_assert!(k[..pos].contains(&"P") && k[..pos].contains(&"N"));
+                    prop_assert_eq!(next.state, State::Shutdown);
+                    prop_assert_ne!(m.state, State::Maintenance);
+                    // Due: the machine's own deadline, or the one a
+                    // prediction moved in this very step.
+                    prop_assert!(next.deadline.is_some_and(|d| d <= now));
+                }
+                if m.state == State::Shutdown {
+                    prop_assert_eq!(&next, &m);
+                    prop_assert!(actions.is_empty());
+                }
+                if next.state == State::PreFail {
+                    prop_assert!(next.deadline.is_some());
+                }
+                m = next;
+            }
+            prop_assert!(runs <= 1);
+        }
+
+        /// Power that is never lost for longer than the grace, in a cool
+        /// room, never shuts anything down, however it flaps.
+        #[test]
+        fn short_outages_never_shut_down(pattern in prop::collection::vec((1u64..55, 2u64..10), 1..30)) {
+            let cfg = cfg();
+            let mut m = Machine::new(Millis(T0));
+            let mut now = Millis(T0);
+            // (probes down, probes up) every 5 s: at most 270 s down.
+            for (down, up) in pattern {
+                for (n, power) in [(down, false), (up, true)] {
+                    for _ in 0..n {
+                        now = now.plus(Duration::from_secs(5));
+                        let (next, _) = step(&m, &obs(Some(power)), now, &cfg);
+                        let (next, _) = step(&next, &Event::Tick, now.plus(Duration::from_secs(1)), &cfg);
+                        prop_assert_ne!(next.state, State::Shutdown);
+                        m = next;
+                    }
+                }
+            }
+        }
+    }
+}
