@@ -6,11 +6,14 @@
 //! is folded into a new snapshot in one place.
 
 use crate::config::{normalize_listen, Config, SourceKind};
+use crate::fsm::{Event, FsmConfig, Input, Machine, Millis, PeerView, State};
 use crate::power::{self, PowerObservation};
 use crate::sampler::{SamplerConfig, SensorState};
 use crate::sources::{self, Source};
+use crate::supervisor::{Supervisor, SystemClock};
 use anyhow::Context;
 use coolmesh_exporter::auth::Token;
+use coolmesh_exporter::Command;
 use coolmesh_exporter::{App, BuildInfo, ControlRequest, Limits, Metrics, Snapshot};
 use std::future::Future;
 use std::sync::Arc;
@@ -165,9 +168,35 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     };
     let mut power_open = power_task.is_some();
 
+    // The state machine. Its directory must exist and be ours before
+    // anything can go wrong: the deadline and the exactly-once record live
+    // there.
+    std::fs::create_dir_all(&cfg.node.state_dir).with_context(|| {
+        format!(
+            "node.state_dir {}: cannot create",
+            cfg.node.state_dir.display()
+        )
+    })?;
+    let fsm_cfg = fsm_config(&cfg);
+    let exec_stats = Arc::new(crate::shutdown::ExecStats::default());
+    let executor = crate::shutdown::Executor::with_stats(shutdown_config(&cfg), exec_stats.clone());
+    let supervisor = Supervisor::new(fsm_cfg, executor, &cfg.node.state_dir, SystemClock::new())
+        .map_err(|e| anyhow::anyhow!("state machine config: {}", e.0))?;
+    let mut machine_rx = supervisor.subscribe();
+    let fsm_stats = supervisor.stats();
+    let (event_tx, event_rx) = mpsc::channel::<Event>(32);
+    let mut fsm_task = tokio::spawn(supervisor.run(event_rx, cancel.clone().cancelled_owned()));
+    let dry_run = cfg.shutdown.dry_run;
+    if dry_run {
+        tracing::warn!("dry-run: shutdown commands are logged, not run");
+    }
+
     crate::watchdog::ready();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut thermal = crate::thermal::ThermalSummary::default();
+    let power_configured = power_task.is_some();
+    let mut result = Ok(());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -175,23 +204,41 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             r = sensor_rx.changed() => {
                 if r.is_err() { break; }
                 let s = sensor_rx.borrow_and_update().clone();
-                let mut snap = (**snap_tx.borrow()).clone();
-                crate::snapshot::apply_sensors(&mut snap, &s);
-                snap.updated_ms = unix_ms();
-                snap_tx.send_replace(Arc::new(snap));
+                thermal = s.thermal;
+                update(&snap_tx, |snap| crate::snapshot::apply_sensors(snap, &s));
+                // Without power targets the sensor round is the observation;
+                // with them, each probe round is (it carries the latest
+                // thermal summary), so recovery streaks count probes only.
+                if !power_configured {
+                    observe(&event_tx, Input { power: None, thermal, peers: PeerView::default() });
+                }
             }
             obs = power_rx.recv(), if power_open => {
                 let Some(obs) = obs else { power_open = false; continue };
-                let mut snap = (**snap_tx.borrow()).clone();
-                crate::snapshot::apply_power(&mut snap, &cfg.power.policy, &obs);
-                snap.updated_ms = unix_ms();
-                snap_tx.send_replace(Arc::new(snap));
+                update(&snap_tx, |snap| crate::snapshot::apply_power(snap, &cfg.power.policy, &obs));
+                observe(&event_tx, Input { power: Some(obs.up), thermal, peers: PeerView::default() });
+            }
+            r = machine_rx.changed() => {
+                if r.is_err() { continue; }
+                let m = machine_rx.borrow_and_update().clone();
+                update(&snap_tx, |snap| crate::snapshot::apply_machine(snap, &m, &fsm_config(&cfg), dry_run));
+                sync_counters(&metrics, &fsm_stats, &exec_stats);
             }
             Some(req) = ctl_rx.recv() => {
-                let _ = req.reply.send(Err("the state machine is not configured in this build".into()));
+                let m = machine_rx.borrow().clone();
+                let answer = control(&req.command, &m, &event_tx, &cfg).await;
+                let _ = req.reply.send(answer);
+            }
+            done = &mut fsm_task => {
+                // The state machine must never stop on its own; without it
+                // the agent is not protecting anything. Exit so systemd
+                // restarts us (the persisted deadline survives).
+                result = Err(anyhow::anyhow!("the state machine stopped unexpectedly: {done:?}"));
+                break;
             }
             _ = tick.tick() => {
-                // The loop is alive: keep systemd's watchdog fed.
+                // Feed systemd's watchdog only while the core loop runs and
+                // the state machine task is alive.
                 crate::watchdog::ping();
             }
         }
@@ -204,9 +251,141 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         if let Some(p) = power_task {
             let _ = p.await;
         }
+        if !fsm_task.is_finished() {
+            let _ = fsm_task.await;
+        }
     })
     .await;
-    Ok(())
+    result
+}
+
+/// Replace the snapshot with a modified copy.
+fn update(tx: &watch::Sender<Arc<Snapshot>>, f: impl FnOnce(&mut Snapshot)) {
+    let mut snap = (**tx.borrow()).clone();
+    f(&mut snap);
+    snap.updated_ms = unix_ms();
+    tx.send_replace(Arc::new(snap));
+}
+
+/// Hand an observation to the state machine. The channel is bounded; if the
+/// machine is behind, this observation is dropped (the next one supersedes
+/// it) rather than queueing stale data.
+fn observe(tx: &mpsc::Sender<Event>, input: Input) {
+    if let Err(e) = tx.try_send(Event::Observe(input)) {
+        tracing::warn!(error = %e, "state machine busy; observation dropped");
+    }
+}
+
+/// Bring the registered counters up to the supervisor's and executor's counts.
+fn sync_counters(
+    metrics: &Metrics,
+    fsm: &crate::supervisor::SupervisorStats,
+    exec: &crate::shutdown::ExecStats,
+) {
+    for (from, to, reason, n) in fsm.all_transitions() {
+        let c = metrics.fsm_transitions.with_label_values(&[
+            from.as_str(),
+            to.as_str(),
+            reason.as_str(),
+        ]);
+        let have = c.get();
+        if n > have {
+            c.inc_by(n - have);
+        }
+    }
+    let failures = crate::shutdown::ExecStats::get(&exec.command_failures);
+    let have = metrics.shutdown_command_failures.get();
+    if failures > have {
+        metrics.shutdown_command_failures.inc_by(failures - have);
+    }
+}
+
+/// Answer an operator command against the current machine.
+async fn control(
+    cmd: &Command,
+    m: &Machine,
+    tx: &mpsc::Sender<Event>,
+    cfg: &Config,
+) -> Result<String, String> {
+    let send = |ev: Event| async move {
+        tx.send_timeout(ev, Duration::from_secs(2))
+            .await
+            .map_err(|_| "state machine busy; retry".to_string())
+    };
+    match cmd {
+        Command::CancelShutdown => match m.state {
+            State::PreFail => {
+                send(Event::Cancel).await?;
+                tracing::warn!(reason = %m.reason, "operator cancelled the pending shutdown");
+                Ok(format!(
+                    "pending shutdown ({}) cancelled; automatic shutdowns held for {}",
+                    m.reason,
+                    humantime::format_duration(cfg.shutdown.cancel_hold)
+                ))
+            }
+            State::Shutdown => {
+                Err("the shutdown command has already been issued; it cannot be cancelled".into())
+            }
+            s => Err(format!("nothing to cancel: state is {s}")),
+        },
+        Command::Maintenance { duration } if duration.is_zero() => {
+            if m.state != State::Maintenance {
+                return Err(format!("not in maintenance: state is {}", m.state));
+            }
+            send(Event::EndMaintenance).await?;
+            tracing::warn!("operator ended maintenance");
+            Ok("maintenance ended".into())
+        }
+        Command::Maintenance { duration } => {
+            if m.state == State::Shutdown {
+                return Err("the shutdown command has already been issued".into());
+            }
+            let until = Millis(unix_ms()).plus(*duration);
+            send(Event::Maintenance { until }).await?;
+            tracing::warn!(until = %until, "operator started maintenance: automatic shutdowns held");
+            Ok(format!(
+                "maintenance until {until}; automatic shutdowns held"
+            ))
+        }
+        Command::IncrementCounter { .. } => {
+            Err("counters need the cluster layer, which this build does not run yet".into())
+        }
+    }
+}
+
+/// The state machine's timers from the config.
+pub fn fsm_config(cfg: &Config) -> FsmConfig {
+    let s = &cfg.shutdown;
+    FsmConfig {
+        power_grace: s.grace,
+        cooling_grace: s.cooling_grace,
+        overheat_sustain: s.overheat_sustain,
+        overheat_grace: s.overheat_grace,
+        shutdown_duration: s.duration,
+        recovery_probes: s.recovery_probes,
+        cancel_hold: s.cancel_hold,
+        heating_fast_c_per_min: s.heating_rate,
+        observe_interval: if cfg.power.targets.is_empty() {
+            cfg.sensors.interval
+        } else {
+            cfg.power.interval
+        },
+        prediction_floor: FsmConfig::default().prediction_floor.min(s.grace),
+        ..FsmConfig::default()
+    }
+}
+
+/// The executor's settings from the config.
+pub fn shutdown_config(cfg: &Config) -> crate::shutdown::ShutdownConfig {
+    let s = &cfg.shutdown;
+    crate::shutdown::ShutdownConfig {
+        command: s.command.clone(),
+        pre_command: (!s.pre_command.is_empty()).then(|| s.pre_command.clone()),
+        pre_command_timeout: s.pre_command_timeout,
+        dry_run: s.dry_run,
+        dry_run_marker: s.dry_run_marker.clone(),
+        ..crate::shutdown::ShutdownConfig::default()
+    }
 }
 
 /// Wall-clock unix milliseconds.

@@ -2,7 +2,9 @@
 
 use crate::sampler::SensorState;
 use crate::thermal::{Reading, ThermalSummary};
-use coolmesh_exporter::model::{PowerView, SensorReading, SourceStatus, TargetStatus, Thermal};
+use coolmesh_exporter::model::{
+    FsmView, PowerView, SensorReading, SourceStatus, TargetStatus, Thermal,
+};
 use coolmesh_exporter::Snapshot;
 
 /// Exporter view of a reading.
@@ -68,5 +70,24 @@ pub fn apply_power(snap: &mut Snapshot, policy: &str, obs: &crate::power::PowerO
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+    };
+}
+
+/// Fill the state machine part of a snapshot.
+pub fn apply_machine(
+    snap: &mut Snapshot,
+    m: &crate::fsm::Machine,
+    cfg: &crate::fsm::FsmConfig,
+    dry_run: bool,
+) {
+    snap.fsm = FsmView {
+        state: m.state.as_str().to_string(),
+        reason: m.reason.as_str().to_string(),
+        detail: m.detail.clone(),
+        since_ms: m.since.0,
+        deadline_ms: m.effective_deadline(cfg).map(|d| d.0),
+        maintenance_until_ms: m.maintenance_until.map(|d| d.0),
+        executed: m.shutdown_issued(),
+        dry_run,
     };
 }
