@@ -158,3 +158,33 @@ fn agent_refuses_a_bad_config_without_starting() {
         "{err}"
     );
 }
+
+#[test]
+fn tells_systemd_ready_and_feeds_the_watchdog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let sysfs = fixtures().join("sysfs");
+    let state = dir.path().join("state");
+    let mut a = start_agent_env(
+        &[
+            "--path.sysfs",
+            sysfs.to_str().expect("p"),
+            "--state-dir",
+            state.to_str().expect("p"),
+        ],
+        &[("NOTIFY_SOCKET", sock_path.as_os_str())],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(seen[0].contains("READY=1"), "READY comes first: {seen:?}");
+    let _ = terminate(&mut a);
+}

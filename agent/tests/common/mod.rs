@@ -28,9 +28,15 @@ impl Drop for Agent {
 
 /// Start `coolmesh agent <args>` on an ephemeral port with JSON logs, and
 /// wait until it says where it listens.
-#[allow(clippy::zombie_processes)] // the Agent's Drop kills and waits
 pub fn start_agent(args: &[&str]) -> Agent {
+    start_agent_env(args, &[])
+}
+
+/// [`start_agent`] with extra environment variables for the child only.
+#[allow(clippy::zombie_processes)] // the Agent's Drop kills and waits
+pub fn start_agent_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .envs(env.iter().copied())
         .arg("agent")
         .args([
             "--web.listen-address",
