@@ -178,6 +178,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         )
     })?;
     let fsm_cfg = fsm_config(&cfg);
+    let fsm_cfg_view = fsm_cfg.clone();
     let exec_stats = Arc::new(crate::shutdown::ExecStats::default());
     let executor = crate::shutdown::Executor::with_stats(shutdown_config(&cfg), exec_stats.clone());
     let supervisor = Supervisor::new(fsm_cfg, executor, &cfg.node.state_dir, SystemClock::new())
@@ -205,7 +206,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                 if r.is_err() { break; }
                 let s = sensor_rx.borrow_and_update().clone();
                 thermal = s.thermal;
-                update(&snap_tx, |snap| crate::snapshot::apply_sensors(snap, &s));
+                let heating = fsm_cfg_view.is_heating(&thermal);
+                update(&snap_tx, |snap| {
+                    crate::snapshot::apply_sensors(snap, &s);
+                    crate::snapshot::apply_votes(snap, heating);
+                });
                 // Without power targets the sensor round is the observation;
                 // with them, each probe round is (it carries the latest
                 // thermal summary), so recovery streaks count probes only.
@@ -215,13 +220,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             }
             obs = power_rx.recv(), if power_open => {
                 let Some(obs) = obs else { power_open = false; continue };
-                update(&snap_tx, |snap| crate::snapshot::apply_power(snap, &cfg.power.policy, &obs));
+                let heating = fsm_cfg_view.is_heating(&thermal);
+                update(&snap_tx, |snap| {
+                    crate::snapshot::apply_power(snap, &cfg.power.policy, &obs);
+                    crate::snapshot::apply_votes(snap, heating);
+                });
                 observe(&event_tx, Input { power: Some(obs.up), thermal, peers: PeerView::default() });
             }
             r = machine_rx.changed() => {
                 if r.is_err() { continue; }
                 let m = machine_rx.borrow_and_update().clone();
-                update(&snap_tx, |snap| crate::snapshot::apply_machine(snap, &m, &fsm_config(&cfg), dry_run));
+                update(&snap_tx, |snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg_view, dry_run));
                 sync_counters(&metrics, &fsm_stats, &exec_stats);
             }
             Some(req) = ctl_rx.recv() => {

@@ -91,3 +91,28 @@ pub fn apply_machine(
         dry_run,
     };
 }
+
+/// Cluster-wide vote figures. Until peers are known this node is the whole
+/// room: its own observation is the only vote, and the quorum is a majority
+/// of one.
+pub fn apply_votes(snap: &mut Snapshot, heating: bool) {
+    use coolmesh_exporter::model::PowerVote;
+    snap.cluster.power_votes = snap
+        .power
+        .targets
+        .iter()
+        .map(|t| PowerVote {
+            target: t.target.clone(),
+            up: u32::from(t.up),
+            down: u32::from(!t.up),
+        })
+        .collect();
+    snap.cluster.overheating = u32::from(heating);
+    let nodes = 1 + snap
+        .cluster
+        .peers
+        .iter()
+        .filter(|p| p.liveness == "alive" && !p.stale)
+        .count() as u32;
+    snap.cluster.quorum = nodes / 2 + 1;
+}

@@ -342,14 +342,12 @@ pub fn families(s: &Snapshot, max_peer_series: usize) -> Vec<MetricFamily> {
             f64::from(v.down),
         );
     }
-    if !s.cluster.name.is_empty() {
-        o.add(
-            "coolmesh_cluster_overheating_peers",
-            &[],
-            f64::from(s.cluster.overheating),
-        );
-        o.add("coolmesh_cluster_quorum", &[], f64::from(s.cluster.quorum));
-    }
+    o.add(
+        "coolmesh_cluster_overheating_peers",
+        &[],
+        f64::from(s.cluster.overheating),
+    );
+    o.add("coolmesh_cluster_quorum", &[], f64::from(s.cluster.quorum));
     for c in &s.counters {
         o.add("coolmesh_counter_value", &[c.name.as_str()], c.value as f64);
         o.add("coolmesh_counter_local", &[c.name.as_str()], c.local as f64);
