@@ -9,6 +9,7 @@
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the I/O side of the state machine's actions (persist, run once).
 
+pub mod cluster;
 pub mod fsm;
 pub mod power;
 pub mod shutdown;

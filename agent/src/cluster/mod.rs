@@ -1,0 +1,3 @@
+//! cluster (in progress)
+pub mod counters;
+pub mod record;
