@@ -619,8 +619,10 @@ impl Engine {
             .collect()
     }
 
-    /// The relay: the connected, non-dead member with the smallest base58
-    /// PeerId other than this node.
+    /// The relay: the connected, alive (not suspect) member with the
+    /// smallest base58 PeerId other than this node. A hub that stops
+    /// advancing its version (crashed without closing connections,
+    /// partitioned, overloaded) is replaced after `suspect_after`.
     pub fn relay(&self, is_connected: impl Fn(&PeerId) -> bool, now: Instant) -> Option<PeerId> {
         self.peers
             .iter()
@@ -630,14 +632,14 @@ impl Engine {
                         .cfg
                         .timeouts
                         .liveness(now.saturating_duration_since(e.advanced_at))
-                        != Liveness::Dead
+                        == Liveness::Alive
             })
             .min_by(|a, b| a.1.b58.cmp(&b.1.b58))
             .map(|(p, _)| *p)
     }
 
     /// The hub: the smallest base58 PeerId among this node and its
-    /// connected, non-dead members.
+    /// connected, alive members.
     pub fn hub(&self, is_connected: impl Fn(&PeerId) -> bool, now: Instant) -> PeerId {
         match self.relay(is_connected, now) {
             Some(r) if self.peers.get(&r).is_some_and(|e| e.b58 < self.me_b58) => r,
@@ -648,7 +650,8 @@ impl Engine {
     /// Peers to run a `Sync` exchange with on this `sync_interval` tick.
     ///
     /// The hub (see [`Engine::hub`]) drives: it exchanges with every
-    /// connected, non-dead member each tick, so all members receive news
+    /// connected peer not known to be dead each tick (peers without a
+    /// record yet included, which is how a fresh cluster bootstraps), so all members receive news
     /// at the same moment (one hop from the hub). A non-hub does nothing
     /// while the hub keeps contacting it, and polls its relay itself if it
     /// has not heard from it for 2.5 intervals (views of who the hub is
@@ -665,7 +668,7 @@ impl Engine {
             return connected
                 .iter()
                 .copied()
-                .filter(|p| self.liveness(p, now).is_some_and(|l| l != Liveness::Dead))
+                .filter(|p| self.liveness(p, now) != Some(Liveness::Dead))
                 .collect();
         }
         let patience = sync_interval.saturating_mul(5) / 2;
@@ -678,6 +681,23 @@ impl Engine {
         } else {
             vec![hub]
         }
+    }
+
+    /// Peers for a random anti-entropy round: up to `fanout` connected
+    /// peers other than the hub. The hub itself skips the round: it already
+    /// exchanges with every member every `sync_interval`.
+    pub fn anti_entropy_targets<R: Rng>(
+        &self,
+        connected: &[PeerId],
+        fanout: usize,
+        now: Instant,
+        rng: &mut R,
+    ) -> Vec<PeerId> {
+        let hub = self.hub(|p| connected.contains(p), now);
+        if hub == self.me {
+            return Vec::new();
+        }
+        Self::random_peers(connected, fanout, Some(hub), rng)
     }
 
     /// Up to `n` random peers from `candidates`, excluding `exclude`.
@@ -934,7 +954,7 @@ mod tests {
     #[test]
     fn forged_and_foreign_records_are_rejected() {
         let base = Instant::now();
-        let (mut a, mut b) = (engine(), engine());
+        let (a, mut b) = (engine(), engine());
         let victim = Keypair::generate_ed25519();
         // A record claiming to be the victim's, signed by a.
         let mut rec = Record::from_local(
@@ -1085,7 +1105,7 @@ mod tests {
         assert_eq!(a.relay(all, at(base, 0).mono), Some(ids[0]));
         let not_first = |p: &PeerId| *p != ids[0];
         assert_eq!(a.relay(not_first, at(base, 0).mono), Some(ids[1]));
-        assert_eq!(a.relay(all, at(base, 8000).mono), None, "all dead");
+        assert_eq!(a.relay(all, at(base, 4000).mono), None, "all suspect");
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let r = Engine::random_peers(&ids, 2, Some(ids[0]), &mut rng);
         assert_eq!(r.len(), 2);

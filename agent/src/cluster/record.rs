@@ -438,7 +438,7 @@ pub mod wire {
                     let raw = d
                         .input()
                         .get(pos + 1..pos + 3)
-                        .ok_or_else(|| minicbor::decode::Error::end_of_input())?;
+                        .ok_or_else(minicbor::decode::Error::end_of_input)?;
                     let bits = u16::from_be_bytes([raw[0], raw[1]]);
                     d.set_position(pos + 3);
                     f16_to_f64(bits)
