@@ -178,7 +178,7 @@ async fn converge(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_nodes_bootstrap_and_converge() {
+async fn cluster_five_nodes_bootstrap_and_converge() {
     let _serial = SERIAL.lock().await;
     let start = std::time::Instant::now();
     let mut nodes = cluster_of(5, config()).await;
@@ -237,7 +237,7 @@ async fn five_nodes_bootstrap_and_converge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_increments_converge_to_exact_sum() {
+async fn cluster_concurrent_increments_converge_to_exact_sum() {
     let _serial = SERIAL.lock().await;
     let mut nodes = cluster_of(5, config()).await;
     converge(&mut nodes, Duration::from_secs(15), |v| all_alive(v, 5)).await;
@@ -271,7 +271,7 @@ async fn concurrent_increments_converge_to_exact_sum() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partition_and_heal_loses_nothing() {
+async fn cluster_partition_and_heal_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let cfg = ClusterConfig {
         refresh_interval: Duration::from_millis(300),
@@ -359,7 +359,7 @@ async fn partition_and_heal_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psk_mismatch_is_rejected() {
+async fn cluster_psk_mismatch_is_rejected() {
     let _serial = SERIAL.lock().await;
     let (k1, k2) = (
         parse_psk(&generate_psk()).unwrap(),
@@ -430,7 +430,7 @@ async fn psk_mismatch_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn allowlist_refuses_strangers() {
+async fn cluster_allowlist_refuses_strangers() {
     let _serial = SERIAL.lock().await;
     let friend_key = Keypair::generate_ed25519();
     let friend_id = friend_key.public().to_peer_id();
@@ -650,7 +650,7 @@ async fn one_node() -> (TestNode, Multiaddr) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_records_are_rejected_and_counted() {
+async fn cluster_forged_records_are_rejected_and_counted() {
     let _serial = SERIAL.lock().await;
     let (mut node, addr) = one_node().await;
     let mut client = RawClient::connect(addr, node.peer_id).await;
@@ -707,7 +707,7 @@ async fn forged_records_are_rejected_and_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_oversized_and_flooding_frames_are_rejected() {
+async fn cluster_garbage_oversized_and_flooding_frames_are_rejected() {
     let _serial = SERIAL.lock().await;
     let (node, addr) = one_node().await;
     let mut client = RawClient::connect(addr, node.peer_id).await;

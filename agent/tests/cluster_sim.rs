@@ -381,7 +381,7 @@ fn simulate(
 }
 
 #[test]
-fn performance_goal_25_nodes_100ms_100_ops() {
+fn cluster_performance_goal_25_nodes_100ms_100_ops() {
     for seed in [7, 8, 9] {
         let r = simulate(25, 100, 100, 10, seed, None);
         println!(
@@ -396,7 +396,7 @@ fn performance_goal_25_nodes_100ms_100_ops() {
 }
 
 #[test]
-fn silent_hub_crash_loses_nothing_and_recovers_within_suspect_after() {
+fn cluster_silent_hub_crash_loses_nothing_and_recovers_within_suspect_after() {
     let cfg = ClusterConfig::default();
     let r = simulate(25, 100, 100, 10, 11, Some(2_000));
     println!(

@@ -184,6 +184,39 @@ impl ClusterView {
             .collect()
     }
 
+    /// Alive peers whose projected time to critical is at most `within`
+    /// (heating fast), critical ones included.
+    pub fn heating_fast(&self, within: Duration) -> Vec<PeerId> {
+        let limit = within.as_secs_f64();
+        self.alive_peers()
+            .filter(|p| {
+                p.record.thermal.critical
+                    || p.record
+                        .thermal
+                        .time_to_critical
+                        .is_some_and(|t| t <= limit)
+            })
+            .map(|p| p.record.peer_id)
+            .collect()
+    }
+
+    /// Per power target, the observations of alive peers (this node
+    /// excluded): target -> votes (`unknown` stays 0).
+    pub fn target_votes(&self) -> BTreeMap<String, PowerVotes> {
+        let mut m: BTreeMap<String, PowerVotes> = BTreeMap::new();
+        for p in self.alive_peers() {
+            for o in &p.record.power {
+                let v = m.entry(o.target.clone()).or_default();
+                if o.up {
+                    v.up += 1;
+                } else {
+                    v.down += 1;
+                }
+            }
+        }
+        m
+    }
+
     /// Value of a named counter over all nodes (this one included).
     pub fn counters_total(&self, name: &str) -> Option<i128> {
         self.counters.value(name)
@@ -299,6 +332,8 @@ mod tests {
             .collect();
         assert_eq!(ranked, vec![30.0, 10.0]);
         assert_eq!(v.overheating().len(), 1);
+        assert_eq!(v.heating_fast(Duration::from_secs(60)).len(), 1);
+        assert!(v.target_votes().is_empty());
         let votes = v.power_votes();
         assert_eq!(
             votes,
