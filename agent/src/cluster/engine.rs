@@ -341,7 +341,8 @@ impl Engine {
     /// `Push`, our own record; `Records` is built by
     /// [`Engine::handle_response`].
     pub fn request(&mut self, peer: PeerId, kind: RequestKind, now: Now) -> (SyncRequest, Sent) {
-        self.refresh(now, kind == RequestKind::Push);
+        // Pushes are preceded by a forced refresh (once, not per target).
+        self.refresh(now, false);
         let digest = self.digest();
         let owners: Vec<PeerId> = match (kind, self.known.get(&peer)) {
             (RequestKind::Sync, Some(k)) => {

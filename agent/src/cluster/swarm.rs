@@ -280,7 +280,7 @@ impl Cluster {
         for t in [&mut sync_tick, &mut ae_tick, &mut house_tick] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
-        let (mut local_open, mut urgent_open) = (true, true);
+        let (mut local_open, mut urgent_open, mut control_open) = (true, true, true);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -296,10 +296,17 @@ impl Cluster {
                     Err(_) => local_open = false,
                 },
                 u = urgent.recv(), if urgent_open => match u {
-                    Some(()) => node.push_urgent(),
+                    Some(()) => {
+                        // Coalesce a burst of signals into one push.
+                        while urgent.try_recv().is_ok() {}
+                        node.push_urgent();
+                    }
                     None => urgent_open = false,
                 },
-                Some(c) = control_rx.recv() => node.on_control(c),
+                c = control_rx.recv(), if control_open => match c {
+                    Some(c) => node.on_control(c),
+                    None => control_open = false,
+                },
                 _ = sync_tick.tick() => node.on_sync_tick(),
                 _ = ae_tick.tick() => node.on_anti_entropy_tick(),
                 _ = house_tick.tick() => node.on_housekeeping(),
@@ -498,6 +505,9 @@ impl Node {
             self.dirty = true;
         }
         self.non_members.retain(|_, until| *until > now.mono);
+        let engine = &self.engine;
+        self.redial
+            .retain(|p, _| engine.liveness(p, now.mono).is_some());
         self.redial_bootstrap(now.mono);
         self.dial_members(now.mono);
     }

@@ -131,7 +131,8 @@ pub struct ClusterView {
     pub listen_addrs: Vec<Multiaddr>,
     /// Number of directly connected peers (any protocol).
     pub connected: usize,
-    /// The peer this node currently syncs with every `sync_interval`.
+    /// The hub this node sees (possibly itself): the peer that exchanges
+    /// with every member every `sync_interval` (docs/protocol.md, section 6).
     #[serde(serialize_with = "ser_opt_peer")]
     pub relay: Option<PeerId>,
 }
