@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod fsm;
 pub mod persist;

@@ -1,0 +1,1138 @@
+//! The gossip engine, free of I/O: records, versions, digests, what each
+//! neighbour is known to have, liveness and counters. The swarm loop (and
+//! the simulation test) feeds it requests, responses and the clock, and
+//! sends what it returns.
+//!
+//! Dissemination (see docs/protocol.md, "Dissemination"):
+//! - every `sync_interval` each node runs one exchange with its *relay*, the
+//!   connected, non-dead member with the smallest base58 PeerId other than
+//!   itself. The request carries the node's digest and every record the
+//!   relay is not known to have (typically the node's own new version); the
+//!   response carries every record newer than the node's digest. All nodes
+//!   choose the same relay, so a change reaches everybody in two hops: at
+//!   most two sync intervals plus two one-way latencies.
+//! - every `anti_entropy_interval` each node also exchanges with `fanout`
+//!   random connected peers (repair if views of the relay disagree, and
+//!   gradual spread if the relay is gone);
+//! - urgent changes (state-machine transitions) are pushed at once to every
+//!   connected member.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use minicbor::bytes::ByteVec;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::counters::Counters;
+use super::record::wire::SignedW;
+use super::record::{LocalState, Record, RejectReason, SignedRecord};
+use super::view::{ClusterView, Liveness, LivenessTimeouts, PeerView};
+use super::wire::{RequestKind, SyncRequest, SyncResponse};
+
+/// Engine settings (a subset of `ClusterConfig`).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Cluster name carried in records and requests.
+    pub cluster: String,
+    /// Own record re-signed with a new version at least this often.
+    pub refresh_interval: Duration,
+    /// Liveness timeouts.
+    pub timeouts: LivenessTimeouts,
+    /// Frame limit; messages are filled with records up to it.
+    pub max_frame_bytes: usize,
+    /// If set, records of other owners are rejected as `unauthorized`.
+    pub allowlist: Option<HashSet<PeerId>>,
+    /// Accept records without checking their signature. Only for
+    /// simulations of the protocol (an unoptimised Ed25519 verification
+    /// costs ~20 ms); `ClusterConfig` never sets it.
+    pub insecure_skip_signature_check: bool,
+}
+
+/// A point in time on both clocks: monotonic for timers, wall clock for
+/// versions and `updated_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    /// Monotonic.
+    pub mono: Instant,
+    /// Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+impl Now {
+    /// The system clocks.
+    pub fn system() -> Now {
+        Now {
+            mono: Instant::now(),
+            unix_ms: unix_ms(),
+        }
+    }
+}
+
+/// Unix time in milliseconds (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The next version of our own record: strictly greater than anything we
+/// published (or saw of ourselves), and at least the wall clock in ms, so a
+/// restarted node without state still publishes newer versions.
+pub fn next_version(prev: u64, unix_ms: u64) -> u64 {
+    prev.saturating_add(1).max(unix_ms)
+}
+
+/// Result of comparing two digests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Owners whose record `mine` has newer than `theirs` (or `theirs` lacks).
+    pub they_lack: Vec<PeerId>,
+    /// Owners whose record `theirs` has newer than `mine` (or `mine` lacks).
+    pub i_lack: Vec<PeerId>,
+}
+
+/// Compare two digests (owner -> version).
+pub fn delta(mine: &BTreeMap<PeerId, u64>, theirs: &BTreeMap<PeerId, u64>) -> Delta {
+    let mut d = Delta::default();
+    for (p, v) in mine {
+        if theirs.get(p).is_none_or(|t| t < v) {
+            d.they_lack.push(*p);
+        }
+    }
+    for (p, v) in theirs {
+        if mine.get(p).is_none_or(|m| m < v) {
+            d.i_lack.push(*p);
+        }
+    }
+    d
+}
+
+/// What a request carried, kept until its response arrives.
+#[derive(Clone, Debug, Default)]
+pub struct Sent {
+    /// The digest we sent.
+    pub digest: Vec<(PeerId, u64)>,
+    /// Owners and versions of the records we sent.
+    pub records: Vec<(PeerId, u64)>,
+    /// Whether this was a follow-up (no further follow-ups then).
+    pub follow_up: bool,
+}
+
+/// Effects of handling a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// One entry per rejected record or message.
+    pub rejected: Vec<RejectReason>,
+    /// Some record was added or advanced.
+    pub changed: bool,
+}
+
+struct Own {
+    record: Record,
+    signed: SignedRecord,
+    bumped_at: Instant,
+}
+
+struct Entry {
+    signed: SignedRecord,
+    record: Record,
+    b58: String,
+    advanced_at: Instant,
+    last_liveness: Liveness,
+}
+
+/// Approximate encoded size of one record inside a message.
+fn record_cost(s: &SignedRecord) -> usize {
+    s.payload.len() + s.signature.len() + 16
+}
+
+/// Approximate encoded size of one digest entry.
+const DIGEST_ENTRY_COST: usize = 56;
+/// Room kept free in every frame for headers and the rest.
+const FRAME_SLACK: usize = 1024;
+
+/// The engine. See the module documentation.
+pub struct Engine {
+    cfg: EngineConfig,
+    key: Keypair,
+    me: PeerId,
+    me_b58: String,
+    local: LocalState,
+    addrs: Vec<Multiaddr>,
+    own: Option<Own>,
+    own_version: u64,
+    dirty: bool,
+    peers: HashMap<PeerId, Entry>,
+    tombstones: HashMap<PeerId, (u64, Instant)>,
+    counters: Counters,
+    known: HashMap<PeerId, HashMap<PeerId, u64>>,
+    last_contact: HashMap<PeerId, Instant>,
+}
+
+impl Engine {
+    /// A new engine for the node owning `key`.
+    pub fn new(cfg: EngineConfig, key: Keypair) -> Self {
+        let me = key.public().to_peer_id();
+        Engine {
+            cfg,
+            key,
+            me,
+            me_b58: me.to_base58(),
+            local: LocalState::default(),
+            addrs: Vec::new(),
+            own: None,
+            own_version: 0,
+            dirty: true,
+            peers: HashMap::new(),
+            tombstones: HashMap::new(),
+            counters: Counters::new(),
+            known: HashMap::new(),
+            last_contact: HashMap::new(),
+        }
+    }
+
+    /// This node's PeerId.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Take the agent's latest state. Returns `true` if the state machine's
+    /// state changed (an urgent change that should be pushed at once).
+    pub fn set_local(&mut self, local: LocalState) -> bool {
+        if local == self.local {
+            return false;
+        }
+        let urgent = local.fsm.state != self.local.fsm.state;
+        self.counters.merge_slots(&self.me_b58, &local.counters);
+        self.local = local;
+        self.dirty = true;
+        urgent
+    }
+
+    /// Set the addresses published in our record.
+    pub fn set_addrs(&mut self, addrs: Vec<Multiaddr>) {
+        if addrs != self.addrs {
+            self.addrs = addrs;
+            self.dirty = true;
+        }
+    }
+
+    /// Make a new version of our own record if the local state changed, the
+    /// refresh interval passed, or `force`. Returns whether it did.
+    pub fn refresh(&mut self, now: Now, force: bool) -> bool {
+        let due = match &self.own {
+            None => true,
+            Some(o) => now.mono.saturating_duration_since(o.bumped_at) >= self.cfg.refresh_interval,
+        };
+        if !(force || self.dirty || due) {
+            return false;
+        }
+        let version = next_version(self.own_version, now.unix_ms);
+        let mut local = self.local.clone();
+        // Publish the merged own slots: after a restart that lost state, the
+        // values peers still hold for us are never published lower.
+        local.counters = self.counters.own_slots(&self.me_b58);
+        let record = Record::from_local(
+            &local,
+            &self.cfg.cluster,
+            self.me,
+            version,
+            &self.addrs,
+            now.unix_ms,
+        );
+        match SignedRecord::sign(&record, &self.key) {
+            Ok(signed) => {
+                self.own_version = version;
+                self.own = Some(Own {
+                    record,
+                    signed,
+                    bumped_at: now.mono,
+                });
+                self.dirty = false;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign own record; keeping the previous version");
+                false
+            }
+        }
+    }
+
+    /// Our latest published record.
+    pub fn own_record(&self) -> Option<&Record> {
+        self.own.as_ref().map(|o| &o.record)
+    }
+
+    /// Merged counters of every node.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Owner -> version of every record we hold, ours included.
+    pub fn digest(&self) -> BTreeMap<PeerId, u64> {
+        let mut d: BTreeMap<PeerId, u64> = self
+            .peers
+            .iter()
+            .map(|(p, e)| (*p, e.record.version))
+            .collect();
+        if let Some(o) = &self.own {
+            d.insert(self.me, o.record.version);
+        }
+        d
+    }
+
+    fn signed_of(&self, p: &PeerId) -> Option<&SignedRecord> {
+        if *p == self.me {
+            self.own.as_ref().map(|o| &o.signed)
+        } else {
+            self.peers.get(p).map(|e| &e.signed)
+        }
+    }
+
+    fn version_of(&self, p: &PeerId) -> Option<u64> {
+        if *p == self.me {
+            self.own.as_ref().map(|o| o.record.version)
+        } else {
+            self.peers.get(p).map(|e| e.record.version)
+        }
+    }
+
+    /// Fill a list with the records of `owners` (in order) within `budget`.
+    fn pack(
+        &self,
+        owners: impl IntoIterator<Item = PeerId>,
+        budget: usize,
+    ) -> (Vec<SignedW>, Vec<(PeerId, u64)>) {
+        let mut used = 0usize;
+        let mut out = Vec::new();
+        let mut sent = Vec::new();
+        for p in owners {
+            let (Some(s), Some(v)) = (self.signed_of(&p), self.version_of(&p)) else {
+                continue;
+            };
+            let cost = record_cost(s);
+            if used + cost > budget {
+                continue;
+            }
+            used += cost;
+            out.push(SignedW::from(s));
+            sent.push((p, v));
+        }
+        (out, sent)
+    }
+
+    fn budget(&self, digest_len: usize) -> usize {
+        self.cfg
+            .max_frame_bytes
+            .saturating_sub(FRAME_SLACK + digest_len * DIGEST_ENTRY_COST)
+    }
+
+    /// Build a request to `peer`. For `Sync`, it carries every record the
+    /// peer is not known to have (only our own on first contact); for
+    /// `Push`, our own record; `Records` is built by
+    /// [`Engine::handle_response`].
+    pub fn request(&mut self, peer: PeerId, kind: RequestKind, now: Now) -> (SyncRequest, Sent) {
+        // Pushes are preceded by a forced refresh (once, not per target).
+        self.refresh(now, false);
+        let digest = self.digest();
+        let owners: Vec<PeerId> = match (kind, self.known.get(&peer)) {
+            (RequestKind::Sync, Some(k)) => {
+                // Own record first, so it is never crowded out.
+                let mut v: Vec<PeerId> = digest
+                    .iter()
+                    .filter(|(p, ver)| **p != peer && k.get(*p).is_none_or(|kv| kv < *ver))
+                    .map(|(p, _)| *p)
+                    .collect();
+                v.sort_by_key(|p| *p != self.me);
+                v
+            }
+            _ => {
+                let theirs = self.known.get(&peer).and_then(|k| k.get(&self.me)).copied();
+                if theirs.is_some_and(|t| t >= self.own_version) {
+                    vec![]
+                } else {
+                    vec![self.me]
+                }
+            }
+        };
+        let (records, sent_records) = self.pack(owners, self.budget(digest.len()));
+        let req = SyncRequest {
+            kind: kind.code(),
+            cluster: self.cfg.cluster.clone(),
+            digest: digest
+                .iter()
+                .map(|(p, v)| (ByteVec::from(p.to_bytes()), *v))
+                .collect(),
+            records,
+        };
+        let sent = Sent {
+            digest: digest.into_iter().collect(),
+            records: sent_records,
+            follow_up: false,
+        };
+        (req, sent)
+    }
+
+    fn knowledge(&mut self, peer: PeerId) -> &mut HashMap<PeerId, u64> {
+        self.known.entry(peer).or_default()
+    }
+
+    fn learn(&mut self, peer: PeerId, owner: PeerId, version: u64) {
+        let e = self.knowledge(peer).entry(owner).or_insert(0);
+        *e = (*e).max(version);
+    }
+
+    /// Handle a request from `from`: accept its records, answer with the
+    /// records it lacks and the owners we want. `Err` means the request as a
+    /// whole is rejected (no response is sent).
+    pub fn handle_request(
+        &mut self,
+        from: PeerId,
+        req: &SyncRequest,
+        now: Now,
+    ) -> Result<(SyncResponse, Outcome), RejectReason> {
+        if req.cluster != self.cfg.cluster {
+            return Err(RejectReason::Unauthorized);
+        }
+        let digest = req.parsed_digest()?;
+        self.last_contact.insert(from, now.mono);
+        let mut out = Outcome::default();
+        let mut received = Vec::new();
+        for s in req.signed_records() {
+            if let Some(pv) = self.accept(s, now, &mut out) {
+                received.push(pv);
+            }
+        }
+        for (p, v) in &received {
+            self.learn(from, *p, *v);
+        }
+        if req.kind() == RequestKind::Records {
+            // A follow-up: records only, nothing to answer.
+            return Ok((SyncResponse::default(), out));
+        }
+        // The requester's digest is authoritative for what it has now.
+        let theirs: BTreeMap<PeerId, u64> = digest.iter().copied().collect();
+        let k = self.knowledge(from);
+        k.clear();
+        k.extend(theirs.iter().map(|(p, v)| (*p, *v)));
+        for (p, v) in received {
+            self.learn(from, p, v);
+        }
+        self.refresh(now, false);
+        let mine = self.digest();
+        let d = delta(&mine, &theirs);
+        let they_lack: Vec<PeerId> = d.they_lack.into_iter().filter(|p| *p != from).collect();
+        let (records, sent) = self.pack(they_lack, self.budget(0));
+        for (p, v) in sent {
+            self.learn(from, p, v);
+        }
+        let want = d
+            .i_lack
+            .into_iter()
+            .filter(|p| *p != self.me)
+            .map(|p| ByteVec::from(p.to_bytes()))
+            .collect();
+        Ok((SyncResponse { records, want }, out))
+    }
+
+    /// Handle the response to a request we sent (`sent` describes it).
+    /// Returns a follow-up request if the peer wants records we have.
+    pub fn handle_response(
+        &mut self,
+        from: PeerId,
+        sent: &Sent,
+        resp: &SyncResponse,
+        now: Now,
+    ) -> (Option<(SyncRequest, Sent)>, Outcome) {
+        let mut out = Outcome::default();
+        self.last_contact.insert(from, now.mono);
+        let want: HashSet<PeerId> = resp.parsed_want().into_iter().collect();
+        for (p, v) in &sent.digest {
+            if !want.contains(p) {
+                self.learn(from, *p, *v);
+            }
+        }
+        for (p, v) in &sent.records {
+            self.learn(from, *p, *v);
+        }
+        for s in resp.records.iter().cloned().map(SignedRecord::from) {
+            let header = s.peek().ok();
+            if let Some((p, v)) = self.accept(s, now, &mut out) {
+                self.learn(from, p, v);
+            } else if let Some((p, v, _)) = header {
+                // A copy of a version we already hold: the peer has it too.
+                if self.version_of(&p) == Some(v) {
+                    self.learn(from, p, v);
+                }
+            }
+        }
+        if sent.follow_up || want.is_empty() {
+            return (None, out);
+        }
+        let digest = self.digest();
+        let owners: Vec<PeerId> = want
+            .into_iter()
+            .filter(|p| digest.contains_key(p))
+            .collect();
+        if owners.is_empty() {
+            return (None, out);
+        }
+        let (records, sent_records) = self.pack(owners, self.budget(0));
+        let req = SyncRequest {
+            kind: RequestKind::Records.code(),
+            cluster: self.cfg.cluster.clone(),
+            digest: Vec::new(),
+            records,
+        };
+        let follow = Sent {
+            digest: Vec::new(),
+            records: sent_records,
+            follow_up: true,
+        };
+        (Some((req, follow)), out)
+    }
+
+    /// Forget what we believed `peer` has (after a failed exchange or a
+    /// disconnection), so the next exchange starts from its digest.
+    pub fn forget_knowledge(&mut self, peer: &PeerId) {
+        self.known.remove(peer);
+        self.last_contact.remove(peer);
+    }
+
+    /// Validate and store one record. Returns `(owner, version)` if it was
+    /// new to us.
+    fn accept(&mut self, s: SignedRecord, now: Now, out: &mut Outcome) -> Option<(PeerId, u64)> {
+        let (peer, version, cluster) = match s.peek() {
+            Ok(h) => h,
+            Err(r) => {
+                out.rejected.push(r);
+                return None;
+            }
+        };
+        if cluster != self.cfg.cluster {
+            out.rejected.push(RejectReason::Unauthorized);
+            return None;
+        }
+        if peer == self.me {
+            // Our own record from before a restart: continue above it and
+            // recover the counter slots peers still hold for us.
+            if version > self.own_version {
+                match s.verify(&self.cfg.cluster) {
+                    Ok(r) => {
+                        self.own_version = version;
+                        self.counters.merge_slots(&self.me_b58, &r.counters);
+                        self.dirty = true;
+                        out.changed = true;
+                    }
+                    Err(r) => out.rejected.push(r),
+                }
+            }
+            return None;
+        }
+        let current = self
+            .peers
+            .get(&peer)
+            .map(|e| e.record.version)
+            .or_else(|| self.tombstones.get(&peer).map(|t| t.0));
+        if current.is_some_and(|c| version <= c) {
+            return None;
+        }
+        if let Some(allow) = &self.cfg.allowlist {
+            if !allow.contains(&peer) {
+                out.rejected.push(RejectReason::Unauthorized);
+                return None;
+            }
+        }
+        let verified = if self.cfg.insecure_skip_signature_check {
+            s.verify_unsigned(&self.cfg.cluster)
+        } else {
+            s.verify(&self.cfg.cluster)
+        };
+        let record = match verified {
+            Ok(r) => r,
+            Err(r) => {
+                out.rejected.push(r);
+                return None;
+            }
+        };
+        let advanced_at = if self.peers.contains_key(&peer) {
+            now.mono
+        } else {
+            // First sight: a record made long ago (e.g. a dead node's, still
+            // relayed) must not look alive. Use the owner's timestamp, capped.
+            let t = &self.cfg.timeouts;
+            let cap = t.dead_after.saturating_add(t.retention);
+            let age = Duration::from_millis(now.unix_ms.saturating_sub(record.updated_ms)).min(cap);
+            now.mono.checked_sub(age).unwrap_or(now.mono)
+        };
+        self.tombstones.remove(&peer);
+        self.counters
+            .merge_slots(&peer.to_base58(), &record.counters);
+        let last_liveness = self
+            .cfg
+            .timeouts
+            .liveness(now.mono.saturating_duration_since(advanced_at));
+        self.peers.insert(
+            peer,
+            Entry {
+                signed: s,
+                b58: peer.to_base58(),
+                record,
+                advanced_at,
+                last_liveness,
+            },
+        );
+        out.changed = true;
+        Some((peer, version))
+    }
+
+    /// Liveness of a known peer.
+    pub fn liveness(&self, peer: &PeerId, now: Instant) -> Option<Liveness> {
+        self.peers.get(peer).map(|e| {
+            self.cfg
+                .timeouts
+                .liveness(now.saturating_duration_since(e.advanced_at))
+        })
+    }
+
+    /// Known peers with their liveness and published addresses.
+    pub fn members(&self, now: Instant) -> Vec<(PeerId, Liveness, Vec<Multiaddr>)> {
+        self.peers
+            .iter()
+            .map(|(p, e)| {
+                (
+                    *p,
+                    self.cfg
+                        .timeouts
+                        .liveness(now.saturating_duration_since(e.advanced_at)),
+                    e.record.addrs.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The relay: the connected, alive (not suspect) member with the
+    /// smallest base58 PeerId other than this node. A hub that stops
+    /// advancing its version (crashed without closing connections,
+    /// partitioned, overloaded) is replaced after `suspect_after`.
+    pub fn relay(&self, is_connected: impl Fn(&PeerId) -> bool, now: Instant) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(p, e)| {
+                is_connected(p)
+                    && self
+                        .cfg
+                        .timeouts
+                        .liveness(now.saturating_duration_since(e.advanced_at))
+                        == Liveness::Alive
+            })
+            .min_by(|a, b| a.1.b58.cmp(&b.1.b58))
+            .map(|(p, _)| *p)
+    }
+
+    /// The hub: the smallest base58 PeerId among this node and its
+    /// connected, alive members.
+    pub fn hub(&self, is_connected: impl Fn(&PeerId) -> bool, now: Instant) -> PeerId {
+        match self.relay(is_connected, now) {
+            Some(r) if self.peers.get(&r).is_some_and(|e| e.b58 < self.me_b58) => r,
+            _ => self.me,
+        }
+    }
+
+    /// Peers to run a `Sync` exchange with on this `sync_interval` tick.
+    ///
+    /// The hub (see [`Engine::hub`]) drives: it exchanges with every
+    /// connected peer not known to be dead each tick (peers without a
+    /// record yet included, which is how a fresh cluster bootstraps), so all members receive news
+    /// at the same moment (one hop from the hub). A non-hub does nothing
+    /// while the hub keeps contacting it, and polls its relay itself if it
+    /// has not heard from it for 2.5 intervals (views of who the hub is
+    /// disagree, or the hub is overloaded).
+    pub fn sync_targets(
+        &self,
+        connected: &[PeerId],
+        sync_interval: Duration,
+        now: Instant,
+    ) -> Vec<PeerId> {
+        let is_connected = |p: &PeerId| connected.contains(p);
+        let hub = self.hub(is_connected, now);
+        if hub == self.me {
+            return connected
+                .iter()
+                .copied()
+                .filter(|p| self.liveness(p, now) != Some(Liveness::Dead))
+                .collect();
+        }
+        let patience = sync_interval.saturating_mul(5) / 2;
+        let heard = self
+            .last_contact
+            .get(&hub)
+            .is_some_and(|t| now.saturating_duration_since(*t) < patience);
+        if heard {
+            vec![]
+        } else {
+            vec![hub]
+        }
+    }
+
+    /// Peers for a random anti-entropy round: up to `fanout` connected
+    /// peers other than the hub. The hub itself skips the round: it already
+    /// exchanges with every member every `sync_interval`.
+    pub fn anti_entropy_targets<R: Rng>(
+        &self,
+        connected: &[PeerId],
+        fanout: usize,
+        now: Instant,
+        rng: &mut R,
+    ) -> Vec<PeerId> {
+        let hub = self.hub(|p| connected.contains(p), now);
+        if hub == self.me {
+            return Vec::new();
+        }
+        Self::random_peers(connected, fanout, Some(hub), rng)
+    }
+
+    /// Up to `n` random peers from `candidates`, excluding `exclude`.
+    pub fn random_peers<R: Rng>(
+        candidates: &[PeerId],
+        n: usize,
+        exclude: Option<PeerId>,
+        rng: &mut R,
+    ) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = candidates
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != exclude)
+            .collect();
+        v.shuffle(rng);
+        v.truncate(n);
+        v
+    }
+
+    /// Drop records past retention (keeping a tombstone so relayed copies are
+    /// not resurrected) and expire old tombstones. Returns `true` if any
+    /// peer's liveness changed or a record was dropped.
+    pub fn housekeeping(&mut self, now: Now) -> bool {
+        let t = self.cfg.timeouts;
+        let mut changed = false;
+        let mut dropped = Vec::new();
+        for (p, e) in self.peers.iter_mut() {
+            let since = now.mono.saturating_duration_since(e.advanced_at);
+            if t.expired(since) {
+                dropped.push((*p, e.record.version));
+                continue;
+            }
+            let l = t.liveness(since);
+            if l != e.last_liveness {
+                e.last_liveness = l;
+                changed = true;
+            }
+        }
+        for (p, v) in dropped {
+            self.peers.remove(&p);
+            self.tombstones.insert(p, (v, now.mono));
+            for k in self.known.values_mut() {
+                k.remove(&p);
+            }
+            changed = true;
+        }
+        let keep = t.retention.max(t.dead_after);
+        self.tombstones
+            .retain(|_, (_, at)| now.mono.saturating_duration_since(*at) < keep);
+        changed
+    }
+
+    /// Snapshot for the agent.
+    pub fn view(
+        &self,
+        now: Instant,
+        connected: &HashSet<PeerId>,
+        listen_addrs: &[Multiaddr],
+        relay: Option<PeerId>,
+    ) -> ClusterView {
+        let peers = self
+            .peers
+            .iter()
+            .map(|(p, e)| {
+                let age = now.saturating_duration_since(e.advanced_at);
+                let liveness = self.cfg.timeouts.liveness(age);
+                (
+                    *p,
+                    PeerView {
+                        record: e.record.clone(),
+                        liveness,
+                        stale: liveness == Liveness::Dead,
+                        last_seen: e.advanced_at,
+                        age,
+                        connected: connected.contains(p),
+                    },
+                )
+            })
+            .collect();
+        ClusterView {
+            local_peer_id: Some(self.me),
+            local: self.own_record().cloned(),
+            peers,
+            counters: self.counters.clone(),
+            listen_addrs: listen_addrs.to_vec(),
+            connected: connected.len(),
+            relay,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::counters::{CounterKind, CounterSlot};
+    use rand::SeedableRng;
+
+    fn cfg() -> EngineConfig {
+        EngineConfig {
+            cluster: "room-1".into(),
+            refresh_interval: Duration::from_secs(1),
+            timeouts: LivenessTimeouts {
+                suspect_after: Duration::from_secs(4),
+                dead_after: Duration::from_secs(8),
+                retention: Duration::from_secs(60),
+            },
+            max_frame_bytes: 1 << 20,
+            allowlist: None,
+            insecure_skip_signature_check: false,
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine::new(cfg(), Keypair::generate_ed25519())
+    }
+
+    fn at(base: Instant, ms: u64) -> Now {
+        Now {
+            mono: base + Duration::from_millis(ms),
+            unix_ms: 1_700_000_000_000 + ms,
+        }
+    }
+
+    fn bump_counter(e: &mut Engine, name: &str, p: u64) {
+        let mut l = e.local.clone();
+        l.counters.insert(
+            name.into(),
+            CounterSlot {
+                kind: CounterKind::G,
+                p,
+                n: 0,
+            },
+        );
+        e.set_local(l);
+    }
+
+    /// One full exchange a -> b (request, response, follow-up and its
+    /// response). Returns the number of messages.
+    fn exchange(a: &mut Engine, b: &mut Engine, kind: RequestKind, now: Now) -> usize {
+        let (req, sent) = a.request(b.me, kind, now);
+        let (resp, _) = b.handle_request(a.me, &req, now).unwrap();
+        let (follow, _) = a.handle_response(b.me, &sent, &resp, now);
+        let mut n = 2;
+        if let Some((req, sent)) = follow {
+            let (resp, _) = b.handle_request(a.me, &req, now).unwrap();
+            let (none, _) = a.handle_response(b.me, &sent, &resp, now);
+            assert!(none.is_none(), "no follow-up of a follow-up");
+            n += 2;
+        }
+        n
+    }
+
+    #[test]
+    fn next_version_table() {
+        for (prev, wall, want) in [
+            (0, 1000, 1000),
+            (1000, 1000, 1001),
+            (5000, 1000, 5001),
+            (u64::MAX, 0, u64::MAX),
+        ] {
+            assert_eq!(next_version(prev, wall), want, "{prev} {wall}");
+        }
+    }
+
+    #[test]
+    fn delta_table() {
+        let [a, b, c, d] = [
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        ];
+        let mine: BTreeMap<_, _> = [(a, 5), (b, 3), (c, 1)].into_iter().collect();
+        let theirs: BTreeMap<_, _> = [(a, 5), (b, 4), (d, 9)].into_iter().collect();
+        let dl = delta(&mine, &theirs);
+        assert_eq!(dl.they_lack, vec![c]);
+        let mut il = dl.i_lack.clone();
+        il.sort();
+        let mut want = vec![b, d];
+        want.sort();
+        assert_eq!(il, want);
+        assert_eq!(delta(&mine, &mine), Delta::default());
+        let empty = BTreeMap::new();
+        assert_eq!(delta(&mine, &empty).they_lack.len(), 3);
+        assert_eq!(delta(&empty, &mine).i_lack.len(), 3);
+    }
+
+    #[test]
+    fn first_contact_then_incremental() {
+        let base = Instant::now();
+        let (mut a, mut b) = (engine(), engine());
+        bump_counter(&mut a, "x", 1);
+        bump_counter(&mut b, "x", 2);
+        // First contact: digest + own record, response carries b's record.
+        assert_eq!(exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0)), 2);
+        assert_eq!(a.counters().value("x"), Some(3));
+        assert_eq!(b.counters().value("x"), Some(3));
+        // Nothing new: the request carries no records.
+        let (req, _) = a.request(b.me, RequestKind::Sync, at(base, 10));
+        assert!(req.records.is_empty(), "b already has a's record");
+        // a changes: exactly its own record travels.
+        bump_counter(&mut a, "x", 5);
+        let (req, _) = a.request(b.me, RequestKind::Sync, at(base, 20));
+        assert_eq!(req.records.len(), 1);
+    }
+
+    #[test]
+    fn relayed_records_and_follow_up() {
+        let base = Instant::now();
+        let (mut a, mut b, mut c) = (engine(), engine(), engine());
+        for (i, e) in [&mut a, &mut b, &mut c].into_iter().enumerate() {
+            bump_counter(e, "x", i as u64 + 1);
+        }
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        // c first contacts a: a's response carries a's and b's records; c's
+        // digest lacks nothing a has... and a wants c's? c sent its own.
+        exchange(&mut c, &mut a, RequestKind::Sync, at(base, 10));
+        assert_eq!(c.counters().value("x"), Some(6));
+        assert_eq!(a.counters().value("x"), Some(6));
+        // b learns c's record through a (relayed, signature by c).
+        exchange(&mut b, &mut a, RequestKind::Sync, at(base, 20));
+        assert_eq!(b.counters().value("x"), Some(6));
+        // a follow-up happens when the responder lacks something the
+        // requester did not include: b pushes (own record only) to a fresh d.
+        let mut d = engine();
+        let n = exchange(&mut b, &mut d, RequestKind::Push, at(base, 30));
+        assert_eq!(n, 4, "d wants a's and c's records");
+        assert_eq!(d.counters().value("x"), Some(6));
+    }
+
+    #[test]
+    fn stale_and_own_records() {
+        let base = Instant::now();
+        let (mut a, mut b) = (engine(), engine());
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        let old = b.peers[&a.me].signed.clone();
+        // Re-delivering the same version changes nothing.
+        let mut out = Outcome::default();
+        assert!(b.accept(old.clone(), at(base, 5), &mut out).is_none());
+        assert_eq!(out, Outcome::default());
+        // A restarted `a` (fresh engine, same key, older wall clock) learns
+        // its previous version from b and continues above it.
+        let mut a2 = Engine::new(cfg(), a.key.clone());
+        let mut early = at(base, 0);
+        early.unix_ms -= 60_000;
+        bump_counter(&mut b, "y", 1);
+        let mut out = Outcome::default();
+        a2.accept(old, early, &mut out);
+        assert!(out.changed);
+        a2.refresh(early, true);
+        assert!(a2.own_record().unwrap().version > a.own_record().unwrap().version);
+    }
+
+    #[test]
+    fn forged_and_foreign_records_are_rejected() {
+        let base = Instant::now();
+        let (a, mut b) = (engine(), engine());
+        let victim = Keypair::generate_ed25519();
+        // A record claiming to be the victim's, signed by a.
+        let mut rec = Record::from_local(
+            &LocalState::default(),
+            "room-1",
+            victim.public().to_peer_id(),
+            1,
+            &[],
+            0,
+        );
+        let payload = crate::cluster::record::wire::RecordPayload::from_record(&rec)
+            .encode()
+            .unwrap();
+        let forged = SignedRecord::sign_payload(payload, &a.key).unwrap();
+        // a's own record with a slot owned by the victim.
+        rec.peer_id = a.me;
+        let mut p = crate::cluster::record::wire::RecordPayload::from_record(&rec);
+        p.counters.push(crate::cluster::record::wire::SlotW {
+            name: "x".into(),
+            kind: 0,
+            owner: victim.public().to_peer_id().to_bytes(),
+            p: 100,
+            n: 0,
+        });
+        let foreign = SignedRecord::sign_payload(p.encode().unwrap(), &a.key).unwrap();
+        let req = SyncRequest {
+            kind: 0,
+            cluster: "room-1".into(),
+            digest: vec![],
+            records: vec![
+                SignedW::from(&forged),
+                SignedW::from(&foreign),
+                SignedW {
+                    payload: vec![0xff; 10],
+                    signature: vec![],
+                },
+            ],
+        };
+        let (_, out) = b.handle_request(a.me, &req, at(base, 0)).unwrap();
+        assert_eq!(
+            out.rejected,
+            vec![
+                RejectReason::BadSignature,
+                RejectReason::ForeignSlot,
+                RejectReason::Malformed
+            ]
+        );
+        assert!(b.peers.is_empty());
+        assert_eq!(b.counters().value("x"), None);
+        // Wrong cluster: the whole request is refused.
+        let req = SyncRequest {
+            cluster: "room-2".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            b.handle_request(a.me, &req, at(base, 0)).unwrap_err(),
+            RejectReason::Unauthorized
+        );
+    }
+
+    #[test]
+    fn allowlist_rejects_records_of_strangers() {
+        let base = Instant::now();
+        let a = Keypair::generate_ed25519();
+        let mut c = cfg();
+        c.allowlist = Some(HashSet::from([a.public().to_peer_id()]));
+        let mut b = Engine::new(c, Keypair::generate_ed25519());
+        let mut a = Engine::new(cfg(), a);
+        let mut stranger = engine();
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        assert_eq!(b.peers.len(), 1);
+        let (req, _) = stranger.request(b.me, RequestKind::Push, at(base, 0));
+        let (_, out) = b.handle_request(stranger.me, &req, at(base, 0)).unwrap();
+        assert_eq!(out.rejected, vec![RejectReason::Unauthorized]);
+    }
+
+    #[test]
+    fn liveness_retention_and_tombstones() {
+        let base = Instant::now();
+        let (mut a, mut b) = (engine(), engine());
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        let stale_copy = b.peers[&a.me].signed.clone();
+        assert_eq!(
+            b.liveness(&a.me, at(base, 3999).mono),
+            Some(Liveness::Alive)
+        );
+        assert!(
+            b.housekeeping(at(base, 4000)),
+            "alive -> suspect is a change"
+        );
+        assert_eq!(
+            b.liveness(&a.me, at(base, 4000).mono),
+            Some(Liveness::Suspect)
+        );
+        assert!(b.housekeeping(at(base, 8000)));
+        let v = b.view(at(base, 8000).mono, &HashSet::new(), &[], None);
+        assert!(v.peers[&a.me].stale);
+        assert!(!b.housekeeping(at(base, 9000)));
+        // Dropped after dead_after + retention; counters stay.
+        bump_counter(&mut a, "x", 7);
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 9000));
+        assert_eq!(
+            b.liveness(&a.me, at(base, 9000).mono),
+            Some(Liveness::Alive)
+        );
+        assert!(b.housekeeping(at(base, 9000 + 68_000)));
+        assert!(b.liveness(&a.me, at(base, 9000 + 68_000).mono).is_none());
+        assert_eq!(b.counters().value("x"), Some(7));
+        // A relayed old copy does not resurrect it.
+        let mut out = Outcome::default();
+        assert!(b.accept(stale_copy, at(base, 80_000), &mut out).is_none());
+        // A newer version does.
+        exchange(&mut a, &mut b, RequestKind::Push, at(base, 81_000));
+        assert_eq!(
+            b.liveness(&a.me, at(base, 81_000).mono),
+            Some(Liveness::Alive)
+        );
+    }
+
+    #[test]
+    fn first_sight_of_an_old_record_is_not_alive() {
+        let base = Instant::now();
+        let (mut a, mut b, mut c) = (engine(), engine(), engine());
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        // c meets b 20 s later (wall clock too): a's record is 20 s old.
+        exchange(&mut c, &mut b, RequestKind::Sync, at(base, 20_000));
+        assert_eq!(
+            c.liveness(&a.me, at(base, 20_000).mono),
+            Some(Liveness::Dead)
+        );
+        assert_eq!(
+            c.liveness(&b.me, at(base, 20_000).mono),
+            Some(Liveness::Alive)
+        );
+    }
+
+    #[test]
+    fn relay_is_smallest_connected_live_member() {
+        let base = Instant::now();
+        let mut a = engine();
+        let mut others: Vec<Engine> = (0..4).map(|_| engine()).collect();
+        for o in others.iter_mut() {
+            exchange(o, &mut a, RequestKind::Sync, at(base, 0));
+        }
+        let mut ids: Vec<PeerId> = others.iter().map(|o| o.me).collect();
+        ids.sort_by_key(|p| p.to_base58());
+        let all = |_: &PeerId| true;
+        assert_eq!(a.relay(all, at(base, 0).mono), Some(ids[0]));
+        let not_first = |p: &PeerId| *p != ids[0];
+        assert_eq!(a.relay(not_first, at(base, 0).mono), Some(ids[1]));
+        assert_eq!(a.relay(all, at(base, 4000).mono), None, "all suspect");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let r = Engine::random_peers(&ids, 2, Some(ids[0]), &mut rng);
+        assert_eq!(r.len(), 2);
+        assert!(!r.contains(&ids[0]));
+    }
+
+    #[test]
+    fn messages_respect_the_frame_budget() {
+        let base = Instant::now();
+        let mut c = cfg();
+        c.max_frame_bytes = FRAME_SLACK + 3000;
+        let mut hub = Engine::new(c, Keypair::generate_ed25519());
+        let mut others: Vec<Engine> = (0..20).map(|_| engine()).collect();
+        for o in others.iter_mut() {
+            exchange(o, &mut hub, RequestKind::Sync, at(base, 0));
+        }
+        let mut fresh = engine();
+        let (req, sent) = fresh.request(hub.me, RequestKind::Sync, at(base, 0));
+        let (resp, _) = hub.handle_request(fresh.me, &req, at(base, 0)).unwrap();
+        assert!(resp.to_bytes().len() <= 3000 + FRAME_SLACK);
+        assert!(!resp.records.is_empty() && resp.records.len() < 20);
+        fresh.handle_response(hub.me, &sent, &resp, at(base, 0));
+        // Later rounds bring the rest.
+        for i in 1..20 {
+            exchange(&mut fresh, &mut hub, RequestKind::Sync, at(base, i));
+        }
+        assert_eq!(fresh.peers.len(), 21);
+    }
+}

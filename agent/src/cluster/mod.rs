@@ -1,0 +1,70 @@
+//! The cluster layer: agents find each other over libp2p, exchange signed
+//! records (thermal summary, power observations, state-machine state, CRDT
+//! counter slots) and hand the agent a [`ClusterView`] of every peer.
+//!
+//! The wire protocol is specified in `docs/protocol.md`, precisely enough for
+//! an independent (e.g. js-libp2p) implementation.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`ClusterConfig`], every setting with its default and
+//!   trade-off.
+//! - [`identity`]: persistent Ed25519 identity (`identity.key`, 0600, atomic
+//!   write) and the private-network key (`swarm.key`).
+//! - [`record`]: [`LocalState`] (what the agent publishes), [`Record`], its
+//!   versioned CBOR schema (`record::wire`), [`SignedRecord`] signing and
+//!   verification, field limits, [`RejectReason`].
+//! - [`counters`]: G and PN counters, one slot per node, merge = per-slot max.
+//! - [`wire`]: the `/coolmesh/sync/1.0.0` messages, varint framing and the
+//!   request-response codec.
+//! - [`engine`]: the gossip protocol without I/O: digests, deltas, what each
+//!   neighbour has, hub selection, liveness, retention. Driven by [`swarm`]
+//!   and by the simulation in `tests/cluster_sim.rs`.
+//! - [`view`]: [`ClusterView`] and its queries (power votes, overheating
+//!   peers, counter totals, offload ranking), liveness timer math.
+//! - [`metrics`]: [`GossipMetrics`] (`coolmesh_gossip_*`).
+//! - [`swarm`]: transport (TCP + optional pnet + noise + yamux), the one
+//!   `NetworkBehaviour` (allow/block lists, identify, ping, mDNS,
+//!   request-response) and the `tokio::select!` loop: [`Cluster`], [`run`].
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use coolmesh_agent::cluster::{self, ClusterConfig, ClusterView, GossipMetrics, LocalState};
+//! use tokio::sync::{mpsc, watch};
+//!
+//! let key = cluster::load_or_create_identity(std::path::Path::new("/var/lib/coolmesh"))?;
+//! let (local_tx, local_rx) = watch::channel(LocalState::default());
+//! let (urgent_tx, urgent_rx) = mpsc::channel(4);
+//! let (view_tx, view_rx) = watch::channel(ClusterView::default());
+//! let metrics = GossipMetrics::new();
+//! tokio::spawn(cluster::run(
+//!     ClusterConfig::default(), key, local_rx, urgent_rx, view_tx, metrics,
+//!     async { let _ = tokio::signal::ctrl_c().await; },
+//! ));
+//! // publish: local_tx.send_replace(state); after a state-machine
+//! // transition also: urgent_tx.try_send(()).ok();
+//! // read: view_rx.borrow().power_votes()
+//! # drop((local_tx, urgent_tx, view_rx)); Ok(()) }
+//! ```
+
+pub mod config;
+pub mod counters;
+pub mod engine;
+pub mod identity;
+pub mod metrics;
+pub mod record;
+pub mod swarm;
+pub mod view;
+pub mod wire;
+
+pub use config::ClusterConfig;
+pub use counters::{CounterKind, CounterSlot, Counters};
+pub use identity::{generate_psk, load_or_create_identity, load_psk, parse_psk};
+pub use metrics::GossipMetrics;
+pub use record::{
+    FsmSummary, LocalState, PowerObservation, Record, RejectReason, SignedRecord, Thermal,
+};
+pub use swarm::{run, Cluster, ClusterHandle, Control};
+pub use view::{ClusterView, Liveness, PeerView, PowerVotes};

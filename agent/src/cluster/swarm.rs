@@ -1,0 +1,864 @@
+//! The libp2p side: transport, the one `NetworkBehaviour`, and the
+//! `tokio::select!` loop that drives the [`Engine`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Boxed;
+use libp2p::core::upgrade::Version;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    allow_block_list, identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, Transport,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, watch};
+
+use super::config::ClusterConfig;
+use super::engine::{Engine, Now, Sent};
+use super::metrics::GossipMetrics;
+use super::record::{LocalState, RejectReason};
+use super::view::{ClusterView, Liveness};
+use super::wire::{FrameCodec, RequestKind, SyncRequest, SyncResponse, PROTOCOL};
+
+/// Identify protocol version string of coolmesh agents.
+pub const IDENTIFY_PROTOCOL: &str = "/coolmesh/1.0.0";
+/// Housekeeping period: liveness, refresh, redials, view publication.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// How long a peer that does not speak the sync protocol is left alone.
+const NON_MEMBER_QUARANTINE: Duration = Duration::from_secs(600);
+
+/// The one behaviour of a coolmesh node.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Allowlist (when configured): denies every other PeerId.
+    allow: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
+    /// Operator/test blocklist (partitions, quarantine).
+    block: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// Identify: tells us whether a peer speaks the sync protocol.
+    identify: identify::Behaviour,
+    /// Ping: connection health and RTT.
+    ping: ping::Behaviour,
+    /// mDNS discovery (when enabled and available).
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    /// The anti-entropy exchange.
+    sync: request_response::Behaviour<FrameCodec>,
+}
+
+/// TCP, optionally wrapped in the private-network handshake, then noise and
+/// yamux.
+pub fn build_transport(
+    key: &Keypair,
+    psk: Option<PreSharedKey>,
+) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    let noise = noise::Config::new(key).context("noise config")?;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let timeout = Duration::from_secs(20);
+    Ok(match psk {
+        Some(psk) => tcp
+            .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(yamux::Config::default())
+            .timeout(timeout)
+            .boxed(),
+        None => tcp
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(yamux::Config::default())
+            .timeout(timeout)
+            .boxed(),
+    })
+}
+
+fn build_behaviour(cfg: &ClusterConfig, key: &Keypair, metrics: &GossipMetrics) -> Behaviour {
+    let me = key.public().to_peer_id();
+    let allow = cfg.allowlist.as_ref().map(|list| {
+        let mut b = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+        for p in list {
+            b.allow_peer(*p);
+        }
+        b
+    });
+    let mdns = if cfg.mdns {
+        let mc = mdns::Config {
+            ttl: Duration::from_secs(60),
+            query_interval: cfg.mdns_query_interval,
+            enable_ipv6: false,
+        };
+        match mdns::tokio::Behaviour::new(mc, me) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS unavailable; relying on bootstrap peers");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let rr = request_response::Config::default().with_request_timeout(cfg.request_timeout);
+    Behaviour {
+        allow: Toggle::from(allow),
+        block: allow_block_list::Behaviour::default(),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+                .with_agent_version(format!("coolmesh/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new()),
+        mdns: Toggle::from(mdns),
+        sync: request_response::Behaviour::with_codec(
+            FrameCodec::new(cfg.max_frame_bytes, metrics.clone()),
+            [(PROTOCOL, ProtocolSupport::Full)],
+            rr,
+        ),
+    }
+}
+
+/// Runtime commands (bounded channel; see [`ClusterHandle`]).
+#[derive(Debug)]
+pub enum Control {
+    /// Close connections to a peer and refuse new ones (partition tests,
+    /// operator quarantine).
+    Block(PeerId),
+    /// Undo [`Control::Block`].
+    Unblock(PeerId),
+    /// Dial an address once.
+    Dial(Multiaddr),
+}
+
+/// Sends [`Control`] commands to a running cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterHandle {
+    tx: mpsc::Sender<Control>,
+}
+
+impl ClusterHandle {
+    /// Send a command; fails if the cluster has stopped.
+    pub async fn send(&self, c: Control) -> anyhow::Result<()> {
+        self.tx
+            .send(c)
+            .await
+            .map_err(|_| anyhow::anyhow!("cluster stopped"))
+    }
+
+    /// Block a peer.
+    pub async fn block(&self, p: PeerId) -> anyhow::Result<()> {
+        self.send(Control::Block(p)).await
+    }
+
+    /// Unblock a peer.
+    pub async fn unblock(&self, p: PeerId) -> anyhow::Result<()> {
+        self.send(Control::Unblock(p)).await
+    }
+}
+
+/// A cluster node, ready to run.
+pub struct Cluster {
+    config: ClusterConfig,
+    keypair: Keypair,
+    metrics: GossipMetrics,
+    control_tx: mpsc::Sender<Control>,
+    control_rx: mpsc::Receiver<Control>,
+}
+
+impl Cluster {
+    /// Prepare a node (nothing runs until [`Cluster::run`]).
+    pub fn new(config: ClusterConfig, keypair: Keypair, metrics: GossipMetrics) -> Self {
+        let (control_tx, control_rx) = mpsc::channel(16);
+        Cluster {
+            config,
+            keypair,
+            metrics,
+            control_tx,
+            control_rx,
+        }
+    }
+
+    /// This node's PeerId.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.keypair.public().to_peer_id()
+    }
+
+    /// A handle for runtime commands.
+    pub fn handle(&self) -> ClusterHandle {
+        ClusterHandle {
+            tx: self.control_tx.clone(),
+        }
+    }
+
+    /// Run until `shutdown` completes. `local` carries what the agent
+    /// publishes; a message on `urgent` (or a change of the state-machine
+    /// state in `local`) pushes our record to every connected member at
+    /// once; the view is published on `view_tx` after every change.
+    pub async fn run(
+        self,
+        mut local: watch::Receiver<LocalState>,
+        mut urgent: mpsc::Receiver<()>,
+        view_tx: watch::Sender<ClusterView>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        self.config.validate()?;
+        let Cluster {
+            config: cfg,
+            keypair,
+            metrics,
+            control_tx,
+            mut control_rx,
+        } = self;
+        drop(control_tx);
+        let me = keypair.public().to_peer_id();
+        let transport = build_transport(&keypair, cfg.psk)?;
+        let behaviour = build_behaviour(&cfg, &keypair, &metrics);
+        let mut swarm = Swarm::new(
+            transport,
+            behaviour,
+            me,
+            libp2p::swarm::Config::with_tokio_executor()
+                .with_idle_connection_timeout(cfg.idle_connection_timeout),
+        );
+        for addr in &cfg.listen {
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("listening on {addr}"))?;
+        }
+        let mut engine = Engine::new(cfg.engine_config(), keypair);
+        engine.set_local(local.borrow_and_update().clone());
+        let now = Instant::now();
+        let bootstrap = cfg
+            .bootstrap
+            .iter()
+            .map(|addr| Boot {
+                addr: addr.clone(),
+                peer: peer_of(addr),
+                pending: None,
+                next: now,
+                backoff: cfg.redial_min,
+                is_self: false,
+            })
+            .collect();
+        let mut node = Node {
+            me,
+            cfg,
+            swarm,
+            engine,
+            metrics,
+            view_tx,
+            pending: HashMap::new(),
+            outstanding: HashSet::new(),
+            connected: HashSet::new(),
+            non_members: HashMap::new(),
+            blocked: HashSet::new(),
+            listen_addrs: Vec::new(),
+            buckets: HashMap::new(),
+            bootstrap,
+            redial: HashMap::new(),
+            rng: StdRng::from_rng(&mut rand::rng()),
+            dirty: true,
+        };
+        node.refresh_and_publish();
+        tracing::info!(peer_id = %me, cluster = %node.cfg.name, "cluster layer started");
+
+        let start = tokio::time::Instant::now();
+        let sync_every = node.cfg.sync_interval;
+        let ae_every = node.cfg.anti_entropy_interval;
+        let phase = |rng: &mut StdRng, d: Duration| d.mul_f64(rng.random_range(0.0..1.0));
+        let mut sync_tick =
+            tokio::time::interval_at(start + phase(&mut node.rng, sync_every), sync_every);
+        let mut ae_tick =
+            tokio::time::interval_at(start + phase(&mut node.rng, ae_every), ae_every);
+        let mut house_tick = tokio::time::interval(HOUSEKEEPING);
+        for t in [&mut sync_tick, &mut ae_tick, &mut house_tick] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        let (mut local_open, mut urgent_open, mut control_open) = (true, true, true);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                ev = node.swarm.select_next_some() => node.on_swarm_event(ev),
+                changed = local.changed(), if local_open => match changed {
+                    Ok(()) => {
+                        let state = local.borrow_and_update().clone();
+                        if node.engine.set_local(state) {
+                            node.push_urgent();
+                        }
+                    }
+                    Err(_) => local_open = false,
+                },
+                u = urgent.recv(), if urgent_open => match u {
+                    Some(()) => {
+                        // Coalesce a burst of signals into one push.
+                        while urgent.try_recv().is_ok() {}
+                        node.push_urgent();
+                    }
+                    None => urgent_open = false,
+                },
+                c = control_rx.recv(), if control_open => match c {
+                    Some(c) => node.on_control(c),
+                    None => control_open = false,
+                },
+                _ = sync_tick.tick() => node.on_sync_tick(),
+                _ = ae_tick.tick() => node.on_anti_entropy_tick(),
+                _ = house_tick.tick() => node.on_housekeeping(),
+            }
+            if node.dirty {
+                node.publish();
+            }
+        }
+        tracing::info!("cluster layer stopped");
+        Ok(())
+    }
+}
+
+/// Run a cluster node until `shutdown` completes; see [`Cluster::run`].
+pub async fn run(
+    config: ClusterConfig,
+    keypair: Keypair,
+    local: watch::Receiver<LocalState>,
+    urgent: mpsc::Receiver<()>,
+    view_tx: watch::Sender<ClusterView>,
+    metrics: GossipMetrics,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    Cluster::new(config, keypair, metrics)
+        .run(local, urgent, view_tx, shutdown)
+        .await
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// A static bootstrap address and its redial state.
+struct Boot {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    pending: Option<ConnectionId>,
+    next: Instant,
+    backoff: Duration,
+    is_self: bool,
+}
+
+/// Token bucket for inbound requests of one peer.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * rate).min(burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Node {
+    me: PeerId,
+    cfg: ClusterConfig,
+    swarm: Swarm<Behaviour>,
+    engine: Engine,
+    metrics: GossipMetrics,
+    view_tx: watch::Sender<ClusterView>,
+    pending: HashMap<OutboundRequestId, (PeerId, RequestKind, Sent)>,
+    /// Peers with an outstanding `Sync` request (at most one each).
+    outstanding: HashSet<PeerId>,
+    connected: HashSet<PeerId>,
+    /// Peers that do not speak the sync protocol, until when to ignore them.
+    non_members: HashMap<PeerId, Instant>,
+    blocked: HashSet<PeerId>,
+    listen_addrs: Vec<Multiaddr>,
+    buckets: HashMap<PeerId, Bucket>,
+    bootstrap: Vec<Boot>,
+    /// Members we lost: next redial time and backoff.
+    redial: HashMap<PeerId, (Instant, Duration)>,
+    rng: StdRng,
+    dirty: bool,
+}
+
+impl Node {
+    fn jitter(&mut self, d: Duration) -> Duration {
+        d.mul_f64(self.rng.random_range(0.8..1.2))
+    }
+
+    fn allowed(&self, p: &PeerId) -> bool {
+        *p != self.me
+            && !self.blocked.contains(p)
+            && !self.non_members.contains_key(p)
+            && self.cfg.allowlist.as_ref().is_none_or(|a| a.contains(p))
+    }
+
+    fn connected_list(&self) -> Vec<PeerId> {
+        self.connected
+            .iter()
+            .copied()
+            .filter(|p| !self.non_members.contains_key(p))
+            .collect()
+    }
+
+    fn publish(&mut self) {
+        let connected_list = self.connected_list();
+        let now = Instant::now();
+        let hub = self.engine.hub(|p| connected_list.contains(p), now);
+        let view = self
+            .engine
+            .view(now, &self.connected, &self.listen_addrs, Some(hub));
+        self.view_tx.send_replace(view);
+        self.dirty = false;
+    }
+
+    fn refresh_and_publish(&mut self) {
+        self.engine.refresh(Now::system(), false);
+        self.publish();
+    }
+
+    fn send(&mut self, peer: PeerId, kind: RequestKind) {
+        if !self.connected.contains(&peer) || self.non_members.contains_key(&peer) {
+            return;
+        }
+        if kind == RequestKind::Sync && !self.outstanding.insert(peer) {
+            return;
+        }
+        let (req, sent) = self.engine.request(peer, kind, Now::system());
+        self.send_built(peer, kind, req, sent);
+    }
+
+    fn send_built(&mut self, peer: PeerId, kind: RequestKind, req: SyncRequest, sent: Sent) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, req.to_bytes());
+        self.pending.insert(id, (peer, kind, sent));
+        self.metrics.message("out", kind.label());
+        self.dirty = true; // our own record may have a new version
+    }
+
+    fn push_urgent(&mut self) {
+        let now = Now::system();
+        self.engine.refresh(now, true);
+        let targets: Vec<PeerId> = self
+            .connected_list()
+            .into_iter()
+            .filter(|p| {
+                self.engine
+                    .liveness(p, now.mono)
+                    .is_some_and(|l| l != Liveness::Dead)
+            })
+            .collect();
+        tracing::debug!(peers = targets.len(), "pushing an urgent change");
+        for p in targets {
+            self.send(p, RequestKind::Push);
+        }
+        self.dirty = true;
+    }
+
+    fn on_sync_tick(&mut self) {
+        let now = Instant::now();
+        let list = self.connected_list();
+        for p in self.engine.sync_targets(&list, self.cfg.sync_interval, now) {
+            self.send(p, RequestKind::Sync);
+        }
+    }
+
+    fn on_anti_entropy_tick(&mut self) {
+        let now = Instant::now();
+        let list = self.connected_list();
+        for p in self
+            .engine
+            .anti_entropy_targets(&list, self.cfg.fanout, now, &mut self.rng)
+        {
+            self.send(p, RequestKind::Sync);
+        }
+    }
+
+    fn on_housekeeping(&mut self) {
+        let now = Now::system();
+        if self.engine.refresh(now, false) | self.engine.housekeeping(now) {
+            self.dirty = true;
+        }
+        self.non_members.retain(|_, until| *until > now.mono);
+        let engine = &self.engine;
+        self.redial
+            .retain(|p, _| engine.liveness(p, now.mono).is_some());
+        self.redial_bootstrap(now.mono);
+        self.dial_members(now.mono);
+    }
+
+    fn redial_bootstrap(&mut self, now: Instant) {
+        for i in 0..self.bootstrap.len() {
+            let b = &self.bootstrap[i];
+            if b.is_self || b.pending.is_some() || b.next > now {
+                continue;
+            }
+            if let Some(p) = b.peer {
+                if self.connected.contains(&p) || !self.allowed(&p) {
+                    continue;
+                }
+            }
+            let opts = match b.peer {
+                Some(p) => DialOpts::peer_id(p)
+                    .addresses(vec![b.addr.clone()])
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+                None => DialOpts::unknown_peer_id().address(b.addr.clone()).build(),
+            };
+            let id = opts.connection_id();
+            let addr = b.addr.clone();
+            let backoff = b.backoff;
+            let wait = self.jitter(backoff);
+            let b = &mut self.bootstrap[i];
+            b.next = now + wait;
+            b.backoff = (backoff * 2).min(self.cfg.redial_max);
+            match self.swarm.dial(opts) {
+                Ok(()) => b.pending = Some(id),
+                Err(e) => tracing::debug!(%addr, error = %e, "bootstrap dial not started"),
+            }
+        }
+    }
+
+    fn dial_members(&mut self, now: Instant) {
+        for (peer, liveness, addrs) in self.engine.members(now) {
+            if addrs.is_empty() || self.connected.contains(&peer) || !self.allowed(&peer) {
+                continue;
+            }
+            // Dead members are redialled too (a healed partition has no
+            // other way back without mDNS), but only at the slowest pace.
+            let first = if liveness == Liveness::Dead {
+                self.cfg.redial_max
+            } else {
+                self.cfg.redial_min
+            };
+            let (next, backoff) = self.redial.get(&peer).copied().unwrap_or((now, first));
+            if next > now {
+                continue;
+            }
+            let wait = self.jitter(backoff);
+            self.redial
+                .insert(peer, (now + wait, (backoff * 2).min(self.cfg.redial_max)));
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "member dial not started");
+            }
+        }
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Block(p) => {
+                self.blocked.insert(p);
+                self.swarm.behaviour_mut().block.block_peer(p);
+            }
+            Control::Unblock(p) => {
+                self.blocked.remove(&p);
+                self.swarm.behaviour_mut().block.unblock_peer(p);
+                self.redial.remove(&p);
+            }
+            Control::Dial(a) => {
+                if let Err(e) = self.swarm.dial(a.clone()) {
+                    tracing::warn!(addr = %a, error = %e, "dial failed");
+                }
+            }
+        }
+    }
+
+    fn publishable_addrs(&self) -> Vec<Multiaddr> {
+        let routable: Vec<Multiaddr> = self
+            .listen_addrs
+            .iter()
+            .filter(|a| !is_loopback(a))
+            .cloned()
+            .collect();
+        if routable.is_empty() {
+            self.listen_addrs.clone()
+        } else {
+            routable
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+                self.engine.set_addrs(self.publishable_addrs());
+                self.dirty = true;
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+                self.engine.set_addrs(self.publishable_addrs());
+                self.dirty = true;
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(error = %error, "listener error")
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                tracing::warn!(?addresses, ?reason, "listener closed");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                for b in self.bootstrap.iter_mut() {
+                    if b.pending == Some(connection_id) {
+                        b.pending = None;
+                        b.peer = Some(peer_id);
+                        b.backoff = self.cfg.redial_min;
+                    }
+                }
+                self.redial.remove(&peer_id);
+                if self.connected.insert(peer_id) {
+                    tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    self.dirty = true;
+                }
+                if num_established.get() == 1 {
+                    // First contact: exchange digests right away.
+                    self.send(peer_id, RequestKind::Sync);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, ?cause, "disconnected");
+                self.connected.remove(&peer_id);
+                self.outstanding.remove(&peer_id);
+                self.buckets.remove(&peer_id);
+                self.engine.forget_knowledge(&peer_id);
+                let now = Instant::now();
+                let min = self.cfg.redial_min;
+                for b in self.bootstrap.iter_mut() {
+                    if b.peer == Some(peer_id) {
+                        b.next = now + min;
+                    }
+                }
+                self.redial.insert(peer_id, (now + min, min));
+                self.dirty = true;
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } if cause
+                .downcast_ref::<allow_block_list::NotAllowed>()
+                .is_some() =>
+            {
+                tracing::info!(addr = %send_back_addr, "refused a peer not in the allowlist");
+                self.metrics.reject(RejectReason::Unauthorized);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                let denied = matches!(&error, DialError::Denied { cause } if cause.downcast_ref::<allow_block_list::NotAllowed>().is_some());
+                if denied {
+                    self.metrics.reject(RejectReason::Unauthorized);
+                }
+                for b in self.bootstrap.iter_mut() {
+                    if b.pending == Some(connection_id) {
+                        b.pending = None;
+                        if matches!(error, DialError::LocalPeerId { .. }) {
+                            tracing::info!(addr = %b.addr, "bootstrap address is this node; skipping it");
+                            b.is_self = true;
+                        } else {
+                            tracing::debug!(addr = %b.addr, ?peer_id, error = %error, "bootstrap dial failed");
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if !info.protocols.contains(&PROTOCOL) =>
+            {
+                tracing::debug!(peer = %peer_id, agent = %info.agent_version, "peer does not speak coolmesh; disconnecting");
+                self.non_members
+                    .insert(peer_id, Instant::now() + NON_MEMBER_QUARANTINE);
+                let _ = self.swarm.disconnect_peer_id(peer_id);
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list {
+                    if self.connected.contains(&peer) || !self.allowed(&peer) {
+                        continue;
+                    }
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(vec![addr])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                }
+            }
+            BehaviourEvent::Sync(ev) => self.on_sync_event(ev),
+            _ => {}
+        }
+    }
+
+    fn on_sync_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let now = Now::system();
+                let (rate, burst) = (
+                    f64::from(self.cfg.inbound_rate),
+                    f64::from(self.cfg.inbound_burst),
+                );
+                let bucket = self.buckets.entry(peer).or_insert(Bucket {
+                    tokens: burst,
+                    last: now.mono,
+                });
+                if !bucket.take(now.mono, rate, burst) {
+                    self.metrics.reject(RejectReason::RateLimited);
+                    return; // dropping the channel refuses the request
+                }
+                let req = match SyncRequest::from_bytes(&request) {
+                    Ok(r) => r,
+                    Err(reason) => {
+                        tracing::debug!(%peer, "malformed request");
+                        self.metrics.reject(reason);
+                        return;
+                    }
+                };
+                self.metrics.message("in", req.kind().label());
+                match self.engine.handle_request(peer, &req, now) {
+                    Ok((resp, out)) => {
+                        for r in &out.rejected {
+                            tracing::debug!(%peer, reason = %r, "rejected a record");
+                            self.metrics.reject(*r);
+                        }
+                        self.dirty |= out.changed;
+                        if self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, resp.to_bytes())
+                            .is_ok()
+                        {
+                            self.metrics.message("out", "records");
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::debug!(%peer, %reason, "rejected a request");
+                        self.metrics.reject(reason);
+                    }
+                }
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.metrics.message("in", "records");
+                let Some((_, kind, sent)) = self.pending.remove(&request_id) else {
+                    return;
+                };
+                if kind == RequestKind::Sync {
+                    self.outstanding.remove(&peer);
+                }
+                let resp = match SyncResponse::from_bytes(&response) {
+                    Ok(r) => r,
+                    Err(reason) => {
+                        self.metrics.reject(reason);
+                        self.engine.forget_knowledge(&peer);
+                        return;
+                    }
+                };
+                let (follow, out) = self
+                    .engine
+                    .handle_response(peer, &sent, &resp, Now::system());
+                for r in &out.rejected {
+                    tracing::debug!(%peer, reason = %r, "rejected a record");
+                    self.metrics.reject(*r);
+                }
+                self.dirty |= out.changed;
+                if let Some((req, sent)) = follow {
+                    self.send_built(peer, RequestKind::Records, req, sent);
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, kind, _)) = self.pending.remove(&request_id) {
+                    if kind == RequestKind::Sync {
+                        self.outstanding.remove(&peer);
+                    }
+                }
+                self.engine.forget_knowledge(&peer);
+                if matches!(
+                    error,
+                    request_response::OutboundFailure::UnsupportedProtocols
+                ) {
+                    self.non_members
+                        .insert(peer, Instant::now() + NON_MEMBER_QUARANTINE);
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                } else {
+                    tracing::debug!(%peer, %error, "exchange failed");
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                // Framing errors of inbound requests never get here; the
+                // codec counts them (see `FrameCodec`).
+                tracing::trace!(%peer, %error, "inbound exchange failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+}
