@@ -209,6 +209,42 @@ pub struct ShutdownConfig {
     pub heating_rate: f64,
 }
 
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSection {
+    /// Run the cluster at all. Default true; false makes a lone agent that
+    /// trusts only its own probes and sensors (careful servers' behaviour).
+    pub enabled: bool,
+    /// Cluster name; agents with another name are not members. Default `coolmesh`.
+    pub name: String,
+    /// libp2p listen multiaddrs. Default `/ip4/127.0.0.1/tcp/9877`: nothing
+    /// listens on the network unless the operator asks
+    /// (`/ip4/0.0.0.0/tcp/9877` in the example config).
+    pub listen: Vec<String>,
+    /// Bootstrap multiaddrs for routed networks (`/p2p/<id>` optional). Default none.
+    pub peers: Vec<String>,
+    /// mDNS discovery on the LAN. Default true.
+    pub mdns: bool,
+    /// mDNS query interval. Default 3 s (the library default is 5 min).
+    pub mdns_interval: Duration,
+    /// Private network key file (`swarm.key` format, `coolmesh keygen --psk`). Default none.
+    pub psk_file: Option<PathBuf>,
+    /// Only these PeerIds may join. Default none (anyone with the PSK).
+    pub allowlist: Vec<String>,
+    /// Relay exchange interval. Default 400 ms.
+    pub sync_interval: Duration,
+    /// Random anti-entropy interval. Default 2 s.
+    pub anti_entropy_interval: Duration,
+    /// Peers per anti-entropy round. Default 1.
+    pub fanout: usize,
+    /// A peer whose record stops advancing is suspect after this. Default 4 s.
+    pub suspect_after: Duration,
+    /// ... and dead (stale) after this. Default 8 s: death seen within 10 s.
+    pub dead_after: Duration,
+    /// Dead peers' last records stay visible this long. Default 1 h.
+    pub retention: Duration,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
@@ -231,6 +267,8 @@ pub struct Config {
     pub power: PowerConfig,
     /// `[shutdown]`, `[overheat]`, `[cooling]`
     pub shutdown: ShutdownConfig,
+    /// `[cluster]`
+    pub cluster: ClusterSection,
     /// `[log]`
     pub log: LogConfig,
 }
@@ -293,6 +331,22 @@ impl Default for Config {
             log: LogConfig {
                 level: "info".into(),
                 format: "logfmt".into(),
+            },
+            cluster: ClusterSection {
+                enabled: true,
+                name: "coolmesh".into(),
+                listen: vec!["/ip4/127.0.0.1/tcp/9877".into()],
+                peers: Vec::new(),
+                mdns: true,
+                mdns_interval: Duration::from_secs(3),
+                psk_file: None,
+                allowlist: Vec::new(),
+                sync_interval: Duration::from_millis(400),
+                anti_entropy_interval: Duration::from_secs(2),
+                fanout: 1,
+                suspect_after: Duration::from_secs(4),
+                dead_after: Duration::from_secs(8),
+                retention: Duration::from_secs(3600),
             },
         }
     }
@@ -582,7 +636,7 @@ fn suggest<'k>(k: &str, known: &[&'k str]) -> Option<&'k str> {
 }
 
 const SECTIONS: &[&str] = &[
-    "node", "http", "sensors", "power", "shutdown", "overheat", "cooling", "log",
+    "node", "http", "sensors", "power", "shutdown", "overheat", "cooling", "cluster", "log",
 ];
 
 /// Parse a config document. Returns every problem found.
@@ -702,6 +756,7 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
                 },
             ),
             "shutdown" => parse_shutdown(w, t, &mut c.shutdown),
+            "cluster" => parse_cluster(w, t, &mut c.cluster),
             "overheat" => w.table("overheat", t, &["sustain", "grace"], |w, k, full, it| {
                 if let Some(d) = w.duration(full, it, Duration::ZERO, Duration::from_secs(3600)) {
                     if k == "sustain" {
@@ -848,6 +903,99 @@ fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig) {
     });
 }
 
+fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
+    const KEYS: &[&str] = &[
+        "enabled",
+        "name",
+        "listen",
+        "peers",
+        "mdns",
+        "mdns_interval",
+        "psk_file",
+        "allowlist",
+        "sync_interval",
+        "anti_entropy_interval",
+        "fanout",
+        "suspect_after",
+        "dead_after",
+        "retention",
+    ];
+    let ms = Duration::from_millis;
+    w.table("cluster", t, KEYS, |w, k, full, it| match k {
+        "enabled" | "mdns" => {
+            if let Some(v) = w.bool(full, it) {
+                if k == "enabled" {
+                    c.enabled = v;
+                } else {
+                    c.mdns = v;
+                }
+            }
+        }
+        "name" => {
+            if let Some(v) = w.nonempty_string(full, it) {
+                if v.len() > 64 || !v.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+                    w.err(full, it.span(), "must be 1-64 characters of A-Z a-z 0-9 - _ .");
+                } else {
+                    c.name = v;
+                }
+            }
+        }
+        "listen" | "peers" => {
+            if let Some(v) = w.strings(full, it) {
+                let spans: Vec<_> = it.as_value().and_then(Value::as_array).map(|a| a.iter().map(|x| x.span()).collect()).unwrap_or_default();
+                for (i, a) in v.iter().enumerate() {
+                    if let Err(e) = a.parse::<libp2p::Multiaddr>() {
+                        w.err(&format!("{full}[{i}]"), spans.get(i).cloned().flatten(), format!("{a:?} is not a multiaddr ({e}); e.g. \"/ip4/10.0.0.12/tcp/9877\""));
+                    }
+                }
+                if k == "listen" {
+                    if v.is_empty() {
+                        w.err(full, it.span(), "needs at least one address (or set cluster.enabled = false)");
+                    }
+                    c.listen = v;
+                } else {
+                    c.peers = v;
+                }
+            }
+        }
+        "allowlist" => {
+            if let Some(v) = w.strings(full, it) {
+                for (i, p) in v.iter().enumerate() {
+                    if p.parse::<libp2p::PeerId>().is_err() {
+                        w.err(&format!("{full}[{i}]"), it.span(), format!("{p:?} is not a PeerId (see `coolmesh keygen` / the node's coolmesh_node_info)"));
+                    }
+                }
+                c.allowlist = v;
+            }
+        }
+        "psk_file" => c.psk_file = w.nonempty_string(full, it).map(PathBuf::from),
+        "fanout" => {
+            if let Some(v) = w.int(full, it, 1..=16) {
+                c.fanout = v as usize;
+            }
+        }
+        _ => {
+            let (min, max) = match k {
+                "mdns_interval" => (ms(500), Duration::from_secs(600)),
+                "sync_interval" => (ms(50), Duration::from_secs(60)),
+                "anti_entropy_interval" => (ms(100), Duration::from_secs(600)),
+                "suspect_after" | "dead_after" => (ms(500), Duration::from_secs(3600)),
+                _ => (Duration::from_secs(1), Duration::from_secs(30 * 24 * 3600)),
+            };
+            if let Some(d) = w.duration(full, it, min, max) {
+                match k {
+                    "mdns_interval" => c.mdns_interval = d,
+                    "sync_interval" => c.sync_interval = d,
+                    "anti_entropy_interval" => c.anti_entropy_interval = d,
+                    "suspect_after" => c.suspect_after = d,
+                    "dead_after" => c.dead_after = d,
+                    _ => c.retention = d,
+                }
+            }
+        }
+    });
+}
+
 fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownConfig) {
     const KEYS: &[&str] = &[
         "grace",
@@ -943,6 +1091,13 @@ fn cross_check(w: &mut Walker<'_>, c: &Config) {
             "power.timeout",
             None,
             "must not exceed power.interval, or probes would overlap",
+        );
+    }
+    if c.cluster.dead_after <= c.cluster.suspect_after {
+        w.err(
+            "cluster.dead_after",
+            None,
+            "must be longer than cluster.suspect_after",
         );
     }
     if c.sensors.sources.contains(&SourceKind::File) && c.sensors.file.is_none() {
@@ -1106,6 +1261,22 @@ command = ["systemctl", "poweroff"]
             shown[2].starts_with("line 6: power.targets[3]") && shown[2].contains("twice"),
             "{shown:#?}"
         );
+    }
+
+    #[test]
+    fn cluster_section() {
+        let c = parse("[cluster]\nname = \"room-1\"\nlisten = [\"/ip4/0.0.0.0/tcp/9877\"]\npeers = [\"/ip4/10.0.0.12/tcp/9877\"]\nmdns = false\n").expect("valid");
+        assert_eq!(c.cluster.name, "room-1");
+        assert!(!c.cluster.mdns);
+        let errs = parse("[cluster]\nlisten = [\"0.0.0.0:9877\"]\nallowlist = [\"nope\"]\nsuspect_after = \"10s\"\nname = \"bad name\"\n").expect_err("bad").to_string();
+        for needle in [
+            "line 2: cluster.listen[0]",
+            "line 3: cluster.allowlist[0]",
+            "line 5: cluster.name",
+            "cluster.dead_after: must be longer",
+        ] {
+            assert!(errs.contains(needle), "{needle} in {errs}");
+        }
     }
 
     #[test]
