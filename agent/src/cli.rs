@@ -29,6 +29,10 @@ pub enum Cmd {
     },
     /// Ask a running agent for its state.
     State(StateArgs),
+    /// Create keys: the node identity (prints its PeerId) or, with --psk, a private network key.
+    Keygen(KeygenArgs),
+    /// Read or add to the cluster's CRDT counters through a running agent.
+    Counter(CounterArgs),
 }
 
 /// Flags shared by `agent` and `sensors`.
@@ -142,6 +146,60 @@ pub struct StateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Show the whole room: every peer, ranked by thermal headroom.
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+/// `coolmesh keygen`
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Write a new private network key (swarm.key format) instead.
+    #[arg(long)]
+    pub psk: bool,
+    /// File to write the PSK to (default: standard output). Never overwritten.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// State directory holding (or to hold) the node identity.
+    #[arg(
+        long = "state-dir",
+        value_name = "DIR",
+        default_value = "/var/lib/coolmesh"
+    )]
+    pub state_dir: PathBuf,
+}
+
+/// `coolmesh counter`
+#[derive(Debug, Clone, Args)]
+pub struct CounterArgs {
+    /// The agent's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    pub url: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CounterAction,
+}
+
+/// `coolmesh counter` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CounterAction {
+    /// List counters with their cluster total and this node's slot.
+    List,
+    /// Add to a counter on this node (negative amounts decrement).
+    Inc {
+        /// Counter name (A-Z a-z 0-9 _ . : -).
+        name: String,
+        /// Amount to add.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        amount: i64,
+        /// File holding the agent's bearer token (http.token_file).
+        #[arg(
+            long = "token-file",
+            value_name = "FILE",
+            default_value = "/etc/coolmesh/token"
+        )]
+        token_file: PathBuf,
+    },
 }
 
 impl SourceFlags {
