@@ -136,7 +136,25 @@ def power_trials(args, interval, mode, trials, results):
                     target.down()
                 else:
                     iptables_drop(TARGET_PORT, True)
-                got = poll_until(nodes, lambda n: state_of(n) == "pre_fail", 60, t0)
+                # Every node's state every 50 ms, keeping the path each one takes
+                # (a node whose own probe fails before its peers' may pass
+                # through local_fault first).
+                got = {n.name: None for n in nodes}
+                path = {n.name: [] for n in nodes}
+                while time.monotonic() - t0 < 60 and any(v is None for v in got.values()):
+                    for n in nodes:
+                        if got[n.name] is not None:
+                            continue
+                        try:
+                            st = state_of(n)
+                        except (OSError, RuntimeError, ValueError):
+                            continue
+                        now = time.monotonic() - t0
+                        if not path[n.name] or path[n.name][-1][1] != st:
+                            path[n.name].append((round(now, 3), st))
+                        if st == "pre_fail":
+                            got[n.name] = now
+                    time.sleep(0.05)
                 other = {n.name: state_of(n) for n in nodes}
                 if mode_ == "refused":
                     target.up()
@@ -144,7 +162,7 @@ def power_trials(args, interval, mode, trials, results):
                     iptables_drop(TARGET_PORT, False)
                 vals = [v for v in got.values() if v is not None]
                 res = {"kind": "power", "interval": interval, "mode": mode_, "trial": t + 1,
-                       "per_node_s": got, "states_at_end": other,
+                       "per_node_s": got, "states_at_end": other, "paths": path,
                        "first_s": min(vals) if vals else None,
                        "all_s": max(vals) if len(vals) == len(nodes) else None}
                 print(json.dumps(res), flush=True)
@@ -231,7 +249,10 @@ def tables(results, meta, args):
             secs = float(interval.rstrip("s"))
             goal = secs + 2
             worst = max(alls) if len(alls) == len(rs) else None
-            rows.append([f"power dark ({mode}), interval {interval}", len(rs),
+            via = sum(1 for r in rs for p in r.get("paths", {}).values()
+                      if any(st == "local_fault" for _, st in p))
+            rows.append([f"power dark ({mode}), interval {interval}"
+                         + (f" ({via} node-trials via local_fault)" if via else ""), len(rs),
                          f"{min(firsts):.2f}" if firsts else "-",
                          " / ".join(f"{a:.2f}" for a in alls) or "-",
                          f"<= {goal:g} s",

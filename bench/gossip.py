@@ -219,7 +219,7 @@ async def run_n(n, args):
         m1 = await snapshot(nodes)
         load = delta(m0, m1, nodes)
         await asyncio.gather(*posts)
-        send_lag = max(o[2] for o in ops) - (t0 + (total_ops - 1) / args.rate)
+        send_lag = (max(o[2] for o in ops) - (t0 + (total_ops - 1) / args.rate)) if ops else 0.0
         # Drain: wait until everything is visible everywhere (or give up).
         deadline = time.monotonic() + args.drain
         while time.monotonic() < deadline:
@@ -260,8 +260,8 @@ async def run_n(n, args):
             "ops_failed": failed,
             "ops_never_visible": missing,
             "send_lag_s": send_lag,
-            "ack_p50_ms": cb.pct(ack, 50) * 1000,
-            "ack_p99_ms": cb.pct(ack, 99) * 1000,
+            "ack_p50_ms": cb.pct(ack, 50) * 1000 if ack else None,
+            "ack_p99_ms": cb.pct(ack, 99) * 1000 if ack else None,
             "lat_p50_ms": cb.pct(lat, 50) * 1000,
             "lat_p95_ms": cb.pct(lat, 95) * 1000,
             "lat_p99_ms": cb.pct(lat, 99) * 1000,
