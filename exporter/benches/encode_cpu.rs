@@ -57,7 +57,11 @@ fn run(name: &str, sensors: usize, peers: usize, budget: Duration) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful: run briefly.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let budget = if quick { Duration::from_millis(200) } else { Duration::from_secs(5) };
+    let budget = if quick {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    };
     run("families_and_encode/10k", 3200, 200, budget);
     run("families_and_encode/scrape_state", 64, 100, budget);
 }

@@ -140,15 +140,21 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             overheating: 0,
             quorum: ((peers as u32 + 1) / 2 + 1).max(2),
         },
-        counters: ["overheat_events", "power_loss_events", "shutdowns", "probe_failures", "jobs"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| CounterStatus {
-                name: n.to_string(),
-                value: 10 * i as i64,
-                local: i as i64,
-            })
-            .collect(),
+        counters: [
+            "overheat_events",
+            "power_loss_events",
+            "shutdowns",
+            "probe_failures",
+            "jobs",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| CounterStatus {
+            name: n.to_string(),
+            value: 10 * i as i64,
+            local: i as i64,
+        })
+        .collect(),
     }
 }
 
@@ -212,7 +218,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["direction", "kind"],
         )?;
         let bytes = IntCounterVec::new(
-            Opts::new("coolmesh_gossip_bytes_total", "Gossip frame bytes by direction."),
+            Opts::new(
+                "coolmesh_gossip_bytes_total",
+                "Gossip frame bytes by direction.",
+            ),
             &["direction"],
         )?;
         let rejected = IntCounterVec::new(

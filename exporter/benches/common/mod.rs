@@ -81,14 +81,19 @@ pub fn snapshot(sensors: usize, peers: usize) -> Snapshot {
             overheating: 0,
             quorum: 2,
         },
-        counters: ["overheat_events", "power_loss_events", "shutdowns", "probe_failures"]
-            .iter()
-            .map(|n| CounterStatus {
-                name: n.to_string(),
-                value: 3,
-                local: 1,
-            })
-            .collect(),
+        counters: [
+            "overheat_events",
+            "power_loss_events",
+            "shutdowns",
+            "probe_failures",
+        ]
+        .iter()
+        .map(|n| CounterStatus {
+            name: n.to_string(),
+            value: 3,
+            local: 1,
+        })
+        .collect(),
         ..Default::default()
     }
 }
