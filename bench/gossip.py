@@ -331,7 +331,8 @@ async def inside(args):
         results.append(await run_n(n, args))
         await asyncio.sleep(2)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(OUT, f"gossip-{stamp}.json")
+    path = os.path.join(OUT, f"gossip-{stamp}{'-' + args.label if args.label else ''}.json")
+    meta["binary"] = cb.coolmesh_bin()
     with open(path, "w") as f:
         json.dump({"meta": meta, "args": vars(args), "results": results}, f, indent=1)
     print()
@@ -352,6 +353,7 @@ def main():
                     help="total /v1/counters polls per second over all nodes")
     ap.add_argument("--min-poll", type=float, default=0.02, help="shortest poll interval, s")
     ap.add_argument("--netns", default="cm-bench-gossip")
+    ap.add_argument("--label", default="", help="appended to the raw result's file name")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     if os.environ.get("CM_NETNS") == args.netns:

@@ -3,13 +3,13 @@
 # namespaces, iptables, chrt), a Debian-like system and the tools below.
 #
 #   sudo bash bench/run-all.sh            # everything (about 25 minutes)
-#   sudo bash bench/run-all.sh scrape     # one of: build encode scrape gossip detect
+#   sudo bash bench/run-all.sh scrape     # one of: build encode scrape gossip detect footprint
 #
 # Results: markdown tables on stdout, raw JSON (and wrk output) in bench/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-steps=("${@:-build encode scrape gossip detect}")
+steps=("${@:-build encode scrape gossip detect footprint}")
 steps=(${steps[*]})
 mkdir -p bench/out
 
@@ -29,10 +29,21 @@ for step in "${steps[@]}"; do
         cargo build --release --locked -p coolmesh
         cargo build --release --locked --manifest-path bench/scrape-server/Cargo.toml
         ;;
-    encode) cargo bench --locked -p coolmesh-exporter --bench encode 2>&1 | tee bench/out/encode.txt ;;
+    encode)
+        cargo bench --locked -p coolmesh-exporter --bench encode 2>&1 | tee bench/out/encode.txt
+        cargo bench --locked -p coolmesh-exporter --bench encode_cpu 2>&1 | tee bench/out/encode_cpu.txt
+        ;;
     scrape) python3 bench/scrape.py | tee bench/out/scrape.txt ;;
-    gossip) python3 bench/gossip.py | tee bench/out/gossip.txt ;;
+    gossip)
+        python3 bench/gossip.py | tee bench/out/gossip.txt
+        python3 bench/gossip_model.py | tee bench/out/gossip_model.txt
+        ;;
     detect) python3 bench/detect.py | tee bench/out/detect.txt ;;
+    # RSS and idle CPU of 100 real agents (no client load).
+    footprint)
+        python3 bench/gossip.py --nodes 100 --rate 0 --seconds 0 --idle 30 --label footprint |
+            tee bench/out/footprint.txt
+        ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
     esac
 done
