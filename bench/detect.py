@@ -282,7 +282,8 @@ def inside(args):
     if args.crash:
         crash_trials(args, args.trials, results)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(OUT, f"detect-{stamp}.json")
+    path = os.path.join(OUT, f"detect-{stamp}{'-' + args.label if args.label else ''}.json")
+    meta["binary"] = cb.coolmesh_bin()
     with open(path, "w") as f:
         json.dump({"meta": meta, "args": vars(args), "results": results}, f, indent=1)
     print()
@@ -298,6 +299,7 @@ def main():
     ap.add_argument("--no-crash", dest="crash", action="store_false")
     ap.add_argument("--delay-ms", type=float, default=0)
     ap.add_argument("--netns", default="cm-bench-detect")
+    ap.add_argument("--label", default="", help="appended to the raw result's file name")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     if os.environ.get("CM_NETNS") == args.netns:
