@@ -11,7 +11,10 @@
 //! - `families/10k`, `encode_families/10k`: the two halves;
 //! - `registry_encode/10k`: `Metrics::encode` (registry gather, as `/metrics` does);
 //! - `families_and_encode/scrape_state`: the scrape benchmark's state
-//!   (64 sensors, 100 peers).
+//!   (64 sensors, 100 peers);
+//! - `direct_encode_prototype/10k`: a bench-only writer straight from the
+//!   snapshot (common/mod.rs), asserted to produce the same bytes: what the
+//!   exporter could reach without the protobuf intermediate.
 
 use coolmesh_exporter::collector::{families, DEFAULT_MAX_PEER_SERIES};
 use coolmesh_exporter::metrics::encode_families;
@@ -21,7 +24,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 mod common;
-use common::{series, snapshot};
+use common::{direct_encode, help_texts, series, snapshot};
 
 fn bench(c: &mut Criterion) {
     let big = snapshot(3200, 200);
@@ -55,6 +58,23 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode_families");
     g.throughput(Throughput::Elements(n as u64));
     g.bench_function("10k", |b| b.iter(|| encode_families(black_box(&fams))));
+    g.finish();
+
+    // A prototype writer straight from the snapshot (no protobuf values):
+    // what the exporter could reach. Same bytes, checked here.
+    let help = help_texts(&big);
+    let mut direct = Vec::new();
+    direct_encode(&big, DEFAULT_MAX_PEER_SERIES, &help, &mut direct);
+    assert!(direct == page, "the prototype must write the same page");
+    let mut g = c.benchmark_group("direct_encode_prototype");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("10k", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(1 << 20);
+            direct_encode(black_box(&big), DEFAULT_MAX_PEER_SERIES, &help, &mut out);
+            out
+        })
+    });
     g.finish();
 
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(big.clone()));

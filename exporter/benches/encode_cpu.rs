@@ -8,7 +8,8 @@
 //! snapshot) for about 5 s of wall time, in blocks, and reports the process
 //! CPU time (utime + stime from /proc/self/stat, 10 ms ticks) per encode next
 //! to the wall time per encode; their ratio shows how much the machine's
-//! load inflated the wall-time figure.
+//! load inflated the wall-time figure. Also runs the bench-only
+//! `direct_encode` prototype (common/mod.rs) on the same snapshot.
 
 use coolmesh_exporter::collector::{families, DEFAULT_MAX_PEER_SERIES};
 use coolmesh_exporter::metrics::encode_families;
@@ -16,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{series, snapshot};
+use common::{direct_encode, help_texts, series, snapshot};
 
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
@@ -27,19 +28,33 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
-fn run(name: &str, sensors: usize, peers: usize, budget: Duration) {
+fn run(name: &str, sensors: usize, peers: usize, budget: Duration, prototype: bool) {
     let snap = snapshot(sensors, peers);
+    let help = help_texts(&snap);
+    let encode = |s: &coolmesh_exporter::Snapshot| -> Vec<u8> {
+        if prototype {
+            let mut out = Vec::with_capacity(1 << 20);
+            direct_encode(s, DEFAULT_MAX_PEER_SERIES, &help, &mut out);
+            out
+        } else {
+            encode_families(&families(s, DEFAULT_MAX_PEER_SERIES)).expect("encode")
+        }
+    };
+    assert!(
+        encode(&snap) == encode_families(&families(&snap, DEFAULT_MAX_PEER_SERIES)).expect("e"),
+        "the prototype must write the same page"
+    );
     let page = encode_families(&families(&snap, DEFAULT_MAX_PEER_SERIES)).expect("encode");
     let n = series(&page);
     // Warm up.
     for _ in 0..20 {
-        black_box(encode_families(&families(black_box(&snap), DEFAULT_MAX_PEER_SERIES)).ok());
+        black_box(encode(black_box(&snap)));
     }
     let (w0, c0) = (Instant::now(), cpu_seconds());
     let mut iters = 0u64;
     while w0.elapsed() < budget {
         for _ in 0..10 {
-            black_box(encode_families(&families(black_box(&snap), DEFAULT_MAX_PEER_SERIES)).ok());
+            black_box(encode(black_box(&snap)));
         }
         iters += 10;
     }
@@ -62,6 +77,7 @@ fn main() {
     } else {
         Duration::from_secs(5)
     };
-    run("families_and_encode/10k", 3200, 200, budget);
-    run("families_and_encode/scrape_state", 64, 100, budget);
+    run("families_and_encode/10k", 3200, 200, budget, false);
+    run("families_and_encode/scrape_state", 64, 100, budget, false);
+    run("direct_encode_prototype/10k", 3200, 200, budget, true);
 }
