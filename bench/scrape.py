@@ -156,6 +156,7 @@ def inside(args):
                "rss_before_kib": rss_before, "rss_after_kib": rss_after,
                "rss_idle_kib": rss_idle, "idle_cpu_cores": idle_cpu, "idle_seconds": dt,
                "agents_idle_cpu_cores": agents_cpu, "agents_rss_kib": agents_rss,
+               "agents": [x.name for x in nodes], "hub": hub.name if hub else None,
                "measured_agent_is_hub": hub is agent}
     finally:
         for x in nodes:
@@ -217,7 +218,9 @@ def tables(res):
     ar = res["agents_rss_kib"]
     out.append(f"\nAll {len(ac)} agents of the cluster, idle: CPU mean {sum(ac) / len(ac) * 100:.3f}% "
                f"max {max(ac) * 100:.3f}% of one core; RSS mean {sum(ar) / len(ar) / 1024:.1f} MiB "
-               f"max {max(ar) / 1024:.1f} MiB. The measured agent is "
+               f"max {max(ar) / 1024:.1f} MiB. The hub ({res.get('hub')}) used "
+               + (f"{ac[res['agents'].index(res['hub'])] * 100:.3f}%. " if res.get("hub") in res.get("agents", []) else "? ")
+               + f"The measured agent is "
                f"{'' if res['measured_agent_is_hub'] else 'not '}the hub.")
     return "\n".join(out)
 
