@@ -138,7 +138,8 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
                 down: 0,
             }],
             overheating: 0,
-            quorum: ((peers as u32 + 1) / 2 + 1).max(2),
+            // A majority of the peers plus this node.
+            quorum: ((peers as u32).div_ceil(2) + 1).max(2),
         },
         counters: [
             "overheat_events",
