@@ -58,7 +58,13 @@ mod tests {
     fn sets_text_never_html() {
         // Node names, errors and counter names come from peers: only ever
         // written as text.
-        for needle in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for needle in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!STATUS_PAGE.contains(needle), "status page uses {needle}");
         }
     }
