@@ -143,12 +143,30 @@ pub struct StateArgs {
     /// The agent's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:9876")]
     pub url: String,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text (same as --format json).
     #[arg(long)]
     pub json: bool,
     /// Show the whole room: every peer, ranked by thermal headroom.
     #[arg(long)]
     pub cluster: bool,
+    /// Output format; `file_sd` prints Prometheus file_sd targets (NODE:PORT), with --cluster for the whole room.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StateFormat,
+    /// HTTP port of the agents in `file_sd` targets (default: the port of --url).
+    #[arg(long = "sd-port", value_name = "PORT")]
+    pub sd_port: Option<u16>,
+}
+
+/// Output format of `coolmesh state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateFormat {
+    /// Aligned text for people.
+    Text,
+    /// The agent's /v1/state document.
+    Json,
+    /// Prometheus file_sd target groups, one per node.
+    #[value(name = "file_sd", alias = "file-sd")]
+    FileSd,
 }
 
 /// `coolmesh keygen`
