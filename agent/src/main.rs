@@ -89,6 +89,7 @@ fn main() -> ExitCode {
         Cmd::Sensors(args) => sensors(args),
         Cmd::CheckConfig { file } => check_config(&file),
         Cmd::State(args) => state(args),
+        Cmd::Demo(args) => coolmesh_agent::demo::main(args),
     }
 }
 
