@@ -650,6 +650,11 @@ impl Sim {
         }
     }
 
+    /// Seconds until node `i` (0-based) reaches critical at the heating rate.
+    pub fn seconds_to_critical(&self, i: usize) -> f64 {
+        ((CRITICAL_C - self.temp(i)) / HEAT_RATE_C_PER_MIN * 60.0).max(0.0)
+    }
+
     /// True temperature of node `i` (0-based).
     pub fn temp(&self, i: usize) -> f64 {
         self.temp.get(i).copied().unwrap_or(f64::NAN)
@@ -1587,7 +1592,7 @@ impl Demo {
                 } else {
                     self.power.down().await;
                     self.event(&format!(
-                        "power cut: {} stops answering. Expect pre_fail (power) within 2s on every node, shutdown after the grace ({g}) unless you press P",
+                        "power cut: {} stops answering. Expect pre_fail (power) on every node within seconds (the first to notice may show local_fault until its peers agree), shutdown after the grace ({g}) unless you press P",
                         self.power.target()
                     ));
                 }
@@ -1618,9 +1623,14 @@ impl Demo {
                 self.event("cooling restored: nodes cool back to ambient");
             }
             Key::Heat(n) => {
-                lock(&self.sim).heat(n - 1);
+                let eta = {
+                    let mut s = lock(&self.sim);
+                    s.heat(n - 1);
+                    s.seconds_to_critical(n - 1)
+                };
                 self.event(&format!(
-                    "demo-{n} heats alone at {HEAT_RATE_C_PER_MIN} C/min: no cooling quorum, so the others stay normal; it enters pre_fail (overheat) {}s after reaching {CRITICAL_C} C. C stops it",
+                    "demo-{n} heats alone at {HEAT_RATE_C_PER_MIN} C/min: no cooling quorum, so the others stay normal. It reaches {CRITICAL_C} C in about {}s, enters pre_fail (overheat) {}s later and shuts down after the grace ({g}). C stops it",
+                    eta.round(),
                     OVERHEAT_SUSTAIN.as_secs()
                 ));
             }
