@@ -50,7 +50,9 @@
 //!   cooling heats every node by [`HEAT_RATE_C_PER_MIN`] (a real room is
 //!   slower; this shows the prediction within a minute); a heated node heats
 //!   alone. Restored cooling relaxes back to ambient (time constant 20 s).
-//! - **Timers**: sensors and probes every second, trend over 30 s, power
+//! - **Timers**: sensors and probes every second, trend over 15 s (the
+//!   agent default, 2 min, would keep a node "heating fast" for a minute
+//!   after cooling is back at demo speed), power
 //!   and overheat grace `--grace`, cooling grace twice that (so the
 //!   time-to-critical prediction visibly pulls the deadline in), overheat
 //!   sustain 10 s, operator cancel hold 1 min.
@@ -372,7 +374,7 @@ sources = ["file"]
 file = {readings}
 interval = "1s"
 timeout = "500ms"
-trend_window = "30s"
+trend_window = "15s"
 
 [power]
 targets = ["tcp://127.0.0.1:{power_port}"]
@@ -478,7 +480,12 @@ impl WorkDir {
             wd.path.join(DIR_MARKER),
             "made by `coolmesh demo`; the demo may rewrite this directory\n",
         )
-        .with_context(|| format!("cannot write in {}", wd.path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot write in {}; pass --dir with a directory you can write to",
+                wd.path.display()
+            )
+        })?;
         Ok(wd)
     }
 }
@@ -519,11 +526,19 @@ fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
 /// Make a node's directory ready for a fresh agent: config written, old
 /// state and dry-run marker gone.
 fn prepare_node(node: &NodeSpec, config: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&node.dir)
-        .with_context(|| format!("cannot create {}", node.dir.display()))?;
+    std::fs::create_dir_all(&node.dir).with_context(|| {
+        format!(
+            "cannot create {}; pass --dir with a directory you can write to",
+            node.dir.display()
+        )
+    })?;
     wipe_node(node)?;
-    std::fs::write(node.config(), config)
-        .with_context(|| format!("cannot write {}", node.config().display()))?;
+    std::fs::write(node.config(), config).with_context(|| {
+        format!(
+            "cannot write {}; pass --dir with a directory you can write to",
+            node.config().display()
+        )
+    })?;
     Ok(())
 }
 
@@ -1620,7 +1635,7 @@ impl Demo {
             }
             Key::RestoreCooling => {
                 lock(&self.sim).restore_cooling();
-                self.event("cooling restored: nodes cool back to ambient");
+                self.event("cooling restored: nodes cool back to ambient; a node in pre_fail (cooling or prediction) recovers once fewer than a quorum heat fast (its 15 s trend falls below 3 C/min), a node in shutdown stays there (r resets)");
             }
             Key::Heat(n) => {
                 let eta = {
@@ -1720,7 +1735,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let sim = Arc::new(Mutex::new(Sim::new(nodes.len())));
     if let Some((p, e)) = write_readings(&sim, &nodes).into_iter().next() {
-        anyhow::bail!("cannot write {} ({e})", p.display());
+        anyhow::bail!(
+            "cannot write {} ({e}); pass --dir with a directory you can write to",
+            p.display()
+        );
     }
 
     let mut demo = Demo {
