@@ -1,16 +1,28 @@
-//! `coolmesh agent`: wires sources, the sampler, the HTTP server and the
-//! core loop together, and stops them all on shutdown.
+//! `coolmesh agent`: wires sources, probes, the state machine, the cluster
+//! and the HTTP server together, and stops them all on shutdown.
 //!
-//! The core loop is the only owner of the snapshot: every input (a sensor
-//! round, an operator command, a timer tick) arrives on a bounded channel and
-//! is folded into a new snapshot in one place.
+//! # Layout
+//!
+//! Every producer runs in its own task and talks to the core loop over a
+//! bounded channel or a `watch`:
+//!
+//! - sampler -> `watch<SensorState>` (a round every `sensors.interval`)
+//! - power runner -> `mpsc<PowerObservation>` (a round every `power.interval`)
+//! - supervisor (state machine) -> `watch<Machine>`; core -> `mpsc<Event>`
+//! - cluster -> `watch<ClusterView>`; core -> `watch<LocalState>` + urgent pushes
+//! - HTTP -> `mpsc<ControlRequest>` with a oneshot reply
+//!
+//! The core loop ([`Core`]) is the only writer of the snapshot the exporter
+//! serves, of this node's counter slots and of the record peers see.
 
+use crate::cluster::{self, counters::CounterKind, ClusterView, LocalState};
 use crate::config::{normalize_listen, Config, SourceKind};
-use crate::fsm::{Event, FsmConfig, Input, Machine, Millis, PeerView, State};
+use crate::counter_store::CounterStore;
+use crate::fsm::{Event, FsmConfig, Input, Machine, Millis, PeerView, Reason, State};
 use crate::power::{self, PowerObservation};
 use crate::sampler::{SamplerConfig, SensorState};
 use crate::sources::{self, Source};
-use crate::supervisor::{Supervisor, SystemClock};
+use crate::supervisor::{Supervisor, SupervisorStats, SystemClock};
 use anyhow::Context;
 use coolmesh_exporter::auth::Token;
 use coolmesh_exporter::Command;
@@ -30,7 +42,6 @@ pub fn build_info() -> BuildInfo {
     }
 }
 
-/// Instantiate the configured sources, in configured order.
 pub fn build_sources(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Source>>> {
     let s = &cfg.sensors;
     let mut out: Vec<Arc<dyn Source>> = Vec::new();
@@ -79,10 +90,30 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!("http.listen_address: {e}"))?;
     let sources = build_sources(&cfg)?;
     let token = load_token(&cfg)?;
+    std::fs::create_dir_all(&cfg.node.state_dir).with_context(|| {
+        format!(
+            "node.state_dir {}: cannot create",
+            cfg.node.state_dir.display()
+        )
+    })?;
     let cancel = CancellationToken::new();
+
+    // Identity first: the PeerId owns this node's counter slots.
+    let keypair = cluster::load_or_create_identity(&cfg.node.state_dir).with_context(|| {
+        format!(
+            "node.state_dir {}: cluster identity",
+            cfg.node.state_dir.display()
+        )
+    })?;
+    let peer_id = keypair.public().to_peer_id().to_base58();
+    let (counters, problem) = CounterStore::load(&cfg.node.state_dir, &peer_id);
+    if let Some(p) = problem {
+        tracing::error!(problem = %p, "counter file unusable; this node's slots will be recovered from peers");
+    }
 
     let initial = Snapshot {
         node: cfg.node.name.clone(),
+        peer_id: peer_id.clone(),
         ..Default::default()
     };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(initial));
@@ -92,13 +123,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         coolmesh_exporter::collector::DEFAULT_MAX_PEER_SERIES,
     )
     .context("registering metrics")?;
-    metrics.set_identity(&cfg.node.name, "", "");
+    let cluster_name = if cfg.cluster.enabled {
+        cfg.cluster.name.as_str()
+    } else {
+        ""
+    };
+    metrics.set_identity(&cfg.node.name, cluster_name, &peer_id);
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (http.listen_address)"))?;
-    tracing::info!(address = %listener.local_addr().unwrap_or(addr), "serving HTTP");
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(16);
+    tracing::info!(address = %listener.local_addr().unwrap_or(addr), peer_id = %peer_id, "serving HTTP");
+    let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(16);
     let limits = Limits {
         max_connections: cfg.http.max_connections,
         ..Limits::default()
@@ -116,7 +152,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         cancel.clone().cancelled_owned(),
     ));
 
-    let (sensor_tx, mut sensor_rx) = watch::channel(SensorState::default());
+    let (sensor_tx, sensor_rx) = watch::channel(SensorState::default());
     let sampler_cfg = SamplerConfig {
         interval: cfg.sensors.interval,
         timeout: cfg.sensors.timeout,
@@ -133,7 +169,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     // Power probes: a target that can never work (bad URL, no ICMP
     // permission, missing exec program) stops the agent at startup with the
     // fix in the message, rather than looking like a permanent outage.
-    let (power_tx, mut power_rx) = mpsc::channel::<PowerObservation>(8);
+    let (power_tx, power_rx) = mpsc::channel::<PowerObservation>(8);
+    let mut power_metrics = None;
     let power_task = if cfg.power.targets.is_empty() {
         drop(power_tx);
         None
@@ -149,6 +186,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         let pm = power::PowerMetrics::new().context("power metrics")?;
         pm.register(&metrics.registry)
             .context("registering power metrics")?;
+        power_metrics = Some(pm.clone());
         let run_cfg = power::RunConfig {
             interval: cfg.power.interval,
             jitter_fraction: cfg.power.jitter,
@@ -166,92 +204,73 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             cancel.clone().cancelled_owned(),
         )))
     };
-    let mut power_open = power_task.is_some();
 
-    // The state machine. Its directory must exist and be ours before
-    // anything can go wrong: the deadline and the exactly-once record live
-    // there.
-    std::fs::create_dir_all(&cfg.node.state_dir).with_context(|| {
-        format!(
-            "node.state_dir {}: cannot create",
-            cfg.node.state_dir.display()
-        )
-    })?;
+    // The cluster.
+    let (local_tx, local_rx) = watch::channel(LocalState::default());
+    let (urgent_tx, urgent_rx) = mpsc::channel::<()>(4);
+    let (view_tx, view_rx) = watch::channel(ClusterView::default());
+    let cluster_task = if cfg.cluster.enabled {
+        let ccfg = cluster_config(&cfg)?;
+        let gm = cluster::GossipMetrics::new();
+        gm.register(&metrics.registry)
+            .context("registering gossip metrics")?;
+        let stop = cancel.clone().cancelled_owned();
+        Some(tokio::spawn(cluster::run(
+            ccfg, keypair, local_rx, urgent_rx, view_tx, gm, stop,
+        )))
+    } else {
+        drop((local_rx, urgent_rx, view_tx));
+        None
+    };
+
+    // The state machine. Its directory holds the deadline and the
+    // exactly-once record.
     let fsm_cfg = fsm_config(&cfg);
-    let fsm_cfg_view = fsm_cfg.clone();
     let exec_stats = Arc::new(crate::shutdown::ExecStats::default());
     let executor = crate::shutdown::Executor::with_stats(shutdown_config(&cfg), exec_stats.clone());
-    let supervisor = Supervisor::new(fsm_cfg, executor, &cfg.node.state_dir, SystemClock::new())
-        .map_err(|e| anyhow::anyhow!("state machine config: {}", e.0))?;
-    let mut machine_rx = supervisor.subscribe();
+    let supervisor = Supervisor::new(
+        fsm_cfg.clone(),
+        executor,
+        &cfg.node.state_dir,
+        SystemClock::new(),
+    )
+    .map_err(|e| anyhow::anyhow!("state machine config: {}", e.0))?;
+    let machine_rx = supervisor.subscribe();
     let fsm_stats = supervisor.stats();
     let (event_tx, event_rx) = mpsc::channel::<Event>(32);
-    let mut fsm_task = tokio::spawn(supervisor.run(event_rx, cancel.clone().cancelled_owned()));
-    let dry_run = cfg.shutdown.dry_run;
-    if dry_run {
+    let fsm_task = tokio::spawn(supervisor.run(event_rx, cancel.clone().cancelled_owned()));
+    if cfg.shutdown.dry_run {
         tracing::warn!("dry-run: shutdown commands are logged, not run");
     }
 
-    crate::watchdog::ready();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut thermal = crate::thermal::ThermalSummary::default();
-    let power_configured = power_task.is_some();
-    let mut result = Ok(());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            r = sensor_rx.changed() => {
-                if r.is_err() { break; }
-                let s = sensor_rx.borrow_and_update().clone();
-                thermal = s.thermal;
-                let heating = fsm_cfg_view.is_heating(&thermal);
-                update(&snap_tx, |snap| {
-                    crate::snapshot::apply_sensors(snap, &s);
-                    crate::snapshot::apply_votes(snap, heating);
-                });
-                // Without power targets the sensor round is the observation;
-                // with them, each probe round is (it carries the latest
-                // thermal summary), so recovery streaks count probes only.
-                if !power_configured {
-                    observe(&event_tx, Input { power: None, thermal, peers: PeerView::default() });
-                }
-            }
-            obs = power_rx.recv(), if power_open => {
-                let Some(obs) = obs else { power_open = false; continue };
-                let heating = fsm_cfg_view.is_heating(&thermal);
-                update(&snap_tx, |snap| {
-                    crate::snapshot::apply_power(snap, &cfg.power.policy, &obs);
-                    crate::snapshot::apply_votes(snap, heating);
-                });
-                observe(&event_tx, Input { power: Some(obs.up), thermal, peers: PeerView::default() });
-            }
-            r = machine_rx.changed() => {
-                if r.is_err() { continue; }
-                let m = machine_rx.borrow_and_update().clone();
-                update(&snap_tx, |snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg_view, dry_run));
-                sync_counters(&metrics, &fsm_stats, &exec_stats);
-            }
-            Some(req) = ctl_rx.recv() => {
-                let m = machine_rx.borrow().clone();
-                let answer = control(&req.command, &m, &event_tx, &cfg).await;
-                let _ = req.reply.send(answer);
-            }
-            done = &mut fsm_task => {
-                // The state machine must never stop on its own; without it
-                // the agent is not protecting anything. Exit so systemd
-                // restarts us (the persisted deadline survives).
-                result = Err(anyhow::anyhow!("the state machine stopped unexpectedly: {done:?}"));
-                break;
-            }
-            _ = tick.tick() => {
-                // Feed systemd's watchdog only while the core loop runs and
-                // the state machine task is alive.
-                crate::watchdog::ping();
-            }
-        }
-    }
+    let core = Core {
+        power_configured: power_task.is_some(),
+        cfg,
+        fsm_cfg,
+        snap_tx,
+        metrics,
+        power_metrics,
+        fsm_stats,
+        exec_stats,
+        event_tx,
+        local_tx,
+        urgent_tx,
+        counters,
+        peer_id,
+        thermal: Default::default(),
+        power_up: None,
+        power_targets: Vec::new(),
+        view: ClusterView::default(),
+        seen_transitions: Default::default(),
+        seen_probe_failures: 0,
+        recovered: false,
+    };
+    let result = core
+        .run(
+            shutdown, sensor_rx, power_rx, machine_rx, view_rx, ctl_rx, fsm_task,
+        )
+        .await;
+
     tracing::info!("shutting down");
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {
@@ -260,37 +279,409 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         if let Some(p) = power_task {
             let _ = p.await;
         }
-        if !fsm_task.is_finished() {
-            let _ = fsm_task.await;
+        if let Some(c) = cluster_task {
+            match c.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "cluster stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "cluster task failed"),
+                Ok(Ok(())) => {}
+            }
         }
     })
     .await;
     result
 }
 
-/// Replace the snapshot with a modified copy.
-fn update(tx: &watch::Sender<Arc<Snapshot>>, f: impl FnOnce(&mut Snapshot)) {
-    let mut snap = (**tx.borrow()).clone();
-    f(&mut snap);
-    snap.updated_ms = unix_ms();
-    tx.send_replace(Arc::new(snap));
+/// The core loop's state.
+struct Core {
+    cfg: Config,
+    fsm_cfg: FsmConfig,
+    snap_tx: watch::Sender<Arc<Snapshot>>,
+    metrics: Metrics,
+    power_metrics: Option<power::PowerMetrics>,
+    fsm_stats: Arc<SupervisorStats>,
+    exec_stats: Arc<crate::shutdown::ExecStats>,
+    event_tx: mpsc::Sender<Event>,
+    local_tx: watch::Sender<LocalState>,
+    urgent_tx: mpsc::Sender<()>,
+    counters: CounterStore,
+    /// This node's PeerId (base58), the owner of its counter slots.
+    peer_id: String,
+    power_configured: bool,
+    thermal: crate::thermal::ThermalSummary,
+    power_up: Option<bool>,
+    power_targets: Vec<cluster::record::PowerObservation>,
+    view: ClusterView,
+    /// Transition counts already turned into built-in counter increments.
+    seen_transitions: std::collections::HashMap<(State, State, Reason), u64>,
+    seen_probe_failures: u64,
+    /// This node's slots were merged back from the cluster once.
+    recovered: bool,
 }
 
-/// Hand an observation to the state machine. The channel is bounded; if the
-/// machine is behind, this observation is dropped (the next one supersedes
-/// it) rather than queueing stale data.
-fn observe(tx: &mpsc::Sender<Event>, input: Input) {
-    if let Err(e) = tx.try_send(Event::Observe(input)) {
-        tracing::warn!(error = %e, "state machine busy; observation dropped");
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut sensor_rx: watch::Receiver<SensorState>,
+        mut power_rx: mpsc::Receiver<PowerObservation>,
+        mut machine_rx: watch::Receiver<Machine>,
+        mut view_rx: watch::Receiver<ClusterView>,
+        mut ctl_rx: mpsc::Receiver<ControlRequest>,
+        mut fsm_task: tokio::task::JoinHandle<Machine>,
+    ) -> anyhow::Result<()> {
+        crate::watchdog::ready();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut power_open = self.power_configured;
+        let mut view_open = self.cfg.cluster.enabled;
+        let mut last_state = machine_rx.borrow().state;
+        self.publish_local(&machine_rx.borrow().clone());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                r = sensor_rx.changed() => {
+                    if r.is_err() { return Ok(()); }
+                    let s = sensor_rx.borrow_and_update().clone();
+                    self.thermal = s.thermal;
+                    self.update(|snap| crate::snapshot::apply_sensors(snap, &s));
+                    // Without power targets the sensor round is the observation;
+                    // with them, each probe round is (it carries the latest
+                    // thermal summary), so recovery streaks count probes only.
+                    if !self.power_configured {
+                        self.observe();
+                    }
+                    self.publish_local(&machine_rx.borrow().clone());
+                }
+                obs = power_rx.recv(), if power_open => {
+                    let Some(obs) = obs else { power_open = false; continue };
+                    self.power_up = Some(obs.up);
+                    let at_ms = obs.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+                    self.power_targets = obs.targets.iter().map(|t| cluster::record::PowerObservation { target: t.target.clone(), up: t.up, at_ms }).collect();
+                    let policy = self.cfg.power.policy.clone();
+                    self.update(|snap| crate::snapshot::apply_power(snap, &policy, &obs));
+                    self.observe();
+                    self.count_probe_failures();
+                    self.publish_local(&machine_rx.borrow().clone());
+                }
+                r = view_rx.changed(), if view_open => {
+                    if r.is_err() { view_open = false; continue; }
+                    self.view = view_rx.borrow_and_update().clone();
+                    if !self.recovered && !self.view.peers.is_empty() {
+                        // Peers carry our last published slots: after a lost
+                        // counters file this brings the counts back.
+                        self.recovered = true;
+                        match self.counters.recover_from(&self.view.counters) {
+                            Ok(true) => tracing::warn!("counter slots recovered from peers"),
+                            Ok(false) => {}
+                            Err(e) => tracing::error!(error = %e, "cannot persist recovered counters"),
+                        }
+                    }
+                    self.update(|_| {});
+                }
+                r = machine_rx.changed() => {
+                    if r.is_err() { continue; }
+                    let m = machine_rx.borrow_and_update().clone();
+                    let fsm_cfg = self.fsm_cfg.clone();
+                    let dry_run = self.cfg.shutdown.dry_run;
+                    self.update(|snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg, dry_run));
+                    sync_counters(&self.metrics, &self.fsm_stats, &self.exec_stats);
+                    self.count_transitions();
+                    self.publish_local(&m);
+                    if m.state != last_state {
+                        last_state = m.state;
+                        // Peers hear about transitions at once, not at the next sync.
+                        let _ = self.urgent_tx.try_send(());
+                    }
+                }
+                Some(req) = ctl_rx.recv() => {
+                    let m = machine_rx.borrow().clone();
+                    let answer = match &req.command {
+                        Command::IncrementCounter { name, amount } => self.user_increment(name, *amount),
+                        cmd => control(cmd, &m, &self.event_tx, &self.cfg).await,
+                    };
+                    if answer.is_ok() {
+                        self.publish_local(&m);
+                    }
+                    let _ = req.reply.send(answer);
+                }
+                done = &mut fsm_task => {
+                    // The state machine must never stop on its own; without it
+                    // the agent protects nothing. Exit so systemd restarts us
+                    // (the persisted deadline survives).
+                    return Err(anyhow::anyhow!("the state machine stopped unexpectedly: {done:?}"));
+                }
+                _ = tick.tick() => {
+                    // Feed systemd's watchdog only while this loop runs and
+                    // the state machine task is alive (checked above).
+                    crate::watchdog::ping();
+                }
+            }
+        }
+    }
+
+    /// Rebuild the snapshot: apply `f`, then the cluster-derived parts.
+    fn update(&mut self, f: impl FnOnce(&mut Snapshot)) {
+        let mut snap = (**self.snap_tx.borrow()).clone();
+        f(&mut snap);
+        crate::snapshot::apply_cluster(
+            &mut snap,
+            &self.view,
+            &self.cfg.cluster.name,
+            &self.fsm_cfg,
+            &self.thermal,
+        );
+        snap.counters = self.counter_view();
+        snap.updated_ms = unix_ms();
+        self.snap_tx.send_replace(Arc::new(snap));
+    }
+
+    fn counter_view(&self) -> Vec<coolmesh_exporter::model::CounterStatus> {
+        let mut names: std::collections::BTreeSet<String> =
+            self.view.counters.map.keys().cloned().collect();
+        names.extend(self.counters.names());
+        names
+            .into_iter()
+            .map(|name| {
+                let local = self.counters.local(&name);
+                // The view may lag our latest increment: combine the
+                // cluster's other slots with our own current slot.
+                let others: i128 = self
+                    .view
+                    .counters
+                    .map
+                    .get(&name)
+                    .map(|c| {
+                        c.slots
+                            .iter()
+                            .filter(|(owner, _)| **owner != self.peer_id)
+                            .map(|(_, s)| i128::from(s.p) - i128::from(s.n))
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                coolmesh_exporter::model::CounterStatus {
+                    name,
+                    value: clamp(others + local),
+                    local: clamp(local),
+                }
+            })
+            .collect()
+    }
+
+    /// The state machine's input: our latest probe result and thermal
+    /// summary, plus what fresh (alive) peers report.
+    fn observe(&self) {
+        let peers = peer_view(&self.view, &self.fsm_cfg);
+        let input = Input {
+            power: self.power_up,
+            thermal: self.thermal,
+            peers,
+        };
+        // Bounded: if the machine is behind, this observation is dropped
+        // (the next one supersedes it) rather than queueing stale data.
+        if let Err(e) = self.event_tx.try_send(Event::Observe(input)) {
+            tracing::warn!(error = %e, "state machine busy; observation dropped");
+        }
+    }
+
+    /// Publish what peers should see of us.
+    fn publish_local(&self, m: &Machine) {
+        let state = LocalState {
+            node: self.cfg.node.name.clone(),
+            thermal: (&self.thermal).into(),
+            power: self.power_targets.clone(),
+            power_up: self.power_up,
+            fsm: cluster::record::FsmSummary {
+                state: m.state.as_str().to_string(),
+                reason: m.reason.as_str().to_string(),
+                deadline_ms: m.effective_deadline(&self.fsm_cfg).map(|d| d.0),
+            },
+            counters: self.counters.own_slots(),
+        };
+        self.local_tx.send_if_modified(|cur| {
+            if *cur == state {
+                false
+            } else {
+                *cur = state;
+                true
+            }
+        });
+    }
+
+    fn user_increment(&mut self, name: &str, amount: i64) -> Result<String, String> {
+        if crate::counter_store::BUILTIN.contains(&name) {
+            return Err(format!(
+                "{name} is a built-in counter maintained by the agent"
+            ));
+        }
+        if !self.cfg.cluster.enabled {
+            tracing::debug!("counters are local only: the cluster is disabled");
+        }
+        self.counters.add(name, CounterKind::PN, amount)?;
+        let r = format!(
+            "{name} {amount:+} on this node; local slot now {}",
+            self.counters.local(name)
+        );
+        self.update(|_| {});
+        Ok(r)
+    }
+
+    fn builtin(&mut self, name: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Err(e) =
+            self.counters
+                .add(name, CounterKind::G, i64::try_from(n).unwrap_or(i64::MAX))
+        {
+            tracing::error!(counter = name, error = %e, "cannot count");
+        }
+    }
+
+    /// Built-in event counters from the state machine's transitions.
+    fn count_transitions(&mut self) {
+        let mut changed = false;
+        for (from, to, reason, n) in self.fsm_stats.all_transitions() {
+            let seen = self.seen_transitions.entry((from, to, reason)).or_insert(0);
+            let new = n.saturating_sub(*seen);
+            *seen = n;
+            if new == 0 {
+                continue;
+            }
+            let name = match (to, reason) {
+                (State::Shutdown, _) => "shutdowns",
+                (State::PreFail, Reason::Power) => "power_loss_events",
+                (State::PreFail, Reason::Overheat | Reason::Cooling) => "overheat_events",
+                _ => continue,
+            };
+            self.builtin(name, new);
+            changed = true;
+        }
+        if changed {
+            self.update(|_| {});
+        }
+    }
+
+    /// The built-in probe failure counter follows the probe metrics.
+    fn count_probe_failures(&mut self) {
+        let Some(pm) = &self.power_metrics else {
+            return;
+        };
+        let total: u64 = self
+            .cfg
+            .power
+            .targets
+            .iter()
+            .map(|t| pm.failures.with_label_values(&[t.as_str()]).get())
+            .sum();
+        let new = total.saturating_sub(self.seen_probe_failures);
+        self.seen_probe_failures = total;
+        self.builtin("probe_failures", new);
+    }
+}
+
+fn clamp(v: i128) -> i64 {
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// What alive peers report, in the state machine's terms. Freshness is the
+/// cluster's liveness: only `alive` peers (record advanced within
+/// `cluster.suspect_after`) vote.
+pub fn peer_view(view: &ClusterView, cfg: &FsmConfig) -> PeerView {
+    let votes = view.power_votes();
+    let overheating = view
+        .alive_peers()
+        .filter(|p| cfg.is_heating(&crate::snapshot::thermal_of(&p.record.thermal)))
+        .count();
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    PeerView {
+        fresh_peers: n(view.alive_peers().count()),
+        power_up: n(votes.up),
+        power_down: n(votes.down),
+        overheating: n(overheating),
+    }
+}
+
+/// The cluster layer's settings from the config.
+pub fn cluster_config(cfg: &Config) -> anyhow::Result<cluster::ClusterConfig> {
+    let c = &cfg.cluster;
+    let parse = |key: &str, list: &[String]| -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+        list.iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e| anyhow::anyhow!("cluster.{key}: {a:?}: {e}"))
+            })
+            .collect()
+    };
+    let psk = match &c.psk_file {
+        Some(p) => Some(
+            cluster::load_psk(p).with_context(|| format!("cluster.psk_file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let allowlist = if c.allowlist.is_empty() {
+        None
+    } else {
+        Some(
+            c.allowlist
+                .iter()
+                .map(|p| {
+                    p.parse()
+                        .map_err(|e| anyhow::anyhow!("cluster.allowlist: {p:?}: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        )
+    };
+    let out = cluster::ClusterConfig {
+        name: c.name.clone(),
+        listen: parse("listen", &c.listen)?,
+        bootstrap: parse("peers", &c.peers)?,
+        mdns: c.mdns,
+        mdns_query_interval: c.mdns_interval,
+        psk,
+        allowlist,
+        sync_interval: c.sync_interval,
+        anti_entropy_interval: c.anti_entropy_interval,
+        fanout: c.fanout,
+        suspect_after: c.suspect_after,
+        dead_after: c.dead_after,
+        retention: c.retention,
+        ..cluster::ClusterConfig::default()
+    };
+    out.validate()
+        .map_err(|e| anyhow::anyhow!("[cluster]: {e}"))?;
+    // libp2p reports a failed bind only later, as an event; check the fixed
+    // TCP ports now so that a port in use is a clear startup error.
+    for a in &out.listen {
+        if let Some(sa) = tcp_socket_addr(a) {
+            if sa.port() != 0 {
+                std::net::TcpListener::bind(sa).map_err(|e| {
+                    anyhow::anyhow!("cluster.listen {a}: cannot listen on {sa}: {e} (another agent running? pick another port)")
+                })?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `/ip4/A/tcp/P` or `/ip6/A/tcp/P` as a socket address.
+fn tcp_socket_addr(a: &libp2p::Multiaddr) -> Option<std::net::SocketAddr> {
+    use libp2p::multiaddr::Protocol;
+    let mut it = a.iter();
+    let ip: std::net::IpAddr = match it.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    match it.next()? {
+        Protocol::Tcp(port) => Some((ip, port).into()),
+        _ => None,
     }
 }
 
 /// Bring the registered counters up to the supervisor's and executor's counts.
-fn sync_counters(
-    metrics: &Metrics,
-    fsm: &crate::supervisor::SupervisorStats,
-    exec: &crate::shutdown::ExecStats,
-) {
+fn sync_counters(metrics: &Metrics, fsm: &SupervisorStats, exec: &crate::shutdown::ExecStats) {
     for (from, to, reason, n) in fsm.all_transitions() {
         let c = metrics.fsm_transitions.with_label_values(&[
             from.as_str(),
@@ -356,9 +747,7 @@ async fn control(
                 "maintenance until {until}; automatic shutdowns held"
             ))
         }
-        Command::IncrementCounter { .. } => {
-            Err("counters need the cluster layer, which this build does not run yet".into())
-        }
+        Command::IncrementCounter { .. } => Err("counters are handled by the core loop".into()),
     }
 }
 

@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the agent: sensors, probes, state machine, HTTP server.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Read the sensors once and print them.
     Sensors(SensorsArgs),
     /// Check a config file; exit 0 if good, 2 with every problem otherwise.
@@ -29,6 +29,10 @@ pub enum Cmd {
     },
     /// Ask a running agent for its state.
     State(StateArgs),
+    /// Create keys: the node identity (prints its PeerId) or, with --psk, a private network key.
+    Keygen(KeygenArgs),
+    /// Read or add to the cluster's CRDT counters through a running agent.
+    Counter(CounterArgs),
 }
 
 /// Flags shared by `agent` and `sensors`.
@@ -76,6 +80,24 @@ pub struct AgentArgs {
     /// Log what the shutdown would run instead of running it (config: shutdown.dry_run).
     #[arg(long)]
     pub dry_run: bool,
+    /// Cluster name (config: cluster.name).
+    #[arg(long = "cluster.name", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// libp2p listen multiaddr; repeat for several (config: cluster.listen).
+    #[arg(long = "cluster.listen", value_name = "MULTIADDR")]
+    pub cluster_listen: Vec<String>,
+    /// Bootstrap peer multiaddr; repeat for several (config: cluster.peers).
+    #[arg(long = "cluster.peer", value_name = "MULTIADDR")]
+    pub cluster_peers: Vec<String>,
+    /// Turn mDNS discovery off (config: cluster.mdns = false).
+    #[arg(long = "cluster.no-mdns")]
+    pub cluster_no_mdns: bool,
+    /// Private network key file (config: cluster.psk_file).
+    #[arg(long = "cluster.psk-file", value_name = "FILE")]
+    pub cluster_psk_file: Option<PathBuf>,
+    /// Run without the cluster: trust only this node's probes (config: cluster.enabled = false).
+    #[arg(long = "cluster.disable")]
+    pub cluster_disable: bool,
     /// Log level or tracing filter (config: log.level).
     #[arg(long = "log.level", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -124,6 +146,60 @@ pub struct StateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Show the whole room: every peer, ranked by thermal headroom.
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+/// `coolmesh keygen`
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Write a new private network key (swarm.key format) instead.
+    #[arg(long)]
+    pub psk: bool,
+    /// File to write the PSK to (default: standard output). Never overwritten.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// State directory holding (or to hold) the node identity.
+    #[arg(
+        long = "state-dir",
+        value_name = "DIR",
+        default_value = "/var/lib/coolmesh"
+    )]
+    pub state_dir: PathBuf,
+}
+
+/// `coolmesh counter`
+#[derive(Debug, Clone, Args)]
+pub struct CounterArgs {
+    /// The agent's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    pub url: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CounterAction,
+}
+
+/// `coolmesh counter` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CounterAction {
+    /// List counters with their cluster total and this node's slot.
+    List,
+    /// Add to a counter on this node (negative amounts decrement).
+    Inc {
+        /// Counter name (A-Z a-z 0-9 _ . : -).
+        name: String,
+        /// Amount to add.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        amount: i64,
+        /// File holding the agent's bearer token (http.token_file).
+        #[arg(
+            long = "token-file",
+            value_name = "FILE",
+            default_value = "/etc/coolmesh/token"
+        )]
+        token_file: PathBuf,
+    },
 }
 
 impl SourceFlags {
@@ -180,6 +256,35 @@ impl AgentArgs {
         }
         if self.dry_run {
             c.shutdown.dry_run = true;
+        }
+        if let Some(n) = &self.cluster_name {
+            c.cluster.name = n.clone();
+        }
+        for (flag, list, target) in [
+            (
+                "--cluster.listen",
+                &self.cluster_listen,
+                &mut c.cluster.listen,
+            ),
+            ("--cluster.peer", &self.cluster_peers, &mut c.cluster.peers),
+        ] {
+            if !list.is_empty() {
+                for a in list {
+                    a.parse::<libp2p::Multiaddr>().map_err(|e| {
+                        anyhow::anyhow!("{flag} {a:?}: {e} (e.g. /ip4/10.0.0.12/tcp/9877)")
+                    })?;
+                }
+                *target = list.clone();
+            }
+        }
+        if self.cluster_no_mdns {
+            c.cluster.mdns = false;
+        }
+        if let Some(p) = &self.cluster_psk_file {
+            c.cluster.psk_file = Some(p.clone());
+        }
+        if self.cluster_disable {
+            c.cluster.enabled = false;
         }
         if let Some(l) = &self.log_level {
             c.log.level = l.clone();

@@ -15,6 +15,7 @@ pub mod agent;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod counter_store;
 pub mod fsm;
 pub mod persist;
 pub mod power;

@@ -1,7 +1,9 @@
 //! The `coolmesh` binary: parses the command line and dispatches.
 
 use clap::Parser;
-use coolmesh_agent::cli::{Cli, Cmd, SensorsArgs, StateArgs};
+use coolmesh_agent::cli::{
+    Cli, Cmd, CounterAction, CounterArgs, KeygenArgs, SensorsArgs, StateArgs,
+};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -89,6 +91,8 @@ fn main() -> ExitCode {
         Cmd::Sensors(args) => sensors(args),
         Cmd::CheckConfig { file } => check_config(&file),
         Cmd::State(args) => state(args),
+        Cmd::Keygen(args) => keygen(args),
+        Cmd::Counter(args) => counter(args),
     }
 }
 
@@ -179,16 +183,132 @@ fn state(args: StateArgs) -> ExitCode {
                     Err(e) => eprintln!("coolmesh: {e}"),
                 }
             } else {
-                print!(
-                    "{}",
-                    coolmesh_agent::report::render_state(&snap, coolmesh_agent::agent::unix_ms())
-                );
+                let now = coolmesh_agent::agent::unix_ms();
+                if args.cluster {
+                    print!("{}", coolmesh_agent::report::render_cluster(&snap, now));
+                } else {
+                    print!("{}", coolmesh_agent::report::render_state(&snap, now));
+                }
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!(
                 "coolmesh: cannot ask the agent at {}: {e:#} (is it running? is --url right?)",
+                args.url
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(args: KeygenArgs) -> ExitCode {
+    if args.psk {
+        let key = coolmesh_agent::cluster::generate_psk();
+        match &args.out {
+            None => print!("{key}"),
+            Some(path) => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                // create_new: an existing key is never overwritten (that
+                // would split a running room in two).
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path);
+                match f.and_then(|mut f| f.write_all(key.as_bytes()).and_then(|_| f.sync_all())) {
+                    Ok(()) => eprintln!(
+                        "wrote {}; copy it to every server and set cluster.psk_file",
+                        path.display()
+                    ),
+                    Err(e) => {
+                        eprintln!(
+                            "coolmesh: {}: {e} (remove it first if you really want a new key)",
+                            path.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = std::fs::create_dir_all(&args.state_dir) {
+        eprintln!(
+            "coolmesh: {}: {e} (pass --state-dir)",
+            args.state_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match coolmesh_agent::cluster::load_or_create_identity(&args.state_dir) {
+        Ok(k) => {
+            println!("{}", k.public().to_peer_id());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("coolmesh: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn counter(args: CounterArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coolmesh: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async {
+        match &args.action {
+            CounterAction::List => {
+                let snap = coolmesh_agent::report::fetch_state(&args.url).await?;
+                let rows: Vec<[String; 3]> = snap
+                    .counters
+                    .iter()
+                    .map(|c| [c.name.clone(), c.value.to_string(), c.local.to_string()])
+                    .collect();
+                anyhow::Ok(coolmesh_agent::report::table(
+                    &["NAME", "CLUSTER", "THIS NODE"],
+                    &rows,
+                    &[1, 2],
+                ))
+            }
+            CounterAction::Inc {
+                name,
+                amount,
+                token_file,
+            } => {
+                let token = std::fs::read_to_string(token_file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: {e} (pass --token-file, the agent's http.token_file)",
+                        token_file.display()
+                    )
+                })?;
+                let path = format!("/v1/counters/{name}/inc?amount={amount}");
+                let body = coolmesh_agent::report::request(
+                    hyper::Method::POST,
+                    &args.url,
+                    &path,
+                    Some(token.trim()),
+                )
+                .await?;
+                let v: serde_json::Value = serde_json::from_slice(&body)?;
+                Ok(format!("{}\n", v["ok"].as_str().unwrap_or("ok")))
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(300));
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "coolmesh: {e:#} (agent at {}; is it running? is --url right?)",
                 args.url
             );
             ExitCode::FAILURE

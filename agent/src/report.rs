@@ -101,12 +101,26 @@ pub fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]], right: &[us
     out
 }
 
-/// GET `<url>/v1/state` from a running agent (bounded size and time).
-pub async fn fetch_state(url: &str) -> anyhow::Result<Snapshot> {
-    let uri: hyper::Uri = format!("{}/v1/state", url.trim_end_matches('/')).parse()?;
+/// One HTTP request to a running agent (bounded size and time). Returns the
+/// body of a 2xx answer; anything else is an error carrying the agent's
+/// message.
+pub async fn request(
+    method: hyper::Method,
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<bytes::Bytes> {
+    let uri: hyper::Uri = format!("{}{path}", url.trim_end_matches('/')).parse()?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri)).await??;
+    let mut req = hyper::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::new())?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
     let status = resp.status();
     let body = Limited::new(resp.into_body(), 16 * 1024 * 1024)
         .collect()
@@ -114,9 +128,92 @@ pub async fn fetch_state(url: &str) -> anyhow::Result<Snapshot> {
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .to_bytes();
     if !status.is_success() {
-        anyhow::bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        anyhow::bail!("HTTP {status}: {msg}");
     }
+    Ok(body)
+}
+
+/// GET `<url>/v1/state` from a running agent.
+pub async fn fetch_state(url: &str) -> anyhow::Result<Snapshot> {
+    let body = request(hyper::Method::GET, url, "/v1/state", None).await?;
     Ok(serde_json::from_slice(&body)?)
+}
+
+/// Text for `coolmesh state --cluster`: this node and its peers, best
+/// thermal headroom first.
+pub fn render_cluster(s: &Snapshot, now_ms: u64) -> String {
+    let o = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+    let left = |d: Option<u64>| {
+        d.map(|d| secs(d.saturating_sub(now_ms) / 1000))
+            .unwrap_or_else(|| "-".into())
+    };
+    let power = |p: Option<bool>| match p {
+        Some(true) => "up",
+        Some(false) => "DOWN",
+        None => "-",
+    };
+    let mut rows: Vec<(f64, [String; 9])> = vec![(
+        s.thermal.headroom_celsius.unwrap_or(f64::NEG_INFINITY),
+        [
+            s.node.clone(),
+            "this node".into(),
+            s.fsm.state.clone(),
+            s.fsm.reason.clone(),
+            left(s.fsm.deadline_ms),
+            o(s.thermal.hottest_celsius),
+            o(s.thermal.headroom_celsius),
+            o(s.thermal.trend_celsius_per_minute),
+            power(s.power.up).into(),
+        ],
+    )];
+    for p in &s.cluster.peers {
+        rows.push((
+            p.thermal.headroom_celsius.unwrap_or(f64::NEG_INFINITY),
+            [
+                p.node.clone(),
+                if p.stale {
+                    format!("{} (stale)", p.liveness)
+                } else {
+                    p.liveness.clone()
+                },
+                p.state.clone(),
+                p.reason.clone(),
+                left(p.deadline_ms),
+                o(p.thermal.hottest_celsius),
+                o(p.thermal.headroom_celsius),
+                o(p.thermal.trend_celsius_per_minute),
+                power(p.power_up).into(),
+            ],
+        ));
+    }
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1[0].cmp(&b.1[0])));
+    let rows: Vec<[String; 9]> = rows.into_iter().map(|r| r.1).collect();
+    let mut out = table(
+        &[
+            "NODE",
+            "LIVENESS",
+            "STATE",
+            "REASON",
+            "SHUTDOWN IN",
+            "HOTTEST",
+            "HEADROOM",
+            "TREND/MIN",
+            "POWER",
+        ],
+        &rows,
+        &[5, 6, 7],
+    );
+    for v in &s.cluster.power_votes {
+        out.push_str(&format!(
+            "votes {}: {} up, {} down (quorum {})\n",
+            v.target, v.up, v.down, s.cluster.quorum
+        ));
+    }
+    out
 }
 
 fn secs(s: u64) -> String {
@@ -209,6 +306,41 @@ mod tests {
             &[1],
         );
         assert_eq!(t, "A            NUM\nlong name    1.0\nx          100.5\n");
+    }
+
+    #[test]
+    fn cluster_table_ranks_by_headroom() {
+        use coolmesh_exporter::model::{PeerStatus, Thermal};
+        let mut s = Snapshot {
+            node: "me".into(),
+            ..Default::default()
+        };
+        s.fsm.state = "normal".into();
+        s.thermal.headroom_celsius = Some(30.0);
+        let peer = |n: &str, h: f64| PeerStatus {
+            node: n.into(),
+            peer_id: String::new(),
+            liveness: "alive".into(),
+            last_seen_ms: 0,
+            version: 1,
+            thermal: Thermal {
+                headroom_celsius: Some(h),
+                ..Default::default()
+            },
+            power_up: Some(true),
+            state: "normal".into(),
+            reason: "none".into(),
+            deadline_ms: None,
+            stale: false,
+        };
+        s.cluster.peers = vec![peer("cool", 50.0), peer("hot", 5.0)];
+        let t = render_cluster(&s, 0);
+        let order: Vec<&str> = t
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap_or(""))
+            .collect();
+        assert_eq!(order, ["cool", "me", "hot"], "{t}");
     }
 
     #[test]

@@ -92,27 +92,70 @@ pub fn apply_machine(
     };
 }
 
-/// Cluster-wide vote figures. Until peers are known this node is the whole
-/// room: its own observation is the only vote, and the quorum is a majority
-/// of one.
-pub fn apply_votes(snap: &mut Snapshot, heating: bool) {
-    use coolmesh_exporter::model::PowerVote;
-    snap.cluster.power_votes = snap
-        .power
-        .targets
-        .iter()
-        .map(|t| PowerVote {
-            target: t.target.clone(),
-            up: u32::from(t.up),
-            down: u32::from(!t.up),
+/// The thermal summary of a peer's record, in the agent's own terms.
+pub fn thermal_of(t: &crate::cluster::record::Thermal) -> ThermalSummary {
+    ThermalSummary {
+        hottest_celsius: t.hottest,
+        headroom_celsius: t.headroom,
+        trend_celsius_per_minute: t.trend,
+        time_to_critical_seconds: t.time_to_critical,
+        critical: t.critical,
+    }
+}
+
+/// The cluster part of a snapshot: peers, votes per target (this node
+/// included), overheating nodes (this node included) and the quorum, a
+/// majority of the fresh nodes. Without peers this node is the whole room.
+pub fn apply_cluster(
+    snap: &mut Snapshot,
+    view: &crate::cluster::ClusterView,
+    name: &str,
+    fsm: &crate::fsm::FsmConfig,
+    own_thermal: &ThermalSummary,
+) {
+    use coolmesh_exporter::model::{PeerStatus, PowerVote};
+    let now = crate::agent::unix_ms();
+    snap.cluster.name = name.to_string();
+    snap.cluster.peers = view
+        .peers
+        .values()
+        .map(|p| PeerStatus {
+            node: p.record.node.clone(),
+            peer_id: p.record.peer_id.to_base58(),
+            liveness: p.liveness.as_str().to_string(),
+            last_seen_ms: now.saturating_sub(p.age.as_millis() as u64),
+            version: p.record.version,
+            thermal: thermal(&thermal_of(&p.record.thermal)),
+            power_up: p.record.power_up,
+            state: p.record.fsm.state.clone(),
+            reason: p.record.fsm.reason.clone(),
+            deadline_ms: p.record.fsm.deadline_ms,
+            stale: p.stale,
         })
         .collect();
-    snap.cluster.overheating = u32::from(heating);
-    let nodes = 1 + snap
-        .cluster
-        .peers
-        .iter()
-        .filter(|p| p.liveness == "alive" && !p.stale)
-        .count() as u32;
+    let mut votes = view.target_votes();
+    for t in &snap.power.targets {
+        let v = votes.entry(t.target.clone()).or_default();
+        if t.up {
+            v.up += 1;
+        } else {
+            v.down += 1;
+        }
+    }
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    snap.cluster.power_votes = votes
+        .into_iter()
+        .map(|(target, v)| PowerVote {
+            target,
+            up: n(v.up),
+            down: n(v.down),
+        })
+        .collect();
+    let peers_hot = view
+        .alive_peers()
+        .filter(|p| fsm.is_heating(&thermal_of(&p.record.thermal)))
+        .count();
+    snap.cluster.overheating = n(peers_hot) + u32::from(fsm.is_heating(own_thermal));
+    let nodes = 1 + n(view.alive_peers().count());
     snap.cluster.quorum = nodes / 2 + 1;
 }

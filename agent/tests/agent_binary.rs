@@ -188,3 +188,126 @@ fn tells_systemd_ready_and_feeds_the_watchdog() {
     assert!(seen[0].contains("READY=1"), "READY comes first: {seen:?}");
     let _ = terminate(&mut a);
 }
+
+fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .args(args)
+        .output()
+        .expect("run coolmesh")
+}
+
+#[test]
+fn keygen_counter_and_state_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("swarm.key");
+    let k = key.to_str().expect("p");
+    assert!(run_cli(&["keygen", "--psk", "--out", k]).status.success());
+    let text = std::fs::read_to_string(&key).expect("key");
+    assert!(
+        text.starts_with("/key/swarm/psk/1.0.0/\n/base16/\n"),
+        "{text}"
+    );
+    let again = run_cli(&["keygen", "--psk", "--out", k]);
+    assert!(
+        !again.status.success(),
+        "an existing key must not be overwritten"
+    );
+    assert_eq!(std::fs::read_to_string(&key).expect("key"), text);
+
+    let state = dir.path().join("state");
+    let s = state.to_str().expect("p");
+    let id1 = String::from_utf8_lossy(&run_cli(&["keygen", "--state-dir", s]).stdout)
+        .trim()
+        .to_string();
+    let id2 = String::from_utf8_lossy(&run_cli(&["keygen", "--state-dir", s]).stdout)
+        .trim()
+        .to_string();
+    assert!(
+        id1.starts_with("12D3KooW") && id1 == id2,
+        "stable identity: {id1} {id2}"
+    );
+
+    let token = dir.path().join("token");
+    std::fs::write(&token, "cli-test-token-0123456789").expect("token");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[node]\nstate_dir = \"{s}\"\n[http]\ntoken_file = \"{}\"\n",
+            token.display()
+        ),
+    )
+    .expect("cfg");
+    let sysfs = fixtures().join("sysfs");
+    let mut a = start_agent(&[
+        "--config",
+        cfg.to_str().expect("p"),
+        "--path.sysfs",
+        sysfs.to_str().expect("p"),
+    ]);
+    let url = format!("http://{}", a.addr);
+    let out = run_cli(&[
+        "counter",
+        "--url",
+        &url,
+        "inc",
+        "jobs",
+        "--amount",
+        "3",
+        "--token-file",
+        token.to_str().expect("p"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_cli(&[
+        "counter",
+        "--url",
+        &url,
+        "inc",
+        "jobs",
+        "--amount",
+        "-1",
+        "--token-file",
+        token.to_str().expect("p"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list =
+        String::from_utf8_lossy(&run_cli(&["counter", "--url", &url, "list"]).stdout).into_owned();
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["jobs", "2", "2"]),
+        "{list}"
+    );
+    let bad = run_cli(&[
+        "counter",
+        "--url",
+        &url,
+        "inc",
+        "shutdowns",
+        "--token-file",
+        token.to_str().expect("p"),
+    ]);
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("built-in"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let st = String::from_utf8_lossy(&run_cli(&["state", "--url", &url, "--cluster"]).stdout)
+        .into_owned();
+    assert!(st.starts_with("NODE") && st.contains("this node"), "{st}");
+    // The agent's identity is the one keygen created in its state dir.
+    let m = http(a.addr, "GET", "/metrics", None).1;
+    assert!(m.contains(&format!("peer_id=\"{id1}\"")), "{m}");
+    let _ = terminate(&mut a);
+    let down = run_cli(&["state", "--url", &url]);
+    assert!(
+        !down.status.success() && String::from_utf8_lossy(&down.stderr).contains("is it running?")
+    );
+}

@@ -35,9 +35,21 @@ pub fn start_agent(args: &[&str]) -> Agent {
 /// [`start_agent`] with extra environment variables for the child only.
 #[allow(clippy::zombie_processes)] // the Agent's Drop kills and waits
 pub fn start_agent_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent {
+    // Tests run in parallel: unless a test sets up its own cluster, each
+    // agent gets an ephemeral libp2p port and no mDNS, so unrelated agents
+    // never meet.
+    let mut cluster_args: Vec<&str> = Vec::new();
+    if !args.iter().any(|a| a.starts_with("--cluster.")) {
+        cluster_args = vec![
+            "--cluster.listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--cluster.no-mdns",
+        ];
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_coolmesh"))
         .envs(env.iter().copied())
         .arg("agent")
+        .args(cluster_args)
         .args([
             "--web.listen-address",
             "127.0.0.1:0",

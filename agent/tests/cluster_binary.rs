@@ -1,0 +1,253 @@
+//! Five real agents on loopback: bootstrap and convergence, counters that
+//! converge to the exact sum, kill -9 and restart without losing counts,
+//! death detection, and corroboration (a node that alone cannot see the
+//! power target goes to local_fault, not pre_fail).
+
+mod common;
+use common::*;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+const TOKEN: &str = "cluster-test-token-0123456789";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Node {
+    name: String,
+    p2p_port: u16,
+    dir: std::path::PathBuf,
+}
+
+fn config(node: &Node, target_port: u16, seed: Option<u16>) -> std::path::PathBuf {
+    let d = &node.dir;
+    std::fs::create_dir_all(d).expect("mkdir");
+    std::fs::write(d.join("token"), TOKEN).expect("token");
+    std::fs::write(
+        d.join("t.json"),
+        r#"[{"chip":"inlet","sensor":"t","celsius":30,"critical_celsius":80}]"#,
+    )
+    .expect("readings");
+    let peers = seed
+        .map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\""))
+        .unwrap_or_default();
+    let cfg = format!(
+        r#"[node]
+name = "{name}"
+state_dir = "{d}/state"
+[http]
+token_file = "{d}/token"
+[sensors]
+sources = ["file"]
+file = "{d}/t.json"
+interval = "1s"
+timeout = "500ms"
+[power]
+targets = ["tcp://127.0.0.1:{target_port}"]
+interval = "500ms"
+timeout = "300ms"
+[shutdown]
+grace = "2s"
+dry_run = true
+dry_run_marker = "{d}/marker"
+[cluster]
+name = "it"
+listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
+peers = [{peers}]
+mdns = false
+"#,
+        name = node.name,
+        d = d.display(),
+        p2p = node.p2p_port,
+    );
+    let path = d.join("coolmesh.toml");
+    std::fs::write(&path, cfg).expect("config");
+    path
+}
+
+fn json(a: &Agent, path: &str) -> serde_json::Value {
+    let (st, body) = http(a.addr, "GET", path, None);
+    assert_eq!(st, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+fn alive_peers(a: &Agent) -> usize {
+    json(a, "/v1/peers")
+        .as_array()
+        .map(|ps| ps.iter().filter(|p| p["liveness"] == "alive").count())
+        .unwrap_or(0)
+}
+
+fn counter(a: &Agent, name: &str) -> Option<i64> {
+    json(a, "/v1/counters")
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)?["value"]
+        .as_i64()
+}
+
+fn start(_node: &Node, cfg: &Path) -> Agent {
+    // A --cluster.* flag keeps the helper from overriding the configured ports.
+    start_agent(&["--config", cfg.to_str().expect("p"), "--cluster.name", "it"])
+}
+
+#[test]
+fn five_agents_converge_count_survive_kill9_and_corroborate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let power = TcpListener::bind("127.0.0.1:0").expect("power node");
+    let power_port = power.local_addr().expect("addr").port();
+    // Node 5 watches its own target, which the test will darken for it alone.
+    let lonely = TcpListener::bind("127.0.0.1:0").expect("lonely target");
+    let lonely_port = lonely.local_addr().expect("addr").port();
+
+    let nodes: Vec<Node> = (1..=5)
+        .map(|i| Node {
+            name: format!("n{i}"),
+            p2p_port: free_port(),
+            dir: tmp.path().join(format!("n{i}")),
+        })
+        .collect();
+    let seed = nodes[0].p2p_port;
+    let cfgs: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            config(
+                n,
+                if i == 4 { lonely_port } else { power_port },
+                (i > 0).then_some(seed),
+            )
+        })
+        .collect();
+    let mut agents: Vec<Agent> = nodes.iter().zip(&cfgs).map(|(n, c)| start(n, c)).collect();
+
+    // Bootstrap through one seed, then a full view everywhere.
+    let started = std::time::Instant::now();
+    wait_for("5-node convergence", Duration::from_secs(30), || {
+        agents.iter().all(|a| alive_peers(a) == 4).then_some(())
+    });
+    eprintln!("converged in {:?}", started.elapsed());
+
+    // Concurrent increments on every node converge to the exact sum.
+    std::thread::scope(|s| {
+        for a in &agents {
+            let addr = a.addr;
+            s.spawn(move || {
+                for _ in 0..20 {
+                    let (st, body) =
+                        http(addr, "POST", "/v1/counters/jobs/inc?amount=1", Some(TOKEN));
+                    assert_eq!(st, 200, "{body}");
+                }
+            });
+        }
+    });
+    wait_for("sum 100 everywhere", Duration::from_secs(15), || {
+        agents
+            .iter()
+            .all(|a| counter(a, "jobs") == Some(100))
+            .then_some(())
+    });
+
+    // kill -9 one agent: its peers declare it dead within 10 s (+ slack for
+    // a loaded test machine), its record stays visible, marked stale.
+    let victim = 2;
+    agents[victim].child.kill().expect("kill -9");
+    let _ = agents[victim].child.wait();
+    let killed = std::time::Instant::now();
+    wait_for("dead on every peer", Duration::from_secs(20), || {
+        agents
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .all(|(_, a)| {
+                json(a, "/v1/peers").as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p["node"] == "n3" && p["liveness"] == "dead" && p["stale"] == true)
+                })
+            })
+            .then_some(())
+    });
+    let detect = killed.elapsed();
+    eprintln!("death detected everywhere in {detect:?}");
+    // The dead node's counts are still in the totals.
+    assert!(agents
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .all(|(_, a)| counter(a, "jobs") == Some(100)));
+
+    // Restart it from the same state directory: nothing lost, and it counts on.
+    agents[victim] = start(&nodes[victim], &cfgs[victim]);
+    wait_for("restarted node back", Duration::from_secs(20), || {
+        (alive_peers(&agents[victim]) == 4).then_some(())
+    });
+    let local = json(&agents[victim], "/v1/counters")
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["name"] == "jobs")
+                .and_then(|c| c["local"].as_i64())
+        });
+    assert_eq!(local, Some(20), "the restarted node kept its own slot");
+    let (st, _) = http(
+        agents[victim].addr,
+        "POST",
+        "/v1/counters/jobs/inc?amount=5",
+        Some(TOKEN),
+    );
+    assert_eq!(st, 200);
+    wait_for("sum 105 everywhere", Duration::from_secs(15), || {
+        agents
+            .iter()
+            .all(|a| counter(a, "jobs") == Some(105))
+            .then_some(())
+    });
+
+    // Corroboration: node 5 alone loses its target while its peers see
+    // theirs: local_fault, never pre_fail, no shutdown.
+    drop(lonely);
+    let s = wait_for("local_fault", Duration::from_secs(10), || {
+        let s = json(&agents[4], "/v1/state");
+        (s["fsm"]["state"] == "local_fault").then_some(s)
+    });
+    assert!(s["fsm"]["deadline_ms"].is_null(), "{s}");
+    std::thread::sleep(Duration::from_secs(3));
+    let s = json(&agents[4], "/v1/state");
+    assert_eq!(s["fsm"]["state"], "local_fault");
+    let m = http(agents[4].addr, "GET", "/metrics", None).1;
+    assert_eq!(
+        metric(&m, "coolmesh_fsm_state{state=\"local_fault\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        !nodes[4].dir.join("marker").exists(),
+        "a local fault must never shut down"
+    );
+    for a in &agents[..4] {
+        assert_eq!(json(a, "/v1/state")["fsm"]["state"], "normal");
+    }
+    // Cluster-wide votes: four nodes see the shared power node up.
+    let m = http(agents[0].addr, "GET", "/metrics", None).1;
+    assert_eq!(metric(&m, &format!("coolmesh_cluster_power_votes{{target=\"tcp://127.0.0.1:{power_port}\",vote=\"up\"}}")), Some(4.0), "{m}");
+    assert_eq!(
+        metric(&m, "coolmesh_cluster_peers{state=\"alive\"}"),
+        Some(4.0)
+    );
+
+    // Mains loss for everyone: every node agrees and enters pre_fail.
+    drop(power);
+    for a in &agents[..4] {
+        wait_for("pre_fail on mains loss", Duration::from_secs(10), || {
+            let s = json(a, "/v1/state");
+            (s["fsm"]["state"] == "pre_fail" || s["fsm"]["state"] == "shutdown").then_some(())
+        });
+    }
+    drop(agents);
+}
