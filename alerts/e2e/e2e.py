@@ -10,7 +10,6 @@ Subcommands (all take the test's temp dir first):
   readings TMP AGENT C     rewrite AGENT's readings file with the inlet at C degrees
   wait-alert TMP ...       wait until an alert fires in Prometheus or reaches the webhook
   wait-query TMP EXPR ...  wait until a PromQL expression returns enough series
-  cluster-runtime TMP      exit 0 if the agents run the cluster (peer_id is exported)
   dashboards TMP REPO      run every dashboard expression against Prometheus
   listeners NAME=PID...    every socket these processes listen on is on loopback
   diag TMP                 print alerts, targets and webhook deliveries (for failures)
@@ -323,6 +322,16 @@ def instance_of(env, value):
     return value
 
 
+def annotation_problems(alert):
+    """What is wrong with the annotations of a delivered alert: every rule
+    has a summary, a description and a runbook_url, and a template that
+    refers to a missing label renders as "<no value>"."""
+    ann = alert.get("annotations") or {}
+    out = [f"{k} missing" for k in ("summary", "description", "runbook_url") if not ann.get(k)]
+    out += [f"{k} has <no value>" for k, v in ann.items() if "<no value>" in str(v)]
+    return out
+
+
 def cmd_wait_alert(a):
     env = load_env(a.tmp)
     want = {k: instance_of(env, v) for k, v in parse_matchers(a.match).items()}
@@ -338,6 +347,11 @@ def cmd_wait_alert(a):
                 hits = [al for path, al in webhook_alerts(env)
                         if al.get("status") == "firing" and matches(al.get("labels") or {}, want)
                         and (a.path is None or path == a.path)]
+                problems = annotation_problems(hits[0]) if hits else []
+                if problems:
+                    log(f"    webhook: {{{desc}}} arrived with bad annotations: {'; '.join(problems)}")
+                    log(f"    annotations: {json.dumps(hits[0].get('annotations'))}")
+                    return 1
             if hits:
                 log(f"    {a.source}: {{{desc}}} firing after {time.monotonic() - start:.1f}s"
                     + (f" (receiver path {a.path})" if a.path else ""))
@@ -374,19 +388,6 @@ def cmd_wait_query(a):
         time.sleep(0.5)
 
 
-def cluster_running(env):
-    """The cluster runtime is wired in when every agent exports its PeerId."""
-    try:
-        _, res = prom_query(env, 'coolmesh_node_info{job="coolmesh", peer_id!=""}')
-    except (OSError, RuntimeError):
-        return False
-    return len(res) >= len(AGENTS)
-
-
-def cmd_cluster_runtime(a):
-    return 0 if cluster_running(load_env(a.tmp)) else 1
-
-
 # ---------------------------------------------------------------- dashboards
 
 # Expressions that may legitimately return nothing after the scenario, keyed
@@ -394,15 +395,6 @@ def cmd_cluster_runtime(a):
 # short; everything else must return data.
 ALLOWED_EMPTY = {
 }
-
-# Series that only exist once the agents run the cluster (libp2p swarm,
-# gossip, CRDT counters). While the agent binary does not run the cluster
-# yet, empty results of expressions over these are reported as SKIP; with
-# E2E_REQUIRE_CLUSTER=1, or as soon as the agents export a peer_id, they
-# must return data like everything else.
-CLUSTER_ONLY = re.compile(r"coolmesh_(peer_up|peer_headroom_celsius|gossip_\w+|counter_value|counter_local)\b")
-# Variables whose label only gets a value from the cluster runtime.
-CLUSTER_ONLY_LABELS = {"cluster", "peer_id"}
 
 VARS = ("job", "cluster", "instance")
 VAR_RE = re.compile(r"\$\{?(%s)(?::[a-z]+)?\}?" % "|".join(VARS))
@@ -475,14 +467,13 @@ def dashboard_exprs(path):
 
 def cmd_dashboards(a):
     env = load_env(a.tmp)
-    strict = os.environ.get("E2E_REQUIRE_CLUSTER") == "1" or cluster_running(env)
     files = sorted(glob.glob(os.path.join(a.repo, "dashboards", "*.json")))
     if a.file:
         files = [f for f in files if os.path.basename(f) == a.file]
     if not files:
         log("    no dashboards found")
         return 1
-    ok = empty = skipped = allowed = 0
+    ok = empty = allowed = 0
     for path in files:
         name = os.path.basename(path)
         for where, raw, label in dashboard_exprs(path):
@@ -517,14 +508,10 @@ def cmd_dashboards(a):
             elif key in ALLOWED_EMPTY:
                 allowed += 1
                 log(f"    empty (allowed: {ALLOWED_EMPTY[key]}) {key}")
-            elif not strict and (CLUSTER_ONLY.search(expr) or label in CLUSTER_ONLY_LABELS):
-                skipped += 1
-                log(f"    SKIP  {key}: no data; needs the cluster runtime, which these agents do not run"
-                    f" (no peer_id in coolmesh_node_info)")
             else:
                 empty += 1
                 log(f"    EMPTY {key}: {detail}\n          {' '.join(expr.split())}")
-    log(f"    {ok} returned data, {empty} empty or failed, {allowed} allowed empty, {skipped} skipped (cluster)")
+    log(f"    {ok} returned data, {empty} empty or failed, {allowed} allowed empty")
     return 1 if empty else 0
 
 
@@ -661,8 +648,6 @@ def main():
     s.add_argument("expr", help="PromQL; @a, @b, @c stand for the agents' instance labels")
     s.add_argument("--min-series", type=int, default=1)
     s.add_argument("--timeout", type=float, default=90)
-    s = sub.add_parser("cluster-runtime")
-    s.add_argument("tmp")
     s = sub.add_parser("dashboards")
     s.add_argument("tmp")
     s.add_argument("repo")
@@ -675,7 +660,7 @@ def main():
     a = p.parse_args()
     fn = {
         "setup": cmd_setup, "readings": cmd_readings, "wait-alert": cmd_wait_alert,
-        "wait-query": cmd_wait_query, "cluster-runtime": cmd_cluster_runtime,
+        "wait-query": cmd_wait_query,
         "dashboards": cmd_dashboards, "listeners": cmd_listeners, "diag": cmd_diag,
     }[a.cmd]
     sys.exit(fn(a) or 0)
