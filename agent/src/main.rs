@@ -99,6 +99,7 @@ fn main() -> ExitCode {
         Cmd::State(args) => state(args),
         Cmd::Keygen(args) => keygen(args),
         Cmd::Counter(args) => counter(args),
+        Cmd::Demo(args) => coolmesh_agent::demo::main(args),
     }
 }
 
