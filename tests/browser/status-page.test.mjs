@@ -1,11 +1,12 @@
-// The status page in headless Chromium, against three real coolmesh agents
-// on loopback that form a cluster (file sensors, a TCP power target this
-// test owns, dry-run). Run by .ci/status-page.sh; by hand:
+// The status page in headless Chromium, against the three real agents of
+// `coolmesh demo` (a cluster on loopback with simulated sensors and a
+// simulated power target, dry-run). Run by .ci/status-page.sh; by hand:
 //
 //   COOLMESH_BIN=target/debug/coolmesh node --test tests/browser/status-page.test.mjs
 //
 // Environment: COOLMESH_BIN (the binary, required), CHROMIUM (default
-// /usr/bin/chromium), SCREENSHOT_DIR (default: the current directory).
+// /usr/bin/chromium), SCREENSHOT_DIR (default: the current directory),
+// KEEP_DIR=1 keeps the demo's directory (configs, agent logs).
 // The screenshot's path is printed as "screenshot: PATH".
 
 import { test, before, after } from "node:test";
@@ -20,34 +21,27 @@ import { chromium } from "playwright-core";
 const BIN = process.env.COOLMESH_BIN;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOT_DIR = path.resolve(process.env.SCREENSHOT_DIR || ".");
-const TOKEN = "status-page-test-token-0123456789";
-const NODES = ["n1", "n2", "n3"];
+const NODES = ["demo-1", "demo-2", "demo-3"];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
+async function portFree(port) {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
   });
 }
 
-// The "air conditioner": a TCP listener. Cutting power closes it, so probes
-// get "connection refused" at once.
-class PowerTarget {
-  constructor(port) { this.port = port; this.sockets = new Set(); }
-  async up() {
-    this.server = net.createServer((s) => { this.sockets.add(s); s.on("close", () => this.sockets.delete(s)); s.on("error", () => {}); });
-    await new Promise((r, j) => { this.server.once("error", j); this.server.listen(this.port, "127.0.0.1", r); });
+// The demo takes 2N+1 consecutive ports from --base-port.
+async function freeBase(count) {
+  for (let i = 0; i < 50; i++) {
+    const base = 20000 + Math.floor(Math.random() * 40000);
+    let ok = true;
+    for (let p = base; p < base + count && ok; p++) ok = await portFree(p);
+    if (ok) return base;
   }
-  async cut() {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((r) => this.server.close(r));
-  }
+  throw new Error(`no ${count} consecutive free ports`);
 }
 
 async function waitFor(what, timeoutMs, f) {
@@ -63,10 +57,13 @@ async function waitFor(what, timeoutMs, f) {
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ": " + last : ""}`);
 }
 
-async function api(node, p, method = "GET") {
-  const r = await fetch(`http://127.0.0.1:${node.http}${p}`, {
+let demo, demoOut = "", dir, base, token, browser, page, requests = [], pageErrors = [];
+const httpPort = (i) => base + i;
+
+async function api(i, p, method = "GET") {
+  const r = await fetch(`http://127.0.0.1:${httpPort(i)}${p}`, {
     method,
-    headers: method === "POST" ? { authorization: `Bearer ${TOKEN}` } : {},
+    headers: method === "POST" ? { authorization: `Bearer ${token}` } : {},
     signal: AbortSignal.timeout(3000),
   });
   const body = await r.json();
@@ -74,71 +71,40 @@ async function api(node, p, method = "GET") {
   return body;
 }
 
-let dir, power, nodes = [], browser, page, requests = [], pageErrors = [];
+// A key for the demo, as typed on its keyboard.
+function key(k) { demo.stdin.write(k + "\n"); }
+
+function agentPid(i) {
+  return Number(fs.readFileSync(path.join(dir, `demo-${i + 1}`, "agent.pid"), "utf8").trim());
+}
 
 before(async () => {
   assert.ok(BIN && fs.existsSync(BIN), `COOLMESH_BIN must name the coolmesh binary (got ${BIN})`);
   assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install chromium)`);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "coolmesh-status-page-"));
-  power = new PowerTarget(await freePort());
-  await power.up();
-  fs.writeFileSync(path.join(dir, "token"), TOKEN);
-  for (const [i, name] of NODES.entries()) {
-    const node = { name, http: await freePort(), p2p: await freePort(), dir: path.join(dir, name) };
-    fs.mkdirSync(node.dir);
-    // Different temperatures, so the grid shows different headroom colours.
-    const celsius = [48, 71, 83][i];
-    fs.writeFileSync(path.join(node.dir, "t.json"),
-      JSON.stringify([{ chip: "inlet", sensor: "temp1", label: "Inlet", celsius, max_celsius: 80, critical_celsius: 90 }]));
-    nodes.push(node);
-  }
-  for (const [i, node] of nodes.entries()) {
-    const peers = i === 0 ? "" : `"/ip4/127.0.0.1/tcp/${nodes[0].p2p}"`;
-    const cfg = `[node]
-name = "${node.name}"
-state_dir = "${node.dir}/state"
-[http]
-listen_address = "127.0.0.1:${node.http}"
-token_file = "${dir}/token"
-[sensors]
-sources = ["file"]
-file = "${node.dir}/t.json"
-interval = "1s"
-timeout = "500ms"
-[power]
-targets = ["tcp://127.0.0.1:${power.port}"]
-interval = "500ms"
-timeout = "300ms"
-[shutdown]
-grace = "10m"
-command = ["true"]
-dry_run = true
-dry_run_marker = "${node.dir}/dry-run-shutdowns"
-[cluster]
-name = "browser-test"
-listen = ["/ip4/127.0.0.1/tcp/${node.p2p}"]
-peers = [${peers}]
-mdns = false
-suspect_after = "2s"
-dead_after = "4s"
-`;
-    const cfgPath = path.join(node.dir, "coolmesh.toml");
-    fs.writeFileSync(cfgPath, cfg);
-    const log = fs.openSync(path.join(node.dir, "agent.log"), "w");
-    node.proc = spawn(BIN, ["agent", "--config", cfgPath, "--dry-run", "--log.format", "json"], { stdio: ["ignore", log, log] });
-    node.proc.on("exit", (code, sig) => { node.exited = { code, sig }; });
-  }
+  base = await freeBase(2 * NODES.length + 1);
+  // Grace 10 minutes: the countdown is visible and nothing reaches shutdown.
+  demo = spawn(BIN, ["demo", "--nodes", String(NODES.length), "--base-port", String(base), "--grace", "10m",
+    "--dir", dir, "--for", "5m"], { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  demo.stdout.on("data", (d) => { demoOut += d; });
+  demo.stderr.on("data", (d) => { demoOut += d; });
+  demo.on("exit", (code, sig) => { demo.exited = { code, sig }; });
+  await waitFor("the demo's token", 20000, () => {
+    if (demo.exited) throw new Error(`demo exited ${JSON.stringify(demo.exited)}: ${demoOut.slice(-3000)}`);
+    return fs.existsSync(path.join(dir, "token"));
+  });
+  token = fs.readFileSync(path.join(dir, "token"), "utf8").trim();
   // A cluster: every agent sees the two others alive.
   await waitFor("3 agents to see each other alive", 30000, async () => {
-    for (const n of nodes) {
-      if (n.exited) throw new Error(`${n.name} exited ${JSON.stringify(n.exited)}: ${fs.readFileSync(path.join(n.dir, "agent.log"), "utf8").slice(-2000)}`);
-      const peers = await api(n, "/v1/peers");
+    if (demo.exited) throw new Error(`demo exited ${JSON.stringify(demo.exited)}: ${demoOut.slice(-3000)}`);
+    for (const i of NODES.keys()) {
+      const peers = await api(i, "/v1/peers");
       if (peers.filter((p) => p.liveness === "alive").length !== 2) return false;
     }
     return true;
   });
   // A user counter, on another node than the one whose page we open.
-  await api(nodes[1], "/v1/counters/browser_test/inc?amount=3", "POST");
+  await api(1, "/v1/counters/browser_test/inc?amount=3", "POST");
 
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -149,13 +115,16 @@ dead_after = "4s"
   page.on("request", (r) => requests.push(r.url()));
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") pageErrors.push(m.text()); });
-  await page.goto(`http://127.0.0.1:${nodes[0].http}/`);
+  await page.goto(`http://127.0.0.1:${httpPort(0)}/`);
 });
 
 after(async () => {
   if (browser) await browser.close();
-  for (const n of nodes) if (n.proc && !n.exited) n.proc.kill("SIGKILL");
-  if (power && power.server?.listening) await power.cut();
+  if (demo && !demo.exited) {
+    key("q");
+    const gone = await Promise.race([new Promise((r) => demo.once("exit", () => r(true))), sleep(8000).then(() => false)]);
+    if (!gone) demo.kill("SIGKILL");
+  }
   if (dir && !process.env.KEEP_DIR) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -170,10 +139,17 @@ test("the grid shows the three nodes, each with its state", async () => {
     assert.match(c.text, /normal/i);
     assert.match(c.label, /normal, alive/);
   }
-  // Headroom 42, 19 and 7 degrees: three colour bands.
+  // The demo idles at about 40 degrees, 50 below critical: the "ok" band,
+  // painted in the legend's colour for headroom >= 20.
   await page.waitForFunction(() => [...document.querySelectorAll("#room li.node")].every((l) => l.dataset.band !== "none"), null, { timeout: 10000 });
-  assert.deepEqual(await page.$$eval("#room li.node", (ls) => ls.map((l) => l.dataset.band)), ["ok", "mid", "low"]);
-  assert.match(await page.textContent("#room li.node.self"), /n1 \(this node\)/);
+  assert.deepEqual(await page.$$eval("#room li.node", (ls) => ls.map((l) => l.dataset.band)), ["ok", "ok", "ok"]);
+  const [card, swatch] = await page.evaluate(() => [
+    getComputedStyle(document.querySelector("#room li.node")).backgroundColor,
+    getComputedStyle(document.querySelector(".legend li"), "::before").backgroundColor,
+  ]);
+  assert.equal(card, swatch);
+  assert.match(await page.textContent(".legend"), /headroom ≥ 20 °C.*10–20 °C.*5–10 °C.*< 5 °C/s);
+  assert.match(await page.textContent("#room li.node.self"), /demo-1 \(this node\)/);
 });
 
 test("power votes: one row per target, every node voting up", async () => {
@@ -183,7 +159,7 @@ test("power votes: one row per target, every node voting up", async () => {
   }, null, { timeout: 15000 });
   const rows = await page.$$eval("#power tbody tr", (rs) => rs.map((r) => [...r.cells].map((c) => c.textContent)));
   assert.equal(rows.length, 1);
-  assert.equal(rows[0][0], `tcp://127.0.0.1:${power.port}`);
+  assert.equal(rows[0][0], `tcp://127.0.0.1:${base + 2 * NODES.length}`);
   assert.equal(rows[0][1], "up");
   assert.equal(rows[0][3], "3");
   assert.equal(rows[0][4], "0");
@@ -191,18 +167,18 @@ test("power votes: one row per target, every node voting up", async () => {
 
 test("peers: two alive peers; counters: the cluster-wide total", async () => {
   const live = await page.$$eval("#peers tbody tr", (rs) => rs.map((r) => [r.cells[0].textContent, r.dataset.liveness]));
-  assert.deepEqual(live, [["n2", "alive"], ["n3", "alive"]]);
+  assert.deepEqual(live, [["demo-2", "alive"], ["demo-3", "alive"]]);
   assert.match(await page.textContent("#peer-counts"), /2 alive · 0 suspect · 0 dead/);
   await page.waitForFunction(() => [...document.querySelectorAll("#counters tbody tr")]
     .some((r) => r.cells[0].textContent === "browser_test" && r.cells[1].textContent === "3"), null, { timeout: 15000 });
   const row = await page.$$eval("#counters tbody tr", (rs) => rs.map((r) => [...r.cells].map((c) => c.textContent))
     .find((c) => c[0] === "browser_test"));
-  // Counted on n2: the total is 3, this node's (n1's) slot 0.
+  // Counted on demo-2: the total is 3, this node's (demo-1's) slot 0.
   assert.deepEqual(row, ["browser_test", "3", "0"]);
 });
 
 test("power cut: every node counts down to its shutdown, the banner says so", async () => {
-  await power.cut();
+  key("p"); // the demo cuts power: its target stops answering
   await page.waitForFunction(() => [...document.querySelectorAll("#room li.node")].every((l) => l.dataset.state === "pre_fail"),
     null, { timeout: 20000 });
   const first = await page.$$eval("#room .deadline", (ds) => ds.map((d) => d.textContent));
@@ -223,13 +199,13 @@ test("power cut: every node counts down to its shutdown, the banner says so", as
 });
 
 test("a killed agent turns dead, then the screenshot", async () => {
-  nodes[2].proc.kill("SIGKILL");
-  await page.waitForFunction(() => document.querySelector('#room li.node[data-node="n3"]')?.dataset.liveness === "dead",
+  process.kill(agentPid(2), "SIGKILL");
+  await page.waitForFunction(() => document.querySelector('#room li.node[data-node="demo-3"]')?.dataset.liveness === "dead",
     null, { timeout: 20000 });
-  assert.match(await page.textContent('#room li.node[data-node="n3"]'), /dead.*seen \d+s ago/s);
+  assert.match(await page.textContent('#room li.node[data-node="demo-3"]'), /dead.*seen \d+s ago/s);
   assert.match(await page.textContent("#peer-counts"), /1 alive · 0 suspect · 1 dead/);
   // What a dead peer last said is not a live countdown.
-  assert.match(await page.textContent('#room li.node[data-node="n3"] .deadline'), /^last known: shutdown in /);
+  assert.match(await page.textContent('#room li.node[data-node="demo-3"] .deadline'), /^last known: shutdown in /);
   await page.waitForFunction(() => document.querySelector("#banner").textContent.startsWith("2 nodes will shut down"), null, { timeout: 5000 });
   fs.mkdirSync(SHOT_DIR, { recursive: true });
   const shot = path.join(SHOT_DIR, "status-page.png");
@@ -239,13 +215,13 @@ test("a killed agent turns dead, then the screenshot", async () => {
 });
 
 test("only this agent's API was asked; an unreachable agent is said so", async () => {
-  const origin = `http://127.0.0.1:${nodes[0].http}/`;
+  const origin = `http://127.0.0.1:${httpPort(0)}/`;
   const foreign = requests.filter((u) => !u.startsWith(origin));
   assert.deepEqual(foreign, [], "requests outside the agent");
   assert.deepEqual(pageErrors, [], "JavaScript errors on the page");
   const paths = new Set(requests.map((u) => new URL(u).pathname));
   assert.deepEqual([...paths].sort(), ["/", "/v1/peers", "/v1/state"]);
-  nodes[0].proc.kill("SIGKILL");
+  process.kill(agentPid(0), "SIGKILL");
   await page.waitForFunction(() => document.body.classList.contains("unreachable"), null, { timeout: 10000 });
   assert.match(await page.textContent("#banner"), /Cannot reach this agent/);
   // The last view stays on screen.
