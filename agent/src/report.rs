@@ -126,9 +126,13 @@ pub async fn request(
         .await
         .map_err(|_| anyhow::anyhow!("{url}: no answer within 5 s; {unreachable}"))?
         .map_err(|e| {
-            use std::error::Error;
-            let cause = e.source().map(|c| format!(": {c}")).unwrap_or_default();
-            anyhow::anyhow!("cannot reach {url} ({e}{cause}); {unreachable}")
+            // hyper's own message is generic; the innermost cause says
+            // what happened ("Connection refused").
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(c) = cause.source() {
+                cause = c;
+            }
+            anyhow::anyhow!("cannot reach {url}: {cause}; {unreachable}")
         })?;
     let status = resp.status();
     let body = Limited::new(resp.into_body(), 16 * 1024 * 1024)
