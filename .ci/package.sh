@@ -22,7 +22,9 @@ if dpkg -s coolmesh >/dev/null 2>&1; then
 fi
 
 # Reuses the release build when CI made one already (live-checks).
-cargo deb -p coolmesh --locked -q
+# --strip: release builds keep line tables (profile.release debug = 1); the
+# packaged binary does not need them (11 MB installed instead of 82).
+cargo deb -p coolmesh --locked -q --strip
 deb=$(ls -t "$target"/debian/coolmesh_*.deb | head -n1)
 echo "package: built $deb"
 dpkg-deb --info "$deb" | sed -n '/Package:/,$p'
