@@ -49,6 +49,7 @@ mod tests {
             "id=\"counters\"",
             "class=\"legend\"",
             "role=\"alert\"",
+            "id=\"announce\"",
         ] {
             assert!(STATUS_PAGE.contains(needle), "status page lacks {needle:?}");
         }
