@@ -18,6 +18,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "status-page: node $(node --version) is too old: playwright-core needs Node.js 20 or newer" >&2
+  exit 1
+fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo build --locked -q -p coolmesh --bin coolmesh
