@@ -44,6 +44,19 @@ impl Demo {
         self.output.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
+    /// The output once it contains `needle` (or after 5 s): the reader
+    /// threads may still be draining the pipes after the demo exited.
+    fn output_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.output();
+            if out.contains(needle) || Instant::now() >= deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn http_addr(&self, i: u16) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.base + i))
     }
@@ -337,7 +350,8 @@ fn power_cut_shuts_every_node_down_and_quit_stops_every_agent() {
             "port {port} still answers"
         );
     }
-    assert!(d.output().contains("files kept in"), "{}", d.output());
+    let out = d.output_with("files kept in");
+    assert!(out.contains("files kept in"), "{out}");
     // --dir keeps the files: configs the agent accepts, logs, markers.
     let cfg = d.node_dir(0).join("coolmesh.toml");
     let check = Command::new(env!("CARGO_BIN_EXE_coolmesh"))
@@ -356,7 +370,7 @@ fn a_port_in_use_is_named_with_the_flag_to_change() {
     let _taken = TcpListener::bind((Ipv4Addr::LOCALHOST, base + 1)).expect("bind");
     let mut d = spawn_demo(&dir, base, 3, &["--for", "30s"], Stdio::null());
     let st = d.wait_exit(Duration::from_secs(10));
-    let out = d.output();
+    let out = d.output_with("--base-port");
     assert_eq!(st.code(), Some(2), "{out}");
     assert!(
         out.contains(&format!("port {} ", base + 1)) && out.contains("HTTP of demo-2"),
@@ -386,7 +400,8 @@ fn piped_stdin_ending_keeps_it_running_until_sigterm() {
     unsafe { kill(d.child.id() as i32, 15) };
     let st = d.wait_exit(Duration::from_secs(8));
     assert!(st.success(), "{st}:\n{}", d.output());
-    assert!(d.output().contains("SIGTERM received"), "{}", d.output());
+    let out = d.output_with("SIGTERM received");
+    assert!(out.contains("SIGTERM received"), "{out}");
     assert!(!alive(pid), "the agent outlived the demo");
 }
 
@@ -398,7 +413,8 @@ fn for_duration_stops_the_demo_by_itself() {
     let pid = d.pid(0);
     let st = d.wait_exit(Duration::from_secs(15));
     assert!(st.success(), "{st}:\n{}", d.output());
-    assert!(d.output().contains("--for elapsed"), "{}", d.output());
+    let out = d.output_with("--for elapsed");
+    assert!(out.contains("--for elapsed"), "{out}");
     assert!(!alive(pid), "the agent outlived the demo");
 }
 
