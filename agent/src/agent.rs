@@ -92,7 +92,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let token = load_token(&cfg)?;
     std::fs::create_dir_all(&cfg.node.state_dir).with_context(|| {
         format!(
-            "node.state_dir {}: cannot create",
+            "node.state_dir {}: cannot create (create it writable by the agent's user, or set node.state_dir / --state-dir)",
             cfg.node.state_dir.display()
         )
     })?;
@@ -132,7 +132,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (http.listen_address)"))?;
+        .with_context(|| format!("cannot listen on {addr} (http.listen_address): another agent or program on that port (`ss -ltnp`)? pick another with --web.listen-address"))?;
     tracing::info!(address = %listener.local_addr().unwrap_or(addr), peer_id = %peer_id, "serving HTTP");
     let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(16);
     let limits = Limits {
@@ -616,7 +616,7 @@ pub fn cluster_config(cfg: &Config) -> anyhow::Result<cluster::ClusterConfig> {
     };
     let psk = match &c.psk_file {
         Some(p) => Some(
-            cluster::load_psk(p).with_context(|| format!("cluster.psk_file {}", p.display()))?,
+            cluster::load_psk(p).with_context(|| format!("cluster.psk_file {} (create it once with `coolmesh keygen --psk --out FILE` and copy the same file to every server)", p.display()))?,
         ),
         None => None,
     };

@@ -33,6 +33,8 @@ pub enum Cmd {
     Keygen(KeygenArgs),
     /// Read or add to the cluster's CRDT counters through a running agent.
     Counter(CounterArgs),
+    /// Run a local cluster with simulated sensors and power; drive it from the keyboard.
+    Demo(DemoArgs),
 }
 
 /// Flags shared by `agent` and `sensors`.
@@ -143,12 +145,30 @@ pub struct StateArgs {
     /// The agent's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:9876")]
     pub url: String,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text (same as --format json).
     #[arg(long)]
     pub json: bool,
     /// Show the whole room: every peer, ranked by thermal headroom.
     #[arg(long)]
     pub cluster: bool,
+    /// Output format; `file_sd` prints Prometheus file_sd targets (NODE:PORT), with --cluster for the whole room.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StateFormat,
+    /// HTTP port of the agents in `file_sd` targets (default: the port of --url).
+    #[arg(long = "sd-port", value_name = "PORT")]
+    pub sd_port: Option<u16>,
+}
+
+/// Output format of `coolmesh state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateFormat {
+    /// Aligned text for people.
+    Text,
+    /// The agent's /v1/state document.
+    Json,
+    /// Prometheus file_sd target groups, one per node.
+    #[value(name = "file_sd", alias = "file-sd")]
+    FileSd,
 }
 
 /// `coolmesh keygen`
@@ -200,6 +220,28 @@ pub enum CounterAction {
         )]
         token_file: PathBuf,
     },
+}
+
+/// `coolmesh demo`
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Agents to start (1-16).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub nodes: u16,
+    /// First of 2N+1 consecutive ports on 127.0.0.1: HTTP of the agents,
+    /// then their libp2p ports, then the simulated power target.
+    #[arg(long = "base-port", value_name = "PORT", default_value_t = 9876, value_parser = clap::value_parser!(u16).range(1..))]
+    pub base_port: u16,
+    /// Power grace, also the overheat grace; the cooling grace is twice this (1s-1h).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Directory for configs, readings, state and logs, kept after exit
+    /// (default: a new temporary directory, removed on exit).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Stop by itself after this long (for scripts and tests).
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub run_for: Option<std::time::Duration>,
 }
 
 impl SourceFlags {

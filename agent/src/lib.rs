@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod counter_store;
+pub mod demo;
 pub mod fsm;
 pub mod persist;
 pub mod power;

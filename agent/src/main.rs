@@ -65,6 +65,12 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("coolmesh: {e:#}");
+                    if let Some(p) = &args.src.config {
+                        eprintln!(
+                            "coolmesh: not started; `coolmesh check-config {}` lists every problem",
+                            p.display()
+                        );
+                    }
                     return ExitCode::from(2);
                 }
             };
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         Cmd::State(args) => state(args),
         Cmd::Keygen(args) => keygen(args),
         Cmd::Counter(args) => counter(args),
+        Cmd::Demo(args) => coolmesh_agent::demo::main(args),
     }
 }
 
@@ -100,7 +107,10 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("{}: {e}", file.display());
+            eprintln!(
+                "{}: {e} (is the path right? the Debian package installs /etc/coolmesh/coolmesh.toml)",
+                file.display()
+            );
             return ExitCode::from(2);
         }
     };
@@ -113,7 +123,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             for e in &errs.0 {
                 eprintln!("{}: {e}", file.display());
             }
-            eprintln!("{} problem(s) found", errs.0.len());
+            eprintln!(
+                "{} problem(s) found; fix them (deploy/coolmesh.example.toml documents every key) and run `coolmesh check-config {}` again",
+                errs.0.len(),
+                file.display()
+            );
             ExitCode::from(2)
         }
     }
@@ -134,6 +148,11 @@ fn sensors(args: SensorsArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let progress = coolmesh_agent::report::Progress::new(&format!(
+        "reading {} source(s), timeout {}",
+        cfg.sensors.sources.len(),
+        humantime::format_duration(cfg.sensors.timeout)
+    ));
     let out = rt.block_on(async {
         let sources = coolmesh_agent::agent::build_sources(&cfg)?;
         let r = coolmesh_agent::sampler::read_all(
@@ -145,6 +164,7 @@ fn sensors(args: SensorsArgs) -> ExitCode {
         anyhow::Ok(r)
     });
     rt.shutdown_timeout(Duration::from_millis(300));
+    drop(progress);
     let (readings, statuses) = match out {
         Ok(x) => x,
         Err(e) => {
@@ -157,9 +177,17 @@ fn sensors(args: SensorsArgs) -> ExitCode {
             eprintln!("source {}: {e}", s.name);
         }
     }
-    let text = coolmesh_agent::report::render_sensors(&readings, &statuses, args.format);
+    let mut text = coolmesh_agent::report::render_sensors(&readings, &statuses, args.format);
+    if args.format == coolmesh_agent::cli::SensorsFormat::Table
+        && coolmesh_agent::report::colour_stdout()
+    {
+        text = coolmesh_agent::report::colour_sensor_rows(&text, &readings);
+    }
     print!("{text}");
     if statuses.iter().all(|s| !s.up) {
+        eprintln!(
+            "coolmesh: no source could be read; pick sources that work here (--sensors.source, [sensors] sources), check --path.sysfs and permissions"
+        );
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -174,29 +202,53 @@ fn state(args: StateArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let progress = coolmesh_agent::report::Progress::new(&format!("asking {}", args.url));
     let r = rt.block_on(coolmesh_agent::report::fetch_state(&args.url));
+    drop(progress);
     match r {
         Ok(snap) => {
-            if args.json {
-                match serde_json::to_string_pretty(&snap) {
+            use coolmesh_agent::cli::StateFormat;
+            use coolmesh_agent::report;
+            let format = if args.json {
+                StateFormat::Json
+            } else {
+                args.format
+            };
+            match format {
+                StateFormat::Json => match serde_json::to_string_pretty(&snap) {
                     Ok(s) => println!("{s}"),
                     Err(e) => eprintln!("coolmesh: {e}"),
+                },
+                StateFormat::FileSd => {
+                    // Every agent of a room serves on the same port as the
+                    // one asked, unless --sd-port says otherwise.
+                    let port = args.sd_port.unwrap_or_else(|| {
+                        args.url
+                            .parse::<hyper::Uri>()
+                            .ok()
+                            .and_then(|u| u.port_u16())
+                            .unwrap_or(80)
+                    });
+                    print!("{}", report::render_file_sd(&snap, args.cluster, port));
                 }
-            } else {
-                let now = coolmesh_agent::agent::unix_ms();
-                if args.cluster {
-                    print!("{}", coolmesh_agent::report::render_cluster(&snap, now));
-                } else {
-                    print!("{}", coolmesh_agent::report::render_state(&snap, now));
+                StateFormat::Text => {
+                    let now = coolmesh_agent::agent::unix_ms();
+                    let text = if args.cluster {
+                        report::render_cluster(&snap, now)
+                    } else {
+                        report::render_state(&snap, now)
+                    };
+                    if report::colour_stdout() {
+                        print!("{}", report::colourize(&text));
+                    } else {
+                        print!("{text}");
+                    }
                 }
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!(
-                "coolmesh: cannot ask the agent at {}: {e:#} (is it running? is --url right?)",
-                args.url
-            );
+            eprintln!("coolmesh: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -307,10 +359,7 @@ fn counter(args: CounterArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!(
-                "coolmesh: {e:#} (agent at {}; is it running? is --url right?)",
-                args.url
-            );
+            eprintln!("coolmesh: {e:#}");
             ExitCode::FAILURE
         }
     }

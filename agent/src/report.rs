@@ -110,7 +110,9 @@ pub async fn request(
     path: &str,
     token: Option<&str>,
 ) -> anyhow::Result<bytes::Bytes> {
-    let uri: hyper::Uri = format!("{}{path}", url.trim_end_matches('/')).parse()?;
+    let uri: hyper::Uri = format!("{}{path}", url.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad --url {url:?}: {e} (e.g. http://127.0.0.1:9876)"))?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
     let mut req = hyper::Request::builder().method(method).uri(uri);
@@ -118,9 +120,20 @@ pub async fn request(
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
     let req = req.body(Empty::new())?;
+    let unreachable =
+        "is it running? (`systemctl status coolmesh`) Is --url its http.listen_address?";
     let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
+        .map_err(|_| anyhow::anyhow!("{url}: no answer within 5 s; {unreachable}"))?
+        .map_err(|e| {
+            // hyper's own message is generic; the innermost cause says
+            // what happened ("Connection refused").
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(c) = cause.source() {
+                cause = c;
+            }
+            anyhow::anyhow!("cannot reach {url}: {cause}; {unreachable}")
+        })?;
     let status = resp.status();
     let body = Limited::new(resp.into_body(), 16 * 1024 * 1024)
         .collect()
@@ -132,7 +145,7 @@ pub async fn request(
             .ok()
             .and_then(|v| v["error"].as_str().map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        anyhow::bail!("HTTP {status}: {msg}");
+        anyhow::bail!("{url} answered HTTP {status}: {msg}");
     }
     Ok(body)
 }
@@ -140,7 +153,11 @@ pub async fn request(
 /// GET `<url>/v1/state` from a running agent.
 pub async fn fetch_state(url: &str) -> anyhow::Result<Snapshot> {
     let body = request(hyper::Method::GET, url, "/v1/state", None).await?;
-    Ok(serde_json::from_slice(&body)?)
+    serde_json::from_slice(&body).map_err(|e| {
+        anyhow::anyhow!(
+            "{url}/v1/state is not a coolmesh state document ({e}); is --url a coolmesh agent of the same version (`coolmesh --version`)?"
+        )
+    })
 }
 
 /// Text for `coolmesh state --cluster`: this node and its peers, best
@@ -214,6 +231,166 @@ pub fn render_cluster(s: &Snapshot, now_ms: u64) -> String {
         ));
     }
     out
+}
+
+/// Prometheus file_sd JSON for `coolmesh state --format file_sd`: one target
+/// group per node (this one, plus every known peer with `cluster`), sorted by
+/// node name so that an unchanged room prints the same bytes.
+///
+/// The target is `NODE:PORT`: records carry libp2p addresses, not HTTP ones,
+/// so the node name (the hostname unless `node.name` says otherwise) must
+/// resolve on the Prometheus server, and every agent of the room is assumed to
+/// serve HTTP on `port`. Labels are `__meta_coolmesh_{node,cluster,peer_id}`:
+/// available to relabelling, dropped afterwards, so they never collide with
+/// the `node` and `cluster` labels of `coolmesh_node_info`.
+pub fn render_file_sd(s: &Snapshot, cluster: bool, port: u16) -> String {
+    let mut nodes: Vec<(&str, &str)> = vec![(s.node.as_str(), s.peer_id.as_str())];
+    if cluster {
+        nodes.extend(
+            s.cluster
+                .peers
+                .iter()
+                .map(|p| (p.node.as_str(), p.peer_id.as_str())),
+        );
+    }
+    nodes.sort();
+    nodes.dedup_by(|a, b| a.0 == b.0);
+    let groups: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|(node, peer_id)| {
+            serde_json::json!({
+                "targets": [format!("{node}:{port}")],
+                "labels": {
+                    "__meta_coolmesh_node": node,
+                    "__meta_coolmesh_cluster": s.cluster.name,
+                    "__meta_coolmesh_peer_id": peer_id,
+                },
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+/// Whether to colour output written to stdout: only on a terminal, and never
+/// with `NO_COLOR` set (<https://no-color.org>) or `TERM=dumb`.
+pub fn colour_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").as_deref() != Ok("dumb")
+}
+
+/// Colour whole words of a rendered table or text with ANSI SGR codes:
+/// states and liveness by severity. Applied after alignment, so the columns
+/// stay aligned (the codes take no width on a terminal).
+pub fn colourize(text: &str) -> String {
+    const RED: &str = "\x1b[1;31m";
+    const YELLOW: &str = "\x1b[33m";
+    const GREEN: &str = "\x1b[32m";
+    const BLUE: &str = "\x1b[34m";
+    const DIM: &str = "\x1b[2m";
+    const BOLD: &str = "\x1b[1m";
+    const RESET: &str = "\x1b[0m";
+    let style = |w: &str| -> Option<&str> {
+        Some(match w {
+            "pre_fail" | "shutdown" | "DOWN" | "dead" | "down:" => RED,
+            "local_fault" | "suspect" | "(stale)" | "(dry-run)" => YELLOW,
+            "normal" | "up" | "alive" => GREEN,
+            "maintenance" => BLUE,
+            "-" => DIM,
+            _ => return None,
+        })
+    };
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        // Header rows of tables are upper case: make them bold.
+        let is_header = i == 0
+            && line.chars().any(|c| c.is_ascii_uppercase())
+            && !line.chars().any(|c| c.is_ascii_lowercase());
+        if is_header {
+            out.push_str(BOLD);
+            out.push_str(line.trim_end_matches('\n'));
+            out.push_str(RESET);
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+            continue;
+        }
+        let mut word = String::new();
+        let flush = |word: &mut String, out: &mut String| {
+            match style(word) {
+                Some(c) => {
+                    out.push_str(c);
+                    out.push_str(word);
+                    out.push_str(RESET);
+                }
+                None => out.push_str(word),
+            }
+            word.clear();
+        };
+        for ch in line.chars() {
+            if ch == ' ' || ch == '\n' || ch == ',' {
+                flush(&mut word, &mut out);
+                out.push(ch);
+            } else {
+                word.push(ch);
+            }
+        }
+        flush(&mut word, &mut out);
+    }
+    out
+}
+
+/// Colour the rows of a `sensors` table: red at or above critical, yellow
+/// at or above max; the header bold. `text` must be the table of `readings`.
+pub fn colour_sensor_rows(text: &str, readings: &[Reading]) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in text.lines().enumerate() {
+        let code = match i.checked_sub(1).and_then(|r| readings.get(r)) {
+            None if i == 0 => Some("\x1b[1m"),
+            Some(r) if r.critical_celsius.is_some_and(|c| r.celsius >= c) => Some("\x1b[1;31m"),
+            Some(r) if r.max_celsius.is_some_and(|m| r.celsius >= m) => Some("\x1b[33m"),
+            _ => None,
+        };
+        match code {
+            Some(c) => out.push_str(&format!("{c}{line}\x1b[0m\n")),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// A one-line "working on it" note on stderr for operations that may take
+/// seconds, shown only when stderr is a terminal and erased when dropped, so
+/// pipes and logs never see it.
+pub struct Progress(bool);
+
+impl Progress {
+    /// Show `msg` (e.g. "reading 3 sources (timeout 5s)").
+    pub fn new(msg: &str) -> Progress {
+        use std::io::{IsTerminal, Write};
+        let tty = std::io::stderr().is_terminal();
+        if tty {
+            let mut e = std::io::stderr();
+            let _ = write!(e, "{msg}…");
+            let _ = e.flush();
+        }
+        Progress(tty)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.0 {
+            use std::io::Write;
+            let mut e = std::io::stderr();
+            let _ = write!(e, "\r\x1b[K");
+            let _ = e.flush();
+        }
+    }
 }
 
 fn secs(s: u64) -> String {
@@ -341,6 +518,76 @@ mod tests {
             .map(|l| l.split_whitespace().next().unwrap_or(""))
             .collect();
         assert_eq!(order, ["cool", "me", "hot"], "{t}");
+    }
+
+    #[test]
+    fn file_sd_lists_every_node_once_sorted() {
+        use coolmesh_exporter::model::PeerStatus;
+        let mut s = Snapshot {
+            node: "srv2".into(),
+            peer_id: "12D3me".into(),
+            ..Default::default()
+        };
+        s.cluster.name = "room-1".into();
+        let peer = |n: &str, liveness: &str| PeerStatus {
+            node: n.into(),
+            peer_id: format!("12D3{n}"),
+            liveness: liveness.into(),
+            last_seen_ms: 0,
+            version: 1,
+            thermal: Default::default(),
+            power_up: None,
+            state: "normal".into(),
+            reason: "none".into(),
+            deadline_ms: None,
+            stale: liveness == "dead",
+        };
+        s.cluster.peers = vec![peer("srv10", "alive"), peer("srv1", "dead")];
+        let v: serde_json::Value =
+            serde_json::from_str(&render_file_sd(&s, true, 9876)).expect("json");
+        let targets: Vec<&str> = v
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|g| g["targets"][0].as_str().expect("target"))
+            .collect();
+        // A dead peer stays listed: Prometheus must keep scraping it to alert.
+        assert_eq!(targets, ["srv1:9876", "srv10:9876", "srv2:9876"]);
+        assert_eq!(v[2]["labels"]["__meta_coolmesh_cluster"], "room-1");
+        assert_eq!(v[2]["labels"]["__meta_coolmesh_peer_id"], "12D3me");
+        let alone: serde_json::Value =
+            serde_json::from_str(&render_file_sd(&s, false, 80)).expect("json");
+        assert_eq!(alone.as_array().map(Vec::len), Some(1));
+        assert_eq!(alone[0]["targets"][0], "srv2:80");
+    }
+
+    #[test]
+    fn colour_keeps_words_and_alignment() {
+        let plain = table(
+            &["NODE", "STATE"],
+            &[
+                ["a".into(), "pre_fail".into()],
+                ["bb".into(), "normal".into()],
+            ],
+            &[],
+        );
+        let c = colourize(&plain);
+        assert!(c.contains("\x1b[1;31mpre_fail\x1b[0m"), "{c:?}");
+        assert!(c.starts_with("\x1b[1mNODE"), "{c:?}");
+        let strip = |s: &str| {
+            let mut out = String::new();
+            let mut esc = false;
+            for ch in s.chars() {
+                match (esc, ch) {
+                    (false, '\x1b') => esc = true,
+                    (true, 'm') => esc = false,
+                    (true, _) => {}
+                    (false, c) => out.push(c),
+                }
+            }
+            out
+        };
+        assert_eq!(strip(&c), plain);
     }
 
     #[test]

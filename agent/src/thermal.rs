@@ -185,8 +185,18 @@ impl TrendWindow {
     }
 
     /// Slope in C/min of the rising temperature (equivalently, the falling
-    /// headroom), or `None` with fewer than two samples.
+    /// headroom). `None` until the samples span a quarter of the window and
+    /// number at least three: a fit over a few seconds of sensor noise
+    /// (+-0.2 C, whole-degree steps) reads as several C/min, and two nodes
+    /// doing that at once must not look like a cooling failure.
     pub fn trend(&self) -> Option<f64> {
+        let span = match (self.samples.front(), self.samples.back()) {
+            (Some(a), Some(b)) => b.0 - a.0,
+            _ => return None,
+        };
+        if self.samples.len() < 3 || span < self.window.as_secs_f64() / 4.0 {
+            return None;
+        }
         let all_headroom = self.samples.iter().all(|s| s.2.is_some());
         let points: Vec<(f64, f64)> = if all_headroom {
             // Headroom shrinks as heat rises; negate so that "rising" is positive.
@@ -302,6 +312,21 @@ mod tests {
         assert_eq!(s.headroom_celsius, Some(42.5));
         let ttc = s.time_to_critical_seconds.expect("rising");
         assert!((ttc - 42.5 / 5.0 * 60.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_trend_from_a_few_seconds_of_noise() {
+        let mut w = TrendWindow::new(Duration::from_secs(120), 100);
+        // Five samples 1 s apart with +-0.2 C noise: a naive fit says ~+3 C/min.
+        for (i, v) in [50.0, 49.8, 50.1, 50.2, 50.2].iter().enumerate() {
+            w.push(i as f64, *v, None);
+        }
+        assert_eq!(w.trend(), None);
+        // Once the samples span a quarter of the window the trend is reported.
+        for i in 5..=30 {
+            w.push(i as f64, 50.0, None);
+        }
+        assert!(w.trend().is_some_and(|t| t.abs() < 1.0));
     }
 
     #[test]

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Checks the deployment examples in deploy/: every YAML parses (Kubernetes
+# manifests have apiVersion, kind, metadata.name), the configs they carry pass
+# `coolmesh check-config`, Prometheus's config passes `promtool check config`
+# with a file_sd file that `coolmesh state --cluster --format file_sd` wrote
+# from a live agent, and refresh-file-sd.sh writes, keeps and refuses as
+# documented. Needs promtool and python3 with PyYAML (.ci/run installs both).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+target=${CARGO_TARGET_DIR:-target}
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+
+cargo build --locked -q -p coolmesh --bin coolmesh
+bin="$target/debug/coolmesh"
+tmp=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+passed=0
+pass() { echo "deploy: ok: $*"; passed=$((passed + 1)); }
+
+python3 - "$tmp" deploy <<'PY'
+import pathlib, sys, yaml
+tmp, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for f in sorted(list(root.rglob("*.yml")) + list(root.rglob("*.yaml"))):
+    docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
+    assert docs, f"{f}: empty"
+    for d in docs:
+        if "kubernetes" in f.parts:
+            for k in ("apiVersion", "kind"):
+                assert k in d, f"{f}: a document without {k}"
+            assert d.get("metadata", {}).get("name"), f"{f}: {d['kind']} without metadata.name"
+            if d["kind"] == "ConfigMap":
+                (tmp / "configmap.toml").write_text(d["data"]["coolmesh.toml"])
+            if d["kind"] == "DaemonSet":
+                spec = d["spec"]["template"]["spec"]
+                assert spec["hostNetwork"] is True, "DaemonSet must use hostNetwork"
+                c = spec["containers"][0]
+                assert c["securityContext"]["capabilities"]["add"] == ["NET_RAW"]
+                mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+                assert mounts["/host/sys"].get("readOnly") is True, "/sys must be read-only"
+                vols = {v["name"]: v for v in spec["volumes"]}
+                assert vols["state"]["hostPath"]["path"] == "/var/lib/coolmesh"
+                assert "secret" in vols and "config" in vols
+    print(f"deploy: {f}: {len(docs)} document(s)")
+PY
+pass "YAML files parse; Kubernetes manifests complete"
+
+"$bin" check-config "$tmp/configmap.toml"
+pass "the Kubernetes ConfigMap's coolmesh.toml passes check-config"
+"$bin" check-config deploy/coolmesh.example.toml
+pass "deploy/coolmesh.example.toml passes check-config"
+
+# One live agent, alone, for file_sd.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin" agent --path.sysfs agent/tests/fixtures/sysfs --web.listen-address "127.0.0.1:$port" \
+  --state-dir "$tmp/state" --node.name deploy-check --cluster.name room-ci \
+  --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --dry-run >"$tmp/agent.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  "$bin" state --url "http://127.0.0.1:$port" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+mkdir -p "$tmp/file_sd"
+"$bin" state --cluster --format file_sd --url "http://127.0.0.1:$port" > "$tmp/file_sd/coolmesh-room-ci.json"
+python3 - "$tmp/file_sd/coolmesh-room-ci.json" "$port" <<'PY'
+import json, sys
+groups = json.load(open(sys.argv[1]))
+assert groups == [{"targets": [f"deploy-check:{sys.argv[2]}"],
+                   "labels": {"__meta_coolmesh_node": "deploy-check",
+                              "__meta_coolmesh_cluster": "room-ci",
+                              "__meta_coolmesh_peer_id": groups[0]["labels"]["__meta_coolmesh_peer_id"]}}], groups
+assert groups[0]["labels"]["__meta_coolmesh_peer_id"].startswith("12D3")
+PY
+pass "coolmesh state --cluster --format file_sd"
+
+sed -e "s|/etc/prometheus/rules/|$PWD/alerts/|" -e "s|/etc/prometheus/file_sd/|$tmp/file_sd/|" \
+  deploy/prometheus/prometheus.yml > "$tmp/prometheus.yml"
+promtool check config "$tmp/prometheus.yml"
+pass "promtool check config deploy/prometheus/prometheus.yml (with the rules and the file_sd file)"
+
+export PATH="$(dirname "$bin"):$PATH"
+out="$tmp/sd/coolmesh-r1.json"
+COOLMESH_AGENTS="http://127.0.0.1:1 http://127.0.0.1:$port" COOLMESH_ROOM=r1 FILE_SD_DIR="$tmp/sd" \
+  sh deploy/prometheus/refresh-file-sd.sh
+cmp -s "$out" "$tmp/file_sd/coolmesh-room-ci.json" || { echo "refresh-file-sd wrote something else" >&2; exit 1; }
+before=$(stat -c %Y.%i "$out")
+COOLMESH_AGENTS="http://127.0.0.1:$port" COOLMESH_ROOM=r1 FILE_SD_DIR="$tmp/sd" sh deploy/prometheus/refresh-file-sd.sh
+[ "$(stat -c %Y.%i "$out")" = "$before" ] || { echo "refresh-file-sd rewrote an unchanged file" >&2; exit 1; }
+if COOLMESH_AGENTS="http://127.0.0.1:1" COOLMESH_ROOM=r1 FILE_SD_DIR="$tmp/sd" sh deploy/prometheus/refresh-file-sd.sh 2>/dev/null; then
+  echo "refresh-file-sd succeeded with no agent" >&2; exit 1
+fi
+cmp -s "$out" "$tmp/file_sd/coolmesh-room-ci.json" || { echo "refresh-file-sd lost the file when no agent answered" >&2; exit 1; }
+[ -z "$(ls -A "$tmp/sd" | grep -v '^coolmesh-r1.json$')" ] || { echo "refresh-file-sd left temporary files: $(ls -A "$tmp/sd")" >&2; exit 1; }
+pass "refresh-file-sd.sh: falls over to the next agent, skips unchanged, keeps the file when no agent answers"
+
+echo "deploy: $passed passed, 0 failed"

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Builds the Debian package with cargo-deb, installs it with dpkg -i on this
+# machine, checks what it installed, upgrades over it, removes and purges it.
+# Needs root (CI runs as root on Debian). Installs cargo-deb if missing
+# (a few minutes of compiling, once per machine). Prints the .deb's path.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+target=${CARGO_TARGET_DIR:-target}
+
+fail() { echo "package: FAILED: $*" >&2; exit 1; }
+passed=0
+ok() { echo "package: ok: $*"; passed=$((passed + 1)); }
+
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "package: installing cargo-deb"
+  cargo install cargo-deb --locked --version 3.8.0 -q
+fi
+export DEBIAN_FRONTEND=noninteractive
+dpkg -s adduser >/dev/null 2>&1 || { apt-get update -q; apt-get install -y -q adduser; }
+if dpkg -s coolmesh >/dev/null 2>&1; then
+  fail "a coolmesh package is already installed here; remove it first (dpkg -P coolmesh)"
+fi
+
+# Reuses the release build when CI made one already (live-checks).
+# --strip: release builds keep line tables (profile.release debug = 1); the
+# packaged binary does not need them (11 MB installed instead of 82).
+cargo deb -p coolmesh --locked -q --strip
+deb=$(ls -t "$target"/debian/coolmesh_*.deb | head -n1)
+echo "package: built $deb"
+dpkg-deb --info "$deb" | sed -n '/Package:/,$p'
+
+contents=$(dpkg-deb --contents "$deb")
+for f in ./usr/bin/coolmesh ./lib/systemd/system/coolmesh.service ./etc/coolmesh/coolmesh.toml \
+  ./usr/share/polkit-1/rules.d/50-coolmesh.rules ./usr/share/doc/coolmesh/operator-guide.md \
+  ./usr/share/doc/coolmesh/examples/prometheus/prometheus.yml ./usr/share/doc/coolmesh/examples/dashboards/coolmesh-room.json; do
+  grep -q " $f\$" <<<"$contents" || fail "$f missing from the package"
+done
+ok "package contents"
+
+# This machine's own /etc/coolmesh and /var/lib/coolmesh (a developer's
+# keygen, another test) are set aside and put back afterwards: the purge at
+# the end deletes both.
+saved=$(mktemp -d)
+for d in /etc/coolmesh /var/lib/coolmesh; do
+  if [ -e "$d" ]; then mkdir -p "$saved$(dirname "$d")" && mv "$d" "$saved$d"; fi
+done
+cleanup() {
+  dpkg -P coolmesh >/dev/null 2>&1 || true
+  for d in /etc/coolmesh /var/lib/coolmesh; do
+    if [ -e "$saved$d" ]; then rm -rf "$d" && mv "$saved$d" "$d"; fi
+  done
+  rm -rf "$saved"
+}
+trap cleanup EXIT
+
+# An operator who ran `coolmesh keygen` as root before installing: the
+# package must hand that identity to the coolmesh user.
+"$target/release/coolmesh" keygen --state-dir /var/lib/coolmesh > "$saved/peer-before"
+
+echo "package: dpkg -i"
+dpkg -i "$deb"
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+[ "$(coolmesh --version)" = "coolmesh $version" ] || fail "coolmesh --version says '$(coolmesh --version)', want 'coolmesh $version'"
+ok "coolmesh --version: $(coolmesh --version)"
+coolmesh check-config /etc/coolmesh/coolmesh.toml
+ok "check-config on the installed config"
+
+dpkg-query -W -f='${Conffiles}\n' coolmesh | grep -q '/etc/coolmesh/coolmesh.toml' || fail "config is not a conffile"
+ok "/etc/coolmesh/coolmesh.toml is a conffile"
+getent passwd coolmesh >/dev/null || fail "no coolmesh user"
+[ "$(getent passwd coolmesh | cut -d: -f7)" = /usr/sbin/nologin ] || fail "coolmesh user has a login shell"
+ok "system user: $(getent passwd coolmesh)"
+[ "$(stat -c '%a %U:%G' /var/lib/coolmesh)" = "700 coolmesh:coolmesh" ] || fail "/var/lib/coolmesh is $(stat -c '%a %U:%G' /var/lib/coolmesh)"
+ok "/var/lib/coolmesh 700 coolmesh:coolmesh"
+[ "$(stat -c '%a %U:%G' /etc/coolmesh/token)" = "640 root:coolmesh" ] || fail "/etc/coolmesh/token is $(stat -c '%a %U:%G' /etc/coolmesh/token)"
+[ "$(tr -d '\n' < /etc/coolmesh/token | wc -c)" -eq 64 ] || fail "token is not 64 hex digits"
+ok "/etc/coolmesh/token 640 root:coolmesh"
+# The service user can create its identity in its state directory and read
+# the sensors (as the unit would run it).
+peer=$(runuser -u coolmesh -- coolmesh keygen --state-dir /var/lib/coolmesh)
+[ "$peer" = "$(cat "$saved/peer-before")" ] || fail "the identity created before the install was replaced"
+ok "coolmesh user owns its identity (created by root before the install): $peer"
+sysfs=$(mktemp -d)
+cp -a agent/tests/fixtures/sysfs "$sysfs/" && chmod -R a+rX "$sysfs"
+runuser -u coolmesh -- coolmesh sensors --path.sysfs "$sysfs/sysfs" >/dev/null
+rm -rf "$sysfs"
+ok "coolmesh user reads sensors"
+
+if command -v systemd-analyze >/dev/null; then
+  # Without a running systemd, verify still parses the unit and checks its
+  # directives, the ExecStart binary and the Documentation= file.
+  systemd-analyze verify --man=no /lib/systemd/system/coolmesh.service
+  ok "systemd-analyze verify coolmesh.service"
+else
+  echo "package: systemd-analyze not available; unit not verified"
+fi
+
+echo "package: upgrade (dpkg -i over itself)"
+sum=$(sha256sum < /etc/coolmesh/token)
+echo "# local edit" >> /etc/coolmesh/coolmesh.toml
+dpkg -i --force-confold "$deb" >/dev/null
+[ "$(sha256sum < /etc/coolmesh/token)" = "$sum" ] || fail "the upgrade replaced the token"
+tail -n1 /etc/coolmesh/coolmesh.toml | grep -q '# local edit' || fail "the upgrade replaced the edited config"
+[ "$(runuser -u coolmesh -- coolmesh keygen --state-dir /var/lib/coolmesh)" = "$peer" ] || fail "the upgrade changed the identity"
+ok "upgrade keeps config, token, identity"
+
+echo "package: dpkg -r"
+dpkg -r coolmesh >/dev/null
+[ ! -e /usr/bin/coolmesh ] || fail "/usr/bin/coolmesh left after dpkg -r"
+[ -e /var/lib/coolmesh/identity.key ] || fail "dpkg -r removed the state directory"
+ok "dpkg -r removes the program, keeps the state"
+dpkg -P coolmesh >/dev/null
+[ ! -e /var/lib/coolmesh ] || fail "dpkg -P left /var/lib/coolmesh"
+[ ! -e /etc/coolmesh/token ] || fail "dpkg -P left the token"
+ok "dpkg -P removes state and token"
+echo "package: all checks passed: $deb"
+echo "package: $passed passed, 0 failed"
