@@ -280,8 +280,9 @@ def run_in_netns(name, script, argv, delay_ms=0, delayed_ports="20000:20999"):
             nd = subprocess.Popen(ex + ["chrt", "-f", "20", sys.executable,
                                         os.path.join(ROOT, "bench", "netdelay.py"),
                                         "--delay-ms", str(delay_ms), "--ready-file", ready],
-                                  stderr=open(os.path.join(os.environ.get("BENCH_OUT", "/tmp"),
-                                                           f"{name}.netdelay.log"), "w"))
+                                  stderr=open(os.path.join(
+                                      os.environ.get("BENCH_OUT", "/tmp"),
+                                      f"{name}.netdelay-{time.strftime('%Y%m%d-%H%M%S')}.log"), "w"))
             for _ in range(100):
                 if os.path.exists(ready):
                     break
