@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Interop test (docs/protocol.md): a js-libp2p peer joins a cluster of real
+# agents over TCP + pnet + noise + yamux and speaks /coolmesh/sync/1.0.0.
+# Needs Node.js >= 20 and npm (on the machine image; Debian's nodejs is
+# installed if they are missing). Installs the exact packages of
+# interop/package-lock.json with `npm ci`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends nodejs npm
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "interop: Node.js $(node --version) is too old (need >= 20)" >&2
+  exit 1
+fi
+
+target_dir=${CARGO_TARGET_DIR:-target}
+cargo build --release --locked --bin coolmesh
+export COOLMESH_BIN="$PWD/$target_dir/release/coolmesh"
+case "$target_dir" in /*) COOLMESH_BIN="$target_dir/release/coolmesh" ;; esac
+
+cd interop
+npm ci --no-audit --no-fund --loglevel=error
+npm test
