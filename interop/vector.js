@@ -1,4 +1,4 @@
-// Prints the test vector of docs/protocol.md section 12 (deterministic:
+// Prints the test vector of docs/protocol.md section 13 (deterministic:
 // Ed25519 signatures are, and the key comes from a fixed seed).
 //   node vector.js
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'

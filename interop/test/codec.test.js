@@ -61,3 +61,26 @@ test('records sign and verify; the key comes out of the PeerId', async () => {
   const forged = await signPayload(s.payload, other)
   await assert.rejects(verifyRecord(forged), /bad signature/)
 })
+
+test('docs/protocol.md section 13: the test vector is what this codec produces', async () => {
+  const { readFileSync } = await import('node:fs')
+  const { vector } = await import('../vector.js')
+  const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8')
+  const section = doc.slice(doc.indexOf('## 13. Test vector'))
+  const block = label => {
+    const lines = section.slice(section.indexOf(`\n${label} (`) + 1).split('\n').slice(1)
+    const body = []
+    for (const l of lines.slice(lines.findIndex(l => l.trim() !== ''))) {
+      if (!l.startsWith('    ')) break
+      body.push(l.trim())
+    }
+    return body.join('')
+  }
+  const v = await vector()
+  assert.equal(block('payload'), hex(v.payload))
+  assert.equal(block('signature'), hex(v.signature))
+  assert.equal(block('request frame'), hex(v.requestFrame))
+  assert.ok(section.includes(v.peerId))
+  const p = await verifyRecord({ payload: v.payload, signature: v.signature })
+  assert.equal(p.thermal.timeToCritical, 4275.5)
+})
