@@ -18,10 +18,16 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-target_dir=${CARGO_TARGET_DIR:-target}
-cargo build --release --locked --bin coolmesh
-export COOLMESH_BIN="$PWD/$target_dir/release/coolmesh"
-case "$target_dir" in /*) COOLMESH_BIN="$target_dir/release/coolmesh" ;; esac
+# The agents under test: the release build, unless COOLMESH_BIN names an
+# agent binary already built (e.g. target/debug/coolmesh, which
+# `cargo test` builds, to save a release build on a slow machine).
+if [ -z "${COOLMESH_BIN:-}" ]; then
+  target_dir=${CARGO_TARGET_DIR:-target}
+  case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+  cargo build --release --locked --bin coolmesh
+  export COOLMESH_BIN="$target_dir/release/coolmesh"
+fi
+echo "interop: agents are $COOLMESH_BIN"
 
 cd interop
 npm ci --no-audit --no-fund --loglevel=error
