@@ -27,6 +27,10 @@ if [ -z "${COOLMESH_BIN:-}" ]; then
   cargo build --release --locked --bin coolmesh
   export COOLMESH_BIN="$target_dir/release/coolmesh"
 fi
+if [ ! -x "$COOLMESH_BIN" ]; then
+  echo "interop: no agent binary at $COOLMESH_BIN" >&2
+  exit 1
+fi
 echo "interop: agents are $COOLMESH_BIN"
 
 cd interop
