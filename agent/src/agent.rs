@@ -145,6 +145,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         control: Some(ctl_tx),
         token,
         limits,
+        web: None,
     });
     let http = tokio::spawn(coolmesh_exporter::serve(
         listener,

@@ -518,6 +518,9 @@ fn yaml_error(e: &serde_yaml_ng::Error) -> WebConfigError {
     }
 }
 
+/// What identifies a version of a file: modification time and size.
+type FileStamp = (SystemTime, u64);
+
 /// Where a PEM blob comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pem {
@@ -540,7 +543,7 @@ impl Pem {
         }
     }
 
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
+    fn stamp(&self) -> Option<FileStamp> {
         match self {
             Pem::File(p) => std::fs::metadata(p)
                 .ok()
@@ -832,12 +835,13 @@ struct ReloadingCert {
 
 #[derive(Debug)]
 struct CertState {
-    stamp: (Option<(SystemTime, u64)>, Option<(SystemTime, u64)>),
+    /// Certificate's and key's.
+    stamp: (Option<FileStamp>, Option<FileStamp>),
     current: Arc<CertifiedKey>,
 }
 
 impl ReloadingCert {
-    fn stamp(&self) -> (Option<(SystemTime, u64)>, Option<(SystemTime, u64)>) {
+    fn stamp(&self) -> (Option<FileStamp>, Option<FileStamp>) {
         (self.cert.stamp(), self.key.stamp())
     }
 }
