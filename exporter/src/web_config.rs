@@ -1038,9 +1038,9 @@ fn build_tls(t: &TlsSettings) -> Result<ServerConfig, WebConfigError> {
 
 /// Most cached verdicts of each kind (the toolkit keeps 100).
 const CACHE_ENTRIES: usize = 100;
-/// Longest a request waits for its turn at bcrypt before a 503-like refusal
-/// (it is answered 401). With the connection cap and ~60 ms per check this
-/// is only reached under a password flood.
+/// Longest a request waits for its turn at bcrypt before it is refused
+/// (503 with Retry-After). With the connection cap and ~60 ms per check
+/// this is only reached under a password flood.
 const BCRYPT_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// Basic auth users and the verdict caches.
@@ -1604,7 +1604,10 @@ http_server_config:
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cached_checks_skip_bcrypt() {
         let mut users = BTreeMap::new();
-        users.insert("alice".to_string(), bcrypt::hash("hunter2", 10).expect("hash"));
+        users.insert(
+            "alice".to_string(),
+            bcrypt::hash("hunter2", 10).expect("hash"),
+        );
         let auth = BasicAuth::new(users);
         let good = header("alice", "hunter2");
         let t = std::time::Instant::now();
