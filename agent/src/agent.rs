@@ -26,7 +26,7 @@ use crate::supervisor::{Supervisor, SupervisorStats, SystemClock};
 use anyhow::Context;
 use coolmesh_exporter::auth::Token;
 use coolmesh_exporter::Command;
-use coolmesh_exporter::{App, BuildInfo, ControlRequest, Limits, Metrics, Snapshot};
+use coolmesh_exporter::{App, BuildInfo, ControlRequest, Limits, Metrics, Snapshot, WebConfig};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +84,30 @@ pub fn load_token(cfg: &Config) -> anyhow::Result<Option<Token>> {
         .map_err(|e| anyhow::anyhow!("http.token_file {}: {e}", path.display()))
 }
 
+/// Load `http.web_config_file`, if configured: TLS, basic auth, headers.
+/// Every certificate it names is read and checked here, so a bad one stops
+/// the agent at startup with the file's name.
+pub fn load_web_config(cfg: &Config) -> anyhow::Result<Option<Arc<WebConfig>>> {
+    let Some(path) = &cfg.http.web_config_file else {
+        return Ok(None);
+    };
+    let w = WebConfig::load(path).map_err(|e| anyhow::anyhow!("http.web_config_file: {e}"))?;
+    Ok(Some(Arc::new(w)))
+}
+
 /// Run the agent until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let web = load_web_config(&cfg)?;
+    run_with_web(cfg, web, shutdown).await
+}
+
+/// [`run`] with the web config already loaded (the binary loads it first
+/// so that a bad one exits with the config error status).
+pub async fn run_with_web(
+    cfg: Config,
+    web: Option<Arc<WebConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let addr = normalize_listen(&cfg.http.listen_address)
         .map_err(|e| anyhow::anyhow!("http.listen_address: {e}"))?;
     let sources = build_sources(&cfg)?;
@@ -133,7 +155,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (http.listen_address): another agent or program on that port (`ss -ltnp`)? pick another with --web.listen-address"))?;
-    tracing::info!(address = %listener.local_addr().unwrap_or(addr), peer_id = %peer_id, "serving HTTP");
+    let security = web
+        .as_ref()
+        .map(|w| w.summary())
+        .unwrap_or_else(|| "plain HTTP, no basic auth".into());
+    let scheme = if web.as_ref().is_some_and(|w| w.tls().is_some()) {
+        "HTTPS"
+    } else {
+        "HTTP"
+    };
+    tracing::info!(address = %listener.local_addr().unwrap_or(addr), peer_id = %peer_id, %security, "serving {scheme}");
     let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(16);
     let limits = Limits {
         max_connections: cfg.http.max_connections,
@@ -145,6 +176,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         control: Some(ctl_tx),
         token,
         limits,
+        web,
     });
     let http = tokio::spawn(coolmesh_exporter::serve(
         listener,

@@ -70,6 +70,10 @@ pub struct AgentArgs {
     /// Address for HTTP (config: http.listen_address; default 127.0.0.1:9876).
     #[arg(long = "web.listen-address", value_name = "ADDR")]
     pub listen_address: Option<String>,
+    /// TLS and basic auth: web config file in the Prometheus exporter-toolkit
+    /// format (config: http.web_config_file).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Node name (config: node.name; default: hostname).
     #[arg(long = "node.name", value_name = "NAME")]
     pub node_name: Option<String>,
@@ -139,12 +143,68 @@ pub struct SensorsArgs {
     pub format: SensorsFormat,
 }
 
+/// How `state` and `counter` reach an agent that serves HTTPS or wants
+/// basic auth (`--web.config.file` on the agent). The environment variables
+/// let an operator set them once, e.g. in a shell profile.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientFlags {
+    /// CA certificate (PEM) that signed the agent's certificate; needed for https:// URLs.
+    #[arg(
+        long = "tls.ca-file",
+        value_name = "FILE",
+        env = "COOLMESH_TLS_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for agents that require one (mTLS).
+    #[arg(
+        long = "tls.cert-file",
+        value_name = "FILE",
+        env = "COOLMESH_TLS_CERT_FILE",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// Key (PEM) of --tls.cert-file.
+    #[arg(
+        long = "tls.key-file",
+        value_name = "FILE",
+        env = "COOLMESH_TLS_KEY_FILE",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
+    /// Name to verify in the agent's certificate (default: the host of --url).
+    #[arg(
+        long = "tls.server-name",
+        value_name = "NAME",
+        env = "COOLMESH_TLS_SERVER_NAME"
+    )]
+    pub server_name: Option<String>,
+    /// Basic auth user name (one of the agent's basic_auth_users).
+    #[arg(
+        long = "basic-auth.username",
+        value_name = "USER",
+        env = "COOLMESH_BASIC_AUTH_USERNAME",
+        requires = "password_file"
+    )]
+    pub username: Option<String>,
+    /// File holding the basic auth password (the password, not its bcrypt hash).
+    #[arg(
+        long = "basic-auth.password-file",
+        value_name = "FILE",
+        env = "COOLMESH_BASIC_AUTH_PASSWORD_FILE",
+        requires = "username"
+    )]
+    pub password_file: Option<PathBuf>,
+}
+
 /// `coolmesh state`
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
-    /// The agent's HTTP address.
+    /// The agent's address: http://HOST:PORT, or https://HOST:PORT with TLS.
     #[arg(long, default_value = "http://127.0.0.1:9876")]
     pub url: String,
+    /// TLS and basic auth towards the agent.
+    #[command(flatten)]
+    pub client: ClientFlags,
     /// Print JSON instead of text (same as --format json).
     #[arg(long)]
     pub json: bool,
@@ -192,9 +252,12 @@ pub struct KeygenArgs {
 /// `coolmesh counter`
 #[derive(Debug, Clone, Args)]
 pub struct CounterArgs {
-    /// The agent's HTTP address.
+    /// The agent's address: http://HOST:PORT, or https://HOST:PORT with TLS.
     #[arg(long, default_value = "http://127.0.0.1:9876")]
     pub url: String,
+    /// TLS and basic auth towards the agent.
+    #[command(flatten)]
+    pub client: ClientFlags,
     /// What to do.
     #[command(subcommand)]
     pub action: CounterAction,
@@ -285,6 +348,9 @@ impl AgentArgs {
             crate::config::normalize_listen(a)
                 .map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
             c.http.listen_address = a.clone();
+        }
+        if let Some(p) = &self.web_config_file {
+            c.http.web_config_file = Some(p.clone());
         }
         if let Some(n) = &self.node_name {
             c.node.name = n.clone();

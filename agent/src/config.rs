@@ -113,6 +113,9 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// Concurrent connections. Default 64.
     pub max_connections: usize,
+    /// Web config file (Prometheus exporter-toolkit format): TLS, basic
+    /// auth, extra headers. Default none: plain HTTP, open reads.
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// `[[sensors.thresholds]]`: override or fill in thresholds.
@@ -292,6 +295,7 @@ impl Default for Config {
                 listen_address: "127.0.0.1:9876".into(),
                 token_file: None,
                 max_connections: 64,
+                web_config_file: None,
             },
             sensors: SensorsConfig {
                 interval: Duration::from_secs(10),
@@ -694,7 +698,12 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
             "http" => w.table(
                 "http",
                 t,
-                &["listen_address", "token_file", "max_connections"],
+                &[
+                    "listen_address",
+                    "token_file",
+                    "max_connections",
+                    "web_config_file",
+                ],
                 |w, k, full, it| match k {
                     "listen_address" => {
                         if let Some(v) = w.nonempty_string(full, it) {
@@ -706,6 +715,9 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
                     }
                     "token_file" => {
                         c.http.token_file = w.nonempty_string(full, it).map(PathBuf::from)
+                    }
+                    "web_config_file" => {
+                        c.http.web_config_file = w.nonempty_string(full, it).map(PathBuf::from)
                     }
                     _ => {
                         if let Some(v) = w.int(full, it, 1..=65536) {
@@ -1192,6 +1204,7 @@ state_dir = "/var/lib/coolmesh"
 
 [http]
 token_file = "/etc/coolmesh/token"
+web_config_file = "/etc/coolmesh/web-config.yml"
 
 [sensors]
 interval = "10s"
@@ -1214,6 +1227,10 @@ command = ["systemctl", "poweroff"]
         assert_eq!(
             c.http.token_file,
             Some(PathBuf::from("/etc/coolmesh/token"))
+        );
+        assert_eq!(
+            c.http.web_config_file,
+            Some(PathBuf::from("/etc/coolmesh/web-config.yml"))
         );
     }
 

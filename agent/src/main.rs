@@ -74,6 +74,22 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // A web config that does not load (bad YAML, unreadable or
+            // mismatched certificate) is a config error: refuse to start
+            // rather than fall back to serving plain HTTP.
+            let web = match coolmesh_agent::agent::load_web_config(&cfg) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("coolmesh: {e:#}");
+                    if let Some(p) = &cfg.http.web_config_file {
+                        eprintln!(
+                            "coolmesh: not started; `coolmesh check-config {}` checks the web config file",
+                            p.display()
+                        );
+                    }
+                    return ExitCode::from(2);
+                }
+            };
             init_logging(&cfg.log.level, cfg.log.format == "json");
             let rt = match runtime() {
                 Ok(rt) => rt,
@@ -82,7 +98,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let r = rt.block_on(coolmesh_agent::agent::run(cfg, signal()));
+            let r = rt.block_on(coolmesh_agent::agent::run_with_web(cfg, web, signal()));
             // A sensor read stuck in the kernel must not hold up the exit.
             rt.shutdown_timeout(Duration::from_millis(300));
             match r {
@@ -104,6 +120,24 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
+    // A web config file (YAML) can be checked on its own, like
+    // `promtool check web-config`.
+    if matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("yml" | "yaml")
+    ) {
+        return match coolmesh_exporter::WebConfig::load(file) {
+            Ok(w) => {
+                println!("{}: OK ({})", file.display(), w.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("1 problem found; deploy/web-config.example.yml documents the format");
+                ExitCode::from(2)
+            }
+        };
+    }
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -115,7 +149,16 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
     };
     match coolmesh_agent::config::parse(&text) {
-        Ok(_) => {
+        Ok(cfg) => {
+            // The web config file it names must load too (certificates
+            // included): the agent would refuse to start otherwise.
+            if let Some(web) = &cfg.http.web_config_file {
+                if let Err(e) = coolmesh_exporter::WebConfig::load(web) {
+                    eprintln!("{}: http.web_config_file: {e}", file.display());
+                    eprintln!("1 problem found; deploy/web-config.example.yml documents the web config format");
+                    return ExitCode::from(2);
+                }
+            }
             println!("{}: OK", file.display());
             ExitCode::SUCCESS
         }
@@ -202,8 +245,15 @@ fn state(args: StateArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ep = match coolmesh_agent::report::Endpoint::from_flags(&args.url, &args.client) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("coolmesh: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let progress = coolmesh_agent::report::Progress::new(&format!("asking {}", args.url));
-    let r = rt.block_on(coolmesh_agent::report::fetch_state(&args.url));
+    let r = rt.block_on(coolmesh_agent::report::fetch_state_from(&ep));
     drop(progress);
     match r {
         Ok(snap) => {
@@ -313,10 +363,17 @@ fn counter(args: CounterArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ep = match coolmesh_agent::report::Endpoint::from_flags(&args.url, &args.client) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("coolmesh: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let r = rt.block_on(async {
         match &args.action {
             CounterAction::List => {
-                let snap = coolmesh_agent::report::fetch_state(&args.url).await?;
+                let snap = coolmesh_agent::report::fetch_state_from(&ep).await?;
                 let rows: Vec<[String; 3]> = snap
                     .counters
                     .iter()
@@ -340,9 +397,9 @@ fn counter(args: CounterArgs) -> ExitCode {
                     )
                 })?;
                 let path = format!("/v1/counters/{name}/inc?amount={amount}");
-                let body = coolmesh_agent::report::request(
+                let body = coolmesh_agent::report::request_to(
                     hyper::Method::POST,
-                    &args.url,
+                    &ep,
                     &path,
                     Some(token.trim()),
                 )

@@ -311,3 +311,273 @@ fn keygen_counter_and_state_commands() {
         !down.status.success() && String::from_utf8_lossy(&down.stderr).contains("is it running?")
     );
 }
+
+/// Certificates for the TLS tests: (CA PEM, server cert PEM, server key PEM).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "coolmesh test CA");
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = p.self_signed(&ca_key).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let mut p =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).expect("params");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// GET over TLS with the std library and rustls' blocking API; returns
+/// (status, body).
+fn https_get(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).expect("conn");
+    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serves_https_with_basic_auth_and_the_cli_follows() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (ca, cert, key) = test_pki();
+    std::fs::write(d.join("ca.crt"), &ca).expect("write");
+    std::fs::create_dir(d.join("tls")).expect("mkdir");
+    std::fs::write(d.join("tls/server.crt"), &cert).expect("write");
+    std::fs::write(d.join("tls/server.key"), &key).expect("write");
+    let password = "scrape-password-0123";
+    std::fs::write(d.join("password"), format!("{password}\n")).expect("write");
+    let hash = bcrypt::hash(password, 4).expect("hash");
+    // Relative paths: against the web config file's directory.
+    std::fs::write(
+        d.join("web.yml"),
+        format!("tls_server_config:\n  cert_file: tls/server.crt\n  key_file: tls/server.key\nbasic_auth_users:\n  prometheus: {hash}\n"),
+    )
+    .expect("write");
+    let token = d.join("token");
+    std::fs::write(&token, "tls-test-token-0123456789").expect("token");
+    let cfg = d.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[node]\nstate_dir = \"{}\"\n[http]\ntoken_file = \"{}\"\n",
+            d.join("state").display(),
+            token.display()
+        ),
+    )
+    .expect("cfg");
+    let sysfs = fixtures().join("sysfs");
+    let mut a = start_agent(&[
+        "--config",
+        cfg.to_str().expect("p"),
+        "--path.sysfs",
+        sysfs.to_str().expect("p"),
+        "--web.config.file",
+        d.join("web.yml").to_str().expect("p"),
+    ]);
+    let good = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("prometheus:{password}"))
+    );
+    let (st, body) = https_get(a.addr, &ca, "/metrics", Some(&good));
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("coolmesh_build_info{"), "{body}");
+    assert_eq!(https_get(a.addr, &ca, "/metrics", None).0, 401);
+    assert_eq!(https_get(a.addr, &ca, "/-/healthy", None).0, 401);
+    // Plain HTTP on the TLS port is refused with a clear answer.
+    let (st, body) = http(a.addr, "GET", "/metrics", None);
+    assert_eq!(st, 400);
+    assert!(body.contains("HTTPS server"), "{body}");
+
+    let url = format!("https://{}", a.addr);
+    let ca_file = d.join("ca.crt");
+    let pw_file = d.join("password");
+    let client = [
+        "--tls.ca-file",
+        ca_file.to_str().expect("p"),
+        "--basic-auth.username",
+        "prometheus",
+        "--basic-auth.password-file",
+        pw_file.to_str().expect("p"),
+    ];
+    let out = run_cli(&[&["state", "--url", &url, "--json"][..], &client[..]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["node"].is_string(), "{v}");
+    // The token goes in X-Coolmesh-Token next to basic auth.
+    let inc = run_cli(
+        &[
+            &["counter", "--url", &url][..],
+            &client[..],
+            &[
+                "inc",
+                "jobs",
+                "--amount",
+                "2",
+                "--token-file",
+                token.to_str().expect("p"),
+            ][..],
+        ]
+        .concat(),
+    );
+    assert!(
+        inc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inc.stderr)
+    );
+    let list = run_cli(&[&["counter", "--url", &url][..], &client[..], &["list"][..]].concat());
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["jobs", "2", "2"]),
+        "{list}"
+    );
+    // What goes wrong is said.
+    let e = run_cli(&[
+        "state",
+        "--url",
+        &url,
+        "--tls.ca-file",
+        ca_file.to_str().expect("p"),
+    ]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        !e.status.success() && err.contains("401") && err.contains("--basic-auth.username"),
+        "{err}"
+    );
+    let e = run_cli(&["state", "--url", &url]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        !e.status.success() && err.contains("--tls.ca-file"),
+        "{err}"
+    );
+    let e = run_cli(&["state", "--url", &format!("http://{}", a.addr)]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("https://"), "{err}");
+    let _ = terminate(&mut a);
+
+    // A web config whose key does not match its certificate: exit 2 before
+    // serving, naming the files; check-config says the same.
+    let (_, other_cert, _) = test_pki();
+    std::fs::write(d.join("tls/server.crt"), other_cert).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .args([
+            "agent",
+            "--config",
+            cfg.to_str().expect("p"),
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--web.config.file",
+            d.join("web.yml").to_str().expect("p"),
+        ])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("web.yml: line 3: tls_server_config.key_file:") && err.contains("server.key"),
+        "{err}"
+    );
+    let out = run_cli(&["check-config", d.join("web.yml").to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nweb_config_file = \"{}\"\n",
+            d.join("web.yml").display()
+        ),
+    )
+    .expect("cfg");
+    let out = run_cli(&["check-config", cfg.to_str().expect("p")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("http.web_config_file") && err.contains("does not go with"),
+        "{err}"
+    );
+    std::fs::write(d.join("tls/server.crt"), &cert).expect("write");
+    let out = run_cli(&["check-config", cfg.to_str().expect("p")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The shipped example loads (with certificates where it expects them)
+    // and its password is the documented one.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/web-config.example.yml");
+    let ex = d.join("example");
+    std::fs::create_dir_all(ex.join("tls")).expect("mkdir");
+    std::fs::copy(&example, ex.join("web-config.yml")).expect("copy");
+    std::fs::write(ex.join("tls/coolmesh.crt"), &cert).expect("write");
+    std::fs::write(ex.join("tls/coolmesh.key"), &key).expect("write");
+    let out = run_cli(&[
+        "check-config",
+        ex.join("web-config.yml").to_str().expect("p"),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("TLS TLS12-TLS13") && said.contains("basic auth (1 user(s))"),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(&example).expect("example");
+    let hash = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("prometheus: "))
+        .expect("user");
+    assert!(bcrypt::verify("change-me", hash).expect("hash"));
+}

@@ -34,6 +34,11 @@ impl Token {
         let Some(given) = h.strip_prefix(b"Bearer ") else {
             return false;
         };
+        self.check_raw(given)
+    }
+
+    /// Check a bare token (the `X-Coolmesh-Token` header) in constant time.
+    pub fn check_raw(&self, given: &[u8]) -> bool {
         // ct_eq on slices of different length returns false without leaking
         // where they differ.
         given.ct_eq(&self.0).into()

@@ -6,11 +6,20 @@
 //! (slowloris), a header size limit, and request bodies are never read (no
 //! endpoint takes one). On shutdown the loop stops accepting and gives open
 //! connections a short grace to finish.
+//!
+//! With a web config file ([`crate::web_config`]) the same loop serves TLS:
+//! the handshake runs inside the connection's task, under the same
+//! connection cap and its own timeout, so a client that never finishes its
+//! handshake holds one slot for at most `tls_handshake_timeout`. Basic auth
+//! then guards every route, and the mutating endpoints additionally want the
+//! operator token, in `X-Coolmesh-Token` (the `Authorization` header carries
+//! the basic auth credentials).
 
 use crate::auth::Token;
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::status_page::STATUS_PAGE;
+use crate::web_config::{AuthResult, WebConfig, PLAIN_HTTP_ON_TLS};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -21,7 +30,8 @@ use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 /// An operator command for the agent core.
@@ -66,6 +76,9 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Longest maintenance window `POST /v1/maintenance` accepts. Default 7 days.
     pub max_maintenance: Duration,
+    /// Time a client gets to complete the TLS handshake (TLS only). Default
+    /// 10 s, like the header read timeout that follows it.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -76,6 +89,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(1),
             max_maintenance: Duration::from_secs(7 * 24 * 3600),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -92,7 +106,14 @@ pub struct App {
     pub token: Option<Token>,
     /// Server limits.
     pub limits: Limits,
+    /// TLS, basic auth and extra headers (`--web.config.file`); `None`:
+    /// plain HTTP, open reads.
+    pub web: Option<Arc<WebConfig>>,
 }
+
+/// Header that carries the operator token when `Authorization` is taken by
+/// basic auth. Accepted with or without basic auth.
+pub const TOKEN_HEADER: &str = "x-coolmesh-token";
 
 type Resp = Response<Full<Bytes>>;
 
@@ -145,6 +166,46 @@ pub fn valid_counter_name(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+}
+
+/// Answer one request: basic auth (when configured) in front of every
+/// route, then the route, then the configured extra headers on whatever the
+/// answer is.
+pub async fn respond(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let Some(web) = app.web.clone() else {
+        return handle(app, req).await;
+    };
+    let verdict = match web.basic_auth() {
+        None => AuthResult::Ok,
+        Some(auth) => {
+            auth.check(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes))
+                .await
+        }
+    };
+    let mut resp = match verdict {
+        AuthResult::Ok => handle(app, req).await,
+        AuthResult::Denied => {
+            let mut r = text(StatusCode::UNAUTHORIZED, "text/plain", "Unauthorized\n");
+            // No realm: the toolkit sends none either.
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+            r
+        }
+        AuthResult::Busy => {
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "Too many password checks queued; retry\n",
+            );
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    };
+    for (k, v) in web.headers() {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    resp
 }
 
 /// Route one request.
@@ -281,10 +342,16 @@ async fn authorized(app: &App, req: &Request<Incoming>, cmd: Command) -> Resp {
             "mutating endpoints are disabled: set http.token_file in the config",
         );
     };
-    if !token.check_header(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes)) {
+    let headers = req.headers();
+    let given = headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
+    let ok = match given {
+        Some(t) => token.check_raw(t),
+        None => token.check_header(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes)),
+    };
+    if !ok {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer <token from http.token_file>)",
+            "missing or wrong token (Authorization: Bearer <token from http.token_file>, or X-Coolmesh-Token: <token> when basic auth is on)",
         );
         r.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -332,6 +399,11 @@ pub async fn serve(
     let limits = app.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = app
+        .web
+        .as_ref()
+        .and_then(|w| w.tls())
+        .map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -352,20 +424,26 @@ pub async fn serve(
             continue;
         };
         let app = app.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(app, req).await) }
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192));
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection error");
+            match tls {
+                None => serve_conn(TokioIo::new(stream), app, &limits, watcher, peer).await,
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(
+                        limits.tls_handshake_timeout,
+                        tls_accept(&acceptor, stream),
+                    )
+                    .await;
+                    match hs {
+                        Ok(Some(s)) => {
+                            serve_conn(TokioIo::new(s), app, &limits, watcher, peer).await
+                        }
+                        Ok(None) => {}
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
@@ -373,4 +451,66 @@ pub async fn serve(
     drop(listener);
     let _ = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await;
     Ok(())
+}
+
+/// Serve HTTP/1.1 on one accepted (and, with TLS, handshaken) connection.
+async fn serve_conn<I>(
+    io: TokioIo<I>,
+    app: Arc<App>,
+    limits: &Limits,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(respond(app, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let conn = watcher.watch(builder.serve_connection(io, svc));
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection error");
+    }
+}
+
+/// TLS handshake on a fresh connection. A client speaking plain HTTP to the
+/// TLS port gets Go's 400 answer (what node_exporter says), so the mistake
+/// is obvious from curl; anything else that is not TLS is just closed.
+async fn tls_accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    // 0x16: TLS handshake record. Peeking leaves the byte for rustls.
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] != 0x16 => {
+            if first[0].is_ascii_uppercase() {
+                let mut stream = stream;
+                let head = format!(
+                    "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    PLAIN_HTTP_ON_TLS.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&PLAIN_HTTP_ON_TLS).await;
+                let _ = stream.shutdown().await;
+            }
+            return None;
+        }
+        Ok(1) => {}
+        _ => return None,
+    }
+    match acceptor.accept(stream).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // Wrong CA, missing client certificate, version mismatch: the
+            // client's problem, logged for the operator at debug.
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+    }
 }

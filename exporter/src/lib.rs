@@ -8,6 +8,8 @@
 //! - [`http`]: hyper server, routes, operator commands.
 //! - [`auth`]: bearer token check in constant time.
 //! - [`status_page`]: the self-contained HTML status page.
+//! - [`web_config`]: `--web.config.file` (exporter-toolkit format): TLS,
+//!   basic auth, extra response headers.
 //!
 //! The exporter never does I/O on a scrape beyond serialising the snapshot.
 
@@ -17,7 +19,9 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod status_page;
+pub mod web_config;
 
 pub use http::{serve, App, Command, ControlRequest, Limits};
 pub use metrics::{BuildInfo, Metrics};
 pub use model::Snapshot;
+pub use web_config::WebConfig;

@@ -38,6 +38,7 @@ async fn start(token: Option<&str>, limits: Limits) -> Server {
         control: Some(tx),
         token: token.map(|t| Token::from_file_content(t).expect("token")),
         limits,
+        web: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -268,6 +268,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             control: None,
             token: None,
             limits: Limits::default(),
+            web: None,
         });
         let stop = async {
             let mut term =
