@@ -7,7 +7,7 @@
 //! file in a temporary directory.
 
 use coolmesh_agent::fsm::{
-    Event, ExecRecord, FsmConfig, Input, Machine, Millis, PeerView, Reason, State,
+    Event, ExecRecord, FsmConfig, Input, Machine, Millis, PeerView, PowerReading, Reason, State,
 };
 use coolmesh_agent::persist::{self, Persisted};
 use coolmesh_agent::shutdown::{ExecStats, Executor, ShutdownConfig};
@@ -200,7 +200,7 @@ async fn drive(
 
 fn power(up: bool) -> Input {
     Input {
-        power: Some(up),
+        power: Some(PowerReading::from(up)),
         ..Input::default()
     }
 }
@@ -357,7 +357,7 @@ async fn overheat_must_be_sustained() {
     let a = w.start().await;
     let mut rng = StdRng::seed_from_u64(4);
     let hot = |c: bool| Input {
-        power: Some(true),
+        power: Some(PowerReading::from(true)),
         thermal: ThermalSummary {
             critical: c,
             hottest_celsius: Some(if c { 96.0 } else { 80.0 }),
@@ -402,7 +402,7 @@ async fn prediction_shuts_down_early_enough_to_finish_before_critical() {
             (30.0 - 10.0 * (t - loss) / 60.0, 10.0)
         };
         Input {
-            power: Some(t < loss),
+            power: Some(PowerReading::from(t < loss)),
             thermal: ThermalSummary {
                 hottest_celsius: Some(100.0 - headroom),
                 headroom_celsius: Some(headroom),
@@ -483,7 +483,7 @@ async fn maintenance_holds_every_shutdown_until_its_end() {
     assert_eq!(a.machine().state, State::Maintenance);
     // Power down and the node at critical for the whole window.
     let bad = |_t: f64| Input {
-        power: Some(false),
+        power: Some(PowerReading::from(false)),
         thermal: ThermalSummary {
             critical: true,
             ..ThermalSummary::default()
@@ -877,7 +877,7 @@ async fn corroboration_local_probe_failure_is_a_local_fault() {
     };
     // The local probe fails from t = 60 but every peer sees the target.
     let local = |t: f64| Input {
-        power: Some(t < 60.0),
+        power: Some(PowerReading::from(t < 60.0)),
         peers: peers_up,
         ..Input::default()
     };
@@ -887,7 +887,7 @@ async fn corroboration_local_probe_failure_is_a_local_fault() {
     assert_eq!(w.marker_lines(), 0);
     // Then the peers lose it too: a real outage.
     let real = |_t: f64| Input {
-        power: Some(false),
+        power: Some(PowerReading::from(false)),
         peers: peers_down,
         ..Input::default()
     };
@@ -911,7 +911,7 @@ async fn local_fault_recovers_with_good_probes() {
         overheating: 0,
     };
     let f = |t: f64| Input {
-        power: Some(!(60.0..300.0).contains(&t)),
+        power: Some(PowerReading::from(!(60.0..300.0).contains(&t))),
         peers: peers_up,
         ..Input::default()
     };
@@ -932,7 +932,7 @@ async fn cooling_quorum_shuts_down_after_the_cooling_grace() {
     };
     // One of three peers heating, plus this node: 2 of 4, below the quorum of 3.
     let minority = |_t: f64| Input {
-        power: Some(true),
+        power: Some(PowerReading::from(true)),
         thermal: heating,
         peers: PeerView {
             fresh_peers: 3,
@@ -945,7 +945,7 @@ async fn cooling_quorum_shuts_down_after_the_cooling_grace() {
     assert!(!trace.ever(State::PreFail));
     // Two of three peers plus this node: 3 of 4.
     let quorum = |_t: f64| Input {
-        power: Some(true),
+        power: Some(PowerReading::from(true)),
         thermal: heating,
         peers: PeerView {
             fresh_peers: 3,

@@ -19,7 +19,7 @@ fn cfg() -> FsmConfig {
 
 fn input(power: Option<bool>) -> Input {
     Input {
-        power,
+        power: power.map(PowerReading::from),
         ..Input::default()
     }
 }
@@ -54,7 +54,7 @@ fn obs_peers(power: Option<bool>, p: PeerView) -> Event {
 
 fn obs_thermal(power: Option<bool>, thermal: ThermalSummary, p: PeerView) -> Event {
     Event::Observe(Input {
-        power,
+        power: power.map(PowerReading::from),
         thermal,
         peers: p,
     })
@@ -431,7 +431,11 @@ fn power_verdict_table() {
         ),
     ];
     for (power, p, want) in cases {
-        assert_eq!(power_verdict(power, &p), want, "{power:?} {p:?}");
+        assert_eq!(
+            power_verdict(power.map(PowerReading::from), &p),
+            want,
+            "{power:?} {p:?}"
+        );
     }
 }
 
@@ -709,9 +713,15 @@ mod properties {
                 overheating: o.min(f),
             }
         });
+        let reading = prop_oneof![
+            Just(PowerReading::Up),
+            Just(PowerReading::Down),
+            Just(PowerReading::Unknown),
+        ];
         prop_oneof![
-            8 => (prop::option::of(any::<bool>()), thermal, peer_view)
+            8 => (prop::option::of(reading), thermal, peer_view.clone())
                 .prop_map(|(power, thermal, peers)| Event::Observe(Input { power, thermal, peers })),
+            3 => peer_view.prop_map(Event::PeersChanged),
             4 => Just(Event::Tick),
             1 => Just(Event::Cancel),
             1 => (1u64..2000).prop_map(|s| Event::Maintenance { until: Millis(T0 + s * 1000) }),
@@ -752,6 +762,32 @@ mod properties {
                 m = next;
             }
             prop_assert!(runs <= 1);
+        }
+
+        /// A node whose own probes only ever fail locally (EMFILE, ...) never
+        /// enters pre_fail for power, whatever its peers report and however
+        /// often the view changes: in a cool room it stays in normal or
+        /// local_fault for good.
+        #[test]
+        fn unknown_probes_never_start_a_power_grace(
+            steps in prop::collection::vec((any::<bool>(), 0u32..6, 0u32..6, 1u64..20_000), 1..300)
+        ) {
+            let cfg = cfg();
+            let mut m = Machine::new(Millis(T0));
+            let mut now = Millis(T0);
+            for (observe, up, down, dt) in steps {
+                now = now.plus(Duration::from_millis(dt));
+                let p = peers(up + down, up, down);
+                let ev = if observe {
+                    Event::Observe(Input { power: Some(PowerReading::Unknown), peers: p, ..Input::default() })
+                } else {
+                    Event::PeersChanged(p)
+                };
+                let (next, _) = step(&m, &ev, now, &cfg);
+                let (next, _) = step(&next, &Event::Tick, now, &cfg);
+                prop_assert!(matches!(next.state, State::Normal | State::LocalFault), "{:?}", next.state);
+                m = next;
+            }
         }
 
         /// Power that is never lost for longer than the grace, in a cool

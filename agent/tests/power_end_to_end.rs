@@ -93,7 +93,7 @@ mod power {
             }
             assert_eq!(got, want);
             // 3 of 6 up is not a majority; with ICMP it is 4 of 7.
-            assert_eq!(obs.up, icmp);
+            assert_eq!(obs.up, Some(icmp));
             let errors: Vec<Option<&str>> =
                 obs.targets.iter().map(|t| t.error.as_deref()).collect();
             assert!(errors[1].unwrap().contains("refused"), "{errors:?}");

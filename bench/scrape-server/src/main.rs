@@ -124,6 +124,7 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             targets: vec![TargetStatus {
                 target: target.clone(),
                 up: true,
+                unknown: false,
                 duration_seconds: 0.0003,
                 error: None,
             }],
