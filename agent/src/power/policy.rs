@@ -132,7 +132,8 @@ mod tests {
         const T: Option<bool> = Some(true);
         const F: Option<bool> = Some(false);
         // votes, any, all, majority
-        let cases: &[(&[Option<bool>], Option<bool>, Option<bool>, Option<bool>)] = &[
+        type Row<'a> = (&'a [Option<bool>], Option<bool>, Option<bool>, Option<bool>);
+        let cases: &[Row] = &[
             (&[], T, T, T),
             (&[U], U, U, U),
             (&[U, U, U], U, U, U),

@@ -201,17 +201,15 @@ mod tests {
     }
 
     /// A scripted attempt: answers `result` after `after`, or never.
-    fn scripted(after: Option<Duration>, up: bool) -> impl Future<Output = Result<(), ProbeError>> {
-        async move {
-            match after {
-                Some(d) => tokio::time::sleep(d).await,
-                None => futures::future::pending::<()>().await,
-            }
-            if up {
-                Ok(())
-            } else {
-                Err(ProbeError::Down("scripted refusal".into()))
-            }
+    async fn scripted(after: Option<Duration>, up: bool) -> Result<(), ProbeError> {
+        match after {
+            Some(d) => tokio::time::sleep(d).await,
+            None => futures::future::pending::<()>().await,
+        }
+        if up {
+            Ok(())
+        } else {
+            Err(ProbeError::Down("scripted refusal".into()))
         }
     }
 
@@ -222,14 +220,64 @@ mod tests {
         // attempts started); the budget is 1 s, the second starts at 500 ms.
         type Attempt = (Option<Duration>, bool);
         #[rustfmt::skip]
-        let cases: &[(&str, Attempt, Attempt, Option<bool>, Duration, usize)] = &[
-            ("first answers at once", (Some(ms(2)), true), (Some(ms(2)), true), Some(true), ms(2), 1),
-            ("refused at once is final", (Some(ms(1)), false), (Some(ms(1)), true), Some(false), ms(1), 1),
-            ("lost SYN: the second connects", (None, true), (Some(ms(3)), true), Some(true), ms(503), 2),
-            ("slow first still counts", (Some(ms(700)), true), (None, true), Some(true), ms(700), 2),
-            ("first fails late, second connects", (Some(ms(600)), false), (Some(ms(200)), true), Some(true), ms(700), 2),
-            ("both fail: the first's error", (Some(ms(800)), false), (Some(ms(100)), false), Some(false), ms(800), 2),
-            ("nothing answers: timeout", (None, true), (None, true), None, ms(1000), 2),
+        type Row = (&'static str, Attempt, Attempt, Option<bool>, Duration, usize);
+        let cases: &[Row] = &[
+            (
+                "first answers at once",
+                (Some(ms(2)), true),
+                (Some(ms(2)), true),
+                Some(true),
+                ms(2),
+                1,
+            ),
+            (
+                "refused at once is final",
+                (Some(ms(1)), false),
+                (Some(ms(1)), true),
+                Some(false),
+                ms(1),
+                1,
+            ),
+            (
+                "lost SYN: the second connects",
+                (None, true),
+                (Some(ms(3)), true),
+                Some(true),
+                ms(503),
+                2,
+            ),
+            (
+                "slow first still counts",
+                (Some(ms(700)), true),
+                (None, true),
+                Some(true),
+                ms(700),
+                2,
+            ),
+            (
+                "first fails late, second connects",
+                (Some(ms(600)), false),
+                (Some(ms(200)), true),
+                Some(true),
+                ms(700),
+                2,
+            ),
+            (
+                "both fail: the first's error",
+                (Some(ms(800)), false),
+                (Some(ms(100)), false),
+                Some(false),
+                ms(800),
+                2,
+            ),
+            (
+                "nothing answers: timeout",
+                (None, true),
+                (None, true),
+                None,
+                ms(1000),
+                2,
+            ),
         ];
         for (name, first, second, want, took, attempts) in cases {
             let started = Instant::now();
