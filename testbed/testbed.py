@@ -1394,7 +1394,8 @@ def sc_j_flood(bed):
     emfile = [h.name for h in bed.hosts if "Too many open files" in open(os.path.join(h.dir, "agent.log")).read()]
     shut = [h.name for h in bed.hosts if bed.markers(h) or bad.get(h.name, "").startswith("shutdown")]
     if shut or bad:
-        raise KnownBug(f"false shutdown (power) decided on {shut or 'none'}, pre_fail or shutdown seen on "
+        # Finding 1: EMFILE in the power probe must read as "unknown" (local_fault), never as "power down".
+        raise Fail(f"false shutdown (power) decided on {shut or 'none'}, pre_fail or shutdown seen on "
                        f"{sorted(bad) or 'none'}; 'Too many open files' in the logs of {emfile}")
     check(bed.converged(), "not converged after the flood")
     return (f"mesh {conv:.1f}s after the last start; {per} idle connections per agent for {hold:.0f}s, agents' open-file limit "
@@ -1452,8 +1453,6 @@ KNOWN = {
     "k": "agents that discover each other at the same time both dial from their listen port; with enough "
          "latency the two SYNs cross, TCP makes one connection with two noise initiators, both fail, and "
          "mDNS-discovered peers are never dialled again (docs/failure-matrix.md, finding 2)",
-    "j": "an idle-connection flood exhausts the agent's file descriptors; the power probe then fails "
-         "with EMFILE, which counts as 'power down' on every node (docs/failure-matrix.md, finding 1)",
 }
 
 

@@ -18,7 +18,7 @@
 use crate::cluster::{self, counters::CounterKind, ClusterView, LocalState};
 use crate::config::{normalize_listen, Config, SourceKind};
 use crate::counter_store::CounterStore;
-use crate::fsm::{Event, FsmConfig, Input, Machine, Millis, PeerView, Reason, State};
+use crate::fsm::{Event, FsmConfig, Input, Machine, Millis, PeerView, PowerReading, Reason, State};
 use crate::power::{self, PowerObservation};
 use crate::sampler::{SamplerConfig, SensorState};
 use crate::sources::{self, Source};
@@ -290,9 +290,10 @@ pub async fn run_with_web(
         counters,
         peer_id,
         thermal: Default::default(),
-        power_up: None,
+        power: None,
         power_targets: Vec::new(),
         view: ClusterView::default(),
+        sent_peers: None,
         seen_transitions: Default::default(),
         seen_probe_failures: 0,
         recovered: false,
@@ -340,9 +341,14 @@ struct Core {
     peer_id: String,
     power_configured: bool,
     thermal: crate::thermal::ThermalSummary,
-    power_up: Option<bool>,
+    /// The last probe round as the state machine reads it (`None` before
+    /// the first round).
+    power: Option<PowerReading>,
+    /// The last round's known per-target results, as published to peers.
     power_targets: Vec<cluster::record::PowerObservation>,
     view: ClusterView,
+    /// The peer view last sent as [`Event::PeersChanged`].
+    sent_peers: Option<PeerView>,
     /// Transition counts already turned into built-in counter increments.
     seen_transitions: std::collections::HashMap<(State, State, Reason), u64>,
     seen_probe_failures: u64,
@@ -388,9 +394,20 @@ impl Core {
                 }
                 obs = power_rx.recv(), if power_open => {
                     let Some(obs) = obs else { power_open = false; continue };
-                    self.power_up = Some(obs.up);
+                    // An unknown round (local errors only) is neither up nor
+                    // down: the machine reads it as a local fault, and peers
+                    // get no vote from us.
+                    self.power = Some(obs.up.map_or(PowerReading::Unknown, PowerReading::from));
                     let at_ms = obs.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-                    self.power_targets = obs.targets.iter().map(|t| cluster::record::PowerObservation { target: t.target.clone(), up: t.up, at_ms }).collect();
+                    // The record has no "unknown" per target: an unknown
+                    // target is left out rather than published as "down",
+                    // which peers would count as a vote.
+                    self.power_targets = obs
+                        .targets
+                        .iter()
+                        .filter(|t| !t.unknown)
+                        .map(|t| cluster::record::PowerObservation { target: t.target.clone(), up: t.up, at_ms })
+                        .collect();
                     let policy = self.cfg.power.policy.clone();
                     self.update(|snap| crate::snapshot::apply_power(snap, &policy, &obs));
                     self.observe();
@@ -400,6 +417,7 @@ impl Core {
                 r = view_rx.changed(), if view_open => {
                     if r.is_err() { view_open = false; continue; }
                     self.view = view_rx.borrow_and_update().clone();
+                    self.peers_changed();
                     if !self.recovered && !self.view.peers.is_empty() {
                         // Peers carry our last published slots: after a lost
                         // counters file this brings the counts back.
@@ -506,7 +524,7 @@ impl Core {
     fn observe(&self) {
         let peers = peer_view(&self.view, &self.fsm_cfg);
         let input = Input {
-            power: self.power_up,
+            power: self.power,
             thermal: self.thermal,
             peers,
         };
@@ -517,13 +535,34 @@ impl Core {
         }
     }
 
+    /// Tell the state machine when what fresh peers report changed, so that
+    /// a corroboration that arrives between two own probes acts at once
+    /// (e.g. `local_fault` -> `pre_fail` as peers' "down" votes come in).
+    /// Only real changes are sent; the machine re-evaluates with its last
+    /// own probe result and never counts this as a probe.
+    fn peers_changed(&mut self) {
+        if !self.power_configured {
+            return;
+        }
+        let peers = peer_view(&self.view, &self.fsm_cfg);
+        if self.sent_peers == Some(peers) {
+            return;
+        }
+        // Bounded, like observations: if the machine is behind, the next
+        // observation carries the same view anyway.
+        match self.event_tx.try_send(Event::PeersChanged(peers)) {
+            Ok(()) => self.sent_peers = Some(peers),
+            Err(e) => tracing::debug!(error = %e, "state machine busy; peer view change dropped"),
+        }
+    }
+
     /// Publish what peers should see of us.
     fn publish_local(&self, m: &Machine) {
         let state = LocalState {
             node: self.cfg.node.name.clone(),
             thermal: (&self.thermal).into(),
             power: self.power_targets.clone(),
-            power_up: self.power_up,
+            power_up: self.power.and_then(PowerReading::vote),
             fsm: cluster::record::FsmSummary {
                 state: m.state.as_str().to_string(),
                 reason: m.reason.as_str().to_string(),
@@ -605,7 +644,7 @@ impl Core {
             .power
             .targets
             .iter()
-            .map(|t| pm.failures.with_label_values(&[t.as_str()]).get())
+            .map(|t| pm.failures_of(t))
             .sum();
         let new = total.saturating_sub(self.seen_probe_failures);
         self.seen_probe_failures = total;

@@ -16,7 +16,9 @@
 //!   exactly once (see [`ExecRecord`]).
 //! - `local_fault`: this node's power probe fails but a majority of fresh
 //!   peers see the power target up: the fault is local (a cable, a switch
-//!   port, the probe itself). Alert only, never a shutdown.
+//!   port, the probe itself). Also entered when this node's probe round is
+//!   *unknown* (every probe failed with a local error such as `EMFILE`, see
+//!   [`PowerReading::Unknown`]). Alert only, never a shutdown.
 //! - `maintenance`: an operator holds every automatic shutdown until a
 //!   deadline.
 //!
@@ -25,7 +27,10 @@
 //! - **power**: the local probe fails and the failure is corroborated: fresh
 //!   peers agree, or no fresh peer reports on the target (then the agent
 //!   behaves like the original careful servers and trusts its own probe).
-//!   See [`power_verdict`].
+//!   See [`power_verdict`]. An *unknown* round is never a failure: a node
+//!   that cannot open a socket knows nothing about mains power, and if that
+//!   counted as "down", an fd-exhaustion attack or a bad configuration
+//!   pushed to every node would power the whole room off.
 //! - **cooling**: a quorum of fresh nodes, this one included, is overheating
 //!   or heating fast. See [`cooling_quorum`] and [`FsmConfig::is_heating`].
 //! - **overheat**: one of this node's sensors has been at or above critical
@@ -35,7 +40,24 @@
 //! `pre_fail` the deadline only ever moves *earlier* (another trigger with a
 //! shorter grace, or the prediction below); it never moves later, so a node
 //! cannot be talked out of a due shutdown by noise. Leaving `pre_fail` needs
-//! [`FsmConfig::recovery_probes`] consecutive observations with no trigger.
+//! [`FsmConfig::recovery_probes`] consecutive observations with no trigger;
+//! in `pre_fail(power)` an unknown round is not such an observation (it
+//! breaks the streak: it says nothing about whether mains came back).
+//!
+//! # Peer view changes
+//!
+//! [`Event::PeersChanged`] re-evaluates the power corroboration with the new
+//! peer view and this node's *last* own probe result
+//! ([`Machine::last_power`]) as soon as the cluster view changes, rather
+//! than at the next own probe. When mains fails, the first node to probe
+//! sees its peers' older "up" votes and goes to `local_fault`; without this
+//! it would stay there for a whole probe interval after the peers' "down"
+//! votes arrived. It can enter `pre_fail` (from `local_fault` or `normal`;
+//! the grace counts from that moment, as for an observation) and reset a
+//! recovery streak in `pre_fail` when the loss is corroborated again, but
+//! it is not an observation: it never counts toward a recovery, never
+//! leaves `pre_fail` or `local_fault` for `normal`, and leaves cooling and
+//! overheat to the next observation.
 //!
 //! # Prediction
 //!
@@ -378,6 +400,43 @@ pub struct PeerView {
     pub overheating: u32,
 }
 
+/// This node's own power probe round, as the policy read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerReading {
+    /// The policy sees mains power.
+    Up,
+    /// The policy sees mains power lost (the targets, or the path to them,
+    /// did not answer).
+    Down,
+    /// Every probe failed on this node (a local error such as `EMFILE`, a
+    /// local firewall, no socket): this node cannot tell. Never a vote,
+    /// never a power loss; the machine goes to (or stays in) `local_fault`.
+    Unknown,
+}
+
+impl From<bool> for PowerReading {
+    fn from(up: bool) -> Self {
+        if up {
+            PowerReading::Up
+        } else {
+            PowerReading::Down
+        }
+    }
+}
+
+impl PowerReading {
+    /// The policy result as peers should see it: `None` for unknown (no
+    /// vote, like a node without power targets).
+    pub fn vote(self) -> Option<bool> {
+        match self {
+            PowerReading::Up => Some(true),
+            PowerReading::Down => Some(false),
+            PowerReading::Unknown => None,
+        }
+    }
+}
+
 /// One observation: local power probe, local thermal summary, peers.
 ///
 /// The agent sends one per power probe round (or per sensor read when no
@@ -386,7 +445,7 @@ pub struct PeerView {
 pub struct Input {
     /// The local power policy result; `None` when no probe is configured
     /// (then the power trigger never fires on this node).
-    pub power: Option<bool>,
+    pub power: Option<PowerReading>,
     /// This node's thermal summary.
     pub thermal: ThermalSummary,
     /// What fresh peers report.
@@ -398,6 +457,10 @@ pub struct Input {
 pub enum Event {
     /// A new observation.
     Observe(Input),
+    /// The cluster view changed: re-evaluate the power corroboration with
+    /// these peers and the last own probe result (see the module
+    /// documentation, "Peer view changes"). Not an observation.
+    PeersChanged(PeerView),
     /// Time passed (deadlines, end of maintenance).
     Tick,
     /// Operator: cancel a pending shutdown (`pre_fail` -> `normal`, then
@@ -552,6 +615,10 @@ pub struct Machine {
     /// Time of the last observation (bounds the wait of a recovery that is
     /// in progress when the grace ends).
     pub last_observed: Option<Millis>,
+    /// This node's own probe result in the last observation (`None`: no
+    /// observation yet, or no probe configured). [`Event::PeersChanged`]
+    /// corroborates it with the new peer view.
+    pub last_power: Option<PowerReading>,
     /// First observation of the current corroborated power loss.
     pub power_lost_since: Option<Millis>,
     /// First observation of the current cooling quorum.
@@ -615,6 +682,7 @@ impl Machine {
     pub fn forget_observations(&mut self) {
         self.good_streak = 0;
         self.last_observed = None;
+        self.last_power = None;
         self.power_lost_since = None;
         self.cooling_since = None;
         self.overheat_since = None;
@@ -626,6 +694,9 @@ impl Machine {
 pub enum PowerVerdict {
     /// No probe configured on this node.
     Unknown,
+    /// The local probe round is unknown (local errors only): this node
+    /// cannot tell, whatever peers say. A local fault, never a loss.
+    LocalError,
     /// The local probe sees power.
     Up,
     /// Power lost: the local probe fails and peers agree, or no fresh peer
@@ -642,12 +713,15 @@ pub enum PowerVerdict {
 /// fresh peers that report see the target up. A tie counts as a loss: half
 /// the room independently seeing the target down is not a local fault, and
 /// missing a real outage costs more than a false one. A local "up" is always
-/// trusted: this node reached the target, so it has power.
-pub fn power_verdict(power: Option<bool>, peers: &PeerView) -> PowerVerdict {
+/// trusted: this node reached the target, so it has power. An unknown round
+/// is [`PowerVerdict::LocalError`] whatever the peers say: peers that see the
+/// target down corroborate nothing this node observed.
+pub fn power_verdict(power: Option<PowerReading>, peers: &PeerView) -> PowerVerdict {
     match power {
         None => PowerVerdict::Unknown,
-        Some(true) => PowerVerdict::Up,
-        Some(false) => {
+        Some(PowerReading::Unknown) => PowerVerdict::LocalError,
+        Some(PowerReading::Up) => PowerVerdict::Up,
+        Some(PowerReading::Down) => {
             let up = u64::from(peers.power_up);
             let votes = up + u64::from(peers.power_down);
             if votes > 0 && up * 2 > votes {
@@ -879,22 +953,10 @@ impl Step<'_> {
             self.m.hold_until = None;
         }
 
+        self.m.last_power = input.power;
         let mut triggers = Vec::new();
         if let Some(since) = self.m.power_lost_since {
-            let detail = if peers.power_up == 0 && peers.power_down == 0 {
-                "power lost: local probe failed and no fresh peer reports on the target (trusting the local probe)"
-                    .to_string()
-            } else {
-                format!(
-                    "power lost: local probe failed, fresh peers {} down / {} up",
-                    peers.power_down, peers.power_up
-                )
-            };
-            triggers.push(Trigger {
-                reason: Reason::Power,
-                active_since: since,
-                detail,
-            });
+            triggers.push(power_trigger(since, peers, ""));
         }
         if let Some(since) = self.m.cooling_since {
             let detail = format!(
@@ -930,8 +992,12 @@ impl Step<'_> {
             State::Normal => {
                 if !triggers.is_empty() && !self.held() {
                     self.enter_pre_fail(&triggers, &input.thermal);
-                } else if verdict == PowerVerdict::LocalFault {
-                    self.go(State::LocalFault, Reason::Power, local_fault_detail(peers));
+                } else if matches!(verdict, PowerVerdict::LocalFault | PowerVerdict::LocalError) {
+                    self.go(
+                        State::LocalFault,
+                        Reason::Power,
+                        local_fault_detail(verdict, peers),
+                    );
                 }
             }
             State::LocalFault => {
@@ -955,11 +1021,27 @@ impl Step<'_> {
                 // final: recovery must happen before the grace ends.
                 if before.effective_deadline(cfg).is_some_and(|d| now >= d) {
                     self.enter_shutdown("grace expired without recovery");
+                } else if triggers.is_empty()
+                    && verdict == PowerVerdict::LocalError
+                    && before.trigger == Reason::Power
+                {
+                    // Waiting out a power loss, this node cannot see the
+                    // target any more: that is no sign that mains is back.
+                    // The streak must be consecutive good probes, so it
+                    // restarts (and the deadline stays where it is).
+                    self.m.good_streak = 0;
                 } else if triggers.is_empty() {
                     self.m.good_streak = self.m.good_streak.saturating_add(1);
                     if self.m.good_streak >= cfg.recovery_probes {
-                        let (to, reason, detail) = if verdict == PowerVerdict::LocalFault {
-                            (State::LocalFault, Reason::Power, local_fault_detail(peers))
+                        let (to, reason, detail) = if matches!(
+                            verdict,
+                            PowerVerdict::LocalFault | PowerVerdict::LocalError
+                        ) {
+                            (
+                                State::LocalFault,
+                                Reason::Power,
+                                local_fault_detail(verdict, peers),
+                            )
                         } else {
                             let what = before.trigger;
                             let detail = format!(
@@ -986,6 +1068,38 @@ impl Step<'_> {
             && self.m.deadline.is_some_and(|d| now >= d)
         {
             self.enter_shutdown("predicted time to critical leaves no time to wait");
+        }
+    }
+
+    /// [`Event::PeersChanged`]: the same power corroboration as an
+    /// observation, with the last own probe result. Only ever moves toward
+    /// `pre_fail`; see the module documentation.
+    fn peers_changed(&mut self, peers: &PeerView) {
+        let Some(power) = self.m.last_power else {
+            return;
+        };
+        if matches!(self.m.state, State::Shutdown | State::Maintenance) {
+            return;
+        }
+        let lost = power_verdict(Some(power), peers) == PowerVerdict::Lost;
+        track(&mut self.m.power_lost_since, lost, self.now);
+        let Some(since) = self.m.power_lost_since else {
+            return;
+        };
+        let trigger = power_trigger(since, peers, " (peer view changed)");
+        match self.m.state {
+            State::Normal | State::LocalFault if !self.held() => {
+                // No thermal data comes with a peer change: the prediction
+                // (if any) applies at the next observation.
+                self.enter_pre_fail(&[trigger], &ThermalSummary::default());
+            }
+            State::PreFail => {
+                // A corroborated loss again: a recovery in progress is
+                // broken, as it would be by an observation.
+                self.m.good_streak = 0;
+                self.tighten(&[trigger]);
+            }
+            _ => {}
         }
     }
 
@@ -1040,11 +1154,31 @@ impl Step<'_> {
     }
 }
 
-fn local_fault_detail(peers: &PeerView) -> String {
+fn local_fault_detail(verdict: PowerVerdict, peers: &PeerView) -> String {
+    if verdict == PowerVerdict::LocalError {
+        return "local power probes failed on this node (local error, e.g. no file descriptor left): result unknown, not a vote; local fault, no shutdown".to_string();
+    }
     format!(
         "local probe failed but fresh peers see the target up ({} up / {} down): local fault, no shutdown",
         peers.power_up, peers.power_down
     )
+}
+
+/// The power trigger, active since `since`, with the peers' numbers.
+fn power_trigger(since: Millis, peers: &PeerView, suffix: &str) -> Trigger {
+    let detail = if peers.power_up == 0 && peers.power_down == 0 {
+        format!("power lost: local probe failed and no fresh peer reports on the target (trusting the local probe){suffix}")
+    } else {
+        format!(
+            "power lost: local probe failed, fresh peers {} down / {} up{suffix}",
+            peers.power_down, peers.power_up
+        )
+    };
+    Trigger {
+        reason: Reason::Power,
+        active_since: since,
+        detail,
+    }
 }
 
 /// Keep the first time a condition was seen; forget it when it clears.
@@ -1075,6 +1209,7 @@ pub fn step(m: &Machine, ev: &Event, now: Millis, cfg: &FsmConfig) -> (Machine, 
     };
     match ev {
         Event::Observe(input) => s.observe(input),
+        Event::PeersChanged(peers) => s.peers_changed(peers),
         Event::Tick => s.tick(),
         Event::Cancel => s.cancel(),
         Event::Maintenance { until } => s.maintenance(*until),

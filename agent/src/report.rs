@@ -670,6 +670,12 @@ pub fn render_state(s: &Snapshot, now_ms: u64) -> String {
                 tg.target,
                 if tg.up {
                     "up".to_string()
+                } else if tg.unknown {
+                    // A local error: nothing is known about the target.
+                    format!(
+                        "unknown (local error, not a vote): {}",
+                        tg.error.clone().unwrap_or_default()
+                    )
                 } else {
                     format!("down: {}", tg.error.clone().unwrap_or_default())
                 }

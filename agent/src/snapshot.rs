@@ -54,13 +54,14 @@ pub fn apply_sensors(snap: &mut Snapshot, s: &SensorState) {
 pub fn apply_power(snap: &mut Snapshot, policy: &str, obs: &crate::power::PowerObservation) {
     snap.power = PowerView {
         policy: policy.to_string(),
-        up: Some(obs.up),
+        up: obs.up,
         targets: obs
             .targets
             .iter()
             .map(|t| TargetStatus {
                 target: t.target.clone(),
                 up: t.up,
+                unknown: t.unknown,
                 duration_seconds: t.duration.as_secs_f64(),
                 error: t.error.clone(),
             })
@@ -134,7 +135,8 @@ pub fn apply_cluster(
         })
         .collect();
     let mut votes = view.target_votes();
-    for t in &snap.power.targets {
+    // An unknown result (a local error) is no vote, here as for peers.
+    for t in snap.power.targets.iter().filter(|t| !t.unknown) {
         let v = votes.entry(t.target.clone()).or_default();
         if t.up {
             v.up += 1;

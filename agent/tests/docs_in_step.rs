@@ -34,7 +34,7 @@ fn readme_and_reference_agree_with_the_code() {
         .collect();
     let pm = coolmesh_agent::power::PowerMetrics::new().expect("power metrics");
     pm.duration.with_label_values(&["x"]).observe(0.1);
-    pm.failures.with_label_values(&["x"]).inc();
+    pm.failures.with_label_values(&["x", "local"]).inc();
     let reg = prometheus::Registry::new();
     pm.register(&reg).expect("register");
     exposed.extend(reg.gather().iter().map(|f| f.name().to_string()));

@@ -19,7 +19,7 @@ fn cfg() -> FsmConfig {
 
 fn input(power: Option<bool>) -> Input {
     Input {
-        power,
+        power: power.map(PowerReading::from),
         ..Input::default()
     }
 }
@@ -54,10 +54,31 @@ fn obs_peers(power: Option<bool>, p: PeerView) -> Event {
 
 fn obs_thermal(power: Option<bool>, thermal: ThermalSummary, p: PeerView) -> Event {
     Event::Observe(Input {
-        power,
+        power: power.map(PowerReading::from),
         thermal,
         peers: p,
     })
+}
+
+/// An observation whose probe round is unknown (local errors only).
+fn obs_unknown(p: PeerView) -> Event {
+    Event::Observe(Input {
+        power: Some(PowerReading::Unknown),
+        peers: p,
+        ..Input::default()
+    })
+}
+
+fn obs_unknown_thermal(thermal: ThermalSummary, p: PeerView) -> Event {
+    Event::Observe(Input {
+        power: Some(PowerReading::Unknown),
+        thermal,
+        peers: p,
+    })
+}
+
+fn peers_changed(p: PeerView) -> Event {
+    Event::PeersChanged(p)
 }
 
 fn heating(trend: f64) -> ThermalSummary {
@@ -234,6 +255,47 @@ fn table() -> Vec<Case> {
         case("normal: cancel is a no-op", normal(), Event::Cancel, at(10), S::Normal, R::None, NONE),
         case("normal: end maintenance is a no-op", normal(), Event::EndMaintenance, at(10), S::Normal, R::None, NONE),
         case("normal: tick", normal(), Event::Tick, at(10), S::Normal, R::None, NONE),
+        case("normal: an observation keeps the own probe result", normal(), obs(Some(true)), at(10), S::Normal, R::None, NONE)
+            .check(|m| assert_eq!(m.last_power, Some(PowerReading::Up))),
+        // ---- unknown probe rounds (local errors only: EMFILE, ...) ----
+        case("normal: unknown round, no peers: local fault, not a loss", normal(), obs_unknown(PeerView::default()), at(10), S::LocalFault, R::Power, ENTER)
+            .check(|m| { assert_eq!(m.deadline, None); assert_eq!(m.power_lost_since, None); assert_eq!(m.last_power, Some(PowerReading::Unknown)); assert!(m.detail.contains("local error"), "{}", m.detail); }),
+        case("normal: unknown round, every peer down: still a local fault", normal(), obs_unknown(peers(4, 0, 4)), at(10), S::LocalFault, R::Power, ENTER),
+        case("normal: unknown round, peers up: local fault", normal(), obs_unknown(peers(4, 4, 0)), at(10), S::LocalFault, R::Power, ENTER),
+        case("normal: unknown round does not blind the cooling trigger", normal(), obs_unknown_thermal(heating(5.0), hot_peers(2, 1)), at(10), S::PreFail, R::Cooling, ENTER),
+        case("local_fault: unknown round does not count toward recovery", with(local_fault(), |m| m.good_streak = 1), obs_unknown(PeerView::default()), at(55), S::LocalFault, R::Power, NONE)
+            .check(|m| assert_eq!(m.good_streak, 0)),
+        case("local_fault: unknown round with peers down: no pre_fail", local_fault(), obs_unknown(peers(3, 0, 3)), at(55), S::LocalFault, R::Power, NONE),
+        case("local_fault: good probes after unknown rounds: normal", with(local_fault(), |m| m.good_streak = 1), obs(Some(true)), at(60), S::Normal, R::Power, ENTER),
+        case("pre_fail(power): unknown round breaks a recovery", with(pre_fail(R::Power, 300), |m| m.good_streak = 1), obs_unknown(peers(3, 3, 0)), at(100), S::PreFail, R::Power, NONE)
+            .check(|m| { assert_eq!(m.good_streak, 0); assert_eq!(m.deadline, Some(at(300))); }),
+        case("pre_fail(power): unknown rounds never recover it", with(pre_fail(R::Power, 300), |m| m.good_streak = 0), obs_unknown(PeerView::default()), at(100), S::PreFail, R::Power, NONE)
+            .check(|m| assert_eq!(m.good_streak, 0)),
+        case("pre_fail(power): unknown round after the deadline: shutdown", pre_fail(R::Power, 300), obs_unknown(PeerView::default()), at(301), S::Shutdown, R::Power, SHUTDOWN),
+        case("pre_fail(cooling): cooled down, probe unknown: one", pre_fail(R::Cooling, 120), obs_unknown(PeerView::default()), at(20), S::PreFail, R::Cooling, NONE)
+            .check(|m| assert_eq!(m.good_streak, 1)),
+        case("pre_fail(cooling): cooled down twice, probe unknown: local fault", with(pre_fail(R::Cooling, 120), |m| m.good_streak = 1), obs_unknown(PeerView::default()), at(25), S::LocalFault, R::Power, ENTER),
+        case("maintenance: unknown round is held", maintenance(600), obs_unknown(PeerView::default()), at(100), S::Maintenance, R::Operator, NONE),
+        // ---- peer view changes (not observations) ----
+        case("local_fault: peers now corroborate the loss: pre_fail at once", with(local_fault(), |m| m.last_power = Some(PowerReading::Down)), peers_changed(peers(3, 0, 3)), at(51), S::PreFail, R::Power, ENTER)
+            .check(|m| { assert_eq!(m.deadline, Some(at(351)), "grace from the corroboration"); assert_eq!(m.power_lost_since, Some(at(51))); assert_eq!(m.since, at(51)); assert!(m.detail.contains("peer view changed"), "{}", m.detail); }),
+        case("local_fault: peers tie: a loss, pre_fail", with(local_fault(), |m| m.last_power = Some(PowerReading::Down)), peers_changed(peers(2, 1, 1)), at(51), S::PreFail, R::Power, ENTER),
+        case("local_fault: peers still see power: stays", with(local_fault(), |m| m.last_power = Some(PowerReading::Down)), peers_changed(peers(3, 2, 1)), at(51), S::LocalFault, R::Power, NONE),
+        case("local_fault: own probe unknown: peers' losses corroborate nothing", with(local_fault(), |m| m.last_power = Some(PowerReading::Unknown)), peers_changed(peers(3, 0, 3)), at(51), S::LocalFault, R::Power, NONE),
+        case("local_fault: no own probe yet: nothing", local_fault(), peers_changed(peers(3, 0, 3)), at(51), S::LocalFault, R::Power, NONE),
+        case("local_fault: peer change never counts toward recovery", with(local_fault(), |m| { m.last_power = Some(PowerReading::Up); m.good_streak = 1; }), peers_changed(peers(3, 3, 0)), at(51), S::LocalFault, R::Power, NONE)
+            .check(|m| assert_eq!(m.good_streak, 1)),
+        case("normal: own probe up, peers down: own probe wins", with(normal(), |m| m.last_power = Some(PowerReading::Up)), peers_changed(peers(3, 0, 3)), at(10), S::Normal, R::None, NONE),
+        case("normal: held after a cancel: no pre_fail", with(normal(), |m| { m.last_power = Some(PowerReading::Down); m.hold_until = Some(at(100)); }), peers_changed(peers(3, 0, 3)), at(50), S::Normal, R::None, NONE),
+        case("pre_fail: corroborated again: a recovery in progress restarts", with(pre_fail(R::Power, 300), |m| { m.last_power = Some(PowerReading::Down); m.good_streak = 1; }), peers_changed(peers(3, 0, 3)), at(100), S::PreFail, R::Power, NONE)
+            .check(|m| { assert_eq!(m.good_streak, 0); assert_eq!(m.deadline, Some(at(300)), "never later"); }),
+        case("pre_fail: peers see power again: not a recovery", with(pre_fail(R::Power, 300), |m| { m.last_power = Some(PowerReading::Down); m.good_streak = 1; }), peers_changed(peers(3, 3, 0)), at(100), S::PreFail, R::Power, NONE)
+            .check(|m| assert_eq!(m.good_streak, 1)),
+        case("pre_fail: own probe up: peers change nothing", with(pre_fail(R::Power, 300), |m| { m.last_power = Some(PowerReading::Up); m.good_streak = 1; }), peers_changed(peers(3, 0, 3)), at(100), S::PreFail, R::Power, NONE)
+            .check(|m| assert_eq!(m.good_streak, 1)),
+        case("pre_fail: after the deadline a peer change leaves it to the tick", with(pre_fail(R::Power, 300), |m| m.last_power = Some(PowerReading::Down)), peers_changed(peers(3, 0, 3)), at(301), S::PreFail, R::Power, NONE),
+        case("maintenance: peer change is held", with(maintenance(600), |m| m.last_power = Some(PowerReading::Down)), peers_changed(peers(3, 0, 3)), at(100), S::Maintenance, R::Operator, NONE),
+        case("shutdown: peer change", with(shutdown(), |m| m.last_power = Some(PowerReading::Down)), peers_changed(peers(3, 0, 3)), at(400), S::Shutdown, R::Power, NONE),
         // ---- pre_fail ----
         case("pre_fail: still down", pre_fail(R::Power, 300), obs(Some(false)), at(100), S::PreFail, R::Power, NONE)
             .check(|m| assert_eq!(m.deadline, Some(at(300)))),
@@ -430,8 +492,25 @@ fn power_verdict_table() {
             V::LocalFault,
         ),
     ];
+    // An unknown round is a local error whatever the peers say.
+    for p in [
+        peers(0, 0, 0),
+        peers(3, 0, 3),
+        peers(3, 3, 0),
+        peers(2, 1, 1),
+    ] {
+        assert_eq!(
+            power_verdict(Some(PowerReading::Unknown), &p),
+            V::LocalError,
+            "{p:?}"
+        );
+    }
     for (power, p, want) in cases {
-        assert_eq!(power_verdict(power, &p), want, "{power:?} {p:?}");
+        assert_eq!(
+            power_verdict(power.map(PowerReading::from), &p),
+            want,
+            "{power:?} {p:?}"
+        );
     }
 }
 
@@ -664,11 +743,13 @@ fn forget_observations_keeps_decisions() {
     let mut m = Machine {
         good_streak: 1,
         last_observed: Some(at(5)),
+        last_power: Some(PowerReading::Down),
         overheat_since: Some(at(1)),
         hold_until: Some(at(99)),
         ..pre_fail(Reason::Power, 300)
     };
     m.forget_observations();
+    assert_eq!(m.last_power, None, "a restarted agent probes again first");
     assert_eq!(
         (m.state, m.deadline, m.hold_until),
         (State::PreFail, Some(at(300)), Some(at(99)))
@@ -709,9 +790,15 @@ mod properties {
                 overheating: o.min(f),
             }
         });
+        let reading = prop_oneof![
+            Just(PowerReading::Up),
+            Just(PowerReading::Down),
+            Just(PowerReading::Unknown),
+        ];
         prop_oneof![
-            8 => (prop::option::of(any::<bool>()), thermal, peer_view)
+            8 => (prop::option::of(reading), thermal, peer_view.clone())
                 .prop_map(|(power, thermal, peers)| Event::Observe(Input { power, thermal, peers })),
+            3 => peer_view.prop_map(Event::PeersChanged),
             4 => Just(Event::Tick),
             1 => Just(Event::Cancel),
             1 => (1u64..2000).prop_map(|s| Event::Maintenance { until: Millis(T0 + s * 1000) }),
@@ -752,6 +839,32 @@ mod properties {
                 m = next;
             }
             prop_assert!(runs <= 1);
+        }
+
+        /// A node whose own probes only ever fail locally (EMFILE, ...) never
+        /// enters pre_fail for power, whatever its peers report and however
+        /// often the view changes: in a cool room it stays in normal or
+        /// local_fault for good.
+        #[test]
+        fn unknown_probes_never_start_a_power_grace(
+            steps in prop::collection::vec((any::<bool>(), 0u32..6, 0u32..6, 1u64..20_000), 1..300)
+        ) {
+            let cfg = cfg();
+            let mut m = Machine::new(Millis(T0));
+            let mut now = Millis(T0);
+            for (observe, up, down, dt) in steps {
+                now = now.plus(Duration::from_millis(dt));
+                let p = peers(up + down, up, down);
+                let ev = if observe {
+                    Event::Observe(Input { power: Some(PowerReading::Unknown), peers: p, ..Input::default() })
+                } else {
+                    Event::PeersChanged(p)
+                };
+                let (next, _) = step(&m, &ev, now, &cfg);
+                let (next, _) = step(&next, &Event::Tick, now, &cfg);
+                prop_assert!(matches!(next.state, State::Normal | State::LocalFault), "{:?}", next.state);
+                m = next;
+            }
         }
 
         /// Power that is never lost for longer than the grace, in a cool

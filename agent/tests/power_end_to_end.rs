@@ -93,7 +93,7 @@ mod power {
             }
             assert_eq!(got, want);
             // 3 of 6 up is not a majority; with ICMP it is 4 of 7.
-            assert_eq!(obs.up, icmp);
+            assert_eq!(obs.up, Some(icmp));
             let errors: Vec<Option<&str>> =
                 obs.targets.iter().map(|t| t.error.as_deref()).collect();
             assert!(errors[1].unwrap().contains("refused"), "{errors:?}");
@@ -113,11 +113,19 @@ mod power {
         let mut text = String::new();
         for f in registry.gather() {
             for m in f.get_metric() {
-                let label = m.get_label()[0].value();
+                let get = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                let label = get("target");
                 if f.name() == "coolmesh_power_probe_failures_total" {
                     text.push_str(&format!(
-                        "{} {label} {}\n",
+                        "{} {label} {} {}\n",
                         f.name(),
+                        get("kind"),
                         m.get_counter().get_value()
                     ));
                 } else {
@@ -131,18 +139,23 @@ mod power {
         }
         assert!(
             text.contains(&format!(
-                "coolmesh_power_probe_failures_total tcp://127.0.0.1:{closed_port} "
+                "coolmesh_power_probe_failures_total tcp://127.0.0.1:{closed_port} target "
             )),
             "{text}"
         );
         assert!(
             text.contains(&format!(
-                "coolmesh_power_probe_failures_total tcp://127.0.0.1:{tcp_port} 0\n"
+                "coolmesh_power_probe_failures_total tcp://127.0.0.1:{tcp_port} target 0\n"
             )),
             "{text}"
         );
+        // A refusal, an HTTP 503, a failing command: the targets answered,
+        // so none of it is a local error.
+        for line in text.lines().filter(|l| l.contains(" local ")) {
+            assert!(line.ends_with(" local 0"), "{text}");
+        }
         assert!(
-            text.contains("coolmesh_power_probe_failures_total exec:false "),
+            text.contains("coolmesh_power_probe_failures_total exec:false target "),
             "{text}"
         );
         assert!(

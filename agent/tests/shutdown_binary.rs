@@ -164,8 +164,19 @@ fn flap_recovers_then_outage_shuts_down_exactly_once() {
     );
     assert_eq!(metric(&m, "coolmesh_shutdown_executed"), Some(1.0));
     assert_eq!(metric(&m, "coolmesh_shutdown_dry_run"), Some(1.0));
-    let failures = metric(&m, "coolmesh_power_probe_failures_total{target=").expect("failures");
+    // A closed port is the target's answer, not a local error.
+    let failures = metric(
+        &m,
+        "coolmesh_power_probe_failures_total{kind=\"target\",target=",
+    )
+    .expect("failures");
     assert!(failures >= 2.0, "{failures}");
+    let local = metric(
+        &m,
+        "coolmesh_power_probe_failures_total{kind=\"local\",target=",
+    )
+    .expect("local failures");
+    assert_eq!(local, 0.0, "{m}");
     let (_, _) = terminate(&mut a);
 
     // A restart (same boot) stays in shutdown and does not run it again.

@@ -120,6 +120,10 @@ pub struct TargetStatus {
     pub target: String,
     /// Probe succeeded.
     pub up: bool,
+    /// The probe failed on the agent's own host (e.g. no file descriptor
+    /// left): the result says nothing about the target and is not a vote.
+    #[serde(default)]
+    pub unknown: bool,
     /// Probe latency.
     pub duration_seconds: f64,
     /// Why it failed.
@@ -131,7 +135,8 @@ pub struct TargetStatus {
 pub struct PowerView {
     /// `any`, `all` or `majority`.
     pub policy: String,
-    /// Policy result; `None` before the first round or with no targets.
+    /// Policy result over the known target results; `None` before the first
+    /// round, with no targets, or when every result is unknown.
     pub up: Option<bool>,
     /// Per target.
     pub targets: Vec<TargetStatus>,

@@ -2,6 +2,7 @@
 //! `coolmesh_power_up` are snapshot gauges that the agent computes from the
 //! last [`PowerObservation`](super::PowerObservation); they are not here.
 
+use super::Outcome;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// Histogram buckets for probe latency, in seconds: 1 ms (a LAN ping) to
@@ -11,15 +12,21 @@ pub const PROBE_BUCKETS: &[f64] = &[
 ];
 
 /// `coolmesh_power_probe_duration_seconds{target}` and
-/// `coolmesh_power_probe_failures_total{target}`. Cheap to clone (the
+/// `coolmesh_power_probe_failures_total{target,kind}`. Cheap to clone (the
 /// vectors are shared). The `target` label is the configured target string,
 /// so its cardinality is bounded by the configuration.
+///
+/// `kind` tells the two failures apart, because they mean opposite things:
+/// `target` = the target did not answer or answered "not up" (a "power
+/// down" vote); `local` = the probe failed on this node (`EMFILE`, a local
+/// firewall, ...): the result is unknown and not a vote, and the agent, not
+/// the power, needs attention.
 #[derive(Clone, Debug)]
 pub struct PowerMetrics {
     /// Duration of every probe, successful or not (a timed-out probe
     /// observes roughly the timeout).
     pub duration: HistogramVec,
-    /// Probes that did not see the target up.
+    /// Probes that did not see the target up, by `kind` ([`KINDS`]).
     pub failures: IntCounterVec,
 }
 
@@ -37,9 +44,9 @@ impl PowerMetrics {
         let failures = IntCounterVec::new(
             Opts::new(
                 "coolmesh_power_probe_failures_total",
-                "Power target probes that did not see the target up.",
+                "Power target probes that did not see the target up; kind=target: no or a negative answer (a down vote), kind=local: failed on this node, result unknown (no vote).",
             ),
-            &["target"],
+            &["target", "kind"],
         )?;
         Ok(Self { duration, failures })
     }
@@ -55,17 +62,37 @@ impl PowerMetrics {
     /// exists (and `rate()` works) before the first failure.
     pub fn init_target(&self, target: &str) {
         let _ = self.duration.with_label_values(&[target]);
-        let _ = self.failures.with_label_values(&[target]);
+        for kind in KINDS {
+            let _ = self.failures.with_label_values(&[target, kind]);
+        }
     }
 
     /// Record one probe.
-    pub fn observe(&self, target: &str, seconds: f64, up: bool) {
+    pub fn observe(&self, target: &str, seconds: f64, outcome: Outcome) {
         self.duration.with_label_values(&[target]).observe(seconds);
-        if !up {
-            self.failures.with_label_values(&[target]).inc();
-        }
+        let kind = match outcome {
+            Outcome::Up => return,
+            Outcome::Down => KIND_TARGET,
+            Outcome::Unknown => KIND_LOCAL,
+        };
+        self.failures.with_label_values(&[target, kind]).inc();
+    }
+
+    /// Failures of `target` of every kind.
+    pub fn failures_of(&self, target: &str) -> u64 {
+        KINDS
+            .iter()
+            .map(|k| self.failures.with_label_values(&[target, k]).get())
+            .sum()
     }
 }
+
+/// `kind` of a failure the target caused (no answer, or "not up").
+pub const KIND_TARGET: &str = "target";
+/// `kind` of a failure on this node (the result is unknown).
+pub const KIND_LOCAL: &str = "local";
+/// Every `kind`, in exposition order.
+pub const KINDS: [&str; 2] = [KIND_LOCAL, KIND_TARGET];
 
 #[cfg(test)]
 mod tests {
@@ -78,8 +105,10 @@ mod tests {
         m.register(&reg).unwrap();
         assert!(m.register(&reg).is_err(), "double registration must fail");
         m.init_target("icmp://10.0.0.1");
-        m.observe("tcp://10.0.0.2:22", 0.003, true);
-        m.observe("tcp://10.0.0.2:22", 1.0, false);
+        m.observe("tcp://10.0.0.2:22", 0.003, Outcome::Up);
+        m.observe("tcp://10.0.0.2:22", 1.0, Outcome::Down);
+        m.observe("tcp://10.0.0.2:22", 0.0001, Outcome::Unknown);
+        m.observe("tcp://10.0.0.2:22", 0.0001, Outcome::Unknown);
 
         let families = reg.gather();
         let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
@@ -91,30 +120,39 @@ mod tests {
             ]
         );
         let failures = &families[1];
-        let by_target: Vec<(String, f64)> = failures
+        let mut by_target: Vec<(String, String, f64)> = failures
             .get_metric()
             .iter()
             .map(|m| {
-                (
-                    m.get_label()[0].value().to_string(),
-                    m.get_counter().get_value(),
-                )
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                (label("target"), label("kind"), m.get_counter().get_value())
             })
             .collect();
+        by_target.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let row = |t: &str, k: &str, v: f64| (t.to_string(), k.to_string(), v);
         assert_eq!(
             by_target,
             [
-                ("icmp://10.0.0.1".to_string(), 0.0),
-                ("tcp://10.0.0.2:22".to_string(), 1.0)
+                row("icmp://10.0.0.1", "local", 0.0),
+                row("icmp://10.0.0.1", "target", 0.0),
+                row("tcp://10.0.0.2:22", "local", 2.0),
+                row("tcp://10.0.0.2:22", "target", 1.0),
             ]
         );
+        assert_eq!(m.failures_of("tcp://10.0.0.2:22"), 3);
         let h = families[0]
             .get_metric()
             .iter()
             .find(|m| m.get_label()[0].value() == "tcp://10.0.0.2:22")
             .unwrap()
             .get_histogram();
-        assert_eq!(h.get_sample_count(), 2);
+        assert_eq!(h.get_sample_count(), 4);
         let bounds: Vec<f64> = h.get_bucket().iter().map(|b| b.upper_bound()).collect();
         assert_eq!(bounds, PROBE_BUCKETS);
         assert_eq!(bounds.first(), Some(&0.001));

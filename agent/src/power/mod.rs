@@ -46,12 +46,34 @@
 //! # Failure semantics
 //!
 //! Every probe has a timeout that covers everything it does, name resolution
-//! included. A probe that cannot complete (timeout, refused, unresolvable,
-//! unexpected answer, command failed to start) counts as *down* for that
-//! round and the reason is reported in [`TargetResult::error`] and logged;
-//! nothing in here panics on bad input or a misbehaving target. Errors that
-//! can never go away by themselves (a malformed target, no way to open ICMP
-//! sockets, an exec program that does not exist) are startup errors instead,
+//! included. Each probe has one of three outcomes ([`Outcome`]):
+//!
+//! - *up*: the target answered as configured;
+//! - *down*: the target, or the network path to it, did not answer or
+//!   answered "not up" (timeout, refused, unreachable, unresolvable,
+//!   unexpected answer, non-zero exit);
+//! - *unknown*: the probe failed on this node before it could ask the target
+//!   ([`ProbeError::is_local`]: no file descriptor left (`EMFILE`,
+//!   `ENFILE`), no buffer or memory, a local permission or firewall refusal,
+//!   an address family this host does not support, a command that could not
+//!   be started). Such an error says nothing about mains power, so it is
+//!   never a vote: the [`Policy`] skips it, and a round in which every target
+//!   is unknown is unknown as a whole. The state machine treats that as a
+//!   local fault (alert, never a shutdown), and peers see no vote from this
+//!   node. Without this, one broken agent configuration or an fd-exhaustion
+//!   attack on every node at once read as a room-wide power loss.
+//!
+//! Network errors about the *path* (`ENETUNREACH`, `EHOSTUNREACH`,
+//! `EADDRNOTAVAIL`) stay *down* on purpose: a switch on raw mains takes this
+//! node's link (and, with NetworkManager or networkd, its address and
+//! routes) down with it, and that must still count as a power loss. A
+//! single node that lost its link is caught by peer corroboration instead
+//! (`local_fault`).
+//!
+//! The reason is reported in [`TargetResult::error`] and logged; nothing in
+//! here panics on bad input or a misbehaving target. Errors that can never
+//! go away by themselves (a malformed target, no way to open ICMP sockets at
+//! startup, an exec program that does not exist) are startup errors instead,
 //! so a typo cannot masquerade as a power outage.
 
 use futures::future::BoxFuture;
@@ -76,7 +98,7 @@ pub use http::HttpProbe;
 pub use icmp::{icmp_preflight, IcmpMode, IcmpProbe};
 pub use metrics::PowerMetrics;
 pub use policy::Policy;
-pub use runner::{jittered, run, PowerObservation, RunConfig, TargetResult};
+pub use runner::{jittered, run, Outcome, PowerObservation, RunConfig, TargetResult};
 pub use target::{parse_target, parse_targets, Host, TargetError, TargetKind, TargetSpec};
 pub use tcp::TcpProbe;
 
@@ -113,6 +135,49 @@ pub enum ProbeError {
     /// started. Says nothing about the target.
     #[error("{0}")]
     Local(String),
+}
+
+impl ProbeError {
+    /// Whether the error happened on this node and says nothing about the
+    /// target: [`ProbeError::Local`], or an OS error for which
+    /// [`is_local_os_error`] holds. Such a probe is *unknown*, not *down*.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ProbeError::Local(_) => true,
+            ProbeError::Io { err, .. } => is_local_os_error(err),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an OS error comes from this node's own limits or policy rather
+/// than from the target or the network path to it:
+///
+/// - `EMFILE`, `ENFILE`: no file descriptor left (a connection flood, a
+///   leak): the socket was never opened;
+/// - `ENOBUFS`, `ENOMEM`: the kernel is out of buffers or memory;
+/// - `EACCES`, `EPERM`: a local permission or firewall (`OUTPUT` chain)
+///   refusal: the packet never left;
+/// - `EAFNOSUPPORT`, `EPROTONOSUPPORT`: this host has no IPv6 (or ICMP)
+///   stack.
+///
+/// `ENETUNREACH`, `EHOSTUNREACH`, `EADDRNOTAVAIL` are deliberately *not*
+/// local (see the module documentation): a lost link can be the power loss.
+pub fn is_local_os_error(err: &io::Error) -> bool {
+    use rustix::io::Errno;
+    Errno::from_io_error(err).is_some_and(|e| {
+        [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOBUFS,
+            Errno::NOMEM,
+            Errno::ACCESS,
+            Errno::PERM,
+            Errno::AFNOSUPPORT,
+            Errno::PROTONOSUPPORT,
+        ]
+        .contains(&e)
+    })
 }
 
 /// One kind of power probe. Implementations must honour `timeout` for the
@@ -173,6 +238,12 @@ pub(crate) async fn resolve(
                 host: name.clone(),
                 reason: "no addresses".into(),
             }),
+            // getaddrinfo reports EAI_SYSTEM with errno, e.g. EMFILE when
+            // it cannot open /etc/hosts or a socket to the DNS server: that
+            // is this node's problem, not the name's.
+            Err(e) if is_local_os_error(&e) => {
+                Err(ProbeError::Local(format!("cannot resolve {name}: {e}")))
+            }
             Err(e) => Err(ProbeError::Resolve {
                 host: name.clone(),
                 reason: e.to_string(),
@@ -182,21 +253,30 @@ pub(crate) async fn resolve(
 }
 
 /// Connect to the addresses in order; the first that accepts wins. The
-/// caller's timeout bounds the whole attempt.
+/// caller's timeout bounds the whole attempt. When every address fails, the
+/// error is the last one about the target if there is one, so that a local
+/// error on one address family (no IPv6 stack) does not hide a real
+/// "refused" on the other.
 pub(crate) async fn connect_any(addrs: &[SocketAddr]) -> Result<tokio::net::TcpStream, ProbeError> {
-    let mut last = ProbeError::Local("no address to connect to".into());
+    let mut remote = None;
+    let mut local = ProbeError::Local("no address to connect to".into());
     for addr in addrs {
         match tokio::net::TcpStream::connect(addr).await {
             Ok(stream) => return Ok(stream),
             Err(err) => {
-                last = ProbeError::Io {
+                let e = ProbeError::Io {
                     what: format!("connect to {addr}"),
                     err,
+                };
+                if e.is_local() {
+                    local = e;
+                } else {
+                    remote = Some(e);
                 }
             }
         }
     }
-    Err(last)
+    Err(remote.unwrap_or(local))
 }
 
 /// Run `fut` under `timeout`, turning expiry into [`ProbeError::Timeout`].
@@ -333,5 +413,146 @@ mod tests {
             labels,
             ["tcp://127.0.0.1:1", "http://127.0.0.1/", "exec:true"]
         );
+    }
+
+    #[tokio::test]
+    async fn resolver_errors_from_this_node_are_local() {
+        use test_util::FakeResolver;
+        let host = Host::Name("pdu.lan".into());
+        let e = resolve(&FakeResolver::Errno(24), &host, 22)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProbeError::Local(_)), "{e:?}");
+        assert!(e.is_local());
+        assert!(e.to_string().starts_with("cannot resolve pdu.lan: "), "{e}");
+        // A name that does not resolve is about the name (DNS may be on
+        // mains): down, as before.
+        let e = resolve(&FakeResolver::Fail, &host, 22).await.unwrap_err();
+        assert!(!e.is_local(), "{e:?}");
+        let e = resolve(&FakeResolver::Errno(110), &host, 22)
+            .await
+            .unwrap_err();
+        assert!(!e.is_local(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_any_prefers_an_answer_from_the_target() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let refused: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let e = connect_any(&[refused]).await.unwrap_err();
+        assert!(!e.is_local(), "{e}");
+        let e = connect_any(&[]).await.unwrap_err();
+        assert!(e.is_local(), "{e}");
+    }
+
+    /// Name of the environment variable that turns
+    /// [`emfile_child`] into the real test.
+    const EMFILE_CHILD: &str = "COOLMESH_TEST_EMFILE_CHILD";
+
+    /// Runs [`emfile_child`] in a child process (the open-file limit is per
+    /// process; lowering it here would break the other tests running in
+    /// parallel threads).
+    #[test]
+    fn every_probe_type_reports_fd_exhaustion_as_unknown() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "power::tests::emfile_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(EMFILE_CHILD, "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("emfile child: 4 probe types unknown"),
+            "{text}"
+        );
+    }
+
+    /// With no file descriptor left, every probe type fails with a local
+    /// error, which the runner turns into "unknown", not "down".
+    #[test]
+    fn emfile_child() {
+        if std::env::var_os(EMFILE_CHILD).is_none() {
+            return;
+        }
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let probes: Vec<Arc<dyn Probe>> = vec![
+            Arc::new(TcpProbe::new(
+                "tcp",
+                test_util::LOOPBACK,
+                port,
+                Arc::new(test_util::FakeResolver::Fail),
+            )),
+            Arc::new(HttpProbe::new(
+                "http",
+                test_util::LOOPBACK,
+                port,
+                "127.0.0.1",
+                "/",
+                Arc::new(test_util::FakeResolver::Fail),
+            )),
+            Arc::new(IcmpProbe::new(
+                "icmp",
+                test_util::LOOPBACK,
+                // Where ICMP is not allowed at all, socket() fails with
+                // EACCES or EPERM: local too.
+                icmp_preflight().unwrap_or(IcmpMode::Datagram),
+                Arc::new(test_util::FakeResolver::Fail),
+            )),
+            Arc::new(ExecProbe::new("exec", "true", vec![])),
+        ];
+        // Lower the soft limit, then use up what is left.
+        let old = getrlimit(Resource::Nofile);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(256),
+                maximum: old.maximum,
+            },
+        )
+        .unwrap();
+        let mut hold = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            hold.push(f);
+        }
+        let results: Vec<(String, Result<(), ProbeError>)> = rt.block_on(async {
+            let mut out = Vec::new();
+            for p in &probes {
+                out.push((
+                    p.target().to_string(),
+                    p.probe(Duration::from_secs(2)).await,
+                ));
+            }
+            out
+        });
+        drop(hold);
+        let mut unknown = 0;
+        for (name, r) in &results {
+            println!("emfile child: {name}: {r:?}");
+            let e = r
+                .as_ref()
+                .expect_err("no fd left: the probe cannot succeed");
+            assert!(e.is_local(), "{name}: {e:?} must be local");
+            assert_eq!(Outcome::of(r), Outcome::Unknown, "{name}");
+            unknown += 1;
+        }
+        println!("emfile child: {unknown} probe types unknown");
     }
 }

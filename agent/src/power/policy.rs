@@ -13,6 +13,11 @@ use std::str::FromStr;
 ///
 /// With **zero targets** every policy says *up*: no targets means power is
 /// not monitored, and an empty result must never read as an outage.
+///
+/// **Unknown** results (a probe that failed on this node, e.g. `EMFILE`)
+/// are left out before the policy applies ([`Policy::evaluate_votes`]):
+/// `all` over `[up, unknown]` is up, `majority` over `[up, unknown, unknown]`
+/// is up. A round with only unknown results is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
     /// At least one target up. Tolerates single dead targets; best when the
@@ -26,6 +31,19 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// Combine per-target votes, `None` being an unknown result (a local
+    /// error, see [`Outcome`](super::Outcome)): the policy applies to the
+    /// known results only, so an unknown target is neither "up" nor "down".
+    /// If every result is unknown, so is the round (`None`). No targets at
+    /// all is "up", as in [`Policy::evaluate`].
+    pub fn evaluate_votes(&self, votes: &[Option<bool>]) -> Option<bool> {
+        let known: Vec<bool> = votes.iter().flatten().copied().collect();
+        if known.is_empty() && !votes.is_empty() {
+            return None;
+        }
+        Some(self.evaluate(&known))
+    }
+
     /// Combine per-target results (`true` = up).
     pub fn evaluate(&self, results: &[bool]) -> bool {
         if results.is_empty() {
@@ -104,6 +122,38 @@ mod tests {
                 Policy::Majority.evaluate(results),
                 *majority,
                 "majority {results:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_results_are_not_votes() {
+        const U: Option<bool> = None;
+        const T: Option<bool> = Some(true);
+        const F: Option<bool> = Some(false);
+        // votes, any, all, majority
+        type Row<'a> = (&'a [Option<bool>], Option<bool>, Option<bool>, Option<bool>);
+        let cases: &[Row] = &[
+            (&[], T, T, T),
+            (&[U], U, U, U),
+            (&[U, U, U], U, U, U),
+            (&[U, T], T, T, T),
+            (&[U, F], F, F, F),
+            // "all" over the known ones: an unknown target does not fail it.
+            (&[T, T, U], T, T, T),
+            (&[T, F, U], T, F, F),
+            // "majority" over the known ones: 1 of 1 is a majority.
+            (&[U, U, T], T, T, T),
+            (&[T, F, U, U], T, F, F),
+            (&[T, T, F, U], T, F, T),
+        ];
+        for (votes, any, all, majority) in cases {
+            assert_eq!(Policy::Any.evaluate_votes(votes), *any, "any {votes:?}");
+            assert_eq!(Policy::All.evaluate_votes(votes), *all, "all {votes:?}");
+            assert_eq!(
+                Policy::Majority.evaluate_votes(votes),
+                *majority,
+                "majority {votes:?}"
             );
         }
     }

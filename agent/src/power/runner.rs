@@ -30,6 +30,38 @@ pub const TIMEOUT_GRACE: Duration = Duration::from_millis(250);
 /// zero interval cannot turn into a busy loop.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// What one probe says about its target (see the module documentation of
+/// [`power`](super)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The target answered as configured.
+    Up,
+    /// The target, or the path to it, did not answer, or answered "not up".
+    Down,
+    /// The probe failed on this node ([`ProbeError::is_local`]): no vote.
+    Unknown,
+}
+
+impl Outcome {
+    /// The outcome of a probe result.
+    pub fn of(res: &Result<(), ProbeError>) -> Outcome {
+        match res {
+            Ok(()) => Outcome::Up,
+            Err(e) if e.is_local() => Outcome::Unknown,
+            Err(_) => Outcome::Down,
+        }
+    }
+
+    /// As a vote: `Some(up)`, or `None` for unknown.
+    pub fn vote(self) -> Option<bool> {
+        match self {
+            Outcome::Up => Some(true),
+            Outcome::Down => Some(false),
+            Outcome::Unknown => None,
+        }
+    }
+}
+
 /// The result of one probe of one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetResult {
@@ -37,10 +69,24 @@ pub struct TargetResult {
     pub target: String,
     /// Whether the probe saw the target up.
     pub up: bool,
+    /// The probe failed with a local error ([`Outcome::Unknown`]): it says
+    /// nothing about the target and is not a vote. `up` is false then.
+    pub unknown: bool,
     /// How long the probe took.
     pub duration: Duration,
     /// Why it was not up (`None` when up).
     pub error: Option<String>,
+}
+
+impl TargetResult {
+    /// The outcome of this probe.
+    pub fn outcome(&self) -> Outcome {
+        match (self.up, self.unknown) {
+            (true, _) => Outcome::Up,
+            (false, true) => Outcome::Unknown,
+            (false, false) => Outcome::Down,
+        }
+    }
 }
 
 /// One round of probes.
@@ -50,8 +96,10 @@ pub struct PowerObservation {
     pub at: SystemTime,
     /// Per-target results, in configuration order.
     pub targets: Vec<TargetResult>,
-    /// The policy applied to `targets` (see [`Policy::evaluate`]).
-    pub up: bool,
+    /// The policy applied to the targets that are not unknown (see
+    /// [`Policy::evaluate_votes`]); `None` when every target is unknown: this
+    /// node cannot tell, and that is neither "up" nor "down".
+    pub up: Option<bool>,
 }
 
 /// Timing of the probe loop.
@@ -136,10 +184,12 @@ async fn round(
             .await
             .unwrap_or(Err(ProbeError::Timeout(timeout)));
         let duration = started.elapsed();
-        metrics.observe(p.target(), duration.as_secs_f64(), res.is_ok());
+        let outcome = Outcome::of(&res);
+        metrics.observe(p.target(), duration.as_secs_f64(), outcome);
         TargetResult {
             target: p.target().to_string(),
-            up: res.is_ok(),
+            up: outcome == Outcome::Up,
+            unknown: outcome == Outcome::Unknown,
             duration,
             error: res.err().map(|e| e.to_string()),
         }
@@ -154,6 +204,9 @@ fn log_result(r: &TargetResult, last: &mut Option<(bool, Option<String>)>) {
     match (&r.error, changed) {
         (None, true) => {
             tracing::info!(power_target = %r.target, duration = ?r.duration, "power target up")
+        }
+        (Some(e), true) if r.unknown => {
+            tracing::error!(power_target = %r.target, error = %e, "power probe failed on this node: result unknown, not counted as a vote")
         }
         (Some(e), true) => {
             tracing::warn!(power_target = %r.target, error = %e, "power target down")
@@ -198,10 +251,10 @@ pub async fn run<S>(
         for (r, last) in targets.iter().zip(last.iter_mut()) {
             log_result(r, last);
         }
-        let results: Vec<bool> = targets.iter().map(|t| t.up).collect();
+        let votes: Vec<Option<bool>> = targets.iter().map(|t| t.outcome().vote()).collect();
         let observation = PowerObservation {
             at: SystemTime::now(),
-            up: policy.evaluate(&results),
+            up: policy.evaluate_votes(&votes),
             targets,
         };
         match tx.try_send(observation) {
@@ -325,6 +378,8 @@ mod tests {
         up: bool,
         /// Ignore the timeout (a misbehaving probe).
         rogue: bool,
+        /// Fail with a local error (like EMFILE) instead of "down".
+        local: bool,
     }
 
     impl Fake {
@@ -335,6 +390,18 @@ mod tests {
                 delay,
                 up,
                 rogue: false,
+                local: false,
+            })
+        }
+
+        fn broken(name: &str) -> Arc<Self> {
+            Arc::new(Self {
+                name: name.into(),
+                calls: Mutex::new(vec![]),
+                delay: Duration::from_millis(1),
+                up: false,
+                rogue: false,
+                local: true,
             })
         }
         fn calls(&self) -> Vec<Instant> {
@@ -353,6 +420,11 @@ mod tests {
                     tokio::time::sleep(self.delay).await;
                     if self.up {
                         Ok(())
+                    } else if self.local {
+                        Err(ProbeError::Io {
+                            what: "connect to fake".into(),
+                            err: std::io::Error::from_raw_os_error(24),
+                        })
                     } else {
                         Err(ProbeError::Down("fake down".into()))
                     }
@@ -443,7 +515,7 @@ mod tests {
             let obs = rx.recv().await.unwrap();
             // Three 800 ms probes in one round take 800 ms, not 2.4 s.
             assert_eq!(started.elapsed(), Duration::from_millis(800));
-            assert_eq!(obs.up, want, "{policy}");
+            assert_eq!(obs.up, Some(want), "{policy}");
             let summary: Vec<(&str, bool, Option<&str>)> = obs
                 .targets
                 .iter()
@@ -461,8 +533,15 @@ mod tests {
                 .targets
                 .iter()
                 .all(|t| t.duration == Duration::from_millis(800)));
-            assert_eq!(metrics.failures.with_label_values(&["a"]).get(), 0);
-            assert_eq!(metrics.failures.with_label_values(&["b"]).get(), 1);
+            assert_eq!(
+                metrics.failures.with_label_values(&["a", "target"]).get(),
+                0
+            );
+            assert_eq!(
+                metrics.failures.with_label_values(&["b", "target"]).get(),
+                1
+            );
+            assert_eq!(metrics.failures.with_label_values(&["b", "local"]).get(), 0);
             assert_eq!(
                 metrics
                     .duration
@@ -482,6 +561,7 @@ mod tests {
             delay: Duration::from_secs(3600),
             up: true,
             rogue: true,
+            local: false,
         });
         let (tx, mut rx) = mpsc::channel(1);
         let config = RunConfig {
@@ -497,7 +577,7 @@ mod tests {
             futures::future::pending(),
         ));
         let obs = rx.recv().await.unwrap();
-        assert!(!obs.up);
+        assert_eq!(obs.up, Some(false));
         assert_eq!(obs.targets[0].error.as_deref(), Some("timed out after 1s"));
         assert_eq!(
             obs.targets[0].duration,
@@ -602,8 +682,103 @@ mod tests {
         ));
         let a = rx.recv().await.unwrap();
         let b = rx.recv().await.unwrap();
-        assert!(a.up && b.up && a.targets.is_empty());
+        assert!(a.up == Some(true) && b.up == Some(true) && a.targets.is_empty());
         assert_eq!(started.elapsed(), MIN_INTERVAL);
         runner.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn local_errors_are_unknown_and_never_votes() {
+        let up = || Fake::new("up", true, Duration::from_millis(1));
+        let down = || Fake::new("down", false, Duration::from_millis(1));
+        let broken = || Fake::broken("broken");
+        // (targets, policy, expected round result)
+        let cases: Vec<(Vec<Arc<Fake>>, Policy, Option<bool>)> = vec![
+            (vec![broken()], Policy::Any, None),
+            (vec![broken(), broken()], Policy::All, None),
+            (vec![broken(), up()], Policy::All, Some(true)),
+            (vec![broken(), down()], Policy::Any, Some(false)),
+            (vec![broken(), broken(), up()], Policy::Majority, Some(true)),
+            (vec![broken(), up(), down()], Policy::Majority, Some(false)),
+            (vec![broken(), up(), down()], Policy::Any, Some(true)),
+        ];
+        for (fakes, policy, want) in cases {
+            let (tx, mut rx) = mpsc::channel(1);
+            let metrics = PowerMetrics::new().unwrap();
+            let runner = tokio::spawn(run(
+                dyns(&fakes),
+                policy,
+                RunConfig::default(),
+                metrics.clone(),
+                tx,
+                futures::future::pending(),
+            ));
+            let obs = rx.recv().await.unwrap();
+            let names: Vec<&str> = fakes.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(obs.up, want, "{policy} {names:?}");
+            for t in &obs.targets {
+                let local = t.target == "broken";
+                assert_eq!(t.unknown, local, "{t:?}");
+                assert_eq!(t.outcome() == Outcome::Unknown, local);
+                if local {
+                    assert!(!t.up);
+                    assert!(
+                        t.error.as_deref().unwrap_or("").contains("os error 24"),
+                        "{t:?}"
+                    );
+                }
+            }
+            let local = metrics
+                .failures
+                .with_label_values(&["broken", "local"])
+                .get();
+            let target = metrics
+                .failures
+                .with_label_values(&["broken", "target"])
+                .get();
+            if names.contains(&"broken") {
+                assert!(local >= 1 && target == 0, "{local} {target}");
+            }
+            runner.abort();
+        }
+    }
+
+    #[test]
+    fn outcome_of_errors() {
+        use std::io::Error;
+        let io = |code: i32| ProbeError::Io {
+            what: "connect to 10.0.0.1:22".into(),
+            err: Error::from_raw_os_error(code),
+        };
+        assert_eq!(Outcome::of(&Ok(())), Outcome::Up);
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM, EACCES, EPERM, EAFNOSUPPORT, EPROTONOSUPPORT
+        for code in [24, 23, 105, 12, 13, 1, 97, 93] {
+            assert_eq!(
+                Outcome::of(&Err(io(code))),
+                Outcome::Unknown,
+                "errno {code}"
+            );
+        }
+        // ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, ETIMEDOUT, ECONNRESET
+        for code in [111, 113, 101, 99, 110, 104] {
+            assert_eq!(Outcome::of(&Err(io(code))), Outcome::Down, "errno {code}");
+        }
+        assert_eq!(
+            Outcome::of(&Err(ProbeError::Local("x".into()))),
+            Outcome::Unknown
+        );
+        for e in [
+            ProbeError::Timeout(Duration::from_secs(1)),
+            ProbeError::Down("HTTP status 500".into()),
+            ProbeError::Protocol("garbage".into()),
+            ProbeError::Resolve {
+                host: "pdu".into(),
+                reason: "NXDOMAIN".into(),
+            },
+        ] {
+            assert_eq!(Outcome::of(&Err(e)), Outcome::Down);
+        }
+        assert_eq!(Outcome::Unknown.vote(), None);
+        assert_eq!(Outcome::Down.vote(), Some(false));
     }
 }

@@ -20,6 +20,8 @@ pub enum FakeResolver {
     Loopback,
     /// Every name resolves to these addresses (ports as given).
     Fixed(Vec<SocketAddr>),
+    /// Every lookup fails with this OS error (getaddrinfo's EAI_SYSTEM).
+    Errno(i32),
 }
 
 impl Resolve for FakeResolver {
@@ -37,6 +39,7 @@ impl Resolve for FakeResolver {
                     Ok(vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)])
                 }
                 FakeResolver::Fixed(addrs) => Ok(addrs.clone()),
+                FakeResolver::Errno(code) => Err(io::Error::from_raw_os_error(*code)),
             }
         })
     }

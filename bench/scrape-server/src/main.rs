@@ -124,6 +124,7 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             targets: vec![TargetStatus {
                 target: target.clone(),
                 up: true,
+                unknown: false,
                 duration_seconds: 0.0003,
                 error: None,
             }],
@@ -206,11 +207,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let failures = IntCounterVec::new(
             Opts::new(
                 "coolmesh_power_probe_failures_total",
-                "Power target probes that did not see the target up.",
+                "Power target probes that did not see the target up; kind=target: no or a negative answer (a down vote), kind=local: failed on this node, result unknown (no vote).",
             ),
-            &["target"],
+            &["target", "kind"],
         )?;
-        failures.with_label_values(&["tcp://10.0.0.253:22"]);
+        for kind in ["local", "target"] {
+            failures.with_label_values(&["tcp://10.0.0.253:22", kind]);
+        }
         let messages = IntCounterVec::new(
             Opts::new(
                 "coolmesh_gossip_messages_total",

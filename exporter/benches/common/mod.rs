@@ -48,6 +48,7 @@ pub fn snapshot(sensors: usize, peers: usize) -> Snapshot {
             targets: vec![TargetStatus {
                 target: "tcp://10.0.0.253:22".into(),
                 up: true,
+                unknown: false,
                 duration_seconds: 0.0003,
                 error: None,
             }],
