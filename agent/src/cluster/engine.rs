@@ -1131,7 +1131,11 @@ mod tests {
         let table: [(&str, u64, Duration); 8] = [
             ("fresh", now, Duration::ZERO),
             ("3 s old", now - 3_000, s(3)),
-            ("just inside the cap", now - 67_999, Duration::from_millis(67_999)),
+            (
+                "just inside the cap",
+                now - 67_999,
+                Duration::from_millis(67_999),
+            ),
             ("at the cap: dead, not dropped", now - 68_000, s(8)),
             ("a day old: dead, not dropped", now - 86_400_000, s(8)),
             ("absent (0): dead, not dropped", 0, s(8)),
@@ -1162,7 +1166,10 @@ mod tests {
         // The owner's next version makes it alive.
         let (req, _) = a.request(c.me, RequestKind::Push, at(base, 1_500));
         c.handle_request(a.me, &req, at(base, 1_500)).unwrap();
-        assert_eq!(c.liveness(&a.me, at(base, 1_500).mono), Some(Liveness::Alive));
+        assert_eq!(
+            c.liveness(&a.me, at(base, 1_500).mono),
+            Some(Liveness::Alive)
+        );
     }
 
     #[test]
@@ -1175,7 +1182,10 @@ mod tests {
         req.records = vec![forged; 1000];
         let (_, out) = c.handle_request(a.me, &req, at(base, 0)).unwrap();
         assert_eq!(out.rejected.len(), MAX_REJECTED_PER_MESSAGE);
-        assert!(out.rejected.iter().all(|r| *r == RejectReason::BadSignature));
+        assert!(out
+            .rejected
+            .iter()
+            .all(|r| *r == RejectReason::BadSignature));
         assert!(c.liveness(&a.me, at(base, 0).mono).is_none());
     }
 

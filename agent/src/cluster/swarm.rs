@@ -18,8 +18,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    allow_block_list, connection_limits, identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId,
-    Swarm, Transport,
+    allow_block_list, connection_limits, identify, mdns, noise, ping, tcp, yamux, Multiaddr,
+    PeerId, Swarm, Transport,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -466,7 +466,10 @@ fn incoming_failure_reason(error: &ListenError) -> Option<RejectReason> {
     match error {
         ListenError::Aborted | ListenError::LocalPeerId { .. } => None,
         ListenError::Denied { cause } => {
-            if cause.downcast_ref::<allow_block_list::NotAllowed>().is_some() {
+            if cause
+                .downcast_ref::<allow_block_list::NotAllowed>()
+                .is_some()
+            {
                 Some(RejectReason::Unauthorized)
             } else if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
                 None
@@ -488,6 +491,13 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Whether the bucket would be full by `now`, i.e. no different from a
+    /// fresh one (and can be forgotten).
+    fn refilled(&self, now: Instant, rate: f64, burst: f64) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + dt * rate >= burst
+    }
+
     fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
@@ -633,6 +643,12 @@ impl Node {
             self.dirty = true;
         }
         self.non_members.retain(|_, until| *until > now.mono);
+        let (rate, burst) = (
+            f64::from(self.cfg.inbound_rate),
+            f64::from(self.cfg.inbound_burst),
+        );
+        self.buckets
+            .retain(|_, b| !b.refilled(now.mono, rate, burst));
         let (engine, mdns_peers) = (&self.engine, &self.mdns_peers);
         self.redial
             .retain(|p, _| engine.liveness(p, now.mono).is_some() || mdns_peers.contains_key(p));
@@ -829,7 +845,9 @@ impl Node {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
                 self.outstanding.remove(&peer_id);
-                self.buckets.remove(&peer_id);
+                // The rate-limit bucket stays: a fresh one is full, so
+                // reconnecting would buy a new burst. Housekeeping drops it
+                // once it has refilled.
                 self.engine.forget_knowledge(&peer_id);
                 let now = Instant::now();
                 let min = self.cfg.redial_min;
@@ -858,7 +876,9 @@ impl Node {
                         tracing::warn!(addr = %send_back_addr, %error, suppressed, "incoming connection failed its handshake (wrong swarm.key? a scan? a connection limit?); counted in coolmesh_gossip_rejected_total{{reason=\"handshake\"}}");
                     }
                 }
-                None => tracing::debug!(addr = %send_back_addr, %error, "incoming connection closed"),
+                None => {
+                    tracing::debug!(addr = %send_back_addr, %error, "incoming connection closed")
+                }
             },
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -1082,8 +1102,36 @@ mod tests {
         }
         // A connection clears the entry: the next loss starts over at `first`.
         redial.remove(&peer);
-        assert!(redial_due(&mut redial, peer, t0 + s(20), first, max, no_jitter));
+        assert!(redial_due(
+            &mut redial,
+            peer,
+            t0 + s(20),
+            first,
+            max,
+            no_jitter
+        ));
         assert_eq!(redial[&peer], (t0 + s(21), s(2)));
+    }
+
+    #[test]
+    fn rate_limit_bucket_allows_rate_and_burst_and_refills() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let (rate, burst) = (20.0, 40.0);
+        let mut b = Bucket {
+            tokens: burst,
+            last: t0,
+        };
+        // A burst of 40 at once, then nothing until tokens come back.
+        let granted = (0..100).filter(|_| b.take(at(0), rate, burst)).count();
+        assert_eq!(granted, 40);
+        assert!(!b.take(at(10), rate, burst));
+        // One second later: 20 more.
+        let granted = (0..100).filter(|_| b.take(at(1_010), rate, burst)).count();
+        assert_eq!(granted, 20);
+        // Not forgettable until it would be full again (2 s at 20/s).
+        assert!(!b.refilled(at(2_000), rate, burst));
+        assert!(b.refilled(at(3_010), rate, burst));
     }
 
     #[test]
@@ -1119,9 +1167,7 @@ mod tests {
             ),
             (
                 "transport (wrong PSK, garbage, timeout)",
-                ListenError::Transport(libp2p::TransportError::Other(std::io::Error::other(
-                    "x",
-                ))),
+                ListenError::Transport(libp2p::TransportError::Other(std::io::Error::other("x"))),
                 Some(RejectReason::Handshake),
             ),
             (
