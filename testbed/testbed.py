@@ -1241,6 +1241,8 @@ def sc_i_hostile(bed):
     before = {h.name: metric_sum(bed.metrics(h), "coolmesh_gossip_rejected_total") for h in bed.hosts}
     before_u = {h.name: metric_sum(bed.metrics(h), "coolmesh_gossip_rejected_total", reason="unauthorized")
                 for h in bed.hosts}
+    before_h = {h.name: metric_sum(bed.metrics(h), "coolmesh_gossip_rejected_total", reason="handshake")
+                for h in bed.hosts}
     bed.start(x1)
     bed.start(x2)
     bed.wait_ready(x1)
@@ -1280,6 +1282,9 @@ def sc_i_hostile(bed):
                for h in bed.hosts}
     unauth = {n: after_u[n] - before_u[n] for n in after_u}
     check(all(v > 0 for v in unauth.values()), f"unauthorized rejections not counted everywhere: {unauth}")
+    hand = {h.name: metric_sum(bed.metrics(h), "coolmesh_gossip_rejected_total", reason="handshake") - before_h[h.name]
+            for h in bed.hosts}
+    check(all(v > 0 for v in hand.values()), f"handshake failures not counted everywhere: {hand}")
     for x in (x1, x2):
         v = bed.view(x)
         check(not v, f"hostile {x} got into a cluster: {v}")
@@ -1294,10 +1299,10 @@ def sc_i_hostile(bed):
     check(not bed.real_command_ran(), "a real shutdown command ran")
     share = 100.0 * stats["full"] / max(1, stats["polls"])
     return (f"mesh {conv:.1f}s after the last start; {soak + 5:.0f}s soak: no hostile PeerId in any view, honest view full in "
-            f"{share:.0f}% of polls, all normal; wrong PSK ({x1}): never connected, not counted; not in allowlist "
+            f"{share:.0f}% of polls, all normal; wrong PSK ({x1}): never connected; not in allowlist "
             f"({x2}, right key, claims name h1): refused, `coolmesh_gossip_rejected_total{{reason=\"unauthorized\"}}` "
-            f"+{min(unauth.values()):.0f}..+{max(unauth.values()):.0f} per node; {x3}: {gout} (handshake failures, not "
-            f"counted); forged records: no tool at this level, see agent/tests/cluster_net.rs")
+            f"+{min(unauth.values()):.0f}..+{max(unauth.values()):.0f} per node; {x3}: {gout}; wrong PSK and garbage counted "
+            f"as `reason=\"handshake\"` +{min(hand.values()):.0f}..+{max(hand.values()):.0f} per node; forged records: no tool at this level, see agent/tests/cluster_net.rs")
 
 
 FLOOD = r'''
