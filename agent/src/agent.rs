@@ -718,6 +718,7 @@ pub fn cluster_config(cfg: &Config) -> anyhow::Result<cluster::ClusterConfig> {
         suspect_after: c.suspect_after,
         dead_after: c.dead_after,
         retention: c.retention,
+        limits: c.limits,
         ..cluster::ClusterConfig::default()
     };
     out.validate()

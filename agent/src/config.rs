@@ -246,6 +246,11 @@ pub struct ClusterSection {
     pub dead_after: Duration,
     /// Dead peers' last records stay visible this long. Default 1 h.
     pub retention: Duration,
+    /// Connection caps and the handshake timeout: keys `handshake_timeout`,
+    /// `max_pending_incoming`, `max_incoming`, `max_connections_per_peer`,
+    /// `max_streams_per_connection` (defaults and trade-offs:
+    /// [`crate::cluster::config::ConnLimits`]).
+    pub limits: crate::cluster::config::ConnLimits,
 }
 
 /// `[log]`
@@ -351,6 +356,7 @@ impl Default for Config {
                 suspect_after: Duration::from_secs(4),
                 dead_after: Duration::from_secs(8),
                 retention: Duration::from_secs(3600),
+                limits: crate::cluster::config::ConnLimits::default(),
             },
         }
     }
@@ -931,9 +937,36 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
         "suspect_after",
         "dead_after",
         "retention",
+        "handshake_timeout",
+        "max_pending_incoming",
+        "max_incoming",
+        "max_connections_per_peer",
+        "max_streams_per_connection",
     ];
     let ms = Duration::from_millis;
     w.table("cluster", t, KEYS, |w, k, full, it| match k {
+        "max_pending_incoming" | "max_incoming" => {
+            if let Some(v) = w.int(full, it, 1..=65_536) {
+                let v = v as u32; // in range
+                if k == "max_pending_incoming" {
+                    c.limits.max_pending_incoming = v;
+                } else {
+                    c.limits.max_incoming = v;
+                }
+            }
+        }
+        "max_connections_per_peer" => {
+            // At least 2: a simultaneous dial from both sides makes two.
+            if let Some(v) = w.int(full, it, 2..=16) {
+                c.limits.max_connections_per_peer = v as u32;
+            }
+        }
+        "max_streams_per_connection" => {
+            // Members use up to three at a time (sync, push, follow-up).
+            if let Some(v) = w.int(full, it, 4..=256) {
+                c.limits.max_streams_per_connection = v as usize;
+            }
+        }
         "enabled" | "mdns" => {
             if let Some(v) = w.bool(full, it) {
                 if k == "enabled" {
@@ -992,6 +1025,7 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
                 "sync_interval" => (ms(50), Duration::from_secs(60)),
                 "anti_entropy_interval" => (ms(100), Duration::from_secs(600)),
                 "suspect_after" | "dead_after" => (ms(500), Duration::from_secs(3600)),
+                "handshake_timeout" => (ms(500), Duration::from_secs(60)),
                 _ => (Duration::from_secs(1), Duration::from_secs(30 * 24 * 3600)),
             };
             if let Some(d) = w.duration(full, it, min, max) {
@@ -1001,6 +1035,7 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
                     "anti_entropy_interval" => c.anti_entropy_interval = d,
                     "suspect_after" => c.suspect_after = d,
                     "dead_after" => c.dead_after = d,
+                    "handshake_timeout" => c.limits.handshake_timeout = d,
                     _ => c.retention = d,
                 }
             }
@@ -1285,6 +1320,27 @@ command = ["systemctl", "poweroff"]
         let c = parse("[cluster]\nname = \"room-1\"\nlisten = [\"/ip4/0.0.0.0/tcp/9877\"]\npeers = [\"/ip4/10.0.0.12/tcp/9877\"]\nmdns = false\n").expect("valid");
         assert_eq!(c.cluster.name, "room-1");
         assert!(!c.cluster.mdns);
+        let c = parse("[cluster]\nhandshake_timeout = \"3s\"\nmax_pending_incoming = 8\nmax_incoming = 100\nmax_connections_per_peer = 3\nmax_streams_per_connection = 16\n").expect("valid");
+        let l = c.cluster.limits;
+        assert_eq!(
+            (
+                l.handshake_timeout,
+                l.max_pending_incoming,
+                l.max_incoming,
+                l.max_connections_per_peer,
+                l.max_streams_per_connection
+            ),
+            (Duration::from_secs(3), 8, 100, 3, 16)
+        );
+        let errs = parse("[cluster]\nmax_connections_per_peer = 1\nmax_incoming = 0\nhandshake_timeout = \"1ms\"\nmax_streams_per_connection = 100000\n").expect_err("bad").to_string();
+        for want in [
+            "line 2: cluster.max_connections_per_peer",
+            "line 3: cluster.max_incoming",
+            "line 4: cluster.handshake_timeout",
+            "line 5: cluster.max_streams_per_connection",
+        ] {
+            assert!(errs.contains(want), "{want}: {errs}");
+        }
         let errs = parse("[cluster]\nlisten = [\"0.0.0.0:9877\"]\nallowlist = [\"nope\"]\nsuspect_after = \"10s\"\nname = \"bad name\"\n").expect_err("bad").to_string();
         for needle in [
             "line 2: cluster.listen[0]",

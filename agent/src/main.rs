@@ -7,8 +7,27 @@ use coolmesh_agent::cli::{
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Log directives added to every `log.level` that does not mention their
+/// target: libp2p's request-response warns once per inbound stream it
+/// resets at the per-connection stream cap, i.e. once per frame of a
+/// flooding peer (thousands per second).
+const QUIET: &[&str] = &["libp2p_request_response::handler=error"];
+
+fn log_filter(level: &str) -> String {
+    let mut f = level.to_string();
+    for d in QUIET {
+        // Any directive for the crate wins (the operator asked for it).
+        let krate = d.split([':', '=']).next().unwrap_or(d);
+        if !level.contains(krate) {
+            f.push(',');
+            f.push_str(d);
+        }
+    }
+    f
+}
+
 fn init_logging(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level)).unwrap_or_else(|e| {
         eprintln!("bad log level {level:?} ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
@@ -418,6 +437,30 @@ fn counter(args: CounterArgs) -> ExitCode {
         Err(e) => {
             eprintln!("coolmesh: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn log_filter_quiets_per_stream_warnings_unless_asked_for() {
+        let table = [
+            ("info", "info,libp2p_request_response::handler=error"),
+            (
+                "debug,libp2p_swarm=debug",
+                "debug,libp2p_swarm=debug,libp2p_request_response::handler=error",
+            ),
+            (
+                "info,libp2p_request_response=debug",
+                "info,libp2p_request_response=debug",
+            ),
+        ];
+        for (level, want) in table {
+            assert_eq!(log_filter(level), want, "{level}");
+            assert!(tracing_subscriber::EnvFilter::try_new(want).is_ok());
         }
     }
 }

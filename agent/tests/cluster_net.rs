@@ -424,6 +424,38 @@ async fn cluster_psk_mismatch_is_rejected() {
     let v = a.view.borrow().clone();
     assert_eq!(v.connected, 1);
     assert_eq!(v.peers.len(), 1);
+    // The failed handshakes are counted on the node they dialled (the
+    // wrong key and no key, each redialled several times). A wrong key can
+    // also stall both ends (garbage read as a long length prefix) until the
+    // 5 s handshake timeout, so allow for that.
+    let mut handshakes = 0;
+    for _ in 0..100 {
+        handshakes = a.metrics.rejected_count(RejectReason::Handshake);
+        if handshakes >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(handshakes >= 2, "handshake rejections: {handshakes}");
+    assert_eq!(good.metrics.rejected_count(RejectReason::Handshake), 0);
+    // ... and so is garbage on the TCP port.
+    let port = v.listen_addrs[0]
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("tcp port");
+    let before = a.metrics.rejected_count(RejectReason::Handshake);
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let _ = s.write_all(&[0x42; 200]).await;
+        let _ = s.shutdown().await;
+    }
+    assert!(eventually(|| a.metrics.rejected_count(RejectReason::Handshake) > before).await);
     for n in [a, good, bad, open] {
         n.stop().await;
     }
@@ -524,7 +556,7 @@ struct RawClient {
 impl RawClient {
     async fn connect(addr: Multiaddr, target: PeerId) -> RawClient {
         let key = Keypair::generate_ed25519();
-        let transport = build_transport(&key, None).unwrap();
+        let transport = build_transport(&key, None, Duration::from_secs(5)).unwrap();
         let rr = request_response::Behaviour::with_codec(
             RawCodec,
             [(PROTOCOL, ProtocolSupport::Full)],

@@ -86,6 +86,55 @@ pub struct ClusterConfig {
     pub inbound_rate: u32,
     /// Token bucket depth. Default 40.
     pub inbound_burst: u32,
+    /// Connection and handshake caps (`[cluster]` keys of the same names).
+    pub limits: ConnLimits,
+}
+
+/// Caps that keep a node's file descriptors, memory and CPU bounded when a
+/// peer (or a scanner, or a host without the key) misbehaves. Each field is
+/// a `[cluster]` key of the same name; the defaults suit a room of up to a
+/// few hundred servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// A TCP connection must finish the PSK, noise and yamux handshakes
+    /// within this long. Default 5 s: a LAN handshake takes milliseconds,
+    /// and a connection that sends nothing (or half a PSK nonce) pins a file
+    /// descriptor and a `max_pending_incoming` slot until it expires. Longer
+    /// only helps over very slow links.
+    pub handshake_timeout: Duration,
+    /// Incoming connections still in their handshake, at most. Default 32;
+    /// more are closed at once. Bounds the file descriptors a host without
+    /// the key can hold (with `handshake_timeout`: at most 32 per 5 s).
+    /// Trade-off: while a flood fills the slots, honest peers' incoming
+    /// dials are refused too; they still connect because both sides dial.
+    pub max_pending_incoming: u32,
+    /// Established incoming connections, at most. Default 256: a room of
+    /// 100 agents needs about 100 (a full mesh, half dialled by each side).
+    /// Raise it for bigger rooms; each connection costs a descriptor and,
+    /// under attack, up to a few MiB of buffers.
+    pub max_incoming: u32,
+    /// Established connections per peer, at most. Default 2: a simultaneous
+    /// dial from both sides legitimately makes two; more only multiply the
+    /// streams (and buffers) one peer can hold open.
+    pub max_connections_per_peer: u32,
+    /// Concurrent sync streams (in and out) per connection. Default 8:
+    /// members use one to three at a time. Each inbound stream may hold one
+    /// frame (up to `max_frame_bytes`) being read, so this bounds a flooding
+    /// peer's memory at `max_connections_per_peer x this x max_frame_bytes`;
+    /// streams beyond it are reset unread.
+    pub max_streams_per_connection: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_incoming: 32,
+            max_incoming: 256,
+            max_connections_per_peer: 2,
+            max_streams_per_connection: 8,
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -114,6 +163,7 @@ impl Default for ClusterConfig {
             idle_connection_timeout: Duration::from_secs(3600),
             inbound_rate: 20,
             inbound_burst: 40,
+            limits: ConnLimits::default(),
         }
     }
 }
@@ -150,6 +200,15 @@ impl ClusterConfig {
         }
         if self.inbound_rate == 0 || self.inbound_burst == 0 {
             return err("inbound_rate and inbound_burst must be > 0");
+        }
+        let l = &self.limits;
+        if l.handshake_timeout.is_zero()
+            || l.max_pending_incoming == 0
+            || l.max_incoming == 0
+            || l.max_connections_per_peer == 0
+            || l.max_streams_per_connection == 0
+        {
+            return err("connection limits and handshake_timeout must be > 0");
         }
         if self.listen.is_empty() {
             return err("listen must not be empty");
@@ -212,6 +271,20 @@ mod tests {
             },
             ClusterConfig {
                 sync_interval: Duration::ZERO,
+                ..Default::default()
+            },
+            ClusterConfig {
+                limits: ConnLimits {
+                    max_connections_per_peer: 0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ClusterConfig {
+                limits: ConnLimits {
+                    handshake_timeout: Duration::ZERO,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         ];

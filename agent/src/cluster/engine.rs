@@ -86,6 +86,27 @@ pub fn next_version(prev: u64, unix_ms: u64) -> u64 {
     prev.saturating_add(1).max(unix_ms)
 }
 
+/// How old a record looks when its owner is seen for the first time
+/// (docs/protocol.md, section 7): the owner's age of it, `now - updated_ms`.
+/// A timestamp that cannot be right (absent or 0, older than
+/// `dead_after + retention`, or more than `dead_after` in the future: a
+/// broken implementation or a clock far off) gives `dead_after`: the record
+/// shows up as dead (stale) instead of being dropped unseen, and a live
+/// owner turns alive with its next version, which the receiver times itself.
+pub fn first_sight_age(now_unix_ms: u64, updated_ms: u64, t: &LivenessTimeouts) -> Duration {
+    let cap = t.dead_after.saturating_add(t.retention);
+    let ahead = u64::try_from(t.dead_after.as_millis()).unwrap_or(u64::MAX);
+    if updated_ms == 0 || updated_ms > now_unix_ms.saturating_add(ahead) {
+        return t.dead_after;
+    }
+    let age = Duration::from_millis(now_unix_ms.saturating_sub(updated_ms));
+    if age >= cap {
+        t.dead_after
+    } else {
+        age
+    }
+}
+
 /// Result of comparing two digests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delta {
@@ -154,6 +175,12 @@ fn record_cost(s: &SignedRecord) -> usize {
 const DIGEST_ENTRY_COST: usize = 56;
 /// Room kept free in every frame for headers and the rest.
 const FRAME_SLACK: usize = 1024;
+/// Records of one message examined after this many were rejected are
+/// dropped unexamined. A record costs a signature verification (tens of
+/// microseconds), and a 1 MiB frame holds thousands of small forged ones:
+/// without the cap one request per 50 ms would keep the event loop busy.
+/// Honest peers relay only records they verified, so they never get near it.
+pub const MAX_REJECTED_PER_MESSAGE: usize = 16;
 
 /// The engine. See the module documentation.
 pub struct Engine {
@@ -408,6 +435,9 @@ impl Engine {
         let mut out = Outcome::default();
         let mut received = Vec::new();
         for s in req.signed_records() {
+            if out.rejected.len() >= MAX_REJECTED_PER_MESSAGE {
+                break;
+            }
             if let Some(pv) = self.accept(s, now, &mut out) {
                 received.push(pv);
             }
@@ -465,6 +495,9 @@ impl Engine {
             self.learn(from, *p, *v);
         }
         for s in resp.records.iter().cloned().map(SignedRecord::from) {
+            if out.rejected.len() >= MAX_REJECTED_PER_MESSAGE {
+                break;
+            }
             let header = s.peek().ok();
             if let Some((p, v)) = self.accept(s, now, &mut out) {
                 self.learn(from, p, v);
@@ -568,10 +601,8 @@ impl Engine {
             now.mono
         } else {
             // First sight: a record made long ago (e.g. a dead node's, still
-            // relayed) must not look alive. Use the owner's timestamp, capped.
-            let t = &self.cfg.timeouts;
-            let cap = t.dead_after.saturating_add(t.retention);
-            let age = Duration::from_millis(now.unix_ms.saturating_sub(record.updated_ms)).min(cap);
+            // relayed) must not look alive.
+            let age = first_sight_age(now.unix_ms, record.updated_ms, &self.cfg.timeouts);
             now.mono.checked_sub(age).unwrap_or(now.mono)
         };
         self.tombstones.remove(&peer);
@@ -1090,6 +1121,72 @@ mod tests {
             c.liveness(&b.me, at(base, 20_000).mono),
             Some(Liveness::Alive)
         );
+    }
+
+    #[test]
+    fn first_sight_age_distrusts_impossible_timestamps() {
+        let t = cfg().timeouts; // dead_after 8 s, retention 60 s
+        let now = 1_700_000_000_000u64;
+        let s = Duration::from_secs;
+        let table: [(&str, u64, Duration); 8] = [
+            ("fresh", now, Duration::ZERO),
+            ("3 s old", now - 3_000, s(3)),
+            (
+                "just inside the cap",
+                now - 67_999,
+                Duration::from_millis(67_999),
+            ),
+            ("at the cap: dead, not dropped", now - 68_000, s(8)),
+            ("a day old: dead, not dropped", now - 86_400_000, s(8)),
+            ("absent (0): dead, not dropped", 0, s(8)),
+            ("a clock a few seconds ahead", now + 5_000, Duration::ZERO),
+            ("far future: dead", now + 3_600_000, s(8)),
+        ];
+        for (what, updated, want) in table {
+            assert_eq!(first_sight_age(now, updated, &t), want, "{what}");
+        }
+        // Nothing overflows at the extremes.
+        assert_eq!(first_sight_age(0, u64::MAX, &t), s(8));
+        assert_eq!(first_sight_age(u64::MAX, 1, &t), s(8));
+    }
+
+    #[test]
+    fn record_without_timestamp_is_kept_dead_then_turns_alive() {
+        let base = Instant::now();
+        let (mut a, mut c) = (engine(), engine());
+        let mut old = at(base, 0);
+        old.unix_ms = 1; // "updated_ms" in 1970: an implausible timestamp
+        let (req, _) = a.request(c.me, RequestKind::Push, old);
+        let (_, out) = c.handle_request(a.me, &req, at(base, 0)).unwrap();
+        assert!(out.changed && out.rejected.is_empty());
+        assert_eq!(c.liveness(&a.me, at(base, 0).mono), Some(Liveness::Dead));
+        // Still there after housekeeping (it used to be dropped unseen).
+        c.housekeeping(at(base, 300));
+        assert_eq!(c.liveness(&a.me, at(base, 300).mono), Some(Liveness::Dead));
+        // The owner's next version makes it alive.
+        let (req, _) = a.request(c.me, RequestKind::Push, at(base, 1_500));
+        c.handle_request(a.me, &req, at(base, 1_500)).unwrap();
+        assert_eq!(
+            c.liveness(&a.me, at(base, 1_500).mono),
+            Some(Liveness::Alive)
+        );
+    }
+
+    #[test]
+    fn forged_records_beyond_the_cap_are_not_examined() {
+        let base = Instant::now();
+        let (mut a, mut c) = (engine(), engine());
+        let (mut req, _) = a.request(c.me, RequestKind::Push, at(base, 0));
+        let mut forged = req.records[0].clone();
+        forged.signature = vec![0; 64];
+        req.records = vec![forged; 1000];
+        let (_, out) = c.handle_request(a.me, &req, at(base, 0)).unwrap();
+        assert_eq!(out.rejected.len(), MAX_REJECTED_PER_MESSAGE);
+        assert!(out
+            .rejected
+            .iter()
+            .all(|r| *r == RejectReason::BadSignature));
+        assert!(c.liveness(&a.me, at(base, 0).mono).is_none());
     }
 
     #[test]

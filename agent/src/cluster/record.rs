@@ -175,17 +175,22 @@ pub enum RejectReason {
     Unauthorized,
     /// Peer exceeded the inbound request rate.
     RateLimited,
+    /// An incoming connection failed its handshake (wrong or missing PSK,
+    /// garbage on the port, noise or multiplexer failure, timeout) or was
+    /// refused by a connection limit.
+    Handshake,
 }
 
 impl RejectReason {
     /// Every reason, for pre-initialising metric series.
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::BadSignature,
         RejectReason::ForeignSlot,
         RejectReason::Malformed,
         RejectReason::Oversized,
         RejectReason::Unauthorized,
         RejectReason::RateLimited,
+        RejectReason::Handshake,
     ];
 
     /// Metric label value.
@@ -197,6 +202,7 @@ impl RejectReason {
             RejectReason::Oversized => "oversized",
             RejectReason::Unauthorized => "unauthorized",
             RejectReason::RateLimited => "rate_limited",
+            RejectReason::Handshake => "handshake",
         }
     }
 }

@@ -18,13 +18,14 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    allow_block_list, identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, Transport,
+    allow_block_list, connection_limits, identify, mdns, noise, ping, tcp, yamux, Multiaddr,
+    PeerId, Swarm, Transport,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
-use super::config::ClusterConfig;
+use super::config::{ClusterConfig, ConnLimits};
 use super::engine::{Engine, Now, Sent};
 use super::metrics::GossipMetrics;
 use super::record::{LocalState, RejectReason};
@@ -37,10 +38,28 @@ pub const IDENTIFY_PROTOCOL: &str = "/coolmesh/1.0.0";
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// How long a peer that does not speak the sync protocol is left alone.
 const NON_MEMBER_QUARANTINE: Duration = Duration::from_secs(600);
+/// Yamux streams per connection, at most; a peer opening more loses the
+/// connection (yamux closes it). Members use a handful (sync, identify,
+/// ping); the cap bounds what one connection can buffer in yamux (each
+/// stream has a 256 KiB receive window). Not a config key: the
+/// per-connection sync stream cap (`max_streams_per_connection`) is the
+/// one that matters, this only has to stay well above it.
+const MAX_YAMUX_STREAMS: usize = 64;
+/// Inbound streams still negotiating their protocol, per connection; more
+/// are reset (libp2p's default is 128). Same reasoning as
+/// [`MAX_YAMUX_STREAMS`]: a member opens at most a few at a time.
+const MAX_NEGOTIATING_STREAMS: usize = 16;
+/// At most one handshake-failure log line per this long (a scan or a flood
+/// would otherwise write one per connection); the counter counts them all.
+const HANDSHAKE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The one behaviour of a coolmesh node.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Connection caps (pending and established incoming, per peer): first,
+    /// so that a connection over a cap is refused before anything else
+    /// spends work on it.
+    limits: connection_limits::Behaviour,
     /// Allowlist (when configured): denies every other PeerId.
     allow: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
     /// Operator/test blocklist (partitions, quarantine).
@@ -56,29 +75,53 @@ pub struct Behaviour {
 }
 
 /// TCP, optionally wrapped in the private-network handshake, then noise and
-/// yamux.
+/// yamux. The whole handshake must finish within `handshake_timeout`
+/// (`ConnLimits::handshake_timeout`): a connection that stalls in it holds a
+/// file descriptor until then.
 pub fn build_transport(
     key: &Keypair,
     psk: Option<PreSharedKey>,
+    handshake_timeout: Duration,
 ) -> anyhow::Result<Boxed<(PeerId, StreamMuxerBox)>> {
     let noise = noise::Config::new(key).context("noise config")?;
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-    let timeout = Duration::from_secs(20);
+    let mut mux = yamux::Config::default();
+    mux.set_max_num_streams(MAX_YAMUX_STREAMS);
     Ok(match psk {
         Some(psk) => tcp
             .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
             .upgrade(Version::V1Lazy)
             .authenticate(noise)
-            .multiplex(yamux::Config::default())
-            .timeout(timeout)
+            .multiplex(mux)
+            .timeout(handshake_timeout)
             .boxed(),
         None => tcp
             .upgrade(Version::V1Lazy)
             .authenticate(noise)
-            .multiplex(yamux::Config::default())
-            .timeout(timeout)
+            .multiplex(mux)
+            .timeout(handshake_timeout)
             .boxed(),
     })
+}
+
+/// The libp2p connection caps of [`ConnLimits`].
+fn connection_caps(l: &ConnLimits) -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(l.max_pending_incoming))
+        .with_max_established_incoming(Some(l.max_incoming))
+        .with_max_established_per_peer(Some(l.max_connections_per_peer))
+}
+
+/// The swarm settings: idle timeout, stream caps, and `V1Lazy` for the
+/// streams we open (the protocol id and the request go out together, so an
+/// exchange costs one round trip instead of two: multistream-select's
+/// answer is not awaited; a peer that does not speak the protocol fails the
+/// exchange as before).
+pub fn swarm_config(idle_connection_timeout: Duration) -> libp2p::swarm::Config {
+    libp2p::swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(idle_connection_timeout)
+        .with_substream_upgrade_protocol_override(Version::V1Lazy)
+        .with_max_negotiating_inbound_streams(MAX_NEGOTIATING_STREAMS)
 }
 
 fn build_behaviour(cfg: &ClusterConfig, key: &Keypair, metrics: &GossipMetrics) -> Behaviour {
@@ -106,8 +149,11 @@ fn build_behaviour(cfg: &ClusterConfig, key: &Keypair, metrics: &GossipMetrics) 
     } else {
         None
     };
-    let rr = request_response::Config::default().with_request_timeout(cfg.request_timeout);
+    let rr = request_response::Config::default()
+        .with_request_timeout(cfg.request_timeout)
+        .with_max_concurrent_streams(cfg.limits.max_streams_per_connection);
     Behaviour {
+        limits: connection_limits::Behaviour::new(connection_caps(&cfg.limits)),
         allow: Toggle::from(allow),
         block: allow_block_list::Behaviour::default(),
         identify: identify::Behaviour::new(
@@ -217,14 +263,13 @@ impl Cluster {
         } = self;
         drop(control_tx);
         let me = keypair.public().to_peer_id();
-        let transport = build_transport(&keypair, cfg.psk)?;
+        let transport = build_transport(&keypair, cfg.psk, cfg.limits.handshake_timeout)?;
         let behaviour = build_behaviour(&cfg, &keypair, &metrics);
         let mut swarm = Swarm::new(
             transport,
             behaviour,
             me,
-            libp2p::swarm::Config::with_tokio_executor()
-                .with_idle_connection_timeout(cfg.idle_connection_timeout),
+            swarm_config(cfg.idle_connection_timeout),
         );
         for addr in &cfg.listen {
             swarm
@@ -262,6 +307,8 @@ impl Cluster {
             buckets: HashMap::new(),
             bootstrap,
             redial: HashMap::new(),
+            mdns_peers: HashMap::new(),
+            handshake_log: LogLimiter::new(HANDSHAKE_LOG_EVERY),
             rng: StdRng::from_rng(&mut rand::rng()),
             dirty: true,
         };
@@ -360,6 +407,83 @@ struct Boot {
     is_self: bool,
 }
 
+/// Limits a log line to one per `every`; the lines in between are counted
+/// and reported with the next one.
+struct LogLimiter {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    fn new(every: Duration) -> Self {
+        LogLimiter {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)`: log now, `n` lines were suppressed since the last one.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// Whether to dial `peer` now according to its entry in `redial` (next
+/// attempt, current backoff; none yet means "now, starting at `first`"). If
+/// so, the next attempt is scheduled after `jitter(backoff)` and the backoff
+/// doubles, up to `max`.
+fn redial_due(
+    redial: &mut HashMap<PeerId, (Instant, Duration)>,
+    peer: PeerId,
+    now: Instant,
+    first: Duration,
+    max: Duration,
+    jitter: impl FnOnce(Duration) -> Duration,
+) -> bool {
+    let (next, backoff) = redial.get(&peer).copied().unwrap_or((now, first));
+    if next > now {
+        return false;
+    }
+    redial.insert(peer, (now + jitter(backoff), (backoff * 2).min(max)));
+    true
+}
+
+/// Why an incoming connection failed, for the metrics: `None` when it says
+/// nothing about the remote (our own shutdown, our own blocklist, our own
+/// address in our bootstrap list dialling back to us).
+fn incoming_failure_reason(error: &ListenError) -> Option<RejectReason> {
+    match error {
+        ListenError::Aborted | ListenError::LocalPeerId { .. } => None,
+        ListenError::Denied { cause } => {
+            if cause
+                .downcast_ref::<allow_block_list::NotAllowed>()
+                .is_some()
+            {
+                Some(RejectReason::Unauthorized)
+            } else if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
+                None
+            } else {
+                // A connection cap (`connection_limits::Exceeded`).
+                Some(RejectReason::Handshake)
+            }
+        }
+        ListenError::WrongPeerId { .. } | ListenError::Transport(_) => {
+            Some(RejectReason::Handshake)
+        }
+    }
+}
+
 /// Token bucket for inbound requests of one peer.
 struct Bucket {
     tokens: f64,
@@ -367,6 +491,13 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Whether the bucket would be full by `now`, i.e. no different from a
+    /// fresh one (and can be forgotten).
+    fn refilled(&self, now: Instant, rate: f64, burst: f64) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + dt * rate >= burst
+    }
+
     fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
@@ -397,8 +528,15 @@ struct Node {
     listen_addrs: Vec<Multiaddr>,
     buckets: HashMap<PeerId, Bucket>,
     bootstrap: Vec<Boot>,
-    /// Members we lost: next redial time and backoff.
+    /// Members we lost, and mDNS-discovered peers we are not connected to:
+    /// next redial time and backoff.
     redial: HashMap<PeerId, (Instant, Duration)>,
+    /// Addresses mDNS reported and has not expired. mDNS reports a peer only
+    /// once, so a first dial that fails (e.g. a simultaneous dial) must be
+    /// retried from here.
+    mdns_peers: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Rate limit of the handshake-failure log line.
+    handshake_log: LogLimiter,
     rng: StdRng,
     dirty: bool,
 }
@@ -505,11 +643,18 @@ impl Node {
             self.dirty = true;
         }
         self.non_members.retain(|_, until| *until > now.mono);
-        let engine = &self.engine;
+        let (rate, burst) = (
+            f64::from(self.cfg.inbound_rate),
+            f64::from(self.cfg.inbound_burst),
+        );
+        self.buckets
+            .retain(|_, b| !b.refilled(now.mono, rate, burst));
+        let (engine, mdns_peers) = (&self.engine, &self.mdns_peers);
         self.redial
-            .retain(|p, _| engine.liveness(p, now.mono).is_some());
+            .retain(|p, _| engine.liveness(p, now.mono).is_some() || mdns_peers.contains_key(p));
         self.redial_bootstrap(now.mono);
         self.dial_members(now.mono);
+        self.dial_discovered(now.mono);
     }
 
     fn redial_bootstrap(&mut self, now: Instant) {
@@ -527,8 +672,12 @@ impl Node {
                 Some(p) => DialOpts::peer_id(p)
                     .addresses(vec![b.addr.clone()])
                     .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .allocate_new_port()
                     .build(),
-                None => DialOpts::unknown_peer_id().address(b.addr.clone()).build(),
+                None => DialOpts::unknown_peer_id()
+                    .address(b.addr.clone())
+                    .allocate_new_port()
+                    .build(),
             };
             let id = opts.connection_id();
             let addr = b.addr.clone();
@@ -556,20 +705,50 @@ impl Node {
             } else {
                 self.cfg.redial_min
             };
-            let (next, backoff) = self.redial.get(&peer).copied().unwrap_or((now, first));
-            if next > now {
+            if !self.redial_due(peer, now, first) {
                 continue;
             }
-            let wait = self.jitter(backoff);
-            self.redial
-                .insert(peer, (now + wait, (backoff * 2).min(self.cfg.redial_max)));
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%peer, error = %e, "member dial not started");
+            self.dial_peer(peer, addrs, "member");
+        }
+    }
+
+    /// Redial mDNS-discovered peers we are not connected to, with the same
+    /// backoff as members.
+    fn dial_discovered(&mut self, now: Instant) {
+        let due: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .mdns_peers
+            .iter()
+            .filter(|(p, _)| !self.connected.contains(p) && self.allowed(p))
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (peer, addrs) in due {
+            if self.redial_due(peer, now, self.cfg.redial_min) {
+                self.dial_peer(peer, addrs, "discovered peer");
             }
+        }
+    }
+
+    fn redial_due(&mut self, peer: PeerId, now: Instant, first: Duration) -> bool {
+        let max = self.cfg.redial_max;
+        let factor = self.rng.random_range(0.8..1.2);
+        redial_due(&mut self.redial, peer, now, first, max, |d| {
+            d.mul_f64(factor)
+        })
+    }
+
+    /// Dial a known peer from a fresh port: dialling from the listen port
+    /// (libp2p's default) makes two simultaneous dials between the same
+    /// listen ports one TCP connection by simultaneous open, on which both
+    /// sides start the noise handshake as initiator and both fail
+    /// (docs/failure-matrix.md, scenario k).
+    fn dial_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, what: &str) {
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .allocate_new_port()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "{what} dial not started");
         }
     }
 
@@ -585,7 +764,11 @@ impl Node {
                 self.redial.remove(&p);
             }
             Control::Dial(a) => {
-                if let Err(e) = self.swarm.dial(a.clone()) {
+                let opts = DialOpts::unknown_peer_id()
+                    .address(a.clone())
+                    .allocate_new_port()
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
                     tracing::warn!(addr = %a, error = %e, "dial failed");
                 }
             }
@@ -662,7 +845,9 @@ impl Node {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
                 self.outstanding.remove(&peer_id);
-                self.buckets.remove(&peer_id);
+                // The rate-limit bucket stays: a fresh one is full, so
+                // reconnecting would buy a new burst. Housekeeping drops it
+                // once it has refilled.
                 self.engine.forget_knowledge(&peer_id);
                 let now = Instant::now();
                 let min = self.cfg.redial_min;
@@ -675,16 +860,26 @@ impl Node {
                 self.dirty = true;
             }
             SwarmEvent::IncomingConnectionError {
-                error: ListenError::Denied { cause },
+                error,
                 send_back_addr,
                 ..
-            } if cause
-                .downcast_ref::<allow_block_list::NotAllowed>()
-                .is_some() =>
-            {
-                tracing::info!(addr = %send_back_addr, "refused a peer not in the allowlist");
-                self.metrics.reject(RejectReason::Unauthorized);
-            }
+            } => match incoming_failure_reason(&error) {
+                Some(RejectReason::Unauthorized) => {
+                    tracing::info!(addr = %send_back_addr, "refused a peer not in the allowlist");
+                    self.metrics.reject(RejectReason::Unauthorized);
+                }
+                Some(reason) => {
+                    self.metrics.reject(reason);
+                    if let Some(suppressed) = self.handshake_log.hit(Instant::now()) {
+                        // Wrong PSK, garbage, a scan, or a connection cap:
+                        // worth a line, but not one per connection.
+                        tracing::warn!(addr = %send_back_addr, %error, suppressed, "incoming connection failed its handshake (wrong swarm.key? a scan? a connection limit?); counted in coolmesh_gossip_rejected_total{{reason=\"handshake\"}}");
+                    }
+                }
+                None => {
+                    tracing::debug!(addr = %send_back_addr, %error, "incoming connection closed")
+                }
+            },
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
@@ -723,14 +918,23 @@ impl Node {
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
-                    if self.connected.contains(&peer) || !self.allowed(&peer) {
-                        continue;
+                    let addrs = self.mdns_peers.entry(peer).or_default();
+                    if !addrs.contains(&addr) {
+                        addrs.push(addr);
                     }
-                    let opts = DialOpts::peer_id(peer)
-                        .addresses(vec![addr])
-                        .condition(PeerCondition::DisconnectedAndNotDialing)
-                        .build();
-                    let _ = self.swarm.dial(opts);
+                }
+                // Dial the new ones now (the backoff says whether they are
+                // new); `dial_discovered` retries them from housekeeping.
+                self.dial_discovered(Instant::now());
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(list)) => {
+                for (peer, addr) in list {
+                    if let Some(addrs) = self.mdns_peers.get_mut(&peer) {
+                        addrs.retain(|a| *a != addr);
+                        if addrs.is_empty() {
+                            self.mdns_peers.remove(&peer);
+                        }
+                    }
                 }
             }
             BehaviourEvent::Sync(ev) => self.on_sync_event(ev),
@@ -859,6 +1063,123 @@ impl Node {
                 tracing::trace!(%peer, %error, "inbound exchange failed");
             }
             Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovered_peers_are_redialled_with_backoff_after_a_failed_dial() {
+        let (t0, s) = (Instant::now(), Duration::from_secs);
+        let (first, max) = (s(1), s(4));
+        let peer = PeerId::random();
+        let mut redial = HashMap::new();
+        let no_jitter = |d: Duration| d;
+        // (time, dial due?) after a first dial at t0 that fails: the next
+        // attempts come 1, 2, 4, 4 s apart.
+        let table = [
+            (0, true),
+            (500, false),
+            (1_000, true),
+            (2_000, false),
+            (3_000, true),
+            (6_999, false),
+            (7_000, true),
+            (11_000, true),
+            (14_000, false),
+            (15_000, true),
+        ];
+        for (ms, want) in table {
+            let now = t0 + Duration::from_millis(ms);
+            assert_eq!(
+                redial_due(&mut redial, peer, now, first, max, no_jitter),
+                want,
+                "at {ms} ms"
+            );
+        }
+        // A connection clears the entry: the next loss starts over at `first`.
+        redial.remove(&peer);
+        assert!(redial_due(
+            &mut redial,
+            peer,
+            t0 + s(20),
+            first,
+            max,
+            no_jitter
+        ));
+        assert_eq!(redial[&peer], (t0 + s(21), s(2)));
+    }
+
+    #[test]
+    fn rate_limit_bucket_allows_rate_and_burst_and_refills() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let (rate, burst) = (20.0, 40.0);
+        let mut b = Bucket {
+            tokens: burst,
+            last: t0,
+        };
+        // A burst of 40 at once, then nothing until tokens come back.
+        let granted = (0..100).filter(|_| b.take(at(0), rate, burst)).count();
+        assert_eq!(granted, 40);
+        assert!(!b.take(at(10), rate, burst));
+        // One second later: 20 more.
+        let granted = (0..100).filter(|_| b.take(at(1_010), rate, burst)).count();
+        assert_eq!(granted, 20);
+        // Not forgettable until it would be full again (2 s at 20/s).
+        assert!(!b.refilled(at(2_000), rate, burst));
+        assert!(b.refilled(at(3_010), rate, burst));
+    }
+
+    #[test]
+    fn handshake_log_is_rate_limited_and_counts_what_it_skipped() {
+        let t0 = Instant::now();
+        let mut l = LogLimiter::new(Duration::from_secs(10));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let table = [
+            (0, Some(0)),
+            (1, None),
+            (9_999, None),
+            (10_000, Some(2)),
+            (10_001, None),
+            (60_000, Some(1)),
+        ];
+        for (ms, want) in table {
+            assert_eq!(l.hit(at(ms)), want, "at {ms} ms");
+        }
+    }
+
+    #[test]
+    fn incoming_failures_are_classified() {
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let denied = |c| ListenError::Denied { cause: c };
+        let table: Vec<(&str, ListenError, Option<RejectReason>)> = vec![
+            ("aborted", ListenError::Aborted, None),
+            (
+                "our own address",
+                ListenError::LocalPeerId {
+                    address: addr.clone(),
+                },
+                None,
+            ),
+            (
+                "transport (wrong PSK, garbage, timeout)",
+                ListenError::Transport(libp2p::TransportError::Other(std::io::Error::other("x"))),
+                Some(RejectReason::Handshake),
+            ),
+            (
+                "over a connection cap",
+                denied(libp2p::swarm::ConnectionDenied::new(std::io::Error::other(
+                    "cap",
+                ))),
+                Some(RejectReason::Handshake),
+            ),
+        ];
+        for (what, e, want) in table {
+            assert_eq!(incoming_failure_reason(&e), want, "{what}");
         }
     }
 }

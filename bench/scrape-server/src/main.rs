@@ -29,6 +29,7 @@ const REJECT_REASONS: &[&str] = &[
     "oversized",
     "unauthorized",
     "rate_limited",
+    "handshake",
 ];
 
 fn now_ms() -> u64 {
