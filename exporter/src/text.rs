@@ -32,22 +32,28 @@ pub fn write_help_text(out: &mut Vec<u8>, help: &str) {
 
 // The three escaped characters are ASCII, and no byte of a multi-byte UTF-8
 // sequence is ASCII, so escaping byte by byte gives exactly the crate's
-// char-by-char result while copying unescaped runs in one go.
+// char-by-char result. memchr (as the crate uses) finds the next one a word
+// at a time; most values have none and are copied in one go.
 fn write_escaped(out: &mut Vec<u8>, v: &str, quote: bool) {
-    let bytes = v.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
+    let mut rest = v.as_bytes();
+    loop {
+        let next = if quote {
+            memchr::memchr3(b'\\', b'\n', b'"', rest)
+        } else {
+            memchr::memchr2(b'\\', b'\n', rest)
+        };
+        let Some(i) = next else {
+            out.extend_from_slice(rest);
+            return;
+        };
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(match rest[i] {
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
-            b'"' if quote => b"\\\"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
-        start = i + 1;
+            _ => b"\\\"",
+        });
+        rest = &rest[i + 1..];
     }
-    out.extend_from_slice(&bytes[start..]);
 }
 
 /// Append the `# HELP` (unless `help` is empty) and `# TYPE` lines of a
@@ -67,26 +73,65 @@ pub fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: &str) {
     out.push(b'\n');
 }
 
-/// Append one sample line: `name{n1="v1",...} value`. `names` and `values`
-/// pair up; extra entries of the longer slice are ignored. Names are written
+/// Append one sample line: `name{n1="v1",...} value`. `values` pair up
+/// with `names` (missing ones are written as empty, extra ones ignored).
+/// Names are written
 /// as they are (they come from the exporter's own definitions).
 pub fn write_sample(out: &mut Vec<u8>, name: &str, names: &[&str], values: &[&str], value: f64) {
-    out.extend_from_slice(name.as_bytes());
-    let mut sep = b'{';
-    for (n, v) in names.iter().zip(values) {
-        out.push(sep);
-        out.extend_from_slice(n.as_bytes());
-        out.extend_from_slice(b"=\"");
-        write_label_value(out, v);
-        out.push(b'"');
-        sep = b',';
+    SampleLine::new(name, names).write(out, values, value);
+}
+
+/// The constant parts of a family's sample lines, built once per family so
+/// that writing a sample is a few copies (`name{a="`, value, `",b="`, value,
+/// `"} `, number) rather than one per syntax element.
+pub struct SampleLine {
+    // `name{first="` with labels, `name ` without.
+    open: Vec<u8>,
+    // `",next="` for each further label.
+    seps: Vec<Vec<u8>>,
+    labelled: bool,
+}
+
+impl SampleLine {
+    /// The template for family `name` with label names `names`.
+    pub fn new(name: &str, names: &[&str]) -> Self {
+        let mut open = name.as_bytes().to_vec();
+        let mut seps = Vec::new();
+        match names.split_first() {
+            None => open.push(b' '),
+            Some((first, rest)) => {
+                open.push(b'{');
+                open.extend_from_slice(first.as_bytes());
+                open.extend_from_slice(b"=\"");
+                seps = rest
+                    .iter()
+                    .map(|n| [b"\",", n.as_bytes(), b"=\""].concat())
+                    .collect();
+            }
+        }
+        SampleLine {
+            open,
+            seps,
+            labelled: !names.is_empty(),
+        }
     }
-    if sep == b',' {
-        out.push(b'}');
+
+    /// Append one sample; `values` pair up with the label names (missing
+    /// ones are written as empty, extra ones ignored).
+    pub fn write(&self, out: &mut Vec<u8>, values: &[&str], value: f64) {
+        out.extend_from_slice(&self.open);
+        if self.labelled {
+            let mut values = values.iter();
+            write_label_value(out, values.next().copied().unwrap_or(""));
+            for (sep, v) in self.seps.iter().zip(values.chain(std::iter::repeat(&""))) {
+                out.extend_from_slice(sep);
+                write_label_value(out, v);
+            }
+            out.extend_from_slice(b"\"} ");
+        }
+        write_value(out, value);
+        out.push(b'\n');
     }
-    out.push(b' ');
-    write_value(out, value);
-    out.push(b'\n');
 }
 
 /// Append `v` exactly as `v.to_string()` would.
