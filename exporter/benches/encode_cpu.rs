@@ -3,21 +3,24 @@
 //!     cargo bench -p coolmesh-exporter --bench encode_cpu
 //!
 //! On a shared machine wall time includes the time other processes hold the
-//! core (criterion's `encode` bench measures wall time). This runs the same
-//! work (`collector::families` + `metrics::encode_families` on the ~10k-series
-//! snapshot) for about 5 s of wall time, in blocks, and reports the process
-//! CPU time (utime + stime from /proc/self/stat, 10 ms ticks) per encode next
-//! to the wall time per encode; their ratio shows how much the machine's
-//! load inflated the wall-time figure. Also runs the bench-only
-//! `direct_encode` prototype (common/mod.rs) on the same snapshot.
+//! core (criterion's `encode` bench measures wall time). This runs each path
+//! on the ~10k-series snapshot for about 5 s of wall time, in blocks, and
+//! reports the process CPU time (utime + stime from /proc/self/stat, 10 ms
+//! ticks) per encode next to the wall time per encode; their ratio shows how
+//! much the machine's load inflated the wall-time figure. Paths (see
+//! `encode.rs`): `metrics_encode` (what `/metrics` does), `old_registry_encode`
+//! (the path it replaced, same page), `families_and_encode` (the earlier
+//! headline figure). The 10k paths run twice, new and old alternating, so
+//! both see the same machine.
 
 use coolmesh_exporter::collector::{families, DEFAULT_MAX_PEER_SERIES};
 use coolmesh_exporter::metrics::encode_families;
+use coolmesh_exporter::Snapshot;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{direct_encode, help_texts, series, snapshot};
+use common::{metrics, series, snapshot, OldPath};
 
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
@@ -28,33 +31,46 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
-fn run(name: &str, sensors: usize, peers: usize, budget: Duration, prototype: bool) {
-    let snap = snapshot(sensors, peers);
-    let help = help_texts(&snap);
-    let encode = |s: &coolmesh_exporter::Snapshot| -> Vec<u8> {
-        if prototype {
-            let mut out = Vec::with_capacity(1 << 20);
-            direct_encode(s, DEFAULT_MAX_PEER_SERIES, &help, &mut out);
-            out
-        } else {
-            encode_families(&families(s, DEFAULT_MAX_PEER_SERIES)).expect("encode")
+#[derive(Clone, Copy)]
+/// Which `/metrics` path to run (names as in `encode.rs`).
+enum Path {
+    Direct,
+    OldRegistry,
+    FamiliesOnly,
+}
+
+fn run(name: &str, snap: &Snapshot, path: Path, budget: Duration) {
+    let m = metrics(snap);
+    let old = OldPath::new(&m, snap);
+    let encode = || -> Vec<u8> {
+        match path {
+            Path::Direct => m.encode().expect("encode"),
+            Path::OldRegistry => old.encode(),
+            Path::FamiliesOnly => {
+                encode_families(&families(black_box(snap), DEFAULT_MAX_PEER_SERIES))
+                    .expect("encode")
+            }
         }
     };
-    assert!(
-        encode(&snap) == encode_families(&families(&snap, DEFAULT_MAX_PEER_SERIES)).expect("e"),
-        "the prototype must write the same page"
-    );
-    let page = encode_families(&families(&snap, DEFAULT_MAX_PEER_SERIES)).expect("encode");
+    let page = encode();
+    if !matches!(path, Path::FamiliesOnly) {
+        // (families_and_encode keeps snapshot order within a family and has
+        // no registered metrics: same series, not the same page.)
+        assert!(
+            m.encode().expect("encode") == old.encode(),
+            "old and new paths must give the same page"
+        );
+    }
     let n = series(&page);
     // Warm up.
     for _ in 0..20 {
-        black_box(encode(black_box(&snap)));
+        black_box(encode());
     }
     let (w0, c0) = (Instant::now(), cpu_seconds());
     let mut iters = 0u64;
     while w0.elapsed() < budget {
         for _ in 0..10 {
-            black_box(encode(black_box(&snap)));
+            black_box(encode());
         }
         iters += 10;
     }
@@ -77,7 +93,18 @@ fn main() {
     } else {
         Duration::from_secs(5)
     };
-    run("families_and_encode/10k", 3200, 200, budget, false);
-    run("families_and_encode/scrape_state", 64, 100, budget, false);
-    run("direct_encode_prototype/10k", 3200, 200, budget, true);
+    let big = snapshot(3200, 200);
+    let small = snapshot(64, 100);
+    run("metrics_encode/10k", &big, Path::Direct, budget);
+    run("old_registry_encode/10k", &big, Path::OldRegistry, budget);
+    run("families_and_encode/10k", &big, Path::FamiliesOnly, budget);
+    run("old_registry_encode/10k", &big, Path::OldRegistry, budget);
+    run("metrics_encode/10k", &big, Path::Direct, budget);
+    run("metrics_encode/scrape_state", &small, Path::Direct, budget);
+    run(
+        "old_registry_encode/scrape_state",
+        &small,
+        Path::OldRegistry,
+        budget,
+    );
 }

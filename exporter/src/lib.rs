@@ -4,6 +4,7 @@
 //!
 //! - [`model`]: the snapshot, plain data the agent publishes.
 //! - [`collector`]: scrape-time metrics computed from the snapshot.
+//! - [`text`]: the text exposition writer for the snapshot families.
 //! - [`metrics`]: the registry, registered once at startup.
 //! - [`http`]: hyper server, routes, operator commands.
 //! - [`auth`]: bearer token check in constant time.
@@ -19,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod status_page;
+pub mod text;
 pub mod web_config;
 
 pub use http::{serve, App, Command, ControlRequest, Limits};

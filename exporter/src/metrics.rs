@@ -1,12 +1,17 @@
-//! The registry: everything registered once at startup.
+//! The registry: everything registered once at startup, and the `/metrics`
+//! page.
 //!
 //! Event counters (transitions, command failures) are ordinary registered
-//! metrics that the agent increments; values that describe "now" come from
-//! the [`SnapshotCollector`](crate::collector::SnapshotCollector).
+//! metrics that the agent increments; values that describe "now" are
+//! written at scrape time from the latest snapshot by
+//! [`SnapshotText`](crate::collector::SnapshotText). [`Metrics::encode`]
+//! interleaves the two in name order, which is the page the registry alone
+//! produced when it also gathered the snapshot families.
 
-use crate::collector::SnapshotCollector;
+use crate::collector::{self, SnapshotNames, SnapshotText};
 use crate::model::Snapshot;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -21,10 +26,13 @@ pub struct BuildInfo {
     pub rustc: &'static str,
 }
 
-/// The registry and the metrics the agent updates directly.
+/// The registry, the metrics the agent updates directly, and the snapshot.
 #[derive(Clone)]
 pub struct Metrics {
-    /// Everything served at `/metrics`.
+    /// The registered metrics, served at `/metrics` with the snapshot
+    /// families. It reserves the snapshot family names (registering one of
+    /// them fails) but does not produce their values: `registry.gather()`
+    /// returns the registered metrics only.
     pub registry: Registry,
     /// `coolmesh_fsm_transitions_total{from,to,reason}`.
     pub fsm_transitions: IntCounterVec,
@@ -32,10 +40,18 @@ pub struct Metrics {
     pub shutdown_command_failures: IntCounter,
     /// `coolmesh_node_info{node,cluster,peer_id}`.
     pub node_info: IntGaugeVec,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    max_peer_series: usize,
+    // Size of the last page, to allocate the next one at once: a 10k-series
+    // page is about 800 KiB, and growing a buffer to that by doubling copies
+    // it again several times.
+    last_len: Arc<AtomicUsize>,
 }
 
 impl Metrics {
-    /// Register the static metrics and the snapshot collector.
+    /// Register the static metrics and reserve the snapshot family names;
+    /// `snapshot` is read at every [`encode`](Self::encode), per-peer series
+    /// capped at `max_peer_series`.
     pub fn new(
         build: &BuildInfo,
         snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -71,12 +87,15 @@ impl Metrics {
             "Failed runs of the shutdown command.",
         )?;
         registry.register(Box::new(shutdown_command_failures.clone()))?;
-        registry.register(Box::new(SnapshotCollector::new(snapshot, max_peer_series)?))?;
+        registry.register(Box::new(SnapshotNames::new()?))?;
         Ok(Metrics {
             registry,
             fsm_transitions,
             shutdown_command_failures,
             node_info,
+            snapshot,
+            max_peer_series,
+            last_len: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -88,9 +107,30 @@ impl Metrics {
             .set(1);
     }
 
-    /// Encode everything in the text exposition format.
+    /// Encode everything in the text exposition format: the registered
+    /// metrics (through the registry and `TextEncoder`) and the snapshot
+    /// families (written directly), all families in name order.
     pub fn encode(&self) -> Result<Vec<u8>, prometheus::Error> {
-        encode_families(&self.registry.gather())
+        // Sorted by name (the registry keeps them in a BTreeMap).
+        let registered = self.registry.gather();
+        // Clone the Arc and release the watch lock at once: encoding must not
+        // hold up the agent publishing the next snapshot.
+        let snap = self.snapshot.borrow().clone();
+        let hint = self.last_len.load(Ordering::Relaxed);
+        let mut out = Vec::with_capacity((hint + hint / 16).max(16 * 1024));
+        let mut snapshot_text = SnapshotText::new(&snap, self.max_peer_series);
+        let encoder = TextEncoder::new();
+        let mut rest = registered.as_slice();
+        for &i in collector::by_name() {
+            let name = collector::DEFS[i].name;
+            let before = rest.partition_point(|f| f.name() < name);
+            encoder.encode(&rest[..before], &mut out)?;
+            rest = &rest[before..];
+            snapshot_text.write_family(i, &mut out);
+        }
+        encoder.encode(rest, &mut out)?;
+        self.last_len.store(out.len(), Ordering::Relaxed);
+        Ok(out)
     }
 }
 

@@ -1,10 +1,18 @@
-//! The snapshot the encode benchmarks use (shared by `encode` and `encode_cpu`).
+//! What the encode benchmarks share (`encode` and `encode_cpu`): the
+//! snapshot, and the old `/metrics` path rebuilt for side-by-side runs.
 
+use coolmesh_exporter::collector::families;
+use coolmesh_exporter::metrics::encode_families;
 use coolmesh_exporter::model::{
     ClusterStatus, CounterStatus, PeerStatus, PowerView, PowerVote, SensorReading, SourceStatus,
     TargetStatus, Thermal,
 };
-use coolmesh_exporter::Snapshot;
+use coolmesh_exporter::{BuildInfo, Metrics, Snapshot};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::Registry;
+use std::sync::Arc;
+use tokio::sync::watch;
 
 /// An agent's snapshot with `sensors` readings (current, max and critical
 /// each) and `peers` alive peers. 3200 sensors and 200 peers give about 10k
@@ -107,304 +115,68 @@ pub fn series(page: &[u8]) -> usize {
         .count()
 }
 
-/// A prototype, for comparison only: the same text as
-/// `encode_families(&families(s, max_peer_series))`, written straight into
-/// `out` from the snapshot, without the protobuf `MetricFamily` values in
-/// between. `help` maps each family name to its help text (taken from
-/// `families` once, since the exporter's definitions are private). The
-/// benches assert that both produce identical bytes.
-pub fn direct_encode(
-    s: &Snapshot,
-    max_peer_series: usize,
-    help: &std::collections::HashMap<String, String>,
-    out: &mut Vec<u8>,
-) {
-    use std::io::Write;
-
-    fn esc(out: &mut Vec<u8>, v: &str) {
-        if !v.bytes().any(|b| b == b'\\' || b == b'\n' || b == b'"') {
-            out.extend_from_slice(v.as_bytes());
-            return;
-        }
-        for c in v.chars() {
-            match c {
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '"' => out.extend_from_slice(b"\\\""),
-                c => {
-                    let mut b = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-                }
-            }
-        }
-    }
-    fn header(out: &mut Vec<u8>, help: &std::collections::HashMap<String, String>, name: &str) {
-        out.extend_from_slice(b"# HELP ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b' ');
-        let h = help.get(name).map(String::as_str).unwrap_or("");
-        // Help text escaping: backslash and newline only.
-        for c in h.chars() {
-            match c {
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                c => {
-                    let mut b = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-                }
-            }
-        }
-        out.extend_from_slice(b"\n# TYPE ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b" gauge\n");
-    }
-    fn sample(out: &mut Vec<u8>, name: &str, labels: &[(&str, &str)], v: f64) {
-        out.extend_from_slice(name.as_bytes());
-        if !labels.is_empty() {
-            let mut sep = b'{';
-            for (k, val) in labels {
-                out.push(sep);
-                out.extend_from_slice(k.as_bytes());
-                out.extend_from_slice(b"=\"");
-                esc(out, val);
-                out.push(b'"');
-                sep = b',';
-            }
-            out.push(b'}');
-        }
-        out.push(b' ');
-        let _ = write!(out, "{v}");
-        out.push(b'\n');
-    }
-    fn b(v: bool) -> f64 {
-        if v {
-            1.0
-        } else {
-            0.0
-        }
-    }
-    /// A family: header (only if it has samples) + samples.
-    fn fam<'s>(
-        out: &mut Vec<u8>,
-        help: &std::collections::HashMap<String, String>,
-        name: &str,
-        samples: impl Iterator<Item = (Vec<(&'s str, &'s str)>, f64)>,
-    ) {
-        let mut first = true;
-        for (labels, v) in samples {
-            if first {
-                header(out, help, name);
-                first = false;
-            }
-            sample(out, name, &labels, v);
-        }
-    }
-    // Readings: three families, labels chip and sensor.
-    fn rl(r: &SensorReading) -> [(&'static str, &str); 2] {
-        [("chip", r.chip.as_str()), ("sensor", r.sensor.as_str())]
-    }
-    for (name, get) in [
-        (
-            "coolmesh_temperature_celsius",
-            (|r: &SensorReading| Some(r.celsius)) as fn(&SensorReading) -> Option<f64>,
-        ),
-        ("coolmesh_temperature_max_celsius", |r| r.max_celsius),
-        ("coolmesh_temperature_critical_celsius", |r| {
-            r.critical_celsius
-        }),
-    ] {
-        let mut first = true;
-        for r in &s.readings {
-            if let Some(v) = get(r) {
-                if first {
-                    header(out, help, name);
-                    first = false;
-                }
-                sample(out, name, &rl(r), v);
-            }
-        }
-    }
-    let src = |f: fn(&SourceStatus) -> f64| {
-        s.sources
-            .iter()
-            .map(move |x| (vec![("source", x.name.as_str())], f(x)))
+/// `Metrics` serving `snap`, as the agent sets it up (identity set).
+pub fn metrics(snap: &Snapshot) -> Metrics {
+    let (_tx, rx) = watch::channel(Arc::new(snap.clone()));
+    let build = BuildInfo {
+        version: "0.1.0",
+        revision: "bench",
+        rustc: "unknown",
     };
-    fam(out, help, "coolmesh_source_up", src(|x| b(x.up)));
-    fam(
-        out,
-        help,
-        "coolmesh_source_duration_seconds",
-        src(|x| x.duration_seconds),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_source_readings",
-        src(|x| x.readings as f64),
-    );
-    let one = |v: Option<f64>| v.map(|v| (Vec::new(), v)).into_iter();
-    fam(
-        out,
-        help,
-        "coolmesh_thermal_hottest_celsius",
-        one(s.thermal.hottest_celsius),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_thermal_headroom_celsius",
-        one(s.thermal.headroom_celsius),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_thermal_trend_celsius_per_minute",
-        one(s.thermal.trend_celsius_per_minute),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_thermal_time_to_critical_seconds",
-        one(s.thermal.time_to_critical_seconds),
-    );
-    use coolmesh_exporter::model::{FSM_REASONS, FSM_STATES, PEER_STATES};
-    fam(
-        out,
-        help,
-        "coolmesh_fsm_state",
-        FSM_STATES
-            .iter()
-            .map(|st| (vec![("state", *st)], b(s.fsm.state == *st))),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_fsm_reason",
-        FSM_REASONS
-            .iter()
-            .map(|r| (vec![("reason", *r)], b(s.fsm.reason == *r))),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_shutdown_deadline_timestamp_seconds",
-        one(s.fsm.deadline_ms.map(|ms| ms as f64 / 1000.0)),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_shutdown_executed",
-        one(Some(b(s.fsm.executed))),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_shutdown_dry_run",
-        one(Some(b(s.fsm.dry_run))),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_maintenance_until_timestamp_seconds",
-        one(s.fsm.maintenance_until_ms.map(|ms| ms as f64 / 1000.0)),
-    );
-    fam(out, help, "coolmesh_power_up", one(s.power.up.map(b)));
-    fam(
-        out,
-        help,
-        "coolmesh_power_target_up",
-        s.power
-            .targets
-            .iter()
-            .map(|t| (vec![("target", t.target.as_str())], b(t.up))),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_cluster_peers",
-        PEER_STATES.iter().map(|st| {
-            (
-                vec![("state", *st)],
-                s.cluster.peers.iter().filter(|p| p.liveness == *st).count() as f64,
-            )
-        }),
-    );
-    let mut peers: Vec<_> = s.cluster.peers.iter().collect();
-    peers.sort_by(|a, b| {
-        (a.liveness != "alive")
-            .cmp(&(b.liveness != "alive"))
-            .then_with(|| a.node.cmp(&b.node))
-    });
-    peers.truncate(max_peer_series);
-    fam(
-        out,
-        help,
-        "coolmesh_peer_up",
-        peers
-            .iter()
-            .map(|p| (vec![("peer", p.node.as_str())], b(p.liveness == "alive"))),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_peer_headroom_celsius",
-        peers.iter().filter_map(|p| {
-            p.thermal
-                .headroom_celsius
-                .map(|h| (vec![("peer", p.node.as_str())], h))
-        }),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_cluster_power_votes",
-        s.cluster.power_votes.iter().flat_map(|v| {
-            [
-                (
-                    vec![("target", v.target.as_str()), ("vote", "up")],
-                    f64::from(v.up),
-                ),
-                (
-                    vec![("target", v.target.as_str()), ("vote", "down")],
-                    f64::from(v.down),
-                ),
-            ]
-        }),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_cluster_overheating_peers",
-        one(Some(f64::from(s.cluster.overheating))),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_cluster_quorum",
-        one(Some(f64::from(s.cluster.quorum))),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_counter_value",
-        s.counters
-            .iter()
-            .map(|c| (vec![("name", c.name.as_str())], c.value as f64)),
-    );
-    fam(
-        out,
-        help,
-        "coolmesh_counter_local",
-        s.counters
-            .iter()
-            .map(|c| (vec![("name", c.name.as_str())], c.local as f64)),
-    );
+    let m = Metrics::new(
+        &build,
+        rx,
+        coolmesh_exporter::collector::DEFAULT_MAX_PEER_SERIES,
+    )
+    .expect("metrics");
+    m.set_identity("bench-node", "room-1", &snap.peer_id);
+    m
 }
 
-/// Family name -> help text, from the exporter's own families.
-pub fn help_texts(s: &Snapshot) -> std::collections::HashMap<String, String> {
-    coolmesh_exporter::collector::families(s, usize::MAX)
-        .iter()
-        .map(|f| (f.name().to_string(), f.help().to_string()))
-        .collect()
+/// The `/metrics` path before the direct text writer: one registry gathering
+/// the registered metrics and the protobuf snapshot families (`families`,
+/// as the old `SnapshotCollector` did), then `TextEncoder`. Same page as
+/// `Metrics::encode` (asserted by the benches and by
+/// `tests/encode_equivalence.rs`).
+pub struct OldPath {
+    registry: Registry,
+}
+
+struct OldCollector {
+    registered: Registry,
+    snap: Arc<Snapshot>,
+}
+
+impl Collector for OldCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut all = self.registered.gather();
+        all.extend(families(
+            &self.snap,
+            coolmesh_exporter::collector::DEFAULT_MAX_PEER_SERIES,
+        ));
+        all
+    }
+}
+
+impl OldPath {
+    /// The old path over `m`'s registered metrics and `snap`.
+    pub fn new(m: &Metrics, snap: &Snapshot) -> Self {
+        let registry = Registry::new();
+        registry
+            .register(Box::new(OldCollector {
+                registered: m.registry.clone(),
+                snap: Arc::new(snap.clone()),
+            }))
+            .expect("register");
+        OldPath { registry }
+    }
+
+    /// Encode the page the old way.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_families(&self.registry.gather()).expect("encode")
+    }
 }
