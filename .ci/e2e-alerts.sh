@@ -346,7 +346,15 @@ maintenance() {
 counters() {
   post a '/v1/counters/e2e/inc?amount=3' || return 1
   # Converged on every agent.
-  py wait-query "$tmp" 'coolmesh_counter_value{name="e2e"} == 3' --min-series 3 --timeout "$TIMEOUT" || return 1
+  py wait-query "$tmp" 'coolmesh_crdt_value{name="e2e"} == 3' --min-series 3 --timeout "$TIMEOUT" || return 1
+}
+
+lint_live_metrics() {
+  # A clustered agent's page (peers, votes, CRDT counters, gossip metrics)
+  # passes promtool's lint too, not only the single-node page live-checks.sh sees.
+  curl -sf --max-time 5 "http://$(agent_addr a)/metrics" > "$tmp/a.prom" || return 1
+  promtool check metrics < "$tmp/a.prom" || return 1
+  echo "promtool: clean ($(grep -vc '^#' "$tmp/a.prom") series)"
 }
 
 no_executed_page() {
@@ -406,6 +414,7 @@ check "maintenance on c: refused without token; on, off (back to pre_fail), on a
 
 say "--- operator: counter e2e += 3 on agent a"
 check "CRDT counter incremented on a converges on every agent" counters || true
+check "a clustered agent's /metrics passes promtool check metrics" lint_live_metrics || true
 
 check "CoolmeshShutdownExecuted not raised for the dry-run shutdown; no real shutdown ran" no_executed_page || true
 

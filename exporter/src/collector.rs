@@ -341,7 +341,7 @@ pub const DEFS: &[Def] = &[
         samples: |c, emit| emit(NO_LABELS, f64::from(c.snap.cluster.quorum)),
     },
     Def {
-        name: "coolmesh_counter_value",
+        name: "coolmesh_crdt_value",
         help: "Cluster-wide total of a CRDT counter.",
         labels: &["name"],
         samples: |c, emit| {
@@ -351,7 +351,7 @@ pub const DEFS: &[Def] = &[
         },
     },
     Def {
-        name: "coolmesh_counter_local",
+        name: "coolmesh_crdt_local",
         help: "This node's slot of a CRDT counter.",
         labels: &["name"],
         samples: |c, emit| {
