@@ -543,6 +543,7 @@ mod tests {
         s.power.targets.push(TargetStatus {
             target: "t".into(),
             up: true,
+            unknown: false,
             duration_seconds: 0.0,
             error: None,
         });

@@ -340,6 +340,7 @@ fn hostile_snapshot() -> Snapshot {
                 .map(|h| TargetStatus {
                     target: h.to_string(),
                     up: h.len() % 2 == 0,
+                    unknown: h.len() % 3 == 0,
                     duration_seconds: 0.0,
                     error: None,
                 })
@@ -530,7 +531,7 @@ prop_compose! {
             power: PowerView {
                 up: power_up,
                 targets: targets.into_iter().map(|(target, up)| TargetStatus {
-                    target, up, duration_seconds: 0.0, error: None,
+                    target, up, unknown: false, duration_seconds: 0.0, error: None,
                 }).collect(),
                 ..Default::default()
             },
