@@ -248,7 +248,7 @@ pub struct ClusterSection {
     pub retention: Duration,
     /// Connection caps and the handshake timeout: keys `handshake_timeout`,
     /// `max_pending_incoming`, `max_incoming`, `max_connections_per_peer`,
-    /// `max_streams_per_connection` (defaults and trade-offs:
+    /// `max_streams_per_connection`, `max_members` (defaults and trade-offs:
     /// [`crate::cluster::config::ConnLimits`]).
     pub limits: crate::cluster::config::ConnLimits,
 }
@@ -942,6 +942,7 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
         "max_incoming",
         "max_connections_per_peer",
         "max_streams_per_connection",
+        "max_members",
     ];
     let ms = Duration::from_millis;
     w.table("cluster", t, KEYS, |w, k, full, it| match k {
@@ -959,6 +960,12 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
             // At least 2: a simultaneous dial from both sides makes two.
             if let Some(v) = w.int(full, it, 2..=16) {
                 c.limits.max_connections_per_peer = v as u32;
+            }
+        }
+        "max_members" => {
+            // Below 16 a room's own members could be refused.
+            if let Some(v) = w.int(full, it, 16..=1_000_000) {
+                c.limits.max_members = v as usize;
             }
         }
         "max_streams_per_connection" => {
@@ -1320,7 +1327,7 @@ command = ["systemctl", "poweroff"]
         let c = parse("[cluster]\nname = \"room-1\"\nlisten = [\"/ip4/0.0.0.0/tcp/9877\"]\npeers = [\"/ip4/10.0.0.12/tcp/9877\"]\nmdns = false\n").expect("valid");
         assert_eq!(c.cluster.name, "room-1");
         assert!(!c.cluster.mdns);
-        let c = parse("[cluster]\nhandshake_timeout = \"3s\"\nmax_pending_incoming = 8\nmax_incoming = 100\nmax_connections_per_peer = 3\nmax_streams_per_connection = 16\n").expect("valid");
+        let c = parse("[cluster]\nhandshake_timeout = \"3s\"\nmax_pending_incoming = 8\nmax_incoming = 100\nmax_connections_per_peer = 3\nmax_streams_per_connection = 16\nmax_members = 200\n").expect("valid");
         let l = c.cluster.limits;
         assert_eq!(
             (
@@ -1328,16 +1335,18 @@ command = ["systemctl", "poweroff"]
                 l.max_pending_incoming,
                 l.max_incoming,
                 l.max_connections_per_peer,
-                l.max_streams_per_connection
+                l.max_streams_per_connection,
+                l.max_members
             ),
-            (Duration::from_secs(3), 8, 100, 3, 16)
+            (Duration::from_secs(3), 8, 100, 3, 16, 200)
         );
-        let errs = parse("[cluster]\nmax_connections_per_peer = 1\nmax_incoming = 0\nhandshake_timeout = \"1ms\"\nmax_streams_per_connection = 100000\n").expect_err("bad").to_string();
+        let errs = parse("[cluster]\nmax_connections_per_peer = 1\nmax_incoming = 0\nhandshake_timeout = \"1ms\"\nmax_streams_per_connection = 100000\nmax_members = 3\n").expect_err("bad").to_string();
         for want in [
             "line 2: cluster.max_connections_per_peer",
             "line 3: cluster.max_incoming",
             "line 4: cluster.handshake_timeout",
             "line 5: cluster.max_streams_per_connection",
+            "line 6: cluster.max_members",
         ] {
             assert!(errs.contains(want), "{want}: {errs}");
         }

@@ -123,6 +123,16 @@ pub struct ConnLimits {
     /// peer's memory at `max_connections_per_peer x this x max_frame_bytes`;
     /// streams beyond it are reset unread.
     pub max_streams_per_connection: usize,
+    /// Members (other nodes' records) this node keeps, at most. Default
+    /// 1024. A member holding the PSK can sign records for as many new
+    /// identities as it likes (unless `allowlist` is set); without a cap
+    /// each costs up to 64 KiB for `retention`. When the table is full, a
+    /// new identity takes the slot of the member dead the longest, or is
+    /// refused (`capacity`) if every member is alive or suspect. Trade-off:
+    /// while a flood of identities holds every slot, an honest new node is
+    /// refused until some of them die (8 s after they stop advancing); the
+    /// `allowlist` closes that hole.
+    pub max_members: usize,
 }
 
 impl Default for ConnLimits {
@@ -133,6 +143,7 @@ impl Default for ConnLimits {
             max_incoming: 256,
             max_connections_per_peer: 2,
             max_streams_per_connection: 8,
+            max_members: 1024,
         }
     }
 }
@@ -207,6 +218,7 @@ impl ClusterConfig {
             || l.max_incoming == 0
             || l.max_connections_per_peer == 0
             || l.max_streams_per_connection == 0
+            || l.max_members == 0
         {
             return err("connection limits and handshake_timeout must be > 0");
         }
@@ -224,6 +236,7 @@ impl ClusterConfig {
             timeouts: self.timeouts(),
             max_frame_bytes: self.max_frame_bytes,
             allowlist: self.allowlist.clone(),
+            max_members: self.limits.max_members,
             insecure_skip_signature_check: false,
         }
     }

@@ -45,6 +45,9 @@ pub struct EngineConfig {
     pub max_frame_bytes: usize,
     /// If set, records of other owners are rejected as `unauthorized`.
     pub allowlist: Option<HashSet<PeerId>>,
+    /// Other members' records kept at most; see
+    /// [`ConnLimits::max_members`](super::config::ConnLimits::max_members).
+    pub max_members: usize,
     /// Accept records without checking their signature. Only for
     /// simulations of the protocol (an unoptimised Ed25519 verification
     /// costs ~20 ms); `ClusterConfig` never sets it.
@@ -597,7 +600,14 @@ impl Engine {
                 return None;
             }
         };
-        let advanced_at = if self.peers.contains_key(&peer) {
+        let known = self.peers.contains_key(&peer);
+        if !known && self.peers.len() >= self.cfg.max_members && !self.evict_longest_dead(now) {
+            // Checked after the signature, so only a member holding the PSK
+            // and signing for new identities gets here, never a forger.
+            out.rejected.push(RejectReason::Capacity);
+            return None;
+        }
+        let advanced_at = if known {
             now.mono
         } else {
             // First sight: a record made long ago (e.g. a dead node's, still
@@ -624,6 +634,48 @@ impl Engine {
         );
         out.changed = true;
         Some((peer, version))
+    }
+
+    /// Make room for a new member: drop the record of the member that has
+    /// been dead the longest (keeping a tombstone, as retention does).
+    /// `false` if every member is alive or suspect.
+    fn evict_longest_dead(&mut self, now: Now) -> bool {
+        let t = self.cfg.timeouts;
+        let victim = self
+            .peers
+            .iter()
+            .map(|(p, e)| (now.mono.saturating_duration_since(e.advanced_at), p))
+            .filter(|(since, _)| t.liveness(*since) == Liveness::Dead)
+            .max()
+            .map(|(_, p)| *p);
+        let Some(p) = victim else {
+            return false;
+        };
+        if let Some(e) = self.peers.remove(&p) {
+            self.tombstone(p, e.record.version, now.mono);
+        }
+        true
+    }
+
+    /// Remember a dropped record's version so relayed copies of it are not
+    /// taken as new. Bounded: a flood of identities must not grow this
+    /// without limit, so past four times `max_members` the oldest goes.
+    fn tombstone(&mut self, p: PeerId, version: u64, at: Instant) {
+        for k in self.known.values_mut() {
+            k.remove(&p);
+        }
+        self.tombstones.insert(p, (version, at));
+        let cap = self.cfg.max_members.saturating_mul(4).max(16);
+        if self.tombstones.len() > cap {
+            if let Some(oldest) = self
+                .tombstones
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(p, _)| *p)
+            {
+                self.tombstones.remove(&oldest);
+            }
+        }
     }
 
     /// Liveness of a known peer.
@@ -770,10 +822,7 @@ impl Engine {
         }
         for (p, v) in dropped {
             self.peers.remove(&p);
-            self.tombstones.insert(p, (v, now.mono));
-            for k in self.known.values_mut() {
-                k.remove(&p);
-            }
+            self.tombstone(p, v, now.mono);
             changed = true;
         }
         let keep = t.retention.max(t.dead_after);
@@ -838,6 +887,7 @@ mod tests {
             },
             max_frame_bytes: 1 << 20,
             allowlist: None,
+            max_members: 1024,
             insecure_skip_signature_check: false,
         }
     }
@@ -1104,6 +1154,61 @@ mod tests {
             b.liveness(&a.me, at(base, 81_000).mono),
             Some(Liveness::Alive)
         );
+    }
+
+    /// `push` a's own record to b; what b rejected.
+    fn push(a: &mut Engine, b: &mut Engine, now: Now) -> Vec<RejectReason> {
+        let (req, _) = a.request(b.me, RequestKind::Push, now);
+        let (_, out) = b.handle_request(a.me, &req, now).unwrap();
+        out.rejected
+    }
+
+    #[test]
+    fn member_table_is_capped_and_dead_members_make_room() {
+        let base = Instant::now();
+        let mut b = Engine::new(
+            EngineConfig {
+                max_members: 16,
+                ..cfg()
+            },
+            Keypair::generate_ed25519(),
+        );
+        let mut first: Vec<Engine> = (0..16).map(|_| engine()).collect();
+        for a in &mut first {
+            assert!(push(a, &mut b, at(base, 0)).is_empty());
+        }
+        assert_eq!(b.peers.len(), 16);
+        // Full of live members: a new identity is refused and counted.
+        let mut newcomer = engine();
+        assert_eq!(
+            push(&mut newcomer, &mut b, at(base, 1000)),
+            vec![RejectReason::Capacity]
+        );
+        assert!(!b.peers.contains_key(&newcomer.me));
+        // A known member still advances while the table is full.
+        let keeper = first[0].me;
+        bump_counter(&mut first[0], "x", 1);
+        assert!(push(&mut first[0], &mut b, at(base, 9000)).is_empty());
+        // At 10 s the other 15 are dead (8 s): the newcomer takes a dead
+        // member's slot, never the live one's.
+        assert!(push(&mut newcomer, &mut b, at(base, 10_000)).is_empty());
+        assert_eq!(b.peers.len(), 16);
+        assert!(b.peers.contains_key(&newcomer.me));
+        assert!(b.peers.contains_key(&keeper));
+        assert_eq!(b.tombstones.len(), 1);
+        // The evicted member's counter slots stay (CRDT), and its old record
+        // relayed again is not taken as new.
+        assert_eq!(b.counters().value("x"), Some(1));
+        // A stream of fresh identities, each arriving once the previous
+        // ones are dead, keeps the table and the tombstones bounded.
+        for i in 0..80u64 {
+            let mut sybil = engine();
+            let t = 20_000 + i * 10_000;
+            assert!(push(&mut sybil, &mut b, at(base, t)).is_empty());
+            assert!(b.peers.len() <= 16);
+            assert!(b.tombstones.len() <= 64, "{}", b.tombstones.len());
+        }
+        assert_eq!(b.tombstones.len(), 64);
     }
 
     #[test]

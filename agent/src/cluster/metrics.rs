@@ -125,7 +125,7 @@ mod tests {
         assert!(names.contains(&"coolmesh_gossip_bytes_total".to_string()));
         assert!(names.contains(&"coolmesh_gossip_rejected_total".to_string()));
         let series: usize = families.iter().map(|f| f.get_metric().len()).sum();
-        assert_eq!(series, 6 + 2 + 7);
+        assert_eq!(series, 6 + 2 + RejectReason::ALL.len());
         assert_eq!(m.rejected_count(RejectReason::ForeignSlot), 1);
         assert_eq!(m.messages_total("out"), 1);
         // A second registration of the same families fails loudly.

@@ -179,11 +179,14 @@ pub enum RejectReason {
     /// garbage on the port, noise or multiplexer failure, timeout) or was
     /// refused by a connection limit.
     Handshake,
+    /// A valid record of a new identity while the member table is full of
+    /// live members (`max_members`).
+    Capacity,
 }
 
 impl RejectReason {
     /// Every reason, for pre-initialising metric series.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::BadSignature,
         RejectReason::ForeignSlot,
         RejectReason::Malformed,
@@ -191,6 +194,7 @@ impl RejectReason {
         RejectReason::Unauthorized,
         RejectReason::RateLimited,
         RejectReason::Handshake,
+        RejectReason::Capacity,
     ];
 
     /// Metric label value.
@@ -203,6 +207,7 @@ impl RejectReason {
             RejectReason::Unauthorized => "unauthorized",
             RejectReason::RateLimited => "rate_limited",
             RejectReason::Handshake => "handshake",
+            RejectReason::Capacity => "capacity",
         }
     }
 }
