@@ -1329,6 +1329,59 @@ mod tests {
         bcrypt::hash(pw, 4).expect("hash")
     }
 
+    /// Lines a web config is made of, valid and not, for the property
+    /// tests below to shuffle into files.
+    const LINES: &[&str] = &[
+        "tls_server_config:",
+        "  cert_file: server.crt",
+        "  key_file: server.key",
+        "  client_auth_type: RequireAndVerifyClientCert",
+        "  client_ca_file: ca.crt",
+        "  min_version: TLS13",
+        "  max_version: TLS10",
+        "  cipher_suites: [TLS_AES_128_GCM_SHA256, nope]",
+        "  curve_preferences: [X25519, CurveP521]",
+        "http_server_config:",
+        "  headers:",
+        "    X-Frame-Options: deny",
+        "    Content-Type: text/plain",
+        "basic_auth_users:",
+        "  alice: $2y$10$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUprsJPze",
+        "  'bob:x': hash",
+        "  - list",
+        "rate_limit: {interval: 1s}",
+        "unknown_key: 1",
+        "&a [*a]",
+        "\t\u{0}",
+        "---",
+        "...",
+    ];
+
+    proptest::proptest! {
+        /// Whatever the file holds, parsing returns (no panic), and every
+        /// error it reports names a line inside the file.
+        #[test]
+        fn any_file_parses_or_errors_with_a_line(
+            picks in proptest::collection::vec(0..LINES.len(), 0..24),
+            noise in proptest::collection::vec(proptest::prelude::any::<char>(), 0..8),
+        ) {
+            let mut src: String = picks.iter().map(|&i| format!("{}\n", LINES[i])).collect();
+            src.extend(noise);
+            if let Err(e) = parse(&src) {
+                proptest::prop_assert!(!e.key.is_empty() && !e.message.is_empty(), "{e}");
+                if let Some(l) = e.line {
+                    proptest::prop_assert!(l >= 1 && l <= src.lines().count() + 1, "{e}");
+                }
+            }
+        }
+
+        /// The Authorization header parser takes any bytes.
+        #[test]
+        fn basic_header_takes_any_bytes(h in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse_basic(&h);
+        }
+    }
+
     #[test]
     fn empty_and_comment_only_files_enable_nothing() {
         for src in [
