@@ -142,7 +142,9 @@ def _agent_setup():
     _child_setup()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = AGENT_NOFILE if hard == resource.RLIM_INFINITY else min(AGENT_NOFILE, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    # Hard limit too: the agent raises its soft limit to the hard one at
+    # startup (as Go services do), and scenario j needs the low limit.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
 
 
 # --------------------------------------------------------------------------

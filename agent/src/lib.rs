@@ -9,6 +9,7 @@
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
+//! - [`rlimit`]: raises the soft open-file limit at startup, as Go services do.
 //! - [`supervisor`]: the async loop that owns the state machine and carries out its actions.
 
 pub mod agent;
@@ -21,6 +22,7 @@ pub mod fsm;
 pub mod persist;
 pub mod power;
 pub mod report;
+pub mod rlimit;
 pub mod sampler;
 pub mod shutdown;
 pub mod snapshot;

@@ -110,6 +110,16 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg.log.level, cfg.log.format == "json");
+            // Before any socket exists: a 1024 soft limit is easy to reach
+            // with a large room, and running out must not look like an
+            // outage (see coolmesh_agent::rlimit).
+            match coolmesh_agent::rlimit::raise_nofile() {
+                Ok(Some((old, new))) => {
+                    tracing::debug!(old, new, "raised the soft open-file limit")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
