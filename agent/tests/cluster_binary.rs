@@ -26,55 +26,20 @@ struct Node {
 }
 
 fn config(node: &Node, target_port: u16, seed: Option<u16>) -> std::path::PathBuf {
-    let d = &node.dir;
-    std::fs::create_dir_all(d).expect("mkdir");
-    std::fs::write(d.join("token"), TOKEN).expect("token");
-    std::fs::write(
-        d.join("t.json"),
-        r#"[{"chip":"inlet","sensor":"t","celsius":30,"critical_celsius":80}]"#,
-    )
-    .expect("readings");
-    let peers = seed
-        .map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\""))
-        .unwrap_or_default();
-    let cfg = format!(
-        r#"[node]
-name = "{name}"
-state_dir = "{d}/state"
-[http]
-token_file = "{d}/token"
-[sensors]
-sources = ["file"]
-file = "{d}/t.json"
-interval = "1s"
-timeout = "500ms"
-[power]
-targets = ["tcp://127.0.0.1:{target_port}"]
-interval = "500ms"
-timeout = "300ms"
-[shutdown]
-grace = "2s"
-dry_run = true
-dry_run_marker = "{d}/marker"
-[cluster]
-name = "it"
-listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
-peers = [{peers}]
-mdns = false
-"#,
-        name = node.name,
-        d = d.display(),
-        p2p = node.p2p_port,
-    );
-    let path = d.join("coolmesh.toml");
-    std::fs::write(&path, cfg).expect("config");
-    path
+    write_cluster_config(&ClusterNodeConfig {
+        dir: &node.dir,
+        name: &node.name,
+        token: TOKEN,
+        cluster: "it",
+        p2p: node.p2p_port,
+        seed,
+        power_port: target_port,
+        extra_cluster: "",
+    })
 }
 
 fn json(a: &Agent, path: &str) -> serde_json::Value {
-    let (st, body) = http(a.addr, "GET", path, None);
-    assert_eq!(st, 200, "{path}: {body}");
-    serde_json::from_str(&body).expect("json")
+    get_json(a, path)
 }
 
 fn alive_peers(a: &Agent) -> usize {

@@ -345,55 +345,22 @@ fn free_port() -> u16 {
 }
 
 fn config(dir: &std::path::Path, name: &str, p2p: u16, seed: Option<u16>, power: u16) -> String {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    std::fs::write(dir.join("token"), TOKEN).expect("token");
-    std::fs::write(
-        dir.join("t.json"),
-        r#"[{"chip":"inlet","sensor":"t","celsius":30,"critical_celsius":80}]"#,
-    )
-    .expect("readings");
-    let peers = seed
-        .map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\""))
-        .unwrap_or_default();
-    let cfg = format!(
-        r#"[node]
-name = "{name}"
-state_dir = "{d}/state"
-[http]
-token_file = "{d}/token"
-[sensors]
-sources = ["file"]
-file = "{d}/t.json"
-interval = "1s"
-timeout = "500ms"
-[power]
-targets = ["tcp://127.0.0.1:{power}"]
-interval = "500ms"
-timeout = "300ms"
-[shutdown]
-grace = "2s"
-dry_run = true
-dry_run_marker = "{d}/marker"
-[cluster]
-name = "{CLUSTER}"
-listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
-peers = [{peers}]
-mdns = false
-psk_file = "{d}/../swarm.key"
-[log]
-level = "info"
-"#,
-        d = dir.display(),
-    );
-    let path = dir.join("coolmesh.toml");
-    std::fs::write(&path, cfg).expect("config");
+    let psk = format!("psk_file = \"{}/../swarm.key\"", dir.display());
+    let path = write_cluster_config(&ClusterNodeConfig {
+        dir,
+        name,
+        token: TOKEN,
+        cluster: CLUSTER,
+        p2p,
+        seed,
+        power_port: power,
+        extra_cluster: &psk,
+    });
     path.to_str().expect("utf-8 path").to_string()
 }
 
 fn json(a: &Agent, path: &str) -> serde_json::Value {
-    let (st, body) = http(a.addr, "GET", path, None);
-    assert_eq!(st, 200, "{path}: {body}");
-    serde_json::from_str(&body).expect("json")
+    get_json(a, path)
 }
 
 fn alive_peers(a: &Agent) -> Vec<String> {

@@ -152,3 +152,78 @@ type libc_pid = i32;
 extern "C" {
     fn kill(pid: libc_pid, sig: i32) -> i32;
 }
+
+/// One dry-run cluster agent of a binary test: its directory `dir` gets a
+/// token file, a sensor file (inlet 30 C, critical 80 C) and
+/// `coolmesh.toml` (sensors every 1 s, power probed every 500 ms at
+/// `power_port`, grace 2 s, cluster `cluster` on `127.0.0.1:p2p`,
+/// bootstrapping from `seed`, no mDNS). `extra_cluster` is appended to the
+/// `[cluster]` table (e.g. a `psk_file` line). Returns the config's path.
+pub struct ClusterNodeConfig<'a> {
+    pub dir: &'a std::path::Path,
+    pub name: &'a str,
+    pub token: &'a str,
+    pub cluster: &'a str,
+    pub p2p: u16,
+    pub seed: Option<u16>,
+    pub power_port: u16,
+    pub extra_cluster: &'a str,
+}
+
+pub fn write_cluster_config(c: &ClusterNodeConfig) -> PathBuf {
+    let d = c.dir;
+    std::fs::create_dir_all(d).expect("mkdir");
+    std::fs::write(d.join("token"), c.token).expect("token");
+    std::fs::write(
+        d.join("t.json"),
+        r#"[{"chip":"inlet","sensor":"t","celsius":30,"critical_celsius":80}]"#,
+    )
+    .expect("readings");
+    let peers = c
+        .seed
+        .map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\""))
+        .unwrap_or_default();
+    let cfg = format!(
+        r#"[node]
+name = "{name}"
+state_dir = "{d}/state"
+[http]
+token_file = "{d}/token"
+[sensors]
+sources = ["file"]
+file = "{d}/t.json"
+interval = "1s"
+timeout = "500ms"
+[power]
+targets = ["tcp://127.0.0.1:{power}"]
+interval = "500ms"
+timeout = "300ms"
+[shutdown]
+grace = "2s"
+dry_run = true
+dry_run_marker = "{d}/marker"
+[cluster]
+name = "{cluster}"
+listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
+peers = [{peers}]
+mdns = false
+{extra}
+"#,
+        name = c.name,
+        d = d.display(),
+        power = c.power_port,
+        cluster = c.cluster,
+        p2p = c.p2p,
+        extra = c.extra_cluster,
+    );
+    let path = d.join("coolmesh.toml");
+    std::fs::write(&path, cfg).expect("config");
+    path
+}
+
+/// GET `path` from an agent and parse the JSON answer (asserting 200).
+pub fn get_json(a: &Agent, path: &str) -> serde_json::Value {
+    let (st, body) = http(a.addr, "GET", path, None);
+    assert_eq!(st, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("json")
+}
