@@ -3,25 +3,26 @@
 //! bounded real waits. The tests run one at a time (unoptimised Ed25519
 //! verification is CPU-heavy and the machine is small).
 
+mod common;
+use common::raw_codec::RawCodec;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
 use coolmesh_agent::cluster::record::wire::{RecordPayload, SlotW};
 use coolmesh_agent::cluster::record::{Record, SignedRecord};
 use coolmesh_agent::cluster::swarm::build_transport;
-use coolmesh_agent::cluster::wire::{
-    read_frame, varint, RequestKind, SyncRequest, SyncResponse, PROTOCOL,
-};
+use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, SyncResponse, PROTOCOL};
 use coolmesh_agent::cluster::{
     generate_psk, parse_psk, ClusterConfig, ClusterHandle, ClusterView, CounterKind, CounterSlot,
     GossipMetrics, Liveness, LocalState, RejectReason, Thermal,
 };
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -496,56 +497,6 @@ async fn cluster_allowlist_refuses_strangers() {
     }
 }
 
-/// A codec that writes requests verbatim (the test supplies the framing)
-/// and reads framed responses.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        Ok(read_frame(io, 1 << 20).await?.0)
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        Ok(read_frame(io, 1 << 20).await?.0)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> std::io::Result<()> {
-        io.write_all(&req).await?;
-        io.flush().await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> std::io::Result<()> {
-        let mut b = Vec::new();
-        varint(res.len() as u64, &mut b);
-        b.extend_from_slice(&res);
-        io.write_all(&b).await?;
-        io.flush().await
-    }
-}
-
 /// A hand-driven libp2p peer speaking the sync protocol with raw bytes.
 struct RawClient {
     key: Keypair,
@@ -558,7 +509,7 @@ impl RawClient {
         let key = Keypair::generate_ed25519();
         let transport = build_transport(&key, None, Duration::from_secs(5)).unwrap();
         let rr = request_response::Behaviour::with_codec(
-            RawCodec,
+            RawCodec::default(),
             [(PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
         );

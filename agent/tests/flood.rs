@@ -13,6 +13,7 @@
 //! overrides the length of either; every figure is printed.
 
 mod common;
+use common::raw_codec::{RawCodec, WriteCounts};
 use common::*;
 
 use std::collections::BTreeMap;
@@ -24,14 +25,14 @@ use std::time::{Duration, Instant};
 use coolmesh_agent::cluster::record::wire::{RecordPayload, SignedW};
 use coolmesh_agent::cluster::record::{Record, SignedRecord};
 use coolmesh_agent::cluster::swarm::{build_transport, swarm_config};
-use coolmesh_agent::cluster::wire::{read_frame, varint, RequestKind, SyncRequest, PROTOCOL};
+use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, PROTOCOL};
 use coolmesh_agent::cluster::{generate_psk, parse_psk, CounterKind, CounterSlot, LocalState};
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{Multiaddr, PeerId, Swarm};
 
 const TOKEN: &str = "flood-test-token-0123456789";
 const CLUSTER: &str = "flood";
@@ -47,10 +48,9 @@ const RSS_LIMIT_KIB: u64 = 64 * 1024;
 struct Stats {
     /// Frames handed to request-response (attempts).
     issued: AtomicU64,
-    /// Frames fully written to a stream and flushed.
-    written: AtomicU64,
-    /// Writes that failed (stream reset or connection gone).
-    write_failed: AtomicU64,
+    /// Frames fully written to a stream and flushed, and failed writes
+    /// (counted by the codec).
+    writes: Arc<WriteCounts>,
     /// Exchanges answered / failed.
     answered: AtomicU64,
     failed: AtomicU64,
@@ -58,60 +58,6 @@ struct Stats {
     connections: AtomicU64,
     disconnects: AtomicU64,
     dial_errors: AtomicU64,
-}
-
-/// Writes requests verbatim (the attacker does its own framing, or breaks
-/// it), counting what made it onto a stream; reads framed responses.
-#[derive(Clone)]
-struct RawCodec(Arc<Stats>);
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        Ok(read_frame(io, 1 << 20).await?.0)
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        Ok(read_frame(io, 1 << 20).await?.0)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> std::io::Result<()> {
-        let r = async {
-            io.write_all(&req).await?;
-            io.flush().await
-        }
-        .await;
-        match &r {
-            Ok(()) => self.0.written.fetch_add(1, Relaxed),
-            Err(_) => self.0.write_failed.fetch_add(1, Relaxed),
-        };
-        r
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        _: &mut T,
-        _: Vec<u8>,
-    ) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn framed(body: &[u8]) -> Vec<u8> {
@@ -242,7 +188,7 @@ async fn attack(
     let transport =
         build_transport(&key, Some(psk), Duration::from_secs(5)).expect("attacker transport");
     let rr = request_response::Behaviour::with_codec(
-        RawCodec(stats.clone()),
+        RawCodec::counting(stats.writes.clone()),
         [(PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(Duration::from_secs(2))
@@ -585,7 +531,7 @@ fn run_flood(default_secs: u64) {
         .iter()
         .map(|(k, v)| (k.clone(), v - rejected_before.get(k).copied().unwrap_or(0)))
         .collect();
-    let written = stats.written.load(Relaxed);
+    let written = stats.writes.written.load(Relaxed);
     let issued = stats.issued.load(Relaxed);
     latencies.sort();
     let med = latencies
@@ -598,7 +544,7 @@ fn run_flood(default_secs: u64) {
         "attacker: issued {issued} ({:.0}/s), written {written} ({:.0}/s), write failed {}, answered {}, failed {}, connections {}, disconnects {}, dial errors {}",
         issued as f64 / elapsed,
         written as f64 / elapsed,
-        stats.write_failed.load(Relaxed),
+        stats.writes.failed.load(Relaxed),
         stats.answered.load(Relaxed),
         stats.failed.load(Relaxed),
         stats.connections.load(Relaxed),

@@ -1,6 +1,8 @@
 //! Helpers for tests that run the real `coolmesh` binary.
 #![allow(dead_code)]
 
+pub mod raw_codec;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
