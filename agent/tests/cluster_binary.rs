@@ -11,14 +11,6 @@ use std::time::Duration;
 
 const TOKEN: &str = "cluster-test-token-0123456789";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 struct Node {
     name: String,
     p2p_port: u16,

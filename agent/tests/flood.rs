@@ -282,14 +282,6 @@ async fn attack(
 
 // ---------------------------------------------------------------- cluster
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn config(dir: &std::path::Path, name: &str, p2p: u16, seed: Option<u16>, power: u16) -> String {
     let psk = format!("psk_file = \"{}/../swarm.key\"", dir.display());
     let path = write_cluster_config(&ClusterNodeConfig {

@@ -229,3 +229,13 @@ pub fn get_json(a: &Agent, path: &str) -> serde_json::Value {
     assert_eq!(st, 200, "{path}: {body}");
     serde_json::from_str(&body).expect("json")
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for an agent's
+/// libp2p listener, which must be named in the peers' configs up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
