@@ -190,6 +190,9 @@ pub async fn run_with_web(
         timeout: cfg.sensors.timeout,
         trend_window: cfg.sensors.trend_window,
         thresholds: cfg.sensors.thresholds.clone(),
+        roles: cfg.sensors.roles.clone(),
+        heat: heat_config(&cfg),
+        load: cfg.sensors.cpu_load.clone(),
     };
     let sampler = tokio::spawn(crate::sampler::run(
         sources,
@@ -519,10 +522,16 @@ impl Core {
             .collect()
     }
 
+    /// What fresh peers report, on this node's own targets.
+    fn peer_view(&self) -> PeerView {
+        let policy = self.cfg.power.policy.parse().unwrap_or_default();
+        peer_view(&self.view, &self.fsm_cfg, &self.power_targets, policy)
+    }
+
     /// The state machine's input: our latest probe result and thermal
     /// summary, plus what fresh (alive) peers report.
     fn observe(&self) {
-        let peers = peer_view(&self.view, &self.fsm_cfg);
+        let peers = self.peer_view();
         let input = Input {
             power: self.power,
             thermal: self.thermal,
@@ -544,7 +553,7 @@ impl Core {
         if !self.power_configured {
             return;
         }
-        let peers = peer_view(&self.view, &self.fsm_cfg);
+        let peers = self.peer_view();
         if self.sent_peers == Some(peers) {
             return;
         }
@@ -659,19 +668,55 @@ fn clamp(v: i128) -> i64 {
 /// What alive peers report, in the state machine's terms. Freshness is the
 /// cluster's liveness: only `alive` peers (record advanced within
 /// `cluster.suspect_after`) vote.
-pub fn peer_view(view: &ClusterView, cfg: &FsmConfig) -> PeerView {
-    let votes = view.power_votes();
-    let overheating = view
-        .alive_peers()
-        .filter(|p| cfg.is_heating(&crate::snapshot::thermal_of(&p.record.thermal)))
-        .count();
+///
+/// Power votes are counted per target ([`ClusterView::votes_on`]): on the
+/// targets this node sees down (all of its targets while it sees power),
+/// from the peers that probe them. The cooling quorum is weighted: a node
+/// that votes by inlet or ambient air sensors weighs 2, others 1.
+pub fn peer_view(
+    view: &ClusterView,
+    cfg: &FsmConfig,
+    own: &[cluster::record::PowerObservation],
+    policy: power::Policy,
+) -> PeerView {
+    let down: Vec<String> = own
+        .iter()
+        .filter(|o| !o.up)
+        .map(|o| o.target.clone())
+        .collect();
+    let targets = if down.is_empty() {
+        own.iter().map(|o| o.target.clone()).collect()
+    } else {
+        down
+    };
+    let votes = view.votes_on(&targets, policy);
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-    PeerView {
+    let mut pv = PeerView {
         fresh_peers: n(view.alive_peers().count()),
         power_up: n(votes.up),
         power_down: n(votes.down),
-        overheating: n(overheating),
+        ..PeerView::default()
+    };
+    for p in view.alive_peers() {
+        let w = if p.record.thermal.air { 2 } else { 1 };
+        pv.weight = pv.weight.saturating_add(w);
+        if peer_votes_cooling(&p.record.thermal, cfg) {
+            pv.overheating = pv.overheating.saturating_add(1);
+            pv.overheating_weight = pv.overheating_weight.saturating_add(w);
+        }
     }
+    pv
+}
+
+/// Does a peer's record vote "cooling lost"? Its own verdict when it sent
+/// one (format 1.1), else the old rule (critical, or a trend at least
+/// `heating_fast_c_per_min`).
+pub fn peer_votes_cooling(t: &cluster::record::Thermal, cfg: &FsmConfig) -> bool {
+    t.critical
+        || t.vote.unwrap_or_else(|| {
+            t.trend
+                .is_some_and(|c| c >= cfg.heating_fast_c_per_min)
+        })
 }
 
 /// The cluster layer's settings from the config.
@@ -842,6 +887,19 @@ pub fn fsm_config(cfg: &Config) -> FsmConfig {
         },
         prediction_floor: FsmConfig::default().prediction_floor.min(s.grace),
         ..FsmConfig::default()
+    }
+}
+
+/// The cooling detector's settings from the config.
+pub fn heat_config(cfg: &Config) -> crate::heating::HeatConfig {
+    let s = &cfg.shutdown;
+    crate::heating::HeatConfig {
+        heating_rate: s.heating_rate,
+        horizon: s.cooling_horizon,
+        window: cfg.sensors.trend_window,
+        load_step: s.load_step,
+        load_settle: s.load_settle,
+        ..crate::heating::HeatConfig::default()
     }
 }
 

@@ -163,6 +163,15 @@ pub struct SensorsConfig {
     pub lm_sensors_format: String,
     /// Threshold rules, applied in order.
     pub thresholds: Vec<ThresholdRule>,
+    /// `[[sensors.roles]]`: which sensors measure inlet or ambient air
+    /// (they decide this node's cooling vote). Default none: labels with
+    /// `inlet`/`ambient` and ACPI zones get those roles by themselves
+    /// ([`crate::heating::default_role`]).
+    pub roles: Vec<crate::heating::RoleRule>,
+    /// `cpu_load`: `system` (default), `none`, or `file:PATH` (a file
+    /// holding `0.85` or `85%`). The CPU load tells a workload step from a
+    /// cooling failure; `none` judges component heating by its shape alone.
+    pub cpu_load: crate::sampler::LoadSource,
 }
 
 /// `[power]`
@@ -210,6 +219,15 @@ pub struct ShutdownConfig {
     pub cooling_grace: Duration,
     /// `[cooling] heating_rate`: C/min above which a node counts as heating fast. Default 3.
     pub heating_rate: f64,
+    /// `[cooling] horizon`: a sustained rise reaching critical within this
+    /// time votes however slow. Default 15 m.
+    pub cooling_horizon: Duration,
+    /// `[cooling] load_step`: a CPU load rise (0..1) that marks a workload
+    /// step. Default 0.25.
+    pub load_step: f64,
+    /// `[cooling] load_settle`: component heating after a load step is the
+    /// workload's for this long. Default 3 m.
+    pub load_settle: Duration,
 }
 
 /// `[cluster]`
@@ -314,6 +332,8 @@ impl Default for Config {
                 lm_sensors_file: None,
                 lm_sensors_format: "auto".into(),
                 thresholds: Vec::new(),
+                roles: Vec::new(),
+                cpu_load: crate::sampler::LoadSource::System,
             },
             power: PowerConfig {
                 targets: Vec::new(),
@@ -336,6 +356,9 @@ impl Default for Config {
                 overheat_grace: Duration::from_secs(60),
                 cooling_grace: Duration::from_secs(120),
                 heating_rate: 3.0,
+                cooling_horizon: Duration::from_secs(15 * 60),
+                load_step: 0.25,
+                load_settle: Duration::from_secs(180),
             },
             log: LogConfig {
                 level: "info".into(),
@@ -787,16 +810,38 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
             "cooling" => w.table(
                 "cooling",
                 t,
-                &["grace", "heating_rate"],
-                |w, k, full, it| {
-                    if k == "grace" {
+                &["grace", "heating_rate", "horizon", "load_step", "load_settle"],
+                |w, k, full, it| match k {
+                    "grace" => {
                         if let Some(d) =
                             w.duration(full, it, Duration::ZERO, Duration::from_secs(24 * 3600))
                         {
                             c.shutdown.cooling_grace = d;
                         }
-                    } else if let Some(v) = w.float(full, it, 0.1..=100.0) {
-                        c.shutdown.heating_rate = v;
+                    }
+                    "horizon" => {
+                        if let Some(d) =
+                            w.duration(full, it, Duration::ZERO, Duration::from_secs(24 * 3600))
+                        {
+                            c.shutdown.cooling_horizon = d;
+                        }
+                    }
+                    "load_settle" => {
+                        if let Some(d) =
+                            w.duration(full, it, Duration::ZERO, Duration::from_secs(3600))
+                        {
+                            c.shutdown.load_settle = d;
+                        }
+                    }
+                    "load_step" => {
+                        if let Some(v) = w.float(full, it, 0.05..=1.0) {
+                            c.shutdown.load_step = v;
+                        }
+                    }
+                    _ => {
+                        if let Some(v) = w.float(full, it, 0.1..=100.0) {
+                            c.shutdown.heating_rate = v;
+                        }
                     }
                 },
             ),
@@ -832,6 +877,8 @@ fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig) {
         "lm_sensors_file",
         "lm_sensors_format",
         "thresholds",
+        "roles",
+        "cpu_load",
     ];
     w.table("sensors", t, KEYS, |w, k, full, it| match k {
         "interval" => {
@@ -886,6 +933,54 @@ fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig) {
         "lm_sensors_format" => {
             if let Some(v) = w.one_of(full, it, &["auto", "json", "text"]) {
                 s.lm_sensors_format = v;
+            }
+        }
+        "cpu_load" => {
+            if let Some(v) = w.nonempty_string(full, it) {
+                match v.as_str() {
+                    "system" => s.cpu_load = crate::sampler::LoadSource::System,
+                    "none" => s.cpu_load = crate::sampler::LoadSource::None,
+                    other => match other.strip_prefix("file:").filter(|p| !p.is_empty()) {
+                        Some(p) => s.cpu_load = crate::sampler::LoadSource::File(p.into()),
+                        None => w.err(full, it.span(), format!("{other:?}: expected \"system\", \"none\" or \"file:PATH\"")),
+                    },
+                }
+            }
+        }
+        "roles" => {
+            let Some(arr) = it.as_array_of_tables() else {
+                w.err(full, it.span(), "expected [[sensors.roles]] tables");
+                return;
+            };
+            for (i, tt) in arr.iter().enumerate() {
+                let prefix = format!("sensors.roles[{i}]");
+                let mut rule = crate::heating::RoleRule {
+                    chip: "*".into(),
+                    sensor: "*".into(),
+                    label: "*".into(),
+                    role: crate::heating::Role::Component,
+                };
+                let mut has_role = false;
+                w.table(&prefix, tt, &["chip", "sensor", "label", "role"], |w, k, full, it| {
+                    if k == "role" {
+                        if let Some(v) = w.one_of(full, it, &["component", "inlet", "ambient", "exhaust"]) {
+                            if let Ok(r) = v.parse() {
+                                rule.role = r;
+                                has_role = true;
+                            }
+                        }
+                    } else if let Some(v) = w.nonempty_string(full, it) {
+                        match k {
+                            "chip" => rule.chip = v,
+                            "sensor" => rule.sensor = v,
+                            _ => rule.label = v,
+                        }
+                    }
+                });
+                if !has_role {
+                    w.err(&prefix, tt.span(), "a role rule needs role = \"inlet\", \"ambient\", \"exhaust\" or \"component\"");
+                }
+                s.roles.push(rule);
             }
         }
         _ => {

@@ -366,12 +366,12 @@ impl FsmConfig {
         Ok(())
     }
 
-    /// Is a node with this summary "overheating or heating fast" for the
-    /// cooling quorum? The cluster layer must use the same rule for peers.
+    /// Does a node with this summary vote "cooling lost" in the cooling
+    /// quorum? A sensor at critical, or the cooling detector's vote (a
+    /// sustained rise not explained by the node's workload, see
+    /// [`crate::heating`]); a fast trend alone no longer counts.
     pub fn is_heating(&self, t: &ThermalSummary) -> bool {
-        t.critical
-            || t.trend_celsius_per_minute
-                .is_some_and(|c| c >= self.heating_fast_c_per_min)
+        t.critical || t.cooling_vote
     }
 
     /// The grace of a trigger.
@@ -396,8 +396,26 @@ pub struct PeerView {
     pub power_up: u32,
     /// Fresh peers whose own power policy says "down".
     pub power_down: u32,
-    /// Fresh peers overheating or heating fast (by [`FsmConfig::is_heating`]).
+    /// Fresh peers voting "cooling lost" (critical, or a sustained rise
+    /// not explained by their workload; see [`crate::heating`]).
     pub overheating: u32,
+    /// Quorum weight of the fresh peers: 2 for a node that votes by inlet
+    /// or ambient air sensors, 1 for others. 0 means "not given": then
+    /// every peer weighs 1.
+    pub weight: u32,
+    /// Quorum weight of the peers voting "cooling lost".
+    pub overheating_weight: u32,
+}
+
+impl PeerView {
+    /// `(total, voting)` quorum weight of the peers.
+    pub fn weights(&self) -> (u32, u32) {
+        if self.weight == 0 {
+            (self.fresh_peers, self.overheating.min(self.fresh_peers))
+        } else {
+            (self.weight, self.overheating_weight.min(self.weight))
+        }
+    }
 }
 
 /// This node's own power probe round, as the policy read it.
@@ -739,6 +757,14 @@ pub fn cooling_quorum(fresh_nodes: u32, min: u32) -> u32 {
     (fresh_nodes / 2 + 1).max(min)
 }
 
+/// The weighted cooling quorum: the voting weight is a strict majority of
+/// the total weight (nodes voting by inlet or ambient air weigh 2, others
+/// 1), and at least `min` nodes vote. Returns `(formed, weight needed)`.
+pub fn weighted_quorum(total_weight: u32, voting_weight: u32, voting_nodes: u32, min: u32) -> (bool, u32) {
+    let need = total_weight / 2 + 1;
+    (voting_weight >= need && voting_nodes >= min, need)
+}
+
 /// Time left until `deadline`; zero once it passed.
 pub fn remaining_grace(deadline: Millis, now: Millis) -> Duration {
     deadline.since(now)
@@ -939,8 +965,14 @@ impl Step<'_> {
             .overheating
             .min(peers.fresh_peers)
             .saturating_add(u32::from(self_hot));
-        let quorum = cooling_quorum(nodes, cfg.cooling_quorum_min);
-        let cooling = hot >= quorum;
+        let self_weight = if input.thermal.air { 2 } else { 1 };
+        let (peer_weight, peer_hot_weight) = peers.weights();
+        let (cooling, quorum) = weighted_quorum(
+            peer_weight.saturating_add(self_weight),
+            peer_hot_weight.saturating_add(if self_hot { self_weight } else { 0 }),
+            hot,
+            cfg.cooling_quorum_min,
+        );
 
         track(
             &mut self.m.power_lost_since,
@@ -960,7 +992,7 @@ impl Step<'_> {
         }
         if let Some(since) = self.m.cooling_since {
             let detail = format!(
-                "cooling lost: {hot} of {nodes} fresh nodes (self {}) overheating or heating fast, quorum {quorum}",
+                "cooling lost: {hot} of {nodes} fresh nodes (self {}) overheating or heating steadily, quorum weight {quorum}",
                 if self_hot { "included" } else { "not hot" }
             );
             triggers.push(Trigger {

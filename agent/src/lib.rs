@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`thermal`]: the thermal model (readings, plausibility, headroom, trend).
+//! - [`heating`]: tells a workload from a cooling failure (sensor roles, sustained rise, CPU load) and decides this node's cooling vote.
 //! - [`sources`]: one file per thermal source behind the `Source` trait.
 //! - [`power`]: one file per power probe behind the `Probe` trait, plus policy.
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod counter_store;
 pub mod demo;
 pub mod fsm;
+pub mod heating;
 pub mod persist;
 pub mod power;
 pub mod report;

@@ -101,6 +101,9 @@ pub fn thermal_of(t: &crate::cluster::record::Thermal) -> ThermalSummary {
         trend_celsius_per_minute: t.trend,
         time_to_critical_seconds: t.time_to_critical,
         critical: t.critical,
+        cooling_vote: t.vote.unwrap_or(false),
+        air: t.air,
+        ..ThermalSummary::default()
     }
 }
 
@@ -155,7 +158,7 @@ pub fn apply_cluster(
         .collect();
     let peers_hot = view
         .alive_peers()
-        .filter(|p| fsm.is_heating(&thermal_of(&p.record.thermal)))
+        .filter(|p| crate::agent::peer_votes_cooling(&p.record.thermal, fsm))
         .count();
     snap.cluster.overheating = n(peers_hot) + u32::from(fsm.is_heating(own_thermal));
     let nodes = 1 + n(view.alive_peers().count());

@@ -38,6 +38,11 @@ pub struct Reading {
     pub critical_celsius: Option<f64>,
     /// Name of the source that produced it (`hwmon`, `thermal_zone`, ...).
     pub source: String,
+    /// What the sensor measures (component, inlet or ambient air), set by
+    /// the sampler from `[[sensors.roles]]` and the defaults
+    /// ([`crate::heating::default_role`]).
+    #[serde(default)]
+    pub role: crate::heating::Role,
 }
 
 impl Reading {
@@ -56,6 +61,7 @@ impl Reading {
             max_celsius: None,
             critical_celsius: None,
             source: source.to_string(),
+            role: crate::heating::Role::default(),
         }
     }
 
@@ -95,6 +101,38 @@ pub struct ThermalSummary {
     pub time_to_critical_seconds: Option<f64>,
     /// Some sensor is at or above its critical threshold right now.
     pub critical: bool,
+    /// This node votes "cooling lost" in the cooling quorum: a sustained
+    /// rise not explained by its workload ([`crate::heating`]).
+    #[serde(default)]
+    pub cooling_vote: bool,
+    /// The node has inlet or ambient sensors and votes by them (double
+    /// weight in the quorum).
+    #[serde(default)]
+    pub air: bool,
+    /// The component rise is attributed to a recent CPU load step.
+    #[serde(default)]
+    pub workload: bool,
+    /// CPU load (0..1) in the last round, if known.
+    #[serde(default)]
+    pub load: Option<f64>,
+}
+
+impl ThermalSummary {
+    /// The summary of the latest readings with the detector's assessment.
+    pub fn from_assessment(readings: &[Reading], a: &crate::heating::Assessment) -> Self {
+        let (hottest, headroom, critical) = instant_summary(readings);
+        ThermalSummary {
+            hottest_celsius: hottest,
+            headroom_celsius: headroom,
+            trend_celsius_per_minute: a.rate,
+            time_to_critical_seconds: a.time_to_critical,
+            critical,
+            cooling_vote: a.vote,
+            air: a.air,
+            workload: a.workload,
+            load: a.load,
+        }
+    }
 }
 
 /// Hottest value and headroom over a set of readings.
@@ -220,6 +258,7 @@ impl TrendWindow {
             trend_celsius_per_minute: trend,
             time_to_critical_seconds: time_to_critical(headroom, trend),
             critical,
+            ..ThermalSummary::default()
         }
     }
 }

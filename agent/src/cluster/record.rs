@@ -67,6 +67,12 @@ pub struct Thermal {
     pub time_to_critical: Option<f64>,
     /// At least one sensor is at or above its critical threshold.
     pub critical: bool,
+    /// The owner's cooling vote (a sustained rise not explained by its
+    /// workload, see `crate::heating`). `None` from agents older than
+    /// format 1.1, which did not send it: their vote is read from the trend.
+    pub vote: Option<bool>,
+    /// The owner votes by inlet or ambient air sensors (double weight).
+    pub air: bool,
 }
 
 impl From<&crate::thermal::ThermalSummary> for Thermal {
@@ -77,6 +83,8 @@ impl From<&crate::thermal::ThermalSummary> for Thermal {
             trend: s.trend_celsius_per_minute,
             time_to_critical: s.time_to_critical_seconds,
             critical: s.critical,
+            vote: Some(s.cooling_vote),
+            air: s.air,
         }
     }
 }
@@ -382,6 +390,8 @@ impl Record {
                 trend: finite(local.thermal.trend),
                 time_to_critical: finite(local.thermal.time_to_critical),
                 critical: local.thermal.critical,
+                vote: local.thermal.vote,
+                air: local.thermal.air,
             },
             power: local
                 .power
@@ -493,6 +503,12 @@ pub mod wire {
         /// Critical now.
         #[n(4)]
         pub critical: Option<bool>,
+        /// Cooling vote (added in 1.1; absent from older agents).
+        #[n(5)]
+        pub vote: Option<bool>,
+        /// Votes by inlet or ambient air sensors (added in 1.1).
+        #[n(6)]
+        pub air: Option<bool>,
     }
 
     /// Element of key 7 of a record.
@@ -655,6 +671,8 @@ pub mod wire {
                     trend: num(r.thermal.trend),
                     time_to_critical: num(r.thermal.time_to_critical),
                     critical: Some(r.thermal.critical),
+                    vote: r.thermal.vote,
+                    air: r.thermal.air.then_some(true),
                 }),
                 power: r
                     .power
@@ -774,6 +792,8 @@ pub mod wire {
                     trend: unnum(t.trend)?,
                     time_to_critical: unnum(t.time_to_critical)?,
                     critical: t.critical.unwrap_or(false),
+                    vote: t.vote,
+                    air: t.air.unwrap_or(false),
                 },
                 power,
                 power_up: self.power_up,
@@ -821,6 +841,8 @@ mod tests {
                 trend: Some(0.4),
                 time_to_critical: Some(4275.0),
                 critical: false,
+                vote: Some(false),
+                air: true,
             },
             power: vec![PowerObservation {
                 target: "icmp://10.0.0.254".into(),

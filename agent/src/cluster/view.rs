@@ -218,6 +218,34 @@ impl ClusterView {
         m
     }
 
+    /// Per-target corroboration: the votes of alive peers on `targets` (the
+    /// targets this node sees down, or all of its targets), counted only
+    /// from peers that probe at least one of them. Each such peer casts one
+    /// vote: `policy` (this node's) applied to what that peer sees of the
+    /// shared targets. A peer on another circuit, probing other targets,
+    /// casts none: its "up" says nothing about this node's mains.
+    pub fn votes_on(&self, targets: &[String], policy: crate::power::Policy) -> PowerVotes {
+        let mut v = PowerVotes::default();
+        for p in self.alive_peers() {
+            let seen: Vec<Option<bool>> = p
+                .record
+                .power
+                .iter()
+                .filter(|o| targets.iter().any(|t| *t == o.target))
+                .map(|o| Some(o.up))
+                .collect();
+            if seen.is_empty() {
+                continue;
+            }
+            match policy.evaluate_votes(&seen) {
+                Some(true) => v.up += 1,
+                Some(false) => v.down += 1,
+                None => v.unknown += 1,
+            }
+        }
+        v
+    }
+
     /// Value of a named counter over all nodes (this one included).
     pub fn counters_total(&self, name: &str) -> Option<i128> {
         self.counters.value(name)

@@ -252,6 +252,7 @@ pub fn read_hwmon(sysfs: &Path) -> Result<Vec<Reading>, SourceError> {
                 max_celsius: max,
                 critical_celsius: crit,
                 source: "hwmon".into(),
+                role: Default::default(),
             };
             match r.sanitized() {
                 Some(r) => out.push(r),

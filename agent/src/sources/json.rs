@@ -87,6 +87,7 @@ pub fn parse_readings(text: &str, source: &str) -> Result<Vec<Reading>, SourceEr
             max_celsius: e.max_celsius,
             critical_celsius: e.critical_celsius,
             source: source.to_string(),
+            role: Default::default(),
         };
         match r.sanitized() {
             Some(r) => out.push(r),

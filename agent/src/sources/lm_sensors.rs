@@ -477,6 +477,7 @@ impl Collector {
             max_celsius: max,
             critical_celsius: crit,
             source: SOURCE_NAME.to_string(),
+            role: Default::default(),
         };
         let Some(reading) = reading.sanitized() else {
             return;
@@ -2327,6 +2328,7 @@ mod tests {
                     max_celsius: t.high.map(c),
                     critical_celsius: t.crit.map(c),
                     source: SOURCE_NAME.to_string(),
+                    role: Default::default(),
                 });
             }
             text.push('\n');

@@ -69,6 +69,7 @@ impl Source for SysinfoSource {
                     max_celsius: c.max().map(f64::from),
                     critical_celsius: c.critical().map(f64::from),
                     source: "sysinfo".into(),
+                    role: Default::default(),
                 };
                 if let Some(r) = r.sanitized() {
                     out.push(r);

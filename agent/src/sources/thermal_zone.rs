@@ -103,6 +103,7 @@ pub fn read_zones(sysfs: &Path) -> Result<Vec<Reading>, SourceError> {
             max_celsius: trip(dir, "hot"),
             critical_celsius: trip(dir, "critical"),
             source: "thermal_zone".into(),
+            role: Default::default(),
         };
         match r.sanitized() {
             Some(r) => out.push(r),

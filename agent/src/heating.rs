@@ -1,0 +1,699 @@
+//! Tell a workload from a cooling failure.
+//!
+//! A cooling failure heats a node whatever it runs, and keeps heating: the
+//! air entering the server gets warmer, and every component follows it at
+//! the same steady rate. A workload step (a batch or MPI job starting on
+//! every node at once) raises the *component* temperatures by tens of
+//! degrees within seconds, together with the CPU load, and then the curve
+//! levels off. The inlet air does not move.
+//!
+//! The [`HeatTracker`] keeps a bounded history of each node's sensors (by
+//! [`Role`]) and of its CPU load, and turns it into an [`Assessment`]:
+//!
+//! - **current rate**: the least-squares slope over the recent window only
+//!   (30 s, or longer for slow rises, see [`rise`]), so a finished step is
+//!   forgotten within that window instead of being remembered for minutes;
+//! - **sustained rise**: the rise is spread over the window (each third of
+//!   it rises at least 30% of the overall rate) rather than one jump, and it
+//!   is not levelling off (the last third still rises). A step of tens of
+//!   degrees in a few seconds fails this test whatever the sampling rate;
+//! - **workload**: a component rise that follows a rise of this node's CPU
+//!   load (by at least [`HeatConfig::load_step`]) within
+//!   [`HeatConfig::load_settle`] is attributed to the workload and does not
+//!   vote. After that it votes again only if it still rises steadily at flat
+//!   load;
+//! - **roles**: a node with inlet or ambient sensors votes by those alone
+//!   (a workload does not heat the air entering the server) and carries a
+//!   double weight in the cooling quorum (see [`crate::fsm::PeerView`]);
+//! - **projection**: a time to critical is published only while the rise is
+//!   sustained and the last [`HeatConfig::stable_projections`] projections
+//!   agree within a factor of 1.5, so one transient projection can never
+//!   shorten a grace.
+//!
+//! Everything here is pure and takes the time as an argument; the sampler
+//! feeds it, and the safety suite (`agent/tests/safety.rs`) replays traces
+//! through it.
+
+use crate::thermal::{time_to_critical, Reading};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// What a sensor measures, for the cooling detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A chip's own temperature (CPU, DIMM, NVMe, NIC): follows the workload.
+    #[default]
+    Component,
+    /// Air entering the server (BMC "Inlet Temp"): follows the cooling.
+    Inlet,
+    /// Room or board ambient: follows the cooling.
+    Ambient,
+    /// Air leaving the server: follows both; counted as a component.
+    Exhaust,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Component, Role::Inlet, Role::Ambient, Role::Exhaust];
+
+    /// The config and label name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Component => "component",
+            Role::Inlet => "inlet",
+            Role::Ambient => "ambient",
+            Role::Exhaust => "exhaust",
+        }
+    }
+
+    /// Does this sensor follow the cooling rather than the workload?
+    pub const fn is_air(self) -> bool {
+        matches!(self, Role::Inlet | Role::Ambient)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?} (component, inlet, ambient or exhaust)"))
+    }
+}
+
+/// `[[sensors.roles]]`: give matching sensors a role. Patterns use `*` for
+/// any run of characters; `label` matches case-insensitively. The first
+/// matching rule wins; sensors no rule matches get [`default_role`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleRule {
+    /// Chip pattern. Default `*`.
+    pub chip: String,
+    /// Sensor pattern. Default `*`.
+    pub sensor: String,
+    /// Label pattern. Default `*` (also matches sensors without a label).
+    pub label: String,
+    /// The role to give.
+    pub role: Role,
+}
+
+/// `*`-glob match (the same rule as threshold patterns).
+pub fn glob(pattern: &str, s: &str) -> bool {
+    crate::config::glob_match(pattern, s)
+}
+
+impl RoleRule {
+    fn matches(&self, r: &Reading) -> bool {
+        let label = r.label.as_deref().unwrap_or("").to_ascii_lowercase();
+        glob(&self.chip, &r.chip)
+            && glob(&self.sensor, &r.sensor)
+            && glob(&self.label.to_ascii_lowercase(), &label)
+    }
+}
+
+/// The role of a sensor no rule names: labels (or chip names) containing
+/// `inlet`/`intake` are inlet air, `ambient`/`room` ambient,
+/// `exhaust`/`outlet` exhaust; an ACPI thermal zone (`acpitz`) is ambient
+/// (it sits on the board, away from the CPU, on most servers; give it
+/// `role = "component"` where it follows the CPU); everything else is a
+/// component.
+pub fn default_role(r: &Reading) -> Role {
+    let label = r.label.as_deref().unwrap_or("").to_ascii_lowercase();
+    let chip = r.chip.to_ascii_lowercase();
+    let has = |w: &str| label.contains(w) || chip.contains(w);
+    if has("inlet") || has("intake") {
+        Role::Inlet
+    } else if has("ambient") || has("room") {
+        Role::Ambient
+    } else if has("exhaust") || has("outlet") {
+        Role::Exhaust
+    } else if label == "acpitz" || chip.starts_with("acpitz") {
+        Role::Ambient
+    } else {
+        Role::Component
+    }
+}
+
+/// Give every reading its role: the first matching rule, else the default.
+pub fn assign_roles(rules: &[RoleRule], readings: &mut [Reading]) {
+    for r in readings.iter_mut() {
+        r.role = rules
+            .iter()
+            .find(|rule| rule.matches(r))
+            .map_or_else(|| default_role(r), |rule| rule.role);
+    }
+}
+
+/// Settings of the cooling detector. Every default is safe; each comment
+/// says what moving it costs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatConfig {
+    /// A sustained rise at least this fast (C/min) votes "cooling lost".
+    /// Default 3. Lower catches slow failures sooner and votes on more
+    /// chiller restarts; higher ignores more.
+    pub heating_rate: f64,
+    /// A sustained rise that would reach critical within this time votes
+    /// too, however slow. Default 15 min: a slow (1 C/min) loss of cooling
+    /// is caught with about 15 degrees of headroom left. Longer votes on
+    /// chiller restarts close to the limits; shorter leaves less margin.
+    pub horizon: Duration,
+    /// The history kept (the trend window). Default 2 min. The rate itself
+    /// uses the recent part only (see [`rise`]).
+    pub window: Duration,
+    /// A CPU load rise (fraction of all CPUs, 0..1) this large within
+    /// 30 s is a workload step. Default 0.25.
+    pub load_step: f64,
+    /// For this long after a load step, this node's component heating is
+    /// the workload's and does not vote. Default 3 min (three heat-sink
+    /// time constants). Longer delays a cooling failure that starts with a
+    /// job on nodes without inlet sensors (the overheat trigger remains);
+    /// shorter lets a slow heat-sink tail vote.
+    pub load_settle: Duration,
+    /// Consecutive sustained projections that must agree (within a factor
+    /// of 1.5) before a time to critical is published. Default 3. Higher
+    /// delays the prediction in dense racks; 1 lets one reading shorten a
+    /// grace.
+    pub stable_projections: usize,
+}
+
+impl Default for HeatConfig {
+    fn default() -> Self {
+        HeatConfig {
+            heating_rate: 3.0,
+            horizon: Duration::from_secs(15 * 60),
+            window: Duration::from_secs(120),
+            load_step: 0.25,
+            load_settle: Duration::from_secs(180),
+            stable_projections: 3,
+        }
+    }
+}
+
+/// The shortest recent window a rate is taken over.
+pub const RECENT_MIN: Duration = Duration::from_secs(30);
+/// The rise a recent window must be long enough to contain at the current
+/// rate (a few whole-degree sensor steps), so slow rises get longer windows.
+pub const RECENT_RISE_C: f64 = 3.0;
+
+/// One sample of a group of sensors: time, hottest value, smallest headroom.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    t: f64,
+    value: f64,
+    headroom: Option<f64>,
+}
+
+/// A bounded history of one group (components, or inlet/ambient air).
+#[derive(Debug, Clone, Default)]
+struct Series {
+    samples: VecDeque<Sample>,
+}
+
+impl Series {
+    fn push(&mut self, s: Sample, window: f64, cap: usize) {
+        // A clock that went back (a restarted source) starts a new history.
+        if self.samples.back().is_some_and(|b| b.t >= s.t) {
+            self.samples.clear();
+        }
+        self.samples.push_back(s);
+        while self.samples.front().is_some_and(|f| f.t < s.t - window) || self.samples.len() > cap
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The value used for the rate: the rise of heat, i.e. the falling
+    /// headroom when every sample has one, else the hottest value.
+    fn points(&self, from: f64) -> Vec<(f64, f64)> {
+        let all_headroom = self.samples.iter().all(|s| s.headroom.is_some());
+        self.samples
+            .iter()
+            .filter(|s| s.t >= from)
+            .map(|s| {
+                let v = if all_headroom {
+                    -s.headroom.unwrap_or_default()
+                } else {
+                    s.value
+                };
+                (s.t, v)
+            })
+            .collect()
+    }
+}
+
+/// How a series is rising now.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rise {
+    /// Least-squares slope over the recent window, C/min.
+    pub rate: Option<f64>,
+    /// The rise is spread over the recent window and not levelling off.
+    pub sustained: bool,
+    /// Sustained, and the whole window (not only the recent part) rises at
+    /// least 70% as fast: a slow rise that has lasted.
+    pub lasting: bool,
+}
+
+/// Least-squares slope in C/min of `(seconds, celsius)` points.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    crate::thermal::slope_per_minute(points)
+}
+
+/// The rise of `points` (time-ordered) ending at the last point.
+///
+/// The recent window is `RECENT_MIN` (30 s), stretched to contain
+/// [`RECENT_RISE_C`] at the long-window rate (at most `window`). The rate is
+/// the least-squares slope over it; the rise is sustained when each third
+/// of the window rises at least 30% of that rate (a jump sits in one third;
+/// a rise that is levelling off fails in the last third) and the window is
+/// covered (its samples span at least 80% of it, three or more).
+pub fn rise(points: &[(f64, f64)], window: f64) -> Rise {
+    let Some(&(now, _)) = points.last() else {
+        return Rise::default();
+    };
+    let long_rate = slope(points).unwrap_or(0.0);
+    let short_rate = {
+        let from = now - RECENT_MIN.as_secs_f64();
+        let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= from).collect();
+        slope(&pts).unwrap_or(0.0)
+    };
+    let mut recent = RECENT_MIN.as_secs_f64();
+    let pace = long_rate.max(short_rate);
+    if pace > 0.0 {
+        recent = recent.max(RECENT_RISE_C / pace * 60.0);
+    }
+    let recent = recent.min(window.max(RECENT_MIN.as_secs_f64()));
+    let from = now - recent;
+    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= from).collect();
+    let span = pts.last().map_or(0.0, |l| l.0) - pts.first().map_or(0.0, |f| f.0);
+    if pts.len() < 3 || span < recent * 0.8 {
+        return Rise::default();
+    }
+    let rate = slope(&pts);
+    let Some(r) = rate.filter(|r| *r > 0.0) else {
+        return Rise {
+            rate,
+            ..Rise::default()
+        };
+    };
+    let sustained = spread(&pts, from, recent, r);
+    // Lasting: the whole window is covered and rises steadily too.
+    let first = points.first().map_or(now, |f| f.0);
+    let long_from = now - window;
+    let lasting = sustained
+        && now - first >= window * 0.8
+        && long_rate >= 0.7 * r
+        && spread(points, first.max(long_from), now - first.max(long_from), r);
+    Rise {
+        rate,
+        sustained,
+        lasting,
+    }
+}
+
+/// Does each third of `[from, from + len]` rise at least 30% of `rate`
+/// (C/min)? The rise of a third runs from the last point at or before its
+/// start (or the first point) to its last point.
+fn spread(pts: &[(f64, f64)], from: f64, len: f64, rate: f64) -> bool {
+    let third = len / 3.0;
+    (0..3).all(|i| {
+        let a = from + third * i as f64;
+        let b = a + third;
+        let before = pts.iter().rev().find(|p| p.0 <= a).or_else(|| pts.first());
+        let last = pts.iter().rev().find(|p| p.0 <= b);
+        match (before, last) {
+            (Some(x), Some(y)) if y.0 > x.0 => (y.1 - x.1) / (y.0 - x.0) * 60.0 >= 0.3 * rate,
+            _ => false,
+        }
+    })
+}
+
+/// What the detector concludes about this node after a round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// Current rate of the deciding group (air if the node has air sensors,
+    /// else components), C/min.
+    pub rate: Option<f64>,
+    /// That group rises steadily (see [`rise`]).
+    pub sustained: bool,
+    /// The component rise is attributed to a recent CPU load step.
+    pub workload: bool,
+    /// This node votes "cooling lost" in the quorum.
+    pub vote: bool,
+    /// The node has inlet or ambient sensors (double weight in the quorum).
+    pub air: bool,
+    /// Stable projected seconds to critical, while the rise is sustained.
+    pub time_to_critical: Option<f64>,
+    /// The last CPU load (0..1), if known.
+    pub load: Option<f64>,
+}
+
+/// The detector's history of one node. Memory is bounded by the window.
+#[derive(Debug, Clone)]
+pub struct HeatTracker {
+    cfg: HeatConfig,
+    cap: usize,
+    components: Series,
+    air: Series,
+    load: VecDeque<(f64, f64)>,
+    last_load_step: Option<f64>,
+    projections: VecDeque<Option<f64>>,
+}
+
+impl HeatTracker {
+    /// A tracker keeping at most `cap` samples per series.
+    pub fn new(cfg: HeatConfig, cap: usize) -> Self {
+        HeatTracker {
+            cfg,
+            cap: cap.max(8),
+            components: Series::default(),
+            air: Series::default(),
+            load: VecDeque::new(),
+            last_load_step: None,
+            projections: VecDeque::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HeatConfig {
+        &self.cfg
+    }
+
+    /// Feed one round taken at `t` seconds (any monotonic origin): the
+    /// readings (with roles) and the CPU load (0..1) if known. Returns the
+    /// assessment after it.
+    pub fn push(&mut self, t: f64, readings: &[Reading], load: Option<f64>) -> Assessment {
+        let window = self.cfg.window.as_secs_f64().max(RECENT_MIN.as_secs_f64());
+        let group = |air: bool| {
+            let rs = readings.iter().filter(move |r| r.role.is_air() == air);
+            let hottest = rs.clone().map(|r| r.celsius).fold(None, |a: Option<f64>, v| {
+                Some(a.map_or(v, |a| a.max(v)))
+            });
+            let headroom = rs.filter_map(Reading::headroom).fold(None, |a: Option<f64>, v| {
+                Some(a.map_or(v, |a| a.min(v)))
+            });
+            hottest.map(|value| Sample { t, value, headroom })
+        };
+        if let Some(s) = group(false) {
+            self.components.push(s, window, self.cap);
+        }
+        match group(true) {
+            Some(s) => self.air.push(s, window, self.cap),
+            // Air sensors gone (a BMC that stopped answering): the node
+            // votes by its components again, with a fresh history.
+            None => self.air.samples.clear(),
+        }
+        if let Some(l) = load.filter(|l| l.is_finite()) {
+            let l = l.clamp(0.0, 1.0);
+            if self.load.back().is_some_and(|b| b.0 >= t) {
+                self.load.clear();
+            }
+            // A step: the load now exceeds the lowest of the last 30 s by
+            // load_step.
+            let low = self
+                .load
+                .iter()
+                .filter(|s| s.0 >= t - 30.0)
+                .map(|s| s.1)
+                .fold(f64::INFINITY, f64::min);
+            if low.is_finite() && l - low >= self.cfg.load_step {
+                self.last_load_step = Some(t);
+            }
+            self.load.push_back((t, l));
+            while self.load.front().is_some_and(|f| f.0 < t - 60.0) || self.load.len() > self.cap {
+                self.load.pop_front();
+            }
+        }
+        self.last_load_step = self
+            .last_load_step
+            .filter(|s| *s <= t && t - s < self.cfg.load_settle.as_secs_f64());
+        self.assess(t, readings, load)
+    }
+
+    fn assess(&mut self, t: f64, readings: &[Reading], load: Option<f64>) -> Assessment {
+        let window = self.cfg.window.as_secs_f64().max(RECENT_MIN.as_secs_f64());
+        let air = !self.air.samples.is_empty() && readings.iter().any(|r| r.role.is_air());
+        let series = if air { &self.air } else { &self.components };
+        let points = series.points(t - window);
+        let r = rise(&points, window);
+        let headroom = readings
+            .iter()
+            .filter_map(Reading::headroom)
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))));
+        let workload = !air && self.last_load_step.is_some();
+        let projection = if r.sustained {
+            time_to_critical(headroom, r.rate)
+        } else {
+            None
+        };
+        self.projections.push_back(projection);
+        while self.projections.len() > self.cfg.stable_projections.max(1) {
+            self.projections.pop_front();
+        }
+        let stable = self.projections.len() >= self.cfg.stable_projections.max(1)
+            && stable(&self.projections);
+        let ttc = if headroom.is_some_and(|h| h <= 0.0) {
+            Some(0.0)
+        } else if stable && !workload {
+            projection
+        } else {
+            None
+        };
+        let fast = r.rate.is_some_and(|v| v >= self.cfg.heating_rate);
+        // A slow rise votes only once it has lasted the whole window: slow
+        // means there is time, and chiller restarts are slow too.
+        let near = r.lasting && projection.is_some_and(|s| s <= self.cfg.horizon.as_secs_f64());
+        Assessment {
+            rate: r.rate,
+            sustained: r.sustained,
+            workload,
+            vote: r.sustained && !workload && (fast || near),
+            air,
+            time_to_critical: ttc,
+            load,
+        }
+    }
+}
+
+/// All projections present and within a factor of 1.5 of each other.
+fn stable(p: &VecDeque<Option<f64>>) -> bool {
+    let mut lo = f64::INFINITY;
+    let mut hi = 0.0f64;
+    for v in p {
+        let Some(v) = v else { return false };
+        lo = lo.min(*v);
+        hi = hi.max(*v);
+    }
+    hi <= lo * 1.5 + 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(c: f64) -> Reading {
+        let mut r = Reading::new("coretemp", "temp1", c, "file");
+        r.critical_celsius = Some(100.0);
+        r
+    }
+
+    fn inlet(c: f64) -> Reading {
+        let mut r = Reading::new("bmc", "inlet", c, "file");
+        r.label = Some("Inlet Temp".into());
+        r.critical_celsius = Some(45.0);
+        r.role = Role::Inlet;
+        r
+    }
+
+    /// Feed `f(t)` every `dt` seconds for `secs`; return the assessments.
+    fn run(
+        dt: f64,
+        secs: f64,
+        f: impl Fn(f64) -> (Vec<Reading>, Option<f64>),
+    ) -> Vec<(f64, Assessment)> {
+        let mut h = HeatTracker::new(HeatConfig::default(), 1000);
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        while t <= secs {
+            let (rs, load) = f(t);
+            out.push((t, h.push(t, &rs, load)));
+            t += dt;
+        }
+        out
+    }
+
+    #[test]
+    fn default_roles_table() {
+        let case = |chip: &str, label: Option<&str>| {
+            let mut r = Reading::new(chip, "temp1", 30.0, "x");
+            r.label = label.map(str::to_string);
+            default_role(&r)
+        };
+        assert_eq!(case("ipmi", Some("Inlet Temp")), Role::Inlet);
+        assert_eq!(case("ipmi", Some("Exhaust Temp")), Role::Exhaust);
+        assert_eq!(case("ipmi", Some("Ambient")), Role::Ambient);
+        assert_eq!(case("thermal_zone0", Some("acpitz")), Role::Ambient);
+        assert_eq!(case("platform_coretemp_0", Some("Core 0")), Role::Component);
+        assert_eq!(case("inlet", None), Role::Inlet);
+        assert_eq!(case("nvme_nvme0", Some("Composite")), Role::Component);
+    }
+
+    #[test]
+    fn rules_win_over_defaults() {
+        let rules = vec![RoleRule {
+            chip: "thermal_zone*".into(),
+            sensor: "*".into(),
+            label: "acpi*".into(),
+            role: Role::Component,
+        }];
+        let mut r = Reading::new("thermal_zone0", "temp", 30.0, "x");
+        r.label = Some("acpitz".into());
+        let mut rs = vec![r, inlet(20.0)];
+        assign_roles(&rules, &mut rs);
+        assert_eq!(rs[0].role, Role::Component);
+        assert_eq!(rs[1].role, Role::Inlet);
+    }
+
+    #[test]
+    fn a_step_that_levels_off_never_votes() {
+        // 45 -> 80 C within 4 s, then flat: a job starting.
+        for dt in [1.0, 5.0, 10.0] {
+            let out = run(dt, 600.0, |t| {
+                let c = if t < 60.0 {
+                    45.0
+                } else if t < 64.0 {
+                    45.0 + (t - 60.0) * 35.0 / 4.0
+                } else {
+                    80.0
+                };
+                (vec![cpu(c)], None)
+            });
+            for (t, a) in &out {
+                assert!(!a.vote, "dt {dt}: voted at {t}: {a:?}");
+                assert!(a.time_to_critical.is_none(), "dt {dt}: projection at {t}: {a:?}");
+            }
+            // And the rate falls back to zero within the recent window.
+            let late = out.iter().find(|(t, _)| *t >= 110.0).expect("late").1;
+            assert!(late.rate.is_some_and(|r| r.abs() < 0.5), "{late:?}");
+        }
+    }
+
+    #[test]
+    fn a_steady_rise_votes_within_about_half_a_minute() {
+        for (rate, dt) in [(5.0, 5.0), (10.0, 5.0), (20.0, 1.0), (20.0, 5.0), (20.0, 10.0)] {
+            let out = run(dt, 200.0, |t| {
+                let c = if t < 60.0 { 40.0 } else { 40.0 + (t - 60.0) * rate / 60.0 };
+                (vec![cpu(c.min(99.0))], None)
+            });
+            let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
+            assert!(
+                (60.0..=60.0 + 45.0).contains(&first),
+                "{rate} C/min, dt {dt}: first vote at {first}"
+            );
+            let ttc = out
+                .iter()
+                .find(|(_, a)| a.time_to_critical.is_some())
+                .expect("projection")
+                .0;
+            assert!(ttc <= 60.0 + 60.0, "{rate} C/min, dt {dt}: projection at {ttc}");
+        }
+    }
+
+    #[test]
+    fn slow_rise_votes_only_near_the_limit() {
+        // 1 C/min from 50 C, critical 100: votes once the projection is
+        // within the 15 min horizon (85 C), not before.
+        let out = run(5.0, 3600.0, |t| (vec![cpu(50.0 + t / 60.0)], None));
+        let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
+        let at = 50.0 + first / 60.0;
+        assert!((84.0..=87.0).contains(&at), "first vote at {at} C");
+    }
+
+    #[test]
+    fn load_step_explains_component_heating_for_the_settle_time() {
+        // Load jumps 0.1 -> 0.9 at 60 s; components then rise steadily at
+        // 6 C/min for two minutes (a slow heat sink), then level off.
+        let out = run(5.0, 600.0, |t| {
+            let load = if t < 60.0 { 0.1 } else { 0.9 };
+            let c = 40.0 + ((t - 60.0).clamp(0.0, 120.0)) * 6.0 / 60.0;
+            (vec![cpu(c)], Some(load))
+        });
+        for (t, a) in &out {
+            assert!(!a.vote, "voted at {t}: {a:?}");
+        }
+        assert!(out.iter().any(|(_, a)| a.workload));
+    }
+
+    #[test]
+    fn heating_at_flat_load_votes_after_the_settle_time() {
+        // A job started at 0; cooling fails at 300 s with the load flat.
+        let out = run(5.0, 600.0, |t| {
+            let load = if t < 5.0 { 0.1 } else { 0.9 };
+            let c = if t < 300.0 { 60.0 } else { 60.0 + (t - 300.0) * 5.0 / 60.0 };
+            (vec![cpu(c)], Some(load))
+        });
+        let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
+        assert!((300.0..=360.0).contains(&first), "first vote at {first}");
+    }
+
+    #[test]
+    fn inlet_decides_when_present() {
+        // Components jump with a job, inlet flat: no vote.
+        let out = run(5.0, 400.0, |t| {
+            let c = if t < 60.0 { 40.0 } else { 40.0 + ((t - 60.0) * 0.5).min(40.0) };
+            (vec![cpu(c), inlet(22.0)], None)
+        });
+        assert!(out.iter().all(|(_, a)| !a.vote && a.air));
+        // Inlet rising 5 C/min with a load step at the same time: votes
+        // (a workload does not heat the air entering the server).
+        let out = run(5.0, 300.0, |t| {
+            let load = if t < 60.0 { 0.1 } else { 0.9 };
+            let i = if t < 60.0 { 22.0 } else { 22.0 + (t - 60.0) * 5.0 / 60.0 };
+            (vec![cpu(i + 40.0), inlet(i)], Some(load))
+        });
+        let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
+        assert!(first <= 120.0, "first vote at {first}");
+    }
+
+    #[test]
+    fn chiller_restart_a_few_degrees_does_not_vote() {
+        // Inlet +4 C over 2 min (2 C/min), then back: far from the limit.
+        let out = run(5.0, 600.0, |t| {
+            let i = 22.0 + if (60.0..180.0).contains(&t) { (t - 60.0) / 30.0 } else if t >= 180.0 { (4.0 - (t - 180.0) / 60.0).max(0.0) } else { 0.0 };
+            (vec![cpu(i + 35.0), inlet(i)], None)
+        });
+        // It may look like a cooling failure while the inlet climbs, but the
+        // vote stops within a minute of the levelling off, well inside the
+        // cooling grace (2 min), so the pre_fail it might start recovers.
+        let votes: Vec<f64> = out.iter().filter(|(_, a)| a.vote).map(|(t, _)| *t).collect();
+        if let (Some(a), Some(b)) = (votes.first(), votes.last()) {
+            assert!(*b <= 240.0 && b - a < 100.0, "votes from {a} to {b}");
+        }
+    }
+
+    #[test]
+    fn noise_is_not_a_rise() {
+        let noise = [0.0, 0.3, -0.2, 0.1, -0.3, 0.2, 0.0, -0.1];
+        let out = run(1.0, 300.0, |t| (vec![cpu(60.0 + noise[(t as usize) % noise.len()])], None));
+        assert!(out.iter().all(|(_, a)| !a.vote && a.time_to_critical.is_none()));
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut h = HeatTracker::new(HeatConfig::default(), 50);
+        for i in 0..10_000 {
+            h.push(i as f64 * 0.01, &[cpu(50.0), inlet(20.0)], Some(0.5));
+        }
+        assert!(h.components.samples.len() <= 50);
+        assert!(h.air.samples.len() <= 50);
+        assert!(h.load.len() <= 50);
+    }
+}
