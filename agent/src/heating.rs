@@ -304,7 +304,7 @@ pub fn rise(points: &[(f64, f64)], window: f64) -> Rise {
             ..Rise::default()
         };
     };
-    let sustained = spread(&pts, from, recent, r);
+    let sustained = spread(points, from, recent, r);
     // Lasting: the whole window is covered and rises steadily too.
     let first = points.first().map_or(now, |f| f.0);
     let long_from = now - window;
@@ -321,14 +321,17 @@ pub fn rise(points: &[(f64, f64)], window: f64) -> Rise {
 
 /// Does each third of `[from, from + len]` rise at least 30% of `rate`
 /// (C/min)? The rise of a third runs from the last point at or before its
-/// start (or the first point) to its last point.
+/// start (or the first point) to the first point at or after its end (or
+/// the last point).
 fn spread(pts: &[(f64, f64)], from: f64, len: f64, rate: f64) -> bool {
     let third = len / 3.0;
     (0..3).all(|i| {
         let a = from + third * i as f64;
         let b = a + third;
         let before = pts.iter().rev().find(|p| p.0 <= a).or_else(|| pts.first());
-        let last = pts.iter().rev().find(|p| p.0 <= b);
+        // The first point at or after the third's end: with sparse samples
+        // the third is measured across them rather than not at all.
+        let last = pts.iter().find(|p| p.0 >= b).or_else(|| pts.last());
         match (before, last) {
             (Some(x), Some(y)) if y.0 > x.0 => (y.1 - x.1) / (y.0 - x.0) * 60.0 >= 0.3 * rate,
             _ => false,
