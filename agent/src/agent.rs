@@ -18,7 +18,7 @@
 use crate::cluster::{self, counters::CounterKind, ClusterView, LocalState};
 use crate::config::{normalize_listen, Config, SourceKind};
 use crate::counter_store::CounterStore;
-use crate::fsm::{Event, FsmConfig, Input, Machine, Millis, PeerView, PowerReading, Reason, State};
+use crate::fsm::{Event, FsmConfig, Input, Machine, PeerView, PowerReading, Reason, State};
 use crate::power::{self, PowerObservation};
 use crate::sampler::{SamplerConfig, SensorState};
 use crate::sources::{self, Source};
@@ -374,16 +374,31 @@ impl Core {
         crate::watchdog::ready();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut power_open = self.power_configured;
+        let power_open = self.power_configured;
         let mut view_open = self.cfg.cluster.enabled;
         let mut last_state = machine_rx.borrow().state;
         self.publish_local(&machine_rx.borrow().clone());
+        // The watchdog is fed only while sensor rounds and probe rounds
+        // keep arriving: a hung or dead producer means the state machine
+        // sees nothing new, and systemd should restart the agent.
+        let started = tokio::time::Instant::now();
+        let mut last_sensor = started;
+        let mut last_power = started;
+        let sensor_limit = watchdog_limit(self.cfg.sensors.interval, self.cfg.sensors.timeout);
+        let power_limit = watchdog_limit(
+            self.cfg.power.interval.mul_f64(1.0 + self.cfg.power.jitter.max(0.0)),
+            self.cfg.power.timeout,
+        );
+        let mut starved = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 r = sensor_rx.changed() => {
-                    if r.is_err() { return Ok(()); }
+                    if r.is_err() {
+                        return Err(anyhow::anyhow!("the sensor sampler stopped unexpectedly"));
+                    }
+                    last_sensor = tokio::time::Instant::now();
                     let s = sensor_rx.borrow_and_update().clone();
                     self.thermal = s.thermal;
                     self.update(|snap| crate::snapshot::apply_sensors(snap, &s));
@@ -396,7 +411,12 @@ impl Core {
                     self.publish_local(&machine_rx.borrow().clone());
                 }
                 obs = power_rx.recv(), if power_open => {
-                    let Some(obs) = obs else { power_open = false; continue };
+                    let Some(obs) = obs else {
+                        // Without probe rounds there are no observations
+                        // (and no overheat checks): exit, systemd restarts.
+                        return Err(anyhow::anyhow!("the power probe task stopped unexpectedly"));
+                    };
+                    last_power = tokio::time::Instant::now();
                     // An unknown round (local errors only) is neither up nor
                     // down: the machine reads it as a local fault, and peers
                     // get no vote from us.
@@ -466,9 +486,22 @@ impl Core {
                     return Err(anyhow::anyhow!("the state machine stopped unexpectedly: {done:?}"));
                 }
                 _ = tick.tick() => {
-                    // Feed systemd's watchdog only while this loop runs and
-                    // the state machine task is alive (checked above).
-                    crate::watchdog::ping();
+                    // Feed systemd's watchdog only while this loop runs, the
+                    // state machine task is alive (checked above) and the
+                    // producers deliver.
+                    let now = tokio::time::Instant::now();
+                    let sensors_ok = now.duration_since(last_sensor) <= sensor_limit;
+                    let power_ok = !power_open || now.duration_since(last_power) <= power_limit;
+                    if sensors_ok && power_ok {
+                        crate::watchdog::ping();
+                        if starved {
+                            tracing::info!("sensor and probe rounds arrive again; feeding the watchdog");
+                            starved = false;
+                        }
+                    } else if !starved {
+                        starved = true;
+                        tracing::error!(sensors_ok, power_ok, "no fresh sensor or probe round: not feeding the watchdog (systemd restarts the agent)");
+                    }
                 }
             }
         }
@@ -659,6 +692,12 @@ impl Core {
         self.seen_probe_failures = total;
         self.builtin("probe_failures", new);
     }
+}
+
+/// How long without a round of a producer before the watchdog starves:
+/// three intervals plus the timeout (a round may take that long).
+pub fn watchdog_limit(interval: Duration, timeout: Duration) -> Duration {
+    interval.saturating_mul(3).saturating_add(timeout)
 }
 
 fn clamp(v: i128) -> i64 {
@@ -857,11 +896,13 @@ async fn control(
             if m.state == State::Shutdown {
                 return Err("the shutdown command has already been issued".into());
             }
-            let until = Millis(unix_ms()).plus(*duration);
-            send(Event::Maintenance { until }).await?;
-            tracing::warn!(until = %until, "operator started maintenance: automatic shutdowns held");
+            // The window is measured on the state machine's clock: it
+            // computes the end when it handles the request.
+            send(Event::MaintenanceFor { duration: *duration }).await?;
+            let d = humantime::format_duration(*duration);
+            tracing::warn!(duration = %d, "operator started maintenance: automatic shutdowns held");
             Ok(format!(
-                "maintenance until {until}; automatic shutdowns held"
+                "maintenance for {d}; automatic shutdowns held"
             ))
         }
         Command::IncrementCounter { .. } => Err("counters are handled by the core loop".into()),
@@ -886,6 +927,9 @@ pub fn fsm_config(cfg: &Config) -> FsmConfig {
             cfg.power.interval
         },
         prediction_floor: FsmConfig::default().prediction_floor.min(s.grace),
+        // The first probe round starts at once; its answer comes within the
+        // probe timeout.
+        restore_wait: cfg.power.timeout + Duration::from_secs(2),
         ..FsmConfig::default()
     }
 }
@@ -910,6 +954,7 @@ pub fn shutdown_config(cfg: &Config) -> crate::shutdown::ShutdownConfig {
         command: s.command.clone(),
         pre_command: (!s.pre_command.is_empty()).then(|| s.pre_command.clone()),
         pre_command_timeout: s.pre_command_timeout,
+        command_timeout: s.command_timeout,
         dry_run: s.dry_run,
         dry_run_marker: s.dry_run_marker.clone(),
         ..crate::shutdown::ShutdownConfig::default()

@@ -201,6 +201,8 @@ pub struct ShutdownConfig {
     pub pre_command: Vec<String>,
     /// Timeout of `pre_command`. Default 60 s.
     pub pre_command_timeout: Duration,
+    /// Timeout of one attempt of `command`. Default 2 m.
+    pub command_timeout: Duration,
     /// How long a shutdown takes, used by prediction. Default 60 s.
     pub duration: Duration,
     /// Consecutive good probes needed to recover. Default 2.
@@ -347,6 +349,7 @@ impl Default for Config {
                 command: vec!["systemctl".into(), "poweroff".into()],
                 pre_command: Vec::new(),
                 pre_command_timeout: Duration::from_secs(60),
+                command_timeout: Duration::from_secs(120),
                 duration: Duration::from_secs(60),
                 recovery_probes: 2,
                 cancel_hold: Duration::from_secs(1800),
@@ -1151,6 +1154,7 @@ fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownConfig) {
         "command",
         "pre_command",
         "pre_command_timeout",
+        "command_timeout",
         "duration",
         "recovery_probes",
         "cancel_hold",
@@ -1168,6 +1172,12 @@ fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownConfig) {
             if let Some(d) = w.duration(full, it, Duration::from_secs(1), Duration::from_secs(3600))
             {
                 s.pre_command_timeout = d;
+            }
+        }
+        "command_timeout" => {
+            if let Some(d) = w.duration(full, it, Duration::from_secs(1), Duration::from_secs(3600))
+            {
+                s.command_timeout = d;
             }
         }
         "duration" => {

@@ -314,6 +314,14 @@ pub struct FsmConfig {
     /// Default 5 s. Only used when the grace ends during a recovery: the
     /// machine waits up to 1.5 intervals for the next probe.
     pub observe_interval: Duration,
+    /// After an agent restart on the same boot, how long a restored
+    /// `pre_fail` whose deadline passed waits for one fresh observation
+    /// before shutting down anyway. Default 3 s; the agent sets the probe
+    /// timeout plus 2 s (the first probe round starts at once). Longer
+    /// delays a due shutdown after a crash; shorter may act before the
+    /// first probe answered. A `pre_fail` restored after a reboot waits for
+    /// a confirming observation however long it takes.
+    pub restore_wait: Duration,
 }
 
 impl Default for FsmConfig {
@@ -331,6 +339,7 @@ impl Default for FsmConfig {
             prediction: true,
             prediction_floor: Duration::from_secs(15),
             observe_interval: Duration::from_secs(5),
+            restore_wait: Duration::from_secs(3),
         }
     }
 }
@@ -490,6 +499,15 @@ pub enum Event {
         /// End of the maintenance window.
         until: Millis,
     },
+    /// Operator: hold every automatic shutdown for `duration` from the
+    /// moment the machine handles the request. The operator API uses this
+    /// one, so that the window is measured on the state machine's own clock
+    /// (an NTP step between the request and its handling cannot turn it
+    /// into a window that already ended).
+    MaintenanceFor {
+        /// Length of the window (zero is ignored).
+        duration: Duration,
+    },
     /// Operator: end maintenance now.
     EndMaintenance,
 }
@@ -643,8 +661,21 @@ pub struct Machine {
     pub cooling_since: Option<Millis>,
     /// First observation of the current run of critical readings.
     pub overheat_since: Option<Millis>,
-    /// After a cancel: no `pre_fail` before this time.
+    /// After a cancel: no `pre_fail` before this time (for the triggers in
+    /// [`Machine::hold_triggers`]).
     pub hold_until: Option<Millis>,
+    /// The triggers an operator cancel holds: those active when the
+    /// operator cancelled. `None` (files written before 0.2) holds all.
+    pub hold_triggers: Option<Vec<Reason>>,
+    /// A `pre_fail` restored from disk that fresh observations have not
+    /// confirmed yet: its deadline is not acted on (see
+    /// [`Machine::effective_deadline`]) until an observation shows its
+    /// trigger still active, or until [`Machine::confirm_by`].
+    pub unconfirmed: bool,
+    /// With [`Machine::unconfirmed`]: act on the restored deadline anyway
+    /// after this time (a restart on the same boot: one probe round).
+    /// `None`: never without a confirming observation (another boot).
+    pub confirm_by: Option<Millis>,
     /// In maintenance: its end.
     pub maintenance_until: Option<Millis>,
     /// The shutdown command's bookkeeping.
@@ -675,6 +706,10 @@ impl Machine {
             return None;
         }
         let deadline = self.deadline?;
+        if self.unconfirmed {
+            // A restored decision waits for fresh observations.
+            return self.confirm_by.map(|c| deadline.max(c));
+        }
         match self.last_observed {
             Some(last) if self.good_streak > 0 => {
                 Some(deadline.max(last.plus(cfg.observe_interval.mul_f64(1.5))))
@@ -828,6 +863,10 @@ impl Step<'_> {
             self.m.deadline = None;
             self.m.trigger = Reason::None;
         }
+        if to != State::PreFail {
+            self.m.unconfirmed = false;
+            self.m.confirm_by = None;
+        }
         if to != State::Maintenance {
             self.m.maintenance_until = None;
         }
@@ -845,8 +884,23 @@ impl Step<'_> {
         });
     }
 
-    fn held(&self) -> bool {
+    /// Is an operator cancel holding `trigger` off?
+    fn held(&self, trigger: Reason) -> bool {
         self.m.hold_until.is_some_and(|h| self.now < h)
+            && self
+                .m
+                .hold_triggers
+                .as_ref()
+                .is_none_or(|ts| ts.contains(&trigger))
+    }
+
+    /// The triggers not held by an operator cancel.
+    fn unheld(&self, triggers: &[Trigger]) -> Vec<Trigger> {
+        triggers
+            .iter()
+            .filter(|t| !self.held(t.reason))
+            .cloned()
+            .collect()
     }
 
     fn enter_shutdown(&mut self, why: &str) {
@@ -931,6 +985,30 @@ impl Step<'_> {
         }
     }
 
+    /// A restored `pre_fail` meets its first fresh observation. Its own
+    /// trigger still active: confirmed, the restored deadline stands. Only
+    /// other triggers active: a new `pre_fail` with their own grace from
+    /// now. No trigger: stays unconfirmed while the recovery streak counts.
+    fn confirm_restored(&mut self, triggers: &[Trigger], thermal: &ThermalSummary) {
+        let restored = self.m.trigger;
+        if triggers.iter().any(|t| t.reason == restored) {
+            self.m.unconfirmed = false;
+            self.m.confirm_by = None;
+            let detail = format!(
+                "restored pre_fail ({restored}) confirmed by a fresh observation; shutdown at {}",
+                self.m
+                    .deadline
+                    .map_or_else(|| "none".to_string(), |d| d.to_string())
+            );
+            self.go(State::PreFail, self.m.reason, detail);
+        } else if !triggers.is_empty() {
+            self.m.unconfirmed = false;
+            self.m.confirm_by = None;
+            self.m.deadline = None;
+            self.enter_pre_fail(triggers, thermal);
+        }
+    }
+
     fn end_maintenance_if_due(&mut self) {
         if self.m.state == State::Maintenance
             && self.m.maintenance_until.is_none_or(|u| self.now >= u)
@@ -981,8 +1059,9 @@ impl Step<'_> {
         );
         track(&mut self.m.cooling_since, cooling, now);
         track(&mut self.m.overheat_since, input.thermal.critical, now);
-        if !self.held() {
+        if self.m.hold_until.is_some_and(|h| now >= h) {
             self.m.hold_until = None;
+            self.m.hold_triggers = None;
         }
 
         self.m.last_power = input.power;
@@ -1018,12 +1097,16 @@ impl Step<'_> {
         }
 
         self.end_maintenance_if_due();
+        if self.m.state == State::PreFail && self.m.unconfirmed {
+            self.confirm_restored(&triggers, &input.thermal);
+        }
         let before = self.m.clone();
+        let unheld = self.unheld(&triggers);
         match self.m.state {
             State::Shutdown | State::Maintenance => {}
             State::Normal => {
-                if !triggers.is_empty() && !self.held() {
-                    self.enter_pre_fail(&triggers, &input.thermal);
+                if !unheld.is_empty() {
+                    self.enter_pre_fail(&unheld, &input.thermal);
                 } else if matches!(verdict, PowerVerdict::LocalFault | PowerVerdict::LocalError) {
                     self.go(
                         State::LocalFault,
@@ -1033,8 +1116,8 @@ impl Step<'_> {
                 }
             }
             State::LocalFault => {
-                if !triggers.is_empty() && !self.held() {
-                    self.enter_pre_fail(&triggers, &input.thermal);
+                if !unheld.is_empty() {
+                    self.enter_pre_fail(&unheld, &input.thermal);
                 } else if matches!(verdict, PowerVerdict::Up | PowerVerdict::Unknown) {
                     self.m.good_streak = self.m.good_streak.saturating_add(1);
                     if self.m.good_streak >= cfg.recovery_probes {
@@ -1097,6 +1180,7 @@ impl Step<'_> {
         // The prediction can pull the deadline to "now".
         if self.m.state == State::PreFail
             && self.m.good_streak == 0
+            && !self.m.unconfirmed
             && self.m.deadline.is_some_and(|d| now >= d)
         {
             self.enter_shutdown("predicted time to critical leaves no time to wait");
@@ -1120,7 +1204,7 @@ impl Step<'_> {
         };
         let trigger = power_trigger(since, peers, " (peer view changed)");
         match self.m.state {
-            State::Normal | State::LocalFault if !self.held() => {
+            State::Normal | State::LocalFault if !self.held(Reason::Power) => {
                 // No thermal data comes with a peer change: the prediction
                 // (if any) applies at the next observation.
                 self.enter_pre_fail(&[trigger], &ThermalSummary::default());
@@ -1140,14 +1224,31 @@ impl Step<'_> {
             return;
         }
         let hold = self.now.plus(self.cfg.cancel_hold);
+        // Hold the trigger that started this pre_fail and those active now;
+        // another trigger that fires later starts its own grace.
+        let mut held = vec![self.m.trigger];
+        for (r, since) in [
+            (Reason::Power, self.m.power_lost_since),
+            (Reason::Cooling, self.m.cooling_since),
+            (Reason::Overheat, self.m.overheat_since),
+        ] {
+            if since.is_some() && !held.contains(&r) {
+                held.push(r);
+            }
+        }
+        let names: Vec<&str> = held.iter().map(|r| r.as_str()).collect();
         let detail = format!(
-            "operator cancelled the pending shutdown ({}, due {}); no pre_fail before {hold}",
+            "operator cancelled the pending shutdown ({}, due {}); no pre_fail for {} before {hold}",
             self.m.reason,
             self.m
                 .deadline
                 .map_or_else(|| "none".to_string(), |d| d.to_string()),
+            names.join(", "),
         );
         self.m.hold_until = Some(hold);
+        self.m.hold_triggers = Some(held);
+        self.m.unconfirmed = false;
+        self.m.confirm_by = None;
         self.go(State::Normal, Reason::Operator, detail);
     }
 
@@ -1245,6 +1346,11 @@ pub fn step(m: &Machine, ev: &Event, now: Millis, cfg: &FsmConfig) -> (Machine, 
         Event::Tick => s.tick(),
         Event::Cancel => s.cancel(),
         Event::Maintenance { until } => s.maintenance(*until),
+        Event::MaintenanceFor { duration } => {
+            if !duration.is_zero() {
+                s.maintenance(now.plus(*duration));
+            }
+        }
         Event::EndMaintenance => s.end_maintenance(),
     }
     if !s.out.is_empty() {

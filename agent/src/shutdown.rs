@@ -55,6 +55,13 @@ pub struct ShutdownConfig {
     /// Default 2 min. Longer gives a drain more time, out of the thermal and
     /// battery margin of the shutdown itself.
     pub pre_command_timeout: Duration,
+    /// Timeout of one attempt of the shutdown command; its process group is
+    /// killed after it and the attempt counts as failed (then retried with
+    /// backoff). Default 2 min: `systemctl poweroff` returns within a
+    /// second once the job is queued, so an attempt this slow is hung (on
+    /// D-Bus, a stuck NFS mount). Longer waits more on a slow custom
+    /// command; shorter may kill a custom command that was still working.
+    pub command_timeout: Duration,
     /// First retry delay after a failed shutdown command. Default 5 s.
     pub retry_initial: Duration,
     /// Retry delay cap (delays double up to it). Default 5 min.
@@ -71,6 +78,7 @@ impl Default for ShutdownConfig {
             command: vec!["systemctl".to_string(), "poweroff".to_string()],
             pre_command: None,
             pre_command_timeout: Duration::from_secs(120),
+            command_timeout: Duration::from_secs(120),
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
             dry_run: false,
@@ -224,8 +232,9 @@ impl Executor {
         result
     }
 
-    /// One attempt of the shutdown command (no timeout: a slow poweroff is
-    /// still a poweroff, and killing it could leave the machine half down).
+    /// One attempt of the shutdown command, under
+    /// [`ShutdownConfig::command_timeout`]: a hung attempt is killed and
+    /// counts as failed, and the supervisor retries.
     pub async fn run_command(&self, ctx: &RunContext) -> Result<(), ExecError> {
         ExecStats::inc(&self.stats.command_runs);
         let argv = &self.cfg.command;
@@ -234,7 +243,7 @@ impl Executor {
             self.write_marker(ctx)
         } else {
             tracing::error!(argv = %quote(argv), reason = %ctx.reason, detail = %ctx.detail, "running the shutdown command");
-            run_argv(argv, None, ctx).await
+            run_argv(argv, Some(self.cfg.command_timeout), ctx).await
         };
         if result.is_err() {
             ExecStats::inc(&self.stats.command_failures);

@@ -344,18 +344,10 @@ impl<C: Clock> Supervisor<C> {
                 } else {
                     let mut m = rec.machine;
                     m.forget_observations();
-                    match (m.state, m.deadline) {
-                        (State::PreFail, Some(d)) if d <= now => tracing::warn!(
-                            reason = %m.reason, deadline = %d,
-                            "restored pre_fail whose deadline passed while the agent was down: shutting down now"
-                        ),
-                        (State::PreFail, Some(d)) => tracing::warn!(
-                            reason = %m.reason, deadline = %d, remaining = ?d.since(now),
-                            "restored pre_fail, keeping its deadline"
-                        ),
-                        _ => {
-                            tracing::info!(state = %m.state, reason = %m.reason, since = %m.since, "restored state machine")
-                        }
+                    if m.state == State::PreFail {
+                        self.restore_pre_fail(&mut m, same_boot, rec.written_at, now);
+                    } else {
+                        tracing::info!(state = %m.state, reason = %m.reason, since = %m.since, "restored state machine");
                     }
                     m
                 }
@@ -367,6 +359,41 @@ impl<C: Clock> Supervisor<C> {
             Resume::Nothing
         };
         (m, resume)
+    }
+
+    /// Restore only what is still true. A `pre_fail` from another boot is
+    /// never acted on before a fresh observation shows its trigger still
+    /// active (the machine went down mid-grace, e.g. its UPS ran out; mains
+    /// may well be back). On the same boot (an agent restart) a deadline
+    /// that passed while the agent was down waits one probe round
+    /// ([`FsmConfig::restore_wait`]); one still ahead stands.
+    fn restore_pre_fail(&self, m: &mut Machine, same_boot: bool, written_at: Millis, now: Millis) {
+        let deadline = m.deadline.unwrap_or(now);
+        if now < written_at {
+            // The clock is behind the time the record was written: it was
+            // not set yet at boot, or it stepped back. The deadline is
+            // measured on a clock we cannot trust; fresh observations decide.
+            tracing::error!(written_at = %written_at, now = %now, "the clock is earlier than the saved state machine: is time synchronised? (the unit waits for time-sync.target)");
+        }
+        if !same_boot {
+            m.unconfirmed = true;
+            m.confirm_by = None;
+            m.detail = format!(
+                "restored after a reboot: pre_fail ({}) from the previous boot, deadline {deadline}, waits for a fresh observation of its trigger",
+                m.trigger
+            );
+            tracing::warn!(reason = %m.reason, trigger = %m.trigger, deadline = %deadline, "restored pre_fail from a previous boot: nothing is done until fresh observations confirm its trigger");
+        } else if deadline <= now || now < written_at {
+            m.unconfirmed = true;
+            m.confirm_by = Some(now.plus(self.fsm.restore_wait));
+            m.detail = format!(
+                "restored after an agent restart: the deadline {deadline} passed; one probe round decides (at most {:?})",
+                self.fsm.restore_wait
+            );
+            tracing::warn!(reason = %m.reason, deadline = %deadline, wait = ?self.fsm.restore_wait, "restored pre_fail whose deadline passed while the agent was down: one probe round decides");
+        } else {
+            tracing::warn!(reason = %m.reason, deadline = %deadline, remaining = ?deadline.since(now), "restored pre_fail, keeping its deadline");
+        }
     }
 
     fn store(&self, m: &Machine) -> bool {
@@ -472,11 +499,27 @@ impl<C: Clock> Runner<C> {
                 tracing::warn!(decided_at = %decided, failures, retry_in = ?delay, "the shutdown command failed before the restart: retrying");
                 self.retry_at = Some(Instant::now() + delay);
             }
-            Resume::OutcomeUnknown => tracing::error!(
-                decided_at = %decided,
-                started_at = ?self.m.exec.last_attempt_at.map(|t| t.to_string()),
-                "the agent restarted while the shutdown command was running; not starting it again (exactly once). If this machine is still up, power it off by hand"
-            ),
+            Resume::OutcomeUnknown => {
+                // Same boot (another boot starts in normal): the machine is
+                // still up, so that attempt did not power it off. It was
+                // most likely killed with the agent (systemd stops the whole
+                // control group). Give a surviving attempt its timeout to
+                // finish, then retry.
+                let timeout = self.sup.executor.config().command_timeout;
+                let started = self.m.exec.last_attempt_at.unwrap_or(self.m.since);
+                let wait = started.plus(timeout).since(self.sup.clock.now());
+                tracing::error!(
+                    decided_at = %decided,
+                    started_at = %started,
+                    retry_in = ?wait,
+                    "the agent restarted while the shutdown command was running and the machine is still up: retrying the command once its timeout has passed"
+                );
+                self.m
+                    .exec
+                    .finish_attempt(Err("the agent restarted while this attempt ran; outcome unknown".into()));
+                self.sup.store(&self.m);
+                self.retry_at = Some(Instant::now() + wait);
+            }
         }
     }
 
