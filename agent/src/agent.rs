@@ -386,7 +386,10 @@ impl Core {
         let mut last_power = started;
         let sensor_limit = watchdog_limit(self.cfg.sensors.interval, self.cfg.sensors.timeout);
         let power_limit = watchdog_limit(
-            self.cfg.power.interval.mul_f64(1.0 + self.cfg.power.jitter.max(0.0)),
+            self.cfg
+                .power
+                .interval
+                .mul_f64(1.0 + self.cfg.power.jitter.max(0.0)),
             self.cfg.power.timeout,
         );
         let mut starved = false;
@@ -752,10 +755,8 @@ pub fn peer_view(
 /// `heating_fast_c_per_min`).
 pub fn peer_votes_cooling(t: &cluster::record::Thermal, cfg: &FsmConfig) -> bool {
     t.critical
-        || t.vote.unwrap_or_else(|| {
-            t.trend
-                .is_some_and(|c| c >= cfg.heating_fast_c_per_min)
-        })
+        || t.vote
+            .unwrap_or_else(|| t.trend.is_some_and(|c| c >= cfg.heating_fast_c_per_min))
 }
 
 /// The cluster layer's settings from the config.
@@ -898,12 +899,13 @@ async fn control(
             }
             // The window is measured on the state machine's clock: it
             // computes the end when it handles the request.
-            send(Event::MaintenanceFor { duration: *duration }).await?;
+            send(Event::MaintenanceFor {
+                duration: *duration,
+            })
+            .await?;
             let d = humantime::format_duration(*duration);
             tracing::warn!(duration = %d, "operator started maintenance: automatic shutdowns held");
-            Ok(format!(
-                "maintenance for {d}; automatic shutdowns held"
-            ))
+            Ok(format!("maintenance for {d}; automatic shutdowns held"))
         }
         Command::IncrementCounter { .. } => Err("counters are handled by the core loop".into()),
     }

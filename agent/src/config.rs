@@ -813,7 +813,13 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
             "cooling" => w.table(
                 "cooling",
                 t,
-                &["grace", "heating_rate", "horizon", "load_step", "load_settle"],
+                &[
+                    "grace",
+                    "heating_rate",
+                    "horizon",
+                    "load_step",
+                    "load_settle",
+                ],
                 |w, k, full, it| match k {
                     "grace" => {
                         if let Some(d) =

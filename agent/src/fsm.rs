@@ -707,8 +707,14 @@ impl Machine {
         }
         let deadline = self.deadline?;
         if self.unconfirmed {
-            // A restored decision waits for fresh observations.
-            return self.confirm_by.map(|c| deadline.max(c));
+            // A restored decision waits for fresh observations: from another
+            // boot, for one that shows its trigger; on the same boot, for one
+            // probe round (then a recovery in progress continues as usual).
+            match self.confirm_by {
+                None => return None,
+                Some(c) if self.good_streak == 0 => return Some(deadline.max(c)),
+                Some(_) => {}
+            }
         }
         match self.last_observed {
             Some(last) if self.good_streak > 0 => {
@@ -795,7 +801,12 @@ pub fn cooling_quorum(fresh_nodes: u32, min: u32) -> u32 {
 /// The weighted cooling quorum: the voting weight is a strict majority of
 /// the total weight (nodes voting by inlet or ambient air weigh 2, others
 /// 1), and at least `min` nodes vote. Returns `(formed, weight needed)`.
-pub fn weighted_quorum(total_weight: u32, voting_weight: u32, voting_nodes: u32, min: u32) -> (bool, u32) {
+pub fn weighted_quorum(
+    total_weight: u32,
+    voting_weight: u32,
+    voting_nodes: u32,
+    min: u32,
+) -> (bool, u32) {
     let need = total_weight / 2 + 1;
     (voting_weight >= need && voting_nodes >= min, need)
 }

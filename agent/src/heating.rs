@@ -11,7 +11,7 @@
 //! [`Role`]) and of its CPU load, and turns it into an [`Assessment`]:
 //!
 //! - **current rate**: the least-squares slope over the recent window only
-//!   (30 s, or longer for slow rises, see [`rise`]), so a finished step is
+//!   (20 s, or longer for slow rises, see [`rise`]), so a finished step is
 //!   forgotten within that window instead of being remembered for minutes;
 //! - **sustained rise**: the rise is spread over the window (each third of
 //!   it rises at least 30% of the overall rate) rather than one jump, and it
@@ -198,11 +198,12 @@ impl Default for HeatConfig {
     }
 }
 
-/// The shortest recent window a rate is taken over.
-pub const RECENT_MIN: Duration = Duration::from_secs(30);
+/// The shortest recent window a rate is taken over (shorter only when the
+/// configured trend window is).
+pub const RECENT_MIN: Duration = Duration::from_secs(20);
 /// The rise a recent window must be long enough to contain at the current
-/// rate (a few whole-degree sensor steps), so slow rises get longer windows.
-pub const RECENT_RISE_C: f64 = 3.0;
+/// rate (two whole-degree sensor steps), so slow rises get longer windows.
+pub const RECENT_RISE_C: f64 = 2.0;
 
 /// One sample of a group of sensors: time, hottest value, smallest headroom.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -225,8 +226,7 @@ impl Series {
             self.samples.clear();
         }
         self.samples.push_back(s);
-        while self.samples.front().is_some_and(|f| f.t < s.t - window) || self.samples.len() > cap
-        {
+        while self.samples.front().is_some_and(|f| f.t < s.t - window) || self.samples.len() > cap {
             self.samples.pop_front();
         }
     }
@@ -269,7 +269,7 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
 
 /// The rise of `points` (time-ordered) ending at the last point.
 ///
-/// The recent window is `RECENT_MIN` (30 s), stretched to contain
+/// The recent window is `RECENT_MIN` (20 s), stretched to contain
 /// [`RECENT_RISE_C`] at the long-window rate (at most `window`). The rate is
 /// the least-squares slope over it; the rise is sustained when each third
 /// of the window rises at least 30% of that rate (a jump sits in one third;
@@ -285,12 +285,12 @@ pub fn rise(points: &[(f64, f64)], window: f64) -> Rise {
         let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= from).collect();
         slope(&pts).unwrap_or(0.0)
     };
-    let mut recent = RECENT_MIN.as_secs_f64();
+    let mut recent = RECENT_MIN.as_secs_f64().min(window);
     let pace = long_rate.max(short_rate);
     if pace > 0.0 {
         recent = recent.max(RECENT_RISE_C / pace * 60.0);
     }
-    let recent = recent.min(window.max(RECENT_MIN.as_secs_f64()));
+    let recent = recent.min(window);
     let from = now - recent;
     let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= from).collect();
     let span = pts.last().map_or(0.0, |l| l.0) - pts.first().map_or(0.0, |f| f.0);
@@ -394,15 +394,16 @@ impl HeatTracker {
     /// readings (with roles) and the CPU load (0..1) if known. Returns the
     /// assessment after it.
     pub fn push(&mut self, t: f64, readings: &[Reading], load: Option<f64>) -> Assessment {
-        let window = self.cfg.window.as_secs_f64().max(RECENT_MIN.as_secs_f64());
+        let window = self.cfg.window.as_secs_f64().max(1.0);
         let group = |air: bool| {
             let rs = readings.iter().filter(move |r| r.role.is_air() == air);
-            let hottest = rs.clone().map(|r| r.celsius).fold(None, |a: Option<f64>, v| {
-                Some(a.map_or(v, |a| a.max(v)))
-            });
-            let headroom = rs.filter_map(Reading::headroom).fold(None, |a: Option<f64>, v| {
-                Some(a.map_or(v, |a| a.min(v)))
-            });
+            let hottest = rs
+                .clone()
+                .map(|r| r.celsius)
+                .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+            let headroom = rs
+                .filter_map(Reading::headroom)
+                .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))));
             hottest.map(|value| Sample { t, value, headroom })
         };
         if let Some(s) = group(false) {
@@ -442,7 +443,7 @@ impl HeatTracker {
     }
 
     fn assess(&mut self, t: f64, readings: &[Reading], load: Option<f64>) -> Assessment {
-        let window = self.cfg.window.as_secs_f64().max(RECENT_MIN.as_secs_f64());
+        let window = self.cfg.window.as_secs_f64().max(1.0);
         let air = !self.air.samples.is_empty() && readings.iter().any(|r| r.role.is_air());
         let series = if air { &self.air } else { &self.components };
         let points = series.points(t - window);
@@ -581,7 +582,10 @@ mod tests {
             });
             for (t, a) in &out {
                 assert!(!a.vote, "dt {dt}: voted at {t}: {a:?}");
-                assert!(a.time_to_critical.is_none(), "dt {dt}: projection at {t}: {a:?}");
+                assert!(
+                    a.time_to_critical.is_none(),
+                    "dt {dt}: projection at {t}: {a:?}"
+                );
             }
             // And the rate falls back to zero within the recent window.
             let late = out.iter().find(|(t, _)| *t >= 110.0).expect("late").1;
@@ -591,9 +595,19 @@ mod tests {
 
     #[test]
     fn a_steady_rise_votes_within_about_half_a_minute() {
-        for (rate, dt) in [(5.0, 5.0), (10.0, 5.0), (20.0, 1.0), (20.0, 5.0), (20.0, 10.0)] {
+        for (rate, dt) in [
+            (5.0, 5.0),
+            (10.0, 5.0),
+            (20.0, 1.0),
+            (20.0, 5.0),
+            (20.0, 10.0),
+        ] {
             let out = run(dt, 200.0, |t| {
-                let c = if t < 60.0 { 40.0 } else { 40.0 + (t - 60.0) * rate / 60.0 };
+                let c = if t < 60.0 {
+                    40.0
+                } else {
+                    40.0 + (t - 60.0) * rate / 60.0
+                };
                 (vec![cpu(c.min(99.0))], None)
             });
             let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
@@ -606,7 +620,10 @@ mod tests {
                 .find(|(_, a)| a.time_to_critical.is_some())
                 .expect("projection")
                 .0;
-            assert!(ttc <= 60.0 + 60.0, "{rate} C/min, dt {dt}: projection at {ttc}");
+            assert!(
+                ttc <= 60.0 + 60.0,
+                "{rate} C/min, dt {dt}: projection at {ttc}"
+            );
         }
     }
 
@@ -640,7 +657,11 @@ mod tests {
         // A job started at 0; cooling fails at 300 s with the load flat.
         let out = run(5.0, 600.0, |t| {
             let load = if t < 5.0 { 0.1 } else { 0.9 };
-            let c = if t < 300.0 { 60.0 } else { 60.0 + (t - 300.0) * 5.0 / 60.0 };
+            let c = if t < 300.0 {
+                60.0
+            } else {
+                60.0 + (t - 300.0) * 5.0 / 60.0
+            };
             (vec![cpu(c)], Some(load))
         });
         let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
@@ -651,7 +672,11 @@ mod tests {
     fn inlet_decides_when_present() {
         // Components jump with a job, inlet flat: no vote.
         let out = run(5.0, 400.0, |t| {
-            let c = if t < 60.0 { 40.0 } else { 40.0 + ((t - 60.0) * 0.5).min(40.0) };
+            let c = if t < 60.0 {
+                40.0
+            } else {
+                40.0 + ((t - 60.0) * 0.5).min(40.0)
+            };
             (vec![cpu(c), inlet(22.0)], None)
         });
         assert!(out.iter().all(|(_, a)| !a.vote && a.air));
@@ -659,7 +684,11 @@ mod tests {
         // (a workload does not heat the air entering the server).
         let out = run(5.0, 300.0, |t| {
             let load = if t < 60.0 { 0.1 } else { 0.9 };
-            let i = if t < 60.0 { 22.0 } else { 22.0 + (t - 60.0) * 5.0 / 60.0 };
+            let i = if t < 60.0 {
+                22.0
+            } else {
+                22.0 + (t - 60.0) * 5.0 / 60.0
+            };
             (vec![cpu(i + 40.0), inlet(i)], Some(load))
         });
         let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
@@ -670,13 +699,24 @@ mod tests {
     fn chiller_restart_a_few_degrees_does_not_vote() {
         // Inlet +4 C over 2 min (2 C/min), then back: far from the limit.
         let out = run(5.0, 600.0, |t| {
-            let i = 22.0 + if (60.0..180.0).contains(&t) { (t - 60.0) / 30.0 } else if t >= 180.0 { (4.0 - (t - 180.0) / 60.0).max(0.0) } else { 0.0 };
+            let i = 22.0
+                + if (60.0..180.0).contains(&t) {
+                    (t - 60.0) / 30.0
+                } else if t >= 180.0 {
+                    (4.0 - (t - 180.0) / 60.0).max(0.0)
+                } else {
+                    0.0
+                };
             (vec![cpu(i + 35.0), inlet(i)], None)
         });
         // It may look like a cooling failure while the inlet climbs, but the
         // vote stops within a minute of the levelling off, well inside the
         // cooling grace (2 min), so the pre_fail it might start recovers.
-        let votes: Vec<f64> = out.iter().filter(|(_, a)| a.vote).map(|(t, _)| *t).collect();
+        let votes: Vec<f64> = out
+            .iter()
+            .filter(|(_, a)| a.vote)
+            .map(|(t, _)| *t)
+            .collect();
         if let (Some(a), Some(b)) = (votes.first(), votes.last()) {
             assert!(*b <= 240.0 && b - a < 100.0, "votes from {a} to {b}");
         }
@@ -685,8 +725,12 @@ mod tests {
     #[test]
     fn noise_is_not_a_rise() {
         let noise = [0.0, 0.3, -0.2, 0.1, -0.3, 0.2, 0.0, -0.1];
-        let out = run(1.0, 300.0, |t| (vec![cpu(60.0 + noise[(t as usize) % noise.len()])], None));
-        assert!(out.iter().all(|(_, a)| !a.vote && a.time_to_critical.is_none()));
+        let out = run(1.0, 300.0, |t| {
+            (vec![cpu(60.0 + noise[(t as usize) % noise.len()])], None)
+        });
+        assert!(out
+            .iter()
+            .all(|(_, a)| !a.vote && a.time_to_critical.is_none()));
     }
 
     #[test]

@@ -12,9 +12,9 @@ use crate::config::{apply_thresholds, ThresholdRule};
 use crate::heating::{HeatConfig, HeatTracker, RoleRule};
 use crate::sources::Source;
 use crate::thermal::{Reading, ThermalSummary};
-use std::path::PathBuf;
 use std::collections::HashSet;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -371,7 +371,11 @@ mod tests {
         let ttc = st.thermal.time_to_critical_seconds.expect("projection");
         assert!((ttc - headroom / 5.0 * 60.0).abs() < 1e-6, "{ttc}");
         // The file's chip is called "inlet": it is inlet air and decides.
-        assert!(st.thermal.air && st.thermal.cooling_vote, "{:?}", st.thermal);
+        assert!(
+            st.thermal.air && st.thermal.cooling_vote,
+            "{:?}",
+            st.thermal
+        );
         let _ = stop_tx.send(());
         task.await.expect("sampler stops");
     }

@@ -514,9 +514,9 @@ impl<C: Clock> Runner<C> {
                     retry_in = ?wait,
                     "the agent restarted while the shutdown command was running and the machine is still up: retrying the command once its timeout has passed"
                 );
-                self.m
-                    .exec
-                    .finish_attempt(Err("the agent restarted while this attempt ran; outcome unknown".into()));
+                self.m.exec.finish_attempt(Err(
+                    "the agent restarted while this attempt ran; outcome unknown".into(),
+                ));
                 self.sup.store(&self.m);
                 self.retry_at = Some(Instant::now() + wait);
             }

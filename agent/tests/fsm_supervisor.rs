@@ -409,6 +409,7 @@ async fn prediction_shuts_down_early_enough_to_finish_before_critical() {
                 trend_celsius_per_minute: Some(trend),
                 time_to_critical_seconds: time_to_critical(Some(headroom), Some(trend)),
                 critical: headroom <= 0.0,
+                ..ThermalSummary::default()
             },
             peers: PeerView::default(),
         }
@@ -674,7 +675,10 @@ async fn restart_in_pre_fail_keeps_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn restart_with_an_expired_pre_fail_deadline_shuts_down_at_once() {
+async fn restart_with_an_expired_pre_fail_deadline_waits_one_probe_round() {
+    // Same boot (an agent restart), the deadline passed while the agent was
+    // down. Without any observation it shuts down after restore_wait, never
+    // at once; a good observation in that round starts a recovery instead.
     let w = World::new();
     let a = w.start().await;
     a.send(Event::Observe(power(false))).await;
@@ -683,10 +687,33 @@ async fn restart_with_an_expired_pre_fail_deadline_shuts_down_at_once() {
     wait(400.0).await; // the agent was down past the deadline
     let a = w.start().await;
     let m = a.machine();
+    assert_eq!(m.state, State::PreFail, "not at once: {}", m.detail);
+    assert!(m.unconfirmed);
+    assert_eq!(w.marker_lines(), 0);
+    let restarted = w.elapsed();
+    wait(w.fsm.restore_wait.as_secs_f64() + 1.0).await;
+    let m = a.machine();
     assert_eq!(m.state, State::Shutdown);
     assert_eq!(m.deadline, Some(deadline));
+    assert!(secs(m.since) - restarted <= w.fsm.restore_wait.as_secs_f64() + 1.0);
     assert_eq!(w.marker_lines(), 1);
     a.stop().await;
+
+    // The same, but mains came back while the agent was down: the first
+    // probe round sees it, and the recovery completes.
+    let w = World::new();
+    let a = w.start().await;
+    a.send(Event::Observe(power(false))).await;
+    a.stop().await;
+    wait(400.0).await;
+    let a = w.start().await;
+    a.send(Event::Observe(power(true))).await;
+    wait(4.0).await;
+    a.send(Event::Observe(power(true))).await;
+    wait(600.0).await;
+    let m = a.stop().await;
+    assert_eq!(m.state, State::Normal, "{}", m.detail);
+    assert_eq!(w.marker_lines(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -759,25 +786,48 @@ async fn restart_between_the_decision_and_the_command_runs_it_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn restart_with_an_attempt_in_flight_does_not_run_it_again() {
+async fn restart_with_an_attempt_in_flight_retries_after_the_command_timeout() {
+    // Same boot: the machine is still up, so the attempt that was in flight
+    // (killed with the agent) did not power it off. The restarted agent
+    // gives a surviving attempt its timeout, then retries once.
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let w = World::new().with_command(sh(&format!("echo x >> '{}'", runs.display())));
     let mut exec = ExecRecord::default();
     exec.begin_attempt(Millis(T0));
     persist::store(&w.state_dir(), &persisted_shutdown(exec)).expect("store");
-    for _ in 0..2 {
-        let a = w.start().await;
-        wait(600.0).await;
-        let m = a.stop().await;
-        assert_eq!(m.state, State::Shutdown);
-        assert!(m.exec.in_flight, "outcome stays unknown");
-        assert!(!runs.exists(), "the command may have run: never again");
-    }
+    let timeout = w.shutdown.command_timeout.as_secs_f64();
+    let a = w.start().await;
+    wait(timeout - 10.0).await;
+    assert!(!runs.exists(), "not while the old attempt may still run");
+    wait(20.0).await;
+    let m = a.stop().await;
+    assert_eq!(m.state, State::Shutdown);
+    assert!(m.exec.done && !m.exec.in_flight, "{:?}", m.exec);
+    assert_eq!(m.exec.attempts, 2);
+    assert_eq!(
+        std::fs::read_to_string(&runs)
+            .expect("runs")
+            .lines()
+            .count(),
+        1
+    );
+    // Done: another restart runs nothing.
+    let a = w.start().await;
+    wait(600.0).await;
+    a.stop().await;
+    assert_eq!(
+        std::fs::read_to_string(&runs)
+            .expect("runs")
+            .lines()
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
-async fn stop_while_the_command_runs_leaves_it_in_flight_and_a_restart_does_not_rerun_it() {
+async fn stop_while_the_command_runs_leaves_it_in_flight_and_a_restart_retries_only_after_its_timeout(
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let fifo = dir.path().join("fifo");
@@ -787,10 +837,11 @@ async fn stop_while_the_command_runs_leaves_it_in_flight_and_a_restart_does_not_
         .expect("mkfifo");
     assert!(made.success());
     // The command blocks until the test releases it.
+    // (Only the first run blocks: a retry must not hang on the fifo.)
     let script = format!(
-        "echo x >> '{}'; read line < '{}'",
-        runs.display(),
-        fifo.display()
+        "echo x >> '{r}'; [ \"$(wc -l < '{r}')\" -gt 1 ] || read line < '{f}'",
+        r = runs.display(),
+        f = fifo.display()
     );
     let w = World::new().with_command(sh(&script));
     persist::store(&w.state_dir(), &persisted_shutdown(ExecRecord::default())).expect("store");
@@ -817,18 +868,25 @@ async fn stop_while_the_command_runs_leaves_it_in_flight_and_a_restart_does_not_
         .open(&fifo)
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"go\n"))
         .expect("release the command");
-    let a = w.start().await;
-    wait(600.0).await;
-    let m = a.stop().await;
-    assert_eq!((m.state, m.exec.attempts), (State::Shutdown, 1));
-    assert_eq!(
+    let count = || {
         std::fs::read_to_string(&runs)
             .expect("runs")
             .lines()
-            .count(),
-        1,
-        "never twice"
-    );
+            .count()
+    };
+    let a = w.start().await;
+    // Within the command timeout of that attempt: nothing new runs (it may
+    // still be powering the machine off).
+    let timeout = w.shutdown.command_timeout.as_secs_f64();
+    wait(timeout - w.elapsed().min(timeout) - 5.0).await;
+    assert_eq!(count(), 1, "not while the old attempt may still be at work");
+    // The machine is still up well past it: the attempt did not take
+    // effect, and the restarted agent runs the command once more.
+    wait(600.0).await;
+    let m = a.stop().await;
+    assert_eq!((m.state, m.exec.attempts), (State::Shutdown, 2));
+    assert!(m.exec.done);
+    assert_eq!(count(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -868,12 +926,14 @@ async fn corroboration_local_probe_failure_is_a_local_fault() {
         power_up: 3,
         power_down: 0,
         overheating: 0,
+        ..PeerView::default()
     };
     let peers_down = PeerView {
         fresh_peers: 3,
         power_up: 0,
         power_down: 3,
         overheating: 0,
+        ..PeerView::default()
     };
     // The local probe fails from t = 60 but every peer sees the target.
     let local = |t: f64| Input {
@@ -905,6 +965,7 @@ fn peers(up: u32, down: u32) -> PeerView {
         power_up: up,
         power_down: down,
         overheating: 0,
+        ..PeerView::default()
     }
 }
 
@@ -1060,6 +1121,7 @@ async fn local_fault_recovers_with_good_probes() {
         power_up: 2,
         power_down: 0,
         overheating: 0,
+        ..PeerView::default()
     };
     let f = |t: f64| Input {
         power: Some(PowerReading::from(!(60.0..300.0).contains(&t))),
@@ -1079,6 +1141,7 @@ async fn cooling_quorum_shuts_down_after_the_cooling_grace() {
     let mut rng = StdRng::seed_from_u64(15);
     let heating = ThermalSummary {
         trend_celsius_per_minute: Some(4.0),
+        cooling_vote: true,
         ..ThermalSummary::default()
     };
     // One of three peers heating, plus this node: 2 of 4, below the quorum of 3.
@@ -1090,6 +1153,7 @@ async fn cooling_quorum_shuts_down_after_the_cooling_grace() {
             power_up: 3,
             power_down: 0,
             overheating: 1,
+            ..PeerView::default()
         },
     };
     let trace = drive(&w, &a, &mut rng, 1200.0, minority).await;
@@ -1103,6 +1167,7 @@ async fn cooling_quorum_shuts_down_after_the_cooling_grace() {
             power_up: 3,
             power_down: 0,
             overheating: 2,
+            ..PeerView::default()
         },
     };
     let trace = drive(&w, &a, &mut rng, 1500.0, quorum).await;

@@ -30,6 +30,7 @@ fn peers(fresh: u32, up: u32, down: u32) -> PeerView {
         power_up: up,
         power_down: down,
         overheating: 0,
+        ..PeerView::default()
     }
 }
 
@@ -81,9 +82,13 @@ fn peers_changed(p: PeerView) -> Event {
     Event::PeersChanged(p)
 }
 
+/// A node whose cooling detector saw a sustained rise of `trend` C/min: it
+/// votes when the rise is at least the default heating rate (3 C/min). How
+/// the vote is reached is `heating.rs`'s business and tested there.
 fn heating(trend: f64) -> ThermalSummary {
     ThermalSummary {
         trend_celsius_per_minute: Some(trend),
+        cooling_vote: trend >= 3.0,
         ..ThermalSummary::default()
     }
 }
@@ -708,6 +713,13 @@ fn heating_rule() {
     assert!(c.is_heating(&heating(3.0)));
     assert!(!c.is_heating(&heating(2.9)));
     assert!(!c.is_heating(&ThermalSummary::default()));
+    // A fast trend alone (a workload step) is no vote any more: only the
+    // detector's sustained-rise verdict or a sensor at critical.
+    let burst = ThermalSummary {
+        trend_celsius_per_minute: Some(60.0),
+        ..ThermalSummary::default()
+    };
+    assert!(!c.is_heating(&burst));
 }
 
 #[test]
@@ -788,6 +800,7 @@ mod properties {
                 power_up: up,
                 power_down: d.min(f - up),
                 overheating: o.min(f),
+                ..PeerView::default()
             }
         });
         let reading = prop_oneof![
