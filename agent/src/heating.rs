@@ -11,7 +11,7 @@
 //! [`Role`]) and of its CPU load, and turns it into an [`Assessment`]:
 //!
 //! - **current rate**: the least-squares slope over the recent window only
-//!   (20 s, or longer for slow rises, see [`rise`]), so a finished step is
+//!   (30 s, or longer for slow rises, see [`rise`]), so a finished step is
 //!   forgotten within that window instead of being remembered for minutes;
 //! - **sustained rise**: the rise is spread over the window (each third of
 //!   it rises at least 30% of the overall rate) rather than one jump, and it
@@ -200,7 +200,7 @@ impl Default for HeatConfig {
 
 /// The shortest recent window a rate is taken over (shorter only when the
 /// configured trend window is).
-pub const RECENT_MIN: Duration = Duration::from_secs(20);
+pub const RECENT_MIN: Duration = Duration::from_secs(30);
 /// The rise a recent window must be long enough to contain at the current
 /// rate (two whole-degree sensor steps), so slow rises get longer windows.
 pub const RECENT_RISE_C: f64 = 2.0;
@@ -257,9 +257,11 @@ pub struct Rise {
     pub rate: Option<f64>,
     /// The rise is spread over the recent window and not levelling off.
     pub sustained: bool,
-    /// Sustained, and the whole window (not only the recent part) rises at
-    /// least 70% as fast: a slow rise that has lasted.
+    /// The whole history (the trend window) is one steady ramp: a slow
+    /// rise that has lasted.
     pub lasting: bool,
+    /// Least-squares slope over the whole history, C/min, when rising.
+    pub long_rate: Option<f64>,
 }
 
 /// Least-squares slope in C/min of `(seconds, celsius)` points.
@@ -267,34 +269,58 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
     crate::thermal::slope_per_minute(points)
 }
 
+/// The fewest samples a recent window holds (it is stretched to hold
+/// them at the sampling rate seen), so the shape test has means to compare.
+pub const RECENT_SAMPLES: usize = 10;
+
 /// The rise of `points` (time-ordered) ending at the last point.
 ///
-/// The recent window is `RECENT_MIN` (20 s), stretched to contain
-/// [`RECENT_RISE_C`] at the long-window rate (at most `window`). The rate is
-/// the least-squares slope over it; the rise is sustained when each third
-/// of the window rises at least 30% of that rate (a jump sits in one third;
-/// a rise that is levelling off fails in the last third) and the window is
-/// covered (its samples span at least 80% of it, three or more).
+/// The recent window is [`RECENT_MIN`] (30 s), stretched to contain
+/// [`RECENT_RISE_C`] at the current pace and [`RECENT_SAMPLES`] samples,
+/// at most `window`. The rate is the least-squares slope over it. The rise
+/// is *sustained* when the window is covered and its shape is a ramp
+/// ([`ramp`]): split into four equal parts, the mean of each part exceeds
+/// the previous one by at least a quarter of what the rate predicts (a jump
+/// of any size leaves at least one pair of parts level, whatever the
+/// sampling), and the last step is at least 0.85 times the larger and at
+/// most 1.6 times the smaller of the two before: a curve that
+/// is levelling off (a heat sink settling after a job started) fails, and
+/// so does the bend from flat to rising, so a rise votes only once a whole
+/// window of it is a straight ramp. Means make the test robust to
+/// whole-degree sensors and noise. *Lasting* is the same test over the
+/// whole history (the trend window), for slow rises.
 pub fn rise(points: &[(f64, f64)], window: f64) -> Rise {
+    rise_over(points, window, RECENT_MIN.as_secs_f64())
+}
+
+/// [`rise`] with another shortest recent window (seconds).
+pub fn rise_over(points: &[(f64, f64)], window: f64, recent_min: f64) -> Rise {
     let Some(&(now, _)) = points.last() else {
         return Rise::default();
     };
     let long_rate = slope(points).unwrap_or(0.0);
     let short_rate = {
-        let from = now - RECENT_MIN.as_secs_f64();
+        let from = now - recent_min;
         let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= from).collect();
         slope(&pts).unwrap_or(0.0)
     };
-    let mut recent = RECENT_MIN.as_secs_f64().min(window);
+    let mut recent = recent_min;
     let pace = long_rate.max(short_rate);
     if pace > 0.0 {
         recent = recent.max(RECENT_RISE_C / pace * 60.0);
     }
+    // The sampling interval seen (median gap), so the window holds enough
+    // samples for the shape test.
+    let mut gaps: Vec<f64> = points.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    gaps.sort_by(f64::total_cmp);
+    if let Some(g) = gaps.get(gaps.len() / 2) {
+        recent = recent.max(g * (RECENT_SAMPLES - 1) as f64);
+    }
     let recent = recent.min(window);
     let from = now - recent;
-    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= from).collect();
+    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= from - 1e-9).collect();
     let span = pts.last().map_or(0.0, |l| l.0) - pts.first().map_or(0.0, |f| f.0);
-    if pts.len() < 3 || span < recent * 0.8 {
+    if pts.len() < 4 || span < recent * 0.8 {
         return Rise::default();
     }
     let rate = slope(&pts);
@@ -304,39 +330,49 @@ pub fn rise(points: &[(f64, f64)], window: f64) -> Rise {
             ..Rise::default()
         };
     };
-    let sustained = spread(points, from, recent, r);
-    // Lasting: the whole window is covered and rises steadily too.
+    let sustained = ramp(&pts, r);
+    // Lasting: the whole history is covered and is a ramp too.
     let first = points.first().map_or(now, |f| f.0);
-    let long_from = now - window;
-    let lasting = sustained
-        && now - first >= window * 0.8
-        && long_rate >= 0.7 * r
-        && spread(points, first.max(long_from), now - first.max(long_from), r);
+    let lasting = now - first >= window * 0.8 && ramp(points, long_rate);
     Rise {
         rate,
         sustained,
         lasting,
+        long_rate: (long_rate > 0.0).then_some(long_rate),
     }
 }
 
-/// Does each third of `[from, from + len]` rise at least 30% of `rate`
-/// (C/min)? The rise of a third runs from the last point at or before its
-/// start (or the first point) to the first point at or after its end (or
-/// the last point).
-fn spread(pts: &[(f64, f64)], from: f64, len: f64, rate: f64) -> bool {
-    let third = len / 3.0;
-    (0..3).all(|i| {
-        let a = from + third * i as f64;
-        let b = a + third;
-        let before = pts.iter().rev().find(|p| p.0 <= a).or_else(|| pts.first());
-        // The first point at or after the third's end: with sparse samples
-        // the third is measured across them rather than not at all.
-        let last = pts.iter().find(|p| p.0 >= b).or_else(|| pts.last());
-        match (before, last) {
-            (Some(x), Some(y)) if y.0 > x.0 => (y.1 - x.1) / (y.0 - x.0) * 60.0 >= 0.3 * rate,
-            _ => false,
+/// Is `pts` (time-ordered) a steady ramp at about `rate` C/min? Four equal
+/// time parts, each with at least one sample; the mean of each exceeds the
+/// previous by at least 25% of `rate` over a part; the last step is at
+/// least 0.85 times the larger and at most 1.6 times the smaller of the two
+/// before (neither levelling off nor bending up from flat).
+fn ramp(pts: &[(f64, f64)], rate: f64) -> bool {
+    let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+        return false;
+    };
+    let part = (last.0 - first.0) / 4.0;
+    if part <= 0.0 || rate <= 0.0 {
+        return false;
+    }
+    let mut means = [0.0f64; 4];
+    for (i, m) in means.iter_mut().enumerate() {
+        let a = first.0 + part * i as f64;
+        let b = a + part;
+        let vs: Vec<f64> = pts
+            .iter()
+            .filter(|p| p.0 >= a && (p.0 < b || (i == 3 && p.0 <= b)))
+            .map(|p| p.1)
+            .collect();
+        if vs.is_empty() {
+            return false;
         }
-    })
+        *m = vs.iter().sum::<f64>() / vs.len() as f64;
+    }
+    let expected = rate * part / 60.0;
+    let steps = [means[1] - means[0], means[2] - means[1], means[3] - means[2]];
+    let (lo, hi) = (steps[0].min(steps[1]), steps[0].max(steps[1]));
+    steps.iter().all(|d| *d >= 0.25 * expected) && steps[2] >= 0.85 * hi && steps[2] <= 1.6 * lo
 }
 
 /// What the detector concludes about this node after a round.
@@ -447,17 +483,31 @@ impl HeatTracker {
         let air = !self.air.samples.is_empty() && readings.iter().any(|r| r.role.is_air());
         let series = if air { &self.air } else { &self.components };
         let points = series.points(t - window);
-        let r = rise(&points, window);
+        // Without load information a component rise must stay a straight
+        // ramp twice as long: a heat sink settling slowly after a job
+        // started (time constant over a minute) bends too little within
+        // 30 s to be told from a cooling failure by its shape alone.
+        let recent_min = if !air && load.is_none() {
+            2.0 * RECENT_MIN.as_secs_f64()
+        } else {
+            RECENT_MIN.as_secs_f64()
+        };
+        let r = rise_over(&points, window, recent_min);
         let headroom = readings
             .iter()
             .filter_map(Reading::headroom)
             .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))));
         let workload = !air && self.last_load_step.is_some();
-        let projection = if r.sustained {
-            time_to_critical(headroom, r.rate)
+        // The rate a projection uses: the recent one while the recent window
+        // is a ramp, else the whole history's while that is one.
+        let steady_rate = if r.sustained {
+            r.rate
+        } else if r.lasting {
+            r.long_rate
         } else {
             None
         };
+        let projection = steady_rate.and_then(|v| time_to_critical(headroom, Some(v)));
         self.projections.push_back(projection);
         while self.projections.len() > self.cfg.stable_projections.max(1) {
             self.projections.pop_front();
@@ -471,15 +521,15 @@ impl HeatTracker {
         } else {
             None
         };
-        let fast = r.rate.is_some_and(|v| v >= self.cfg.heating_rate);
+        let fast = steady_rate.is_some_and(|v| v >= self.cfg.heating_rate);
         // A slow rise votes only once it has lasted the whole window: slow
         // means there is time, and chiller restarts are slow too.
         let near = r.lasting && projection.is_some_and(|s| s <= self.cfg.horizon.as_secs_f64());
         Assessment {
             rate: r.rate,
-            sustained: r.sustained,
+            sustained: r.sustained || r.lasting,
             workload,
-            vote: r.sustained && !workload && (fast || near),
+            vote: steady_rate.is_some() && !workload && (fast || near),
             air,
             time_to_critical: ttc,
             load,
@@ -587,32 +637,41 @@ mod tests {
                     "dt {dt}: projection at {t}: {a:?}"
                 );
             }
-            // And the rate falls back to zero within the recent window.
-            let late = out.iter().find(|(t, _)| *t >= 110.0).expect("late").1;
+            // And the rate falls back to zero within the recent window
+            // (at least RECENT_SAMPLES samples long).
+            // (Without load information the window is twice as long.)
+            let settled =
+                64.0 + (2.0 * RECENT_MIN.as_secs_f64()).max(dt * RECENT_SAMPLES as f64) + dt;
+            let late = out.iter().find(|(t, _)| *t >= settled).expect("late").1;
             assert!(late.rate.is_some_and(|r| r.abs() < 0.5), "{late:?}");
         }
     }
 
     #[test]
     fn a_steady_rise_votes_within_about_half_a_minute() {
-        for (rate, dt) in [
-            (5.0, 5.0),
-            (10.0, 5.0),
-            (20.0, 1.0),
-            (20.0, 5.0),
-            (20.0, 10.0),
+        // (rate, sampling interval, latest first vote after the start)
+        for (rate, dt, within) in [
+            (5.0, 2.0, 35.0),
+            (5.0, 5.0, 55.0),
+            (10.0, 2.0, 30.0),
+            (20.0, 1.0, 30.0),
+            (20.0, 2.0, 30.0),
+            (20.0, 5.0, 55.0),
+            // Sparse sampling costs time: ten samples are needed.
+            (20.0, 10.0, 100.0),
         ] {
+            // The load is known and flat (the default source).
             let out = run(dt, 200.0, |t| {
                 let c = if t < 60.0 {
                     40.0
                 } else {
                     40.0 + (t - 60.0) * rate / 60.0
                 };
-                (vec![cpu(c.min(99.0))], None)
+                (vec![cpu(c.min(99.0))], Some(0.3))
             });
             let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
             assert!(
-                (60.0..=60.0 + 45.0).contains(&first),
+                (60.0..=60.0 + within).contains(&first),
                 "{rate} C/min, dt {dt}: first vote at {first}"
             );
             let ttc = out
@@ -621,7 +680,7 @@ mod tests {
                 .expect("projection")
                 .0;
             assert!(
-                ttc <= 60.0 + 60.0,
+                ttc <= first + 3.0 * dt,
                 "{rate} C/min, dt {dt}: projection at {ttc}"
             );
         }
@@ -720,6 +779,43 @@ mod tests {
         if let (Some(a), Some(b)) = (votes.first(), votes.last()) {
             assert!(*b <= 240.0 && b - a < 100.0, "votes from {a} to {b}");
         }
+    }
+
+    #[test]
+    fn a_heat_sink_settling_after_a_job_never_votes_even_without_load() {
+        // A job starts at 60 s; the heat sink brings the CPU to its new level
+        // with a time constant of 30-120 s: fast at first (35 C/tau), then
+        // levelling off. No load information: the shape alone must tell
+        // (up to a minute; slower heat sinks need the load, see the next
+        // test).
+        for tau in [20.0, 30.0, 45.0] {
+            for dt in [1.0, 2.0, 5.0] {
+                let out = run(dt, 900.0, |t| {
+                    let x = ((t - 60.0) / tau).max(0.0);
+                    (vec![cpu(45.0 + 35.0 * (1.0 - (-x).exp()))], None)
+                });
+                let v = out.iter().find(|(_, a)| a.vote);
+                assert!(v.is_none(), "tau {tau}, dt {dt}: voted {v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn whole_degree_sensors_still_show_a_slow_steady_rise() {
+        // 1 C/min on a sensor that reports whole degrees (coretemp, IPMI).
+        let out = run(2.0, 3600.0, |t| (vec![cpu((50.0 + t / 60.0).floor())], None));
+        let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
+        let at = 50.0 + first / 60.0;
+        assert!((83.0..=88.0).contains(&at), "first vote at {at} C");
+        // 5 C/min, whole degrees, with +-0.5 C of noise on top.
+        let noise = [0.0, 0.5, -0.5, 0.25, -0.25];
+        let out = run(2.0, 600.0, |t| {
+            let c = if t < 60.0 { 50.0 } else { 50.0 + (t - 60.0) * 5.0 / 60.0 };
+            let n = noise[(t as usize / 2) % noise.len()];
+            (vec![cpu((c + n).round())], None)
+        });
+        let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
+        assert!(first <= 60.0 + 60.0, "first vote at {first}");
     }
 
     #[test]

@@ -339,8 +339,8 @@ mod tests {
         write(40.0);
         let (tx, mut rx) = watch::channel(SensorState::default());
         let cfg = SamplerConfig {
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(5),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
             trend_window: Duration::from_secs(120),
             thresholds: vec![],
             roles: vec![],
@@ -356,13 +356,14 @@ mod tests {
                 let _ = stop_rx.await;
             },
         ));
-        // 5 C/min: +0.8333 C every 10 s round. The projection needs the
-        // rise sustained over the recent window and three agreeing rounds.
-        for i in 0..10 {
+        // 5 C/min: +1/6 C every 2 s round. The projection needs the rise
+        // sustained over the recent window (24 s at this pace) and three
+        // agreeing rounds.
+        for i in 0..20 {
             rx.changed().await.expect("round");
             let st = rx.borrow_and_update().clone();
             assert_eq!(st.round, i + 1);
-            write(40.0 + (i + 1) as f64 * 5.0 / 6.0);
+            write(40.0 + (i + 1) as f64 * 5.0 / 30.0);
         }
         let st = rx.borrow().clone();
         let trend = st.thermal.trend_celsius_per_minute.expect("trend");
