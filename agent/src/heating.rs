@@ -318,7 +318,11 @@ pub fn rise_over(points: &[(f64, f64)], window: f64, recent_min: f64) -> Rise {
     }
     let recent = recent.min(window);
     let from = now - recent;
-    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= from - 1e-9).collect();
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0 >= from - 1e-9)
+        .collect();
     let span = pts.last().map_or(0.0, |l| l.0) - pts.first().map_or(0.0, |f| f.0);
     if pts.len() < 4 || span < recent * 0.8 {
         return Rise::default();
@@ -370,7 +374,11 @@ fn ramp(pts: &[(f64, f64)], rate: f64) -> bool {
         *m = vs.iter().sum::<f64>() / vs.len() as f64;
     }
     let expected = rate * part / 60.0;
-    let steps = [means[1] - means[0], means[2] - means[1], means[3] - means[2]];
+    let steps = [
+        means[1] - means[0],
+        means[2] - means[1],
+        means[3] - means[2],
+    ];
     let (lo, hi) = (steps[0].min(steps[1]), steps[0].max(steps[1]));
     steps.iter().all(|d| *d >= 0.25 * expected) && steps[2] >= 0.85 * hi && steps[2] <= 1.6 * lo
 }
@@ -803,14 +811,20 @@ mod tests {
     #[test]
     fn whole_degree_sensors_still_show_a_slow_steady_rise() {
         // 1 C/min on a sensor that reports whole degrees (coretemp, IPMI).
-        let out = run(2.0, 3600.0, |t| (vec![cpu((50.0 + t / 60.0).floor())], None));
+        let out = run(2.0, 3600.0, |t| {
+            (vec![cpu((50.0 + t / 60.0).floor())], None)
+        });
         let first = out.iter().find(|(_, a)| a.vote).expect("votes").0;
         let at = 50.0 + first / 60.0;
         assert!((83.0..=88.0).contains(&at), "first vote at {at} C");
         // 5 C/min, whole degrees, with +-0.5 C of noise on top.
         let noise = [0.0, 0.5, -0.5, 0.25, -0.25];
         let out = run(2.0, 600.0, |t| {
-            let c = if t < 60.0 { 50.0 } else { 50.0 + (t - 60.0) * 5.0 / 60.0 };
+            let c = if t < 60.0 {
+                50.0
+            } else {
+                50.0 + (t - 60.0) * 5.0 / 60.0
+            };
             let n = noise[(t as usize / 2) % noise.len()];
             (vec![cpu((c + n).round())], None)
         });

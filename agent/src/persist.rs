@@ -193,8 +193,8 @@ pub fn load(dir: &Path) -> Result<Option<Persisted>, PersistError> {
 pub enum Loaded {
     /// No `fsm.json`: first start.
     Missing,
-    /// A valid record.
-    Restored(Persisted),
+    /// A valid record (boxed: the machine is much larger than the others).
+    Restored(Box<Persisted>),
     /// `fsm.json` exists but cannot be used. The agent starts from `normal`
     /// and must say so loudly. The file was moved aside (to `moved_to`, when
     /// that worked) so that the next write does not destroy the evidence.
@@ -214,7 +214,7 @@ pub enum Loaded {
 pub fn load_or_default(dir: &Path) -> Loaded {
     match load(dir) {
         Ok(None) => Loaded::Missing,
-        Ok(Some(rec)) => Loaded::Restored(rec),
+        Ok(Some(rec)) => Loaded::Restored(Box::new(rec)),
         Err(error) => {
             let moved_to = match &error {
                 PersistError::Io { .. } => None,
@@ -253,7 +253,7 @@ mod tests {
         let mut rec2 = rec;
         rec2.machine.state = State::Shutdown;
         store(dir.path(), &rec2).expect("store");
-        assert!(matches!(load_or_default(dir.path()), Loaded::Restored(r) if r == rec2));
+        assert!(matches!(load_or_default(dir.path()), Loaded::Restored(r) if *r == rec2));
         let names: Vec<_> = fs::read_dir(dir.path())
             .expect("ls")
             .map(|e| e.expect("entry").file_name())

@@ -342,7 +342,7 @@ impl<C: Clock> Supervisor<C> {
                     self.store(&m);
                     m
                 } else {
-                    let mut m = rec.machine;
+                    let mut m = rec.machine.clone();
                     m.forget_observations();
                     if m.state == State::PreFail {
                         self.restore_pre_fail(&mut m, same_boot, rec.written_at, now);

@@ -231,7 +231,7 @@ impl ClusterView {
                 .record
                 .power
                 .iter()
-                .filter(|o| targets.iter().any(|t| *t == o.target))
+                .filter(|o| targets.contains(&o.target))
                 .map(|o| Some(o.up))
                 .collect();
             if seen.is_empty() {
