@@ -375,6 +375,8 @@ file = {readings}
 interval = "1s"
 timeout = "500ms"
 trend_window = "15s"
+# The simulated sensors do not follow this machine's CPU load.
+cpu_load = "none"
 
 [power]
 targets = ["tcp://127.0.0.1:{power_port}"]
@@ -1624,7 +1626,7 @@ impl Demo {
             Key::FailCooling => {
                 lock(&self.sim).fail_cooling();
                 let mut msg = format!(
-                    "cooling failed: every node heats at {HEAT_RATE_C_PER_MIN} C/min. Expect pre_fail (cooling) once a quorum heats fast, then the prediction pulling the deadline in. C restores cooling"
+                    "cooling failed: every node heats at {HEAT_RATE_C_PER_MIN} C/min. Expect pre_fail (cooling) once a quorum heats steadily (a whole 15 s window of straight ramp), then the prediction pulling the deadline in. C restores cooling"
                 );
                 if !self.cluster_seen {
                     msg.push_str(&format!(
@@ -1635,7 +1637,7 @@ impl Demo {
             }
             Key::RestoreCooling => {
                 lock(&self.sim).restore_cooling();
-                self.event("cooling restored: nodes cool back to ambient; a node in pre_fail (cooling or prediction) recovers once fewer than a quorum heat fast (its 15 s trend falls below 3 C/min), a node in shutdown stays there (r resets)");
+                self.event("cooling restored: nodes cool back to ambient; a node in pre_fail (cooling or prediction) recovers once fewer than a quorum heat steadily, a node in shutdown stays there (r resets)");
             }
             Key::Heat(n) => {
                 let eta = {
