@@ -151,8 +151,10 @@ pub struct SensorsConfig {
     pub sources: Vec<SourceKind>,
     /// sysfs root. Default `/sys`.
     pub sysfs: PathBuf,
-    /// Window of the trend regression. Default 2 m: long enough to ignore a
-    /// CPU burst, short enough to see a cooling failure within a minute.
+    /// History kept by the cooling detector. Default 5 m: slow rises
+    /// (1 C/min) are judged over all of it, fast ones over the recent 30 s.
+    /// Shorter misses slow cooling losses on whole-degree sensors; longer
+    /// costs a few KiB and delays the first lasting-rise vote.
     pub trend_window: Duration,
     /// JSON readings file for the `file` source.
     pub file: Option<PathBuf>,
@@ -330,7 +332,7 @@ impl Default for Config {
                 timeout: Duration::from_secs(1),
                 sources: vec![SourceKind::Hwmon, SourceKind::ThermalZone],
                 sysfs: PathBuf::from("/sys"),
-                trend_window: Duration::from_secs(120),
+                trend_window: Duration::from_secs(300),
                 file: None,
                 exec: Vec::new(),
                 lm_sensors_command: vec!["sensors".into()],

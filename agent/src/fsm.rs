@@ -645,6 +645,14 @@ pub struct Machine {
     pub since: Millis,
     /// `pre_fail`: when the shutdown fires. Kept in `shutdown` for the record.
     pub deadline: Option<Millis>,
+    /// `pre_fail`: the deadline the active triggers' graces set, before any
+    /// prediction moved it earlier. A prediction whose projection is gone
+    /// for [`PREDICTION_RELEASE`] observations gives the deadline back to
+    /// this; a trigger that cleared gives it back to the remaining ones.
+    pub grace_deadline: Option<Millis>,
+    /// Consecutive observations in `pre_fail` without a projection while
+    /// the deadline is a predicted one.
+    pub no_projection: u32,
     /// Consecutive observations without any trigger (`pre_fail`), or with the
     /// local probe up (`local_fault`).
     pub good_streak: u32,
@@ -845,6 +853,10 @@ pub fn predicted_deadline(
 /// [`predicted_deadline`]).
 pub const PREDICTION_MIN_STEP: Duration = Duration::from_secs(1);
 
+/// Observations in a row without a projection after which a predicted
+/// deadline goes back to the triggers' grace (see `Step::release`).
+pub const PREDICTION_RELEASE: u32 = 3;
+
 /// One trigger that is currently active.
 #[derive(Debug, Clone)]
 struct Trigger {
@@ -872,6 +884,8 @@ impl Step<'_> {
         }
         if !matches!(to, State::PreFail | State::Shutdown) {
             self.m.deadline = None;
+            self.m.grace_deadline = None;
+            self.m.no_projection = 0;
             self.m.trigger = Reason::None;
         }
         if to != State::PreFail {
@@ -936,6 +950,8 @@ impl Step<'_> {
         let grace = self.cfg.grace(first.reason);
         let deadline = self.now.plus(grace);
         self.m.deadline = Some(deadline);
+        self.m.grace_deadline = Some(deadline);
+        self.m.no_projection = 0;
         self.m.trigger = first.reason;
         let detail = format!(
             "{}; grace {}, shutdown at {deadline}",
@@ -957,6 +973,11 @@ impl Step<'_> {
                 .active_since
                 .max(self.m.since)
                 .plus(self.cfg.grace(t.reason));
+            self.m.grace_deadline = Some(
+                self.m
+                    .grace_deadline
+                    .map_or(candidate, |g| g.min(candidate)),
+            );
             if candidate < current {
                 self.m.deadline = Some(candidate);
                 self.m.trigger = t.reason;
@@ -967,6 +988,66 @@ impl Step<'_> {
                 );
                 self.go(State::PreFail, t.reason, detail);
             }
+        }
+    }
+
+    /// In `pre_fail`, give back a deadline whose reason is gone:
+    /// - the trigger whose grace set it cleared while others hold `pre_fail`:
+    ///   the deadline becomes the remaining triggers' own (possibly later);
+    /// - a prediction moved it and there has been no projection for
+    ///   [`PREDICTION_RELEASE`] observations in a row (the temperatures
+    ///   stopped rising): back to the triggers' grace deadline.
+    ///
+    /// "A deadline never moves later" protects a due shutdown from noise;
+    /// it must not keep a shutdown whose evidence is gone (a chiller restart
+    /// that pulled the deadline of a short mains outage in, then stopped).
+    fn release(&mut self, before: &Machine, triggers: &[Trigger], thermal: &ThermalSummary) {
+        let Some(current) = self.m.deadline else {
+            return;
+        };
+        if !triggers.iter().any(|t| t.reason == before.trigger) {
+            let Some(first) = triggers.iter().min_by_key(|t| {
+                t.active_since
+                    .max(self.m.since)
+                    .plus(self.cfg.grace(t.reason))
+            }) else {
+                return;
+            };
+            let at = first
+                .active_since
+                .max(self.m.since)
+                .plus(self.cfg.grace(first.reason));
+            self.m.deadline = Some(at);
+            self.m.grace_deadline = Some(at);
+            self.m.no_projection = 0;
+            self.m.trigger = first.reason;
+            let detail = format!(
+                "{} cleared; {} still holds: shutdown at {at} (was {current}); {}",
+                before.trigger, first.reason, first.detail
+            );
+            self.go(State::PreFail, first.reason, detail);
+            return;
+        }
+        let Some(grace_at) = self.m.grace_deadline else {
+            return;
+        };
+        if current >= grace_at {
+            self.m.no_projection = 0;
+            return;
+        }
+        if thermal.time_to_critical_seconds.is_some() {
+            self.m.no_projection = 0;
+            return;
+        }
+        self.m.no_projection = self.m.no_projection.saturating_add(1);
+        if self.m.no_projection >= PREDICTION_RELEASE {
+            self.m.deadline = Some(grace_at);
+            self.m.no_projection = 0;
+            let trigger = self.m.trigger;
+            let detail = format!(
+                "no projection to critical for {PREDICTION_RELEASE} observations (the temperatures stopped rising): shutdown back at the {trigger} grace, {grace_at} (was {current})"
+            );
+            self.go(State::PreFail, trigger, detail);
         }
     }
 
@@ -1182,6 +1263,7 @@ impl Step<'_> {
                     }
                 } else {
                     self.m.good_streak = 0;
+                    self.release(&before, &triggers, &input.thermal);
                     self.tighten(&triggers);
                     self.predict(&input.thermal);
                 }

@@ -27,8 +27,12 @@
 //!   double weight in the cooling quorum (see [`crate::fsm::PeerView`]);
 //! - **projection**: a time to critical is published only while the rise is
 //!   sustained and the last [`HeatConfig::stable_projections`] projections
-//!   agree within a factor of 1.5, so one transient projection can never
-//!   shorten a grace.
+//!   agree on the crossing time, so one transient projection can never
+//!   shorten a grace;
+//! - **hysteresis**: a vote, once the shape test started it, holds while the
+//!   heat still rises at half the rate (or would reach critical within the
+//!   horizon), so sensor noise on a steady rise cannot make it flicker and
+//!   restart the cooling grace.
 //!
 //! Everything here is pure and takes the time as an argument; the sampler
 //! feeds it, and the safety suite (`agent/tests/safety.rs`) replays traces
@@ -166,8 +170,9 @@ pub struct HeatConfig {
     /// is caught with about 15 degrees of headroom left. Longer votes on
     /// chiller restarts close to the limits; shorter leaves less margin.
     pub horizon: Duration,
-    /// The history kept (the trend window). Default 2 min. The rate itself
-    /// uses the recent part only (see [`rise`]).
+    /// The history kept (the trend window). Default 5 min. The rate itself
+    /// uses the recent part only (see [`rise`]); slow rises are judged over
+    /// all of it.
     pub window: Duration,
     /// A CPU load rise (fraction of all CPUs, 0..1) this large within
     /// 30 s is a workload step. Default 0.25.
@@ -178,8 +183,9 @@ pub struct HeatConfig {
     /// job on nodes without inlet sensors (the overheat trigger remains);
     /// shorter lets a slow heat-sink tail vote.
     pub load_settle: Duration,
-    /// Consecutive sustained projections that must agree (within a factor
-    /// of 1.5) before a time to critical is published. Default 3. Higher
+    /// Consecutive sustained projections that must agree (their projected
+    /// crossing times within a quarter of the time left, at least 15 s)
+    /// before a time to critical is published. Default 3. Higher
     /// delays the prediction in dense racks; 1 lets one reading shorten a
     /// grace.
     pub stable_projections: usize,
@@ -190,7 +196,7 @@ impl Default for HeatConfig {
         HeatConfig {
             heating_rate: 3.0,
             horizon: Duration::from_secs(15 * 60),
-            window: Duration::from_secs(120),
+            window: Duration::from_secs(300),
             load_step: 0.25,
             load_settle: Duration::from_secs(180),
             stable_projections: 3,
@@ -337,7 +343,7 @@ pub fn rise_over(points: &[(f64, f64)], window: f64, recent_min: f64) -> Rise {
     let sustained = ramp(&pts, r);
     // Lasting: the whole history is covered and is a ramp too.
     let first = points.first().map_or(now, |f| f.0);
-    let lasting = now - first >= window * 0.8 && ramp(points, long_rate);
+    let lasting = now - first >= window * 0.8 && ramp_within(points, long_rate, 0.5, f64::INFINITY);
     Rise {
         rate,
         sustained,
@@ -352,6 +358,15 @@ pub fn rise_over(points: &[(f64, f64)], window: f64, recent_min: f64) -> Rise {
 /// least 0.85 times the larger and at most 1.6 times the smaller of the two
 /// before (neither levelling off nor bending up from flat).
 fn ramp(pts: &[(f64, f64)], rate: f64) -> bool {
+    ramp_within(pts, rate, 0.85, 1.6)
+}
+
+/// [`ramp`] with other bounds on the last step: at least `lo` times the
+/// larger, at most `hi` times the smaller of the two before. The whole
+/// history (minutes) uses looser bounds than the recent window: its parts
+/// are long, so a levelling-off still shows, and slow rises on whole-degree
+/// sensors step unevenly.
+fn ramp_within(pts: &[(f64, f64)], rate: f64, lo_bound: f64, hi_bound: f64) -> bool {
     let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
         return false;
     };
@@ -380,7 +395,9 @@ fn ramp(pts: &[(f64, f64)], rate: f64) -> bool {
         means[3] - means[2],
     ];
     let (lo, hi) = (steps[0].min(steps[1]), steps[0].max(steps[1]));
-    steps.iter().all(|d| *d >= 0.25 * expected) && steps[2] >= 0.85 * hi && steps[2] <= 1.6 * lo
+    steps.iter().all(|d| *d >= 0.25 * expected)
+        && steps[2] >= lo_bound * hi
+        && steps[2] <= hi_bound * lo
 }
 
 /// What the detector concludes about this node after a round.
@@ -412,7 +429,13 @@ pub struct HeatTracker {
     air: Series,
     load: VecDeque<(f64, f64)>,
     last_load_step: Option<f64>,
+    /// Projected crossing times (round time + time to critical) of the
+    /// last rounds; `None` for a round without a projection.
     projections: VecDeque<Option<f64>>,
+    /// A vote in progress: it holds while the rise goes on (hysteresis), so
+    /// that sensor noise on a steady rise cannot make it flicker and
+    /// restart the cooling grace.
+    voting: bool,
 }
 
 impl HeatTracker {
@@ -426,6 +449,7 @@ impl HeatTracker {
             load: VecDeque::new(),
             last_load_step: None,
             projections: VecDeque::new(),
+            voting: false,
         }
     }
 
@@ -515,13 +539,37 @@ impl HeatTracker {
         } else {
             None
         };
-        let projection = steady_rate.and_then(|v| time_to_critical(headroom, Some(v)));
-        self.projections.push_back(projection);
+        let horizon = self.cfg.horizon.as_secs_f64();
+        let fast = steady_rate.is_some_and(|v| v >= self.cfg.heating_rate);
+        // A slow rise votes only once it has lasted the whole window: slow
+        // means there is time, and chiller restarts are slow too.
+        let near = r.lasting
+            && steady_rate
+                .and_then(|v| time_to_critical(headroom, Some(v)))
+                .is_some_and(|s| s <= horizon);
+        let starts = steady_rate.is_some() && (fast || near);
+        // Hysteresis: a vote, once started by the shape test, holds while
+        // the heat still rises at half the rate that started it (or would
+        // still reach critical within the horizon); it ends when the rise
+        // stops, and at once on a load step.
+        let hold_rate = r.rate.unwrap_or(0.0).max(r.long_rate.unwrap_or(0.0));
+        let holds = self.voting
+            && hold_rate > 0.0
+            && (hold_rate >= 0.5 * self.cfg.heating_rate
+                || time_to_critical(headroom, Some(hold_rate)).is_some_and(|s| s <= horizon));
+        self.voting = !workload && (starts || holds);
+        let rate_for_projection = match steady_rate {
+            Some(v) => Some(v),
+            None if self.voting => Some(hold_rate),
+            None => None,
+        };
+        let projection = rate_for_projection.and_then(|v| time_to_critical(headroom, Some(v)));
+        self.projections.push_back(projection.map(|p| t + p));
         while self.projections.len() > self.cfg.stable_projections.max(1) {
             self.projections.pop_front();
         }
         let stable = self.projections.len() >= self.cfg.stable_projections.max(1)
-            && stable(&self.projections);
+            && stable(&self.projections, projection.unwrap_or(0.0));
         let ttc = if headroom.is_some_and(|h| h <= 0.0) {
             Some(0.0)
         } else if stable && !workload {
@@ -529,15 +577,11 @@ impl HeatTracker {
         } else {
             None
         };
-        let fast = steady_rate.is_some_and(|v| v >= self.cfg.heating_rate);
-        // A slow rise votes only once it has lasted the whole window: slow
-        // means there is time, and chiller restarts are slow too.
-        let near = r.lasting && projection.is_some_and(|s| s <= self.cfg.horizon.as_secs_f64());
         Assessment {
             rate: r.rate,
             sustained: r.sustained || r.lasting,
             workload,
-            vote: steady_rate.is_some() && !workload && (fast || near),
+            vote: self.voting,
             air,
             time_to_critical: ttc,
             load,
@@ -545,16 +589,19 @@ impl HeatTracker {
     }
 }
 
-/// All projections present and within a factor of 1.5 of each other.
-fn stable(p: &VecDeque<Option<f64>>) -> bool {
+/// The projected crossing times of the last rounds agree: all present, and
+/// spread by at most a quarter of the latest time to critical (at least
+/// 15 s). A steady rise projects the same crossing time round after round,
+/// whatever the time left; a transient projects a different one each time.
+fn stable(crossings: &VecDeque<Option<f64>>, ttc: f64) -> bool {
     let mut lo = f64::INFINITY;
-    let mut hi = 0.0f64;
-    for v in p {
+    let mut hi = f64::NEG_INFINITY;
+    for v in crossings {
         let Some(v) = v else { return false };
         lo = lo.min(*v);
         hi = hi.max(*v);
     }
-    hi <= lo * 1.5 + 1.0
+    hi - lo <= (0.25 * ttc).max(15.0)
 }
 
 #[cfg(test)]
