@@ -493,8 +493,12 @@ impl Core {
                     // state machine task is alive (checked above) and the
                     // producers deliver.
                     let now = tokio::time::Instant::now();
-                    let sensors_ok = now.duration_since(last_sensor) <= sensor_limit;
-                    let power_ok = !power_open || now.duration_since(last_power) <= power_limit;
+                    let (sensors_ok, power_ok) = producers_fresh(
+                        now.duration_since(last_sensor),
+                        power_open.then(|| now.duration_since(last_power)),
+                        sensor_limit,
+                        power_limit,
+                    );
                     if sensors_ok && power_ok {
                         crate::watchdog::ping();
                         if starved {
@@ -695,6 +699,21 @@ impl Core {
         self.seen_probe_failures = total;
         self.builtin("probe_failures", new);
     }
+}
+
+/// Are the producers delivering? `(sensors, power)`: each is fresh when its
+/// last round is at most its limit old; no power probes configured
+/// (`since_power` is `None`) counts as fresh.
+pub fn producers_fresh(
+    since_sensor: Duration,
+    since_power: Option<Duration>,
+    sensor_limit: Duration,
+    power_limit: Duration,
+) -> (bool, bool) {
+    (
+        since_sensor <= sensor_limit,
+        since_power.is_none_or(|d| d <= power_limit),
+    )
 }
 
 /// How long without a round of a producer before the watchdog starves:
@@ -969,4 +988,60 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod watchdog_tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_starves_when_a_producer_stops() {
+        let s = Duration::from_secs;
+        // Limits at the defaults: sensors every 2 s (timeout 1 s), probes
+        // every 5 s +10% (timeout 1 s).
+        let sl = watchdog_limit(s(2), s(1));
+        let pl = watchdog_limit(Duration::from_millis(5500), s(1));
+        assert_eq!((sl, pl), (s(7), Duration::from_millis(17_500)));
+        // (since sensor, since power, expected (sensors, power))
+        let cases = [
+            (s(1), Some(s(4)), (true, true)),
+            (s(7), Some(s(17)), (true, true)),
+            (s(8), Some(s(1)), (false, true)), // the sampler hangs or died
+            (s(1), Some(s(18)), (true, false)), // the probe task hangs or died
+            (s(1), None, (true, true)),        // no power targets
+            (s(60), None, (false, true)),
+        ];
+        for (since_sensor, since_power, want) in cases {
+            assert_eq!(
+                producers_fresh(since_sensor, since_power, sl, pl),
+                want,
+                "{since_sensor:?} {since_power:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_unit_orders_after_time_sync_and_lets_the_command_survive_a_restart() {
+        let unit = include_str!("../../deploy/coolmesh.service");
+        let line = |key: &str| {
+            unit.lines()
+                .filter(|l| l.starts_with(key))
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            line("After=")
+                .iter()
+                .any(|l| l.contains("time-sync.target")),
+            "{unit}"
+        );
+        assert!(
+            line("Wants=")
+                .iter()
+                .any(|l| l.contains("time-sync.target")),
+            "{unit}"
+        );
+        assert_eq!(line("KillMode="), vec!["KillMode=process".to_string()]);
+        assert!(line("WatchdogSec=").len() == 1);
+    }
 }
