@@ -730,6 +730,8 @@ fn clamp(v: i128) -> i64 {
 /// cluster's liveness: only `alive` peers (record advanced within
 /// `cluster.suspect_after`) vote.
 ///
+/// Only [`ClusterView::voters`] count: alive, directly connected, at most
+/// one per host address, so that minting identities buys no votes.
 /// Power votes are counted per target ([`ClusterView::votes_on`]): on the
 /// targets this node sees down (all of its targets while it sees power),
 /// from the peers that probe them. The cooling quorum is weighted: a node
@@ -752,13 +754,16 @@ pub fn peer_view(
     };
     let votes = view.votes_on(&targets, policy);
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    // Only voters count, for the cooling quorum as for power: alive,
+    // directly connected, one per host address (ClusterView::voters).
+    let voters = view.voters();
     let mut pv = PeerView {
-        fresh_peers: n(view.alive_peers().count()),
+        fresh_peers: n(voters.len()),
         power_up: n(votes.up),
         power_down: n(votes.down),
         ..PeerView::default()
     };
-    for p in view.alive_peers() {
+    for p in voters {
         let w = if p.record.thermal.air { 2 } else { 1 };
         pv.weight = pv.weight.saturating_add(w);
         if peer_votes_cooling(&p.record.thermal, cfg) {

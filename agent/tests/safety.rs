@@ -388,6 +388,8 @@ fn view_of(sc: &Scenario, nodes: &[Node], i: usize, t: f64) -> ClusterView {
                 last_seen: std::time::Instant::now(),
                 age: Duration::ZERO,
                 connected: liveness == Liveness::Alive,
+                // Each simulated node is its own host.
+                remote_ip: Some(std::net::Ipv4Addr::new(10, 0, 0, 10 + j as u8).into()),
             },
         );
     }
@@ -1835,6 +1837,7 @@ mod property {
                         last_seen: std::time::Instant::now(),
                         age: Duration::ZERO,
                         connected: true,
+                        remote_ip: Some(std::net::Ipv4Addr::new(10, 0, 1, 10 + j as u8).into()),
                     },
                 );
             }

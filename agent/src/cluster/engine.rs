@@ -836,6 +836,7 @@ impl Engine {
         &self,
         now: Instant,
         connected: &HashSet<PeerId>,
+        remote_ips: &HashMap<PeerId, std::net::IpAddr>,
         listen_addrs: &[Multiaddr],
         relay: Option<PeerId>,
     ) -> ClusterView {
@@ -854,6 +855,7 @@ impl Engine {
                         last_seen: e.advanced_at,
                         age,
                         connected: connected.contains(p),
+                        remote_ip: remote_ips.get(p).copied(),
                     },
                 )
             })
@@ -1132,7 +1134,13 @@ mod tests {
             Some(Liveness::Suspect)
         );
         assert!(b.housekeeping(at(base, 8000)));
-        let v = b.view(at(base, 8000).mono, &HashSet::new(), &[], None);
+        let v = b.view(
+            at(base, 8000).mono,
+            &HashSet::new(),
+            &HashMap::new(),
+            &[],
+            None,
+        );
         assert!(v.peers[&a.me].stale);
         assert!(!b.housekeeping(at(base, 9000)));
         // Dropped after dead_after + retention; counters stay.

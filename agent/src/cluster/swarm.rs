@@ -301,6 +301,7 @@ impl Cluster {
             pending: HashMap::new(),
             outstanding: HashSet::new(),
             connected: HashSet::new(),
+            remote_ips: HashMap::new(),
             non_members: HashMap::new(),
             blocked: HashSet::new(),
             listen_addrs: Vec::new(),
@@ -522,6 +523,8 @@ struct Node {
     /// Peers with an outstanding `Sync` request (at most one each).
     outstanding: HashSet<PeerId>,
     connected: HashSet<PeerId>,
+    /// The remote IP address of each connected peer (its first connection).
+    remote_ips: HashMap<PeerId, std::net::IpAddr>,
     /// Peers that do not speak the sync protocol, until when to ignore them.
     non_members: HashMap<PeerId, Instant>,
     blocked: HashSet<PeerId>,
@@ -565,9 +568,13 @@ impl Node {
         let connected_list = self.connected_list();
         let now = Instant::now();
         let hub = self.engine.hub(|p| connected_list.contains(p), now);
-        let view = self
-            .engine
-            .view(now, &self.connected, &self.listen_addrs, Some(hub));
+        let view = self.engine.view(
+            now,
+            &self.connected,
+            &self.remote_ips,
+            &self.listen_addrs,
+            Some(hub),
+        );
         self.view_tx.send_replace(view);
         self.dirty = false;
     }
@@ -827,6 +834,9 @@ impl Node {
                     }
                 }
                 self.redial.remove(&peer_id);
+                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                    self.remote_ips.entry(peer_id).or_insert(ip);
+                }
                 if self.connected.insert(peer_id) {
                     tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.dirty = true;
@@ -844,6 +854,7 @@ impl Node {
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
+                self.remote_ips.remove(&peer_id);
                 self.outstanding.remove(&peer_id);
                 // The rate-limit bucket stays: a fresh one is full, so
                 // reconnecting would buy a new burst. Housekeeping drops it
@@ -1182,4 +1193,14 @@ mod tests {
             assert_eq!(incoming_failure_reason(&e), want, "{what}");
         }
     }
+}
+
+/// The IP address of a multiaddr (`/ip4/..` or `/ip6/..` first).
+fn ip_of(a: &Multiaddr) -> Option<std::net::IpAddr> {
+    use libp2p::multiaddr::Protocol;
+    a.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }

@@ -80,6 +80,9 @@ pub struct PeerView {
     pub age: Duration,
     /// Directly connected at the time of the view.
     pub connected: bool,
+    /// The IP address of the direct connection, when connected. Votes are
+    /// counted per host address (see [`ClusterView::voters`]).
+    pub remote_ip: Option<std::net::IpAddr>,
 }
 
 /// Power corroboration from fresh (alive) peers: how many see the power
@@ -218,15 +221,35 @@ impl ClusterView {
         m
     }
 
+    /// The peers that vote: alive, **directly connected**, and at most one
+    /// per host address (the smallest PeerId of each address). Identities
+    /// cost nothing to mint; a host address does. Relayed records (a peer
+    /// we are not connected to) inform metrics and the status page but
+    /// never vote. Loopback addresses are not merged: peers on this very
+    /// machine are tests and the demo.
+    pub fn voters(&self) -> Vec<&PeerView> {
+        let mut seen = std::collections::HashSet::new();
+        // BTreeMap order: the smallest PeerId of each address wins.
+        self.alive_peers()
+            .filter(|p| p.connected)
+            .filter(|p| match p.remote_ip {
+                Some(ip) if ip.is_loopback() => true,
+                Some(ip) => seen.insert(ip),
+                None => false,
+            })
+            .collect()
+    }
+
     /// Per-target corroboration: the votes of alive peers on `targets` (the
     /// targets this node sees down, or all of its targets), counted only
     /// from peers that probe at least one of them. Each such peer casts one
     /// vote: `policy` (this node's) applied to what that peer sees of the
     /// shared targets. A peer on another circuit, probing other targets,
-    /// casts none: its "up" says nothing about this node's mains.
+    /// casts none: its "up" says nothing about this node's mains. Only
+    /// [`ClusterView::voters`] vote.
     pub fn votes_on(&self, targets: &[String], policy: crate::power::Policy) -> PowerVotes {
         let mut v = PowerVotes::default();
-        for p in self.alive_peers() {
+        for p in self.voters() {
             let seen: Vec<Option<bool>> = p
                 .record
                 .power
@@ -338,7 +361,48 @@ mod tests {
             last_seen: Instant::now(),
             age: Duration::ZERO,
             connected: true,
+            remote_ip: Some(std::net::Ipv4Addr::new(10, 0, 0, 1).into()),
         }
+    }
+
+    #[test]
+    fn one_vote_per_host_address_and_only_direct_peers() {
+        let ip = |d: u8| Some(std::net::IpAddr::from([10, 0, 0, d]));
+        let mut v = ClusterView::default();
+        let mut add = |remote_ip, connected, up| {
+            let mut p = peer(Some(20.0), false, Liveness::Alive, Some(up));
+            p.remote_ip = remote_ip;
+            p.connected = connected;
+            p.record.power = vec![crate::cluster::record::PowerObservation {
+                target: "tcp://ups:1".into(),
+                up,
+                at_ms: 1,
+            }];
+            v.peers.insert(p.record.peer_id, p);
+        };
+        // Two honest hosts see the target down.
+        add(ip(1), true, false);
+        add(ip(2), true, false);
+        // One attacker host with five identities, all saying "up".
+        for _ in 0..5 {
+            add(ip(9), true, true);
+        }
+        // Twenty relayed identities (not connected) saying "up".
+        for _ in 0..20 {
+            add(None, false, true);
+        }
+        assert_eq!(v.alive_peers().count(), 27);
+        assert_eq!(v.voters().len(), 3, "one per host, direct only");
+        let votes = v.votes_on(&["tcp://ups:1".into()], crate::power::Policy::Any);
+        assert_eq!((votes.up, votes.down), (1, 2));
+        // Peers on this very machine (tests, the demo) are not merged.
+        let mut w = ClusterView::default();
+        for _ in 0..3 {
+            let mut p = peer(Some(20.0), false, Liveness::Alive, Some(true));
+            p.remote_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+            w.peers.insert(p.record.peer_id, p);
+        }
+        assert_eq!(w.voters().len(), 3);
     }
 
     #[test]
