@@ -1078,6 +1078,16 @@ impl Node {
     }
 }
 
+/// The IP address of a multiaddr (`/ip4/..` or `/ip6/..` first).
+fn ip_of(a: &Multiaddr) -> Option<std::net::IpAddr> {
+    use libp2p::multiaddr::Protocol;
+    a.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1193,14 +1203,4 @@ mod tests {
             assert_eq!(incoming_failure_reason(&e), want, "{what}");
         }
     }
-}
-
-/// The IP address of a multiaddr (`/ip4/..` or `/ip6/..` first).
-fn ip_of(a: &Multiaddr) -> Option<std::net::IpAddr> {
-    use libp2p::multiaddr::Protocol;
-    a.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(ip.into()),
-        Protocol::Ip6(ip) => Some(ip.into()),
-        _ => None,
-    })
 }
