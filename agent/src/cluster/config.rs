@@ -237,6 +237,8 @@ impl ClusterConfig {
             max_frame_bytes: self.max_frame_bytes,
             allowlist: self.allowlist.clone(),
             max_members: self.limits.max_members,
+            new_identities_per_minute: 120,
+            new_identities_burst: 256,
             insecure_skip_signature_check: false,
         }
     }

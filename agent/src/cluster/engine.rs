@@ -48,6 +48,16 @@ pub struct EngineConfig {
     /// Other members' records kept at most; see
     /// [`ConnLimits::max_members`](super::config::ConnLimits::max_members).
     pub max_members: usize,
+    /// New identities one peer may introduce (records of owners we never
+    /// saw, relayed by a peer that is not their owner) per minute, and the
+    /// burst. Defaults 120 and 256: a node joining a room of 256 learns it
+    /// from its first peer at once, a larger one within minutes (and from
+    /// every other member directly). More are rejected as
+    /// `new_identities`: a member minting identities cannot fill the member
+    /// table or the metrics from one connection.
+    pub new_identities_per_minute: u32,
+    /// See [`EngineConfig::new_identities_per_minute`].
+    pub new_identities_burst: u32,
     /// Accept records without checking their signature. Only for
     /// simulations of the protocol (an unoptimised Ed25519 verification
     /// costs ~20 ms); `ClusterConfig` never sets it.
@@ -201,6 +211,8 @@ pub struct Engine {
     counters: Counters,
     known: HashMap<PeerId, HashMap<PeerId, u64>>,
     last_contact: HashMap<PeerId, Instant>,
+    /// Per introducing peer: tokens left and when they were last counted.
+    introductions: HashMap<PeerId, (f64, Instant)>,
 }
 
 impl Engine {
@@ -222,6 +234,7 @@ impl Engine {
             counters: Counters::new(),
             known: HashMap::new(),
             last_contact: HashMap::new(),
+            introductions: HashMap::new(),
         }
     }
 
@@ -441,7 +454,7 @@ impl Engine {
             if out.rejected.len() >= MAX_REJECTED_PER_MESSAGE {
                 break;
             }
-            if let Some(pv) = self.accept(s, now, &mut out) {
+            if let Some(pv) = self.accept(from, s, now, &mut out) {
                 received.push(pv);
             }
         }
@@ -502,7 +515,7 @@ impl Engine {
                 break;
             }
             let header = s.peek().ok();
-            if let Some((p, v)) = self.accept(s, now, &mut out) {
+            if let Some((p, v)) = self.accept(from, s, now, &mut out) {
                 self.learn(from, p, v);
             } else if let Some((p, v, _)) = header {
                 // A copy of a version we already hold: the peer has it too.
@@ -537,6 +550,29 @@ impl Engine {
         (Some((req, follow)), out)
     }
 
+    /// Take one token of `from`'s budget of new identities (see
+    /// [`EngineConfig::new_identities_per_minute`]).
+    fn introduce(&mut self, from: PeerId, now: Instant) -> bool {
+        let burst = f64::from(self.cfg.new_identities_burst.max(1));
+        let per_sec = f64::from(self.cfg.new_identities_per_minute) / 60.0;
+        if self.introductions.len() > 4 * self.cfg.max_members.max(16) {
+            // Bounded: drop buckets that have refilled.
+            let full = |t: &(f64, Instant)| {
+                t.0 + now.saturating_duration_since(t.1).as_secs_f64() * per_sec >= burst
+            };
+            self.introductions.retain(|_, t| !full(t));
+        }
+        let b = self.introductions.entry(from).or_insert((burst, now));
+        b.0 = (b.0 + now.saturating_duration_since(b.1).as_secs_f64() * per_sec).min(burst);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Forget what we believed `peer` has (after a failed exchange or a
     /// disconnection), so the next exchange starts from its digest.
     pub fn forget_knowledge(&mut self, peer: &PeerId) {
@@ -546,7 +582,13 @@ impl Engine {
 
     /// Validate and store one record. Returns `(owner, version)` if it was
     /// new to us.
-    fn accept(&mut self, s: SignedRecord, now: Now, out: &mut Outcome) -> Option<(PeerId, u64)> {
+    fn accept(
+        &mut self,
+        from: PeerId,
+        s: SignedRecord,
+        now: Now,
+        out: &mut Outcome,
+    ) -> Option<(PeerId, u64)> {
         let (peer, version, cluster) = match s.peek() {
             Ok(h) => h,
             Err(r) => {
@@ -601,6 +643,11 @@ impl Engine {
             }
         };
         let known = self.peers.contains_key(&peer);
+        if !known && !self.tombstones.contains_key(&peer) && peer != from && !self.introduce(from, now.mono)
+        {
+            out.rejected.push(RejectReason::NewIdentities);
+            return None;
+        }
         if !known && self.peers.len() >= self.cfg.max_members && !self.evict_longest_dead(now) {
             // Checked after the signature, so only a member holding the PSK
             // and signing for new identities gets here, never a forger.
@@ -890,6 +937,8 @@ mod tests {
             max_frame_bytes: 1 << 20,
             allowlist: None,
             max_members: 1024,
+            new_identities_per_minute: 120,
+            new_identities_burst: 256,
             insecure_skip_signature_check: false,
         }
     }
@@ -1020,7 +1069,7 @@ mod tests {
         let old = b.peers[&a.me].signed.clone();
         // Re-delivering the same version changes nothing.
         let mut out = Outcome::default();
-        assert!(b.accept(old.clone(), at(base, 5), &mut out).is_none());
+        assert!(b.accept(a.me, old.clone(), at(base, 5), &mut out).is_none());
         assert_eq!(out, Outcome::default());
         // A restarted `a` (fresh engine, same key, older wall clock) learns
         // its previous version from b and continues above it.
@@ -1029,7 +1078,7 @@ mod tests {
         early.unix_ms -= 60_000;
         bump_counter(&mut b, "y", 1);
         let mut out = Outcome::default();
-        a2.accept(old, early, &mut out);
+        a2.accept(b.me, old, early, &mut out);
         assert!(out.changed);
         a2.refresh(early, true);
         assert!(a2.own_record().unwrap().version > a.own_record().unwrap().version);
@@ -1155,7 +1204,7 @@ mod tests {
         assert_eq!(b.counters().value("x"), Some(7));
         // A relayed old copy does not resurrect it.
         let mut out = Outcome::default();
-        assert!(b.accept(stale_copy, at(base, 80_000), &mut out).is_none());
+        assert!(b.accept(b.me, stale_copy, at(base, 80_000), &mut out).is_none());
         // A newer version does.
         exchange(&mut a, &mut b, RequestKind::Push, at(base, 81_000));
         assert_eq!(
@@ -1169,6 +1218,48 @@ mod tests {
         let (req, _) = a.request(b.me, RequestKind::Push, now);
         let (_, out) = b.handle_request(a.me, &req, now).unwrap();
         out.rejected
+    }
+
+    #[test]
+    fn one_peer_introduces_a_bounded_number_of_new_identities() {
+        let base = Instant::now();
+        let mut b = Engine::new(
+            EngineConfig {
+                new_identities_per_minute: 60,
+                new_identities_burst: 8,
+                ..cfg()
+            },
+            Keypair::generate_ed25519(),
+        );
+        // Mallory holds the key and signs records for 20 fresh identities,
+        // then relays them to b over her one connection.
+        let mallory = Keypair::generate_ed25519().public().to_peer_id();
+        let minted: Vec<Engine> = (0..20).map(|_| engine()).collect();
+        let relay = |b: &mut Engine, minted: &mut Vec<Engine>, t: u64| {
+            let mut rejected = Vec::new();
+            for m in minted.iter_mut() {
+                let (req, _) = m.request(b.me, RequestKind::Push, at(base, t));
+                let (_, out) = b.handle_request(mallory, &req, at(base, t)).unwrap();
+                rejected.extend(out.rejected);
+            }
+            rejected
+        };
+        let mut minted = minted;
+        let rejected = relay(&mut b, &mut minted, 0);
+        assert_eq!(b.peers.len(), 8, "the burst");
+        assert_eq!(rejected.len(), 12);
+        assert!(rejected.iter().all(|r| *r == RejectReason::NewIdentities));
+        // A minute later, one per second refilled: 12 more fit in 60 s... but
+        // only up to the burst at once.
+        relay(&mut b, &mut minted, 60_000);
+        assert_eq!(b.peers.len(), 16);
+        // Known identities are no new ones: advancing them costs nothing,
+        // and an owner pushing its own record is never counted.
+        let mut own = engine();
+        for t in [60_001, 60_002, 60_003] {
+            assert!(push(&mut own, &mut b, at(base, t)).is_empty());
+        }
+        assert!(b.peers.contains_key(&own.me));
     }
 
     #[test]

@@ -190,11 +190,14 @@ pub enum RejectReason {
     /// A valid record of a new identity while the member table is full of
     /// live members (`max_members`).
     Capacity,
+    /// A valid record of a new identity, relayed by a peer that already
+    /// introduced its budget of new identities this minute.
+    NewIdentities,
 }
 
 impl RejectReason {
     /// Every reason, for pre-initialising metric series.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::BadSignature,
         RejectReason::ForeignSlot,
         RejectReason::Malformed,
@@ -203,6 +206,7 @@ impl RejectReason {
         RejectReason::RateLimited,
         RejectReason::Handshake,
         RejectReason::Capacity,
+        RejectReason::NewIdentities,
     ];
 
     /// Metric label value.
@@ -216,6 +220,7 @@ impl RejectReason {
             RejectReason::RateLimited => "rate_limited",
             RejectReason::Handshake => "handshake",
             RejectReason::Capacity => "capacity",
+            RejectReason::NewIdentities => "new_identities",
         }
     }
 }
