@@ -2,18 +2,23 @@
 //! operator's mutating endpoints.
 //!
 //! `serve(listener, app, shutdown)` owns the accept loop. Every connection
-//! is bounded: a cap on concurrent connections, a header read timeout
-//! (slowloris), a header size limit, and request bodies are never read (no
-//! endpoint takes one). On shutdown the loop stops accepting and gives open
-//! connections a short grace to finish.
+//! is bounded ([`conn`] has the whole policy): a per-address and a global
+//! connection cap, where a new connection evicts the oldest one that has not
+//! delivered a request head instead of being refused; a first-byte timeout
+//! and a fixed request-head deadline (slowloris); a header size limit; a
+//! response deadline; and request bodies are never read (no endpoint takes
+//! one). On shutdown the loop stops accepting, idle connections close, and
+//! requests in progress get a short grace to finish.
 //!
 //! With a web config file ([`crate::web_config`]) the same loop serves TLS:
-//! the handshake runs inside the connection's task, under the same
-//! connection cap and its own timeout, so a client that never finishes its
-//! handshake holds one slot for at most `tls_handshake_timeout`. Basic auth
+//! the handshake runs inside the connection's task, under the same caps,
+//! its own timeout and the same request-head deadline (a client that never
+//! finishes its handshake is evictable and cut at the deadline). Basic auth
 //! then guards every route, and the mutating endpoints additionally want the
 //! operator token, in `X-Coolmesh-Token` (the `Authorization` header carries
 //! the basic auth credentials).
+
+pub mod conn;
 
 use crate::auth::Token;
 use crate::metrics::Metrics;
@@ -31,8 +36,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+pub use conn::HttpMetrics;
+use conn::{ConnState, ConnTable, GuardedIo, Phase, TrackedBody};
 
 /// An operator command for the agent core.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,19 +74,38 @@ pub struct ControlRequest {
 /// Limits; every field documents its default.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Concurrent connections; more are closed at once. Default 64: several
-    /// Prometheus servers plus operators, far below fd limits.
+    /// Concurrent connections. Default 64: several Prometheus servers plus
+    /// operators, far below fd limits. When reached, the oldest connection
+    /// still waiting for a request head is closed to admit the new one; a
+    /// new connection is refused only when all are being served.
     pub max_connections: usize,
-    /// Time a client gets to send its request headers. Default 10 s.
+    /// Concurrent connections per client address (IPv4 address or IPv6
+    /// /64), loopback included. Default 8. When reached, that client's own
+    /// oldest waiting connection is closed; refused if none is waiting.
+    pub max_connections_per_ip: usize,
+    /// Time from accept to the first byte from the client (of the request,
+    /// or of the TLS ClientHello). Default 2 s.
+    pub first_byte_timeout: Duration,
+    /// Time from accept to a complete request head, TLS handshake included;
+    /// on a kept-alive connection, from the first byte of the next request.
+    /// A fixed deadline: trickling bytes does not extend it. Default 5 s.
     pub header_read_timeout: Duration,
     /// Largest request head accepted. Default 16 KiB.
     pub max_header_bytes: usize,
-    /// How long open connections may finish after shutdown starts. Default 1 s.
+    /// How long a kept-alive connection may wait for its next request.
+    /// Default 75 s (nginx's `keepalive_timeout`); idle connections are
+    /// evicted first when the caps are reached anyway.
+    pub idle_timeout: Duration,
+    /// Time from a complete request head to the response written out
+    /// (handler included; the operator endpoints wait up to 7 s for the
+    /// agent). Default 30 s.
+    pub response_timeout: Duration,
+    /// How long requests in progress may finish after shutdown starts. Default 1 s.
     pub shutdown_grace: Duration,
     /// Longest maintenance window `POST /v1/maintenance` accepts. Default 7 days.
     pub max_maintenance: Duration,
-    /// Time a client gets to complete the TLS handshake (TLS only). Default
-    /// 10 s, like the header read timeout that follows it.
+    /// Time a client gets to complete the TLS handshake (TLS only), counted
+    /// from accept and never past `header_read_timeout`. Default 5 s.
     pub tls_handshake_timeout: Duration,
 }
 
@@ -85,11 +113,15 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 64,
-            header_read_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 8,
+            first_byte_timeout: Duration::from_secs(2),
+            header_read_timeout: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,
+            idle_timeout: Duration::from_secs(75),
+            response_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(1),
             max_maintenance: Duration::from_secs(7 * 24 * 3600),
-            tls_handshake_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -389,16 +421,25 @@ async fn authorized(app: &App, req: &Request<Incoming>, cmd: Command) -> Resp {
     }
 }
 
-/// Serve until `shutdown` completes, then let open connections finish for
-/// `limits.shutdown_grace`.
+/// Serve until `shutdown` completes, then let requests in progress finish
+/// for `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = app.limits.clone();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let table = ConnTable::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+        app.metrics.http.clone(),
+    );
+    // 0: serving; 1: finish requests in progress, close idle connections.
+    // The sender dropped: close everything now.
+    let (stop_tx, stop_rx) = watch::channel(0u8);
+    // Every connection task holds a sender: `recv` returns `None` when all
+    // of them have ended.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let tls = app
         .web
         .as_ref()
@@ -418,63 +459,158 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "connection limit reached; closing");
-            drop(stream);
-            continue;
-        };
-        let app = app.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_conn(TokioIo::new(stream), app, &limits, watcher, peer).await,
-                Some(acceptor) => {
-                    let hs = tokio::time::timeout(
-                        limits.tls_handshake_timeout,
-                        tls_accept(&acceptor, stream),
-                    )
-                    .await;
-                    match hs {
-                        Ok(Some(s)) => {
-                            serve_conn(TokioIo::new(s), app, &limits, watcher, peer).await
-                        }
-                        Ok(None) => {}
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
+        let admitted = match table.admit(peer.ip(), Instant::now(), &limits) {
+            Ok(a) => a,
+            Err(reason) => {
+                tracing::debug!(%peer, reason = reason.label(), "connection limit reached; closing");
+                drop(stream);
+                continue;
             }
-            drop(permit);
-        });
+        };
+        if let Some(reason) = admitted.evicted {
+            tracing::debug!(%peer, reason = reason.label(), "evicted a waiting connection");
+        }
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(conn_task(
+            GuardedIo::new(stream, admitted.conn.clone()),
+            admitted.conn,
+            peer,
+            app.clone(),
+            tls.clone(),
+            stop_rx.clone(),
+            done_tx.clone(),
+        ));
     }
     drop(listener);
-    let _ = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await;
+    let _ = stop_tx.send(1);
+    drop(done_tx);
+    let _ = tokio::time::timeout(limits.shutdown_grace, done_rx.recv()).await;
+    drop(stop_tx);
     Ok(())
 }
 
-/// Serve HTTP/1.1 on one accepted (and, with TLS, handshaken) connection.
-async fn serve_conn<I>(
-    io: TokioIo<I>,
-    app: Arc<App>,
-    limits: &Limits,
-    watcher: hyper_util::server::graceful::Watcher,
+/// One connection from accept to close: TLS handshake (if any), then HTTP
+/// under the deadlines and eviction of [`conn`].
+async fn conn_task(
+    io: GuardedIo,
+    conn: Arc<ConnState>,
     peer: std::net::SocketAddr,
+    app: Arc<App>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: watch::Receiver<u8>,
+    _done: mpsc::Sender<()>,
+) {
+    let Some(acceptor) = tls else {
+        serve_conn(io, conn, app, peer, stop).await;
+        return;
+    };
+    let limits = &app.limits;
+    let hs_deadline =
+        conn.accepted_at() + limits.tls_handshake_timeout.min(limits.header_read_timeout);
+    let metrics = app.metrics.http.clone();
+    let stream = tokio::select! {
+        s = tls_accept(&acceptor, io) => s,
+        _ = tokio::time::sleep_until(hs_deadline) => {
+            metrics.timed_out(Phase::TlsHandshake);
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+        _ = first_byte_missed(&conn) => {
+            metrics.timed_out(Phase::FirstByte);
+            None
+        }
+        _ = conn.evicted() => None,
+        _ = stop.changed() => None,
+    };
+    if let Some(s) = stream {
+        serve_conn(s, conn, app, peer, stop).await;
+    }
+}
+
+/// Resolves when the first-byte deadline passes with nothing received.
+async fn first_byte_missed(conn: &ConnState) {
+    let (deadline, phase) = conn.deadline();
+    if phase == Phase::FirstByte {
+        tokio::time::sleep_until(deadline).await;
+        if conn.deadline().1 == Phase::FirstByte {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// Serve HTTP/1.1 on one accepted (and, with TLS, handshaken) connection
+/// until it closes, a deadline passes, it is evicted while waiting, or the
+/// server stops.
+async fn serve_conn<I>(
+    io: I,
+    conn: Arc<ConnState>,
+    app: Arc<App>,
+    peer: std::net::SocketAddr,
+    mut stop: watch::Receiver<u8>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let metrics = app.metrics.http.clone();
+    let limits = app.limits.clone();
+    let svc_conn = conn.clone();
     let svc = hyper::service::service_fn(move |req| {
+        // Called as soon as the head is parsed: busy from here on.
+        svc_conn.request_started();
         let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(respond(app, req).await) }
+        let c = svc_conn.clone();
+        async move {
+            let resp = respond(app, req).await;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, c)))
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Our own deadlines (conn.rs) replace hyper's: its timer restarts
+        // for every request and also runs while a kept-alive connection idles.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let conn = watcher.watch(builder.serve_connection(io, svc));
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "connection error");
+    let http = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(http);
+    let mut closing = false;
+    loop {
+        let (deadline, _) = conn.deadline();
+        tokio::select! {
+            r = http.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let (deadline, phase) = conn.deadline();
+                if Instant::now() >= deadline {
+                    metrics.timed_out(phase);
+                    tracing::debug!(%peer, phase = phase.label(), "connection timed out");
+                    return;
+                }
+            }
+            _ = conn.changed() => {}
+            _ = conn.evicted(), if !closing => {
+                if !conn.busy() {
+                    return;
+                }
+                // Chosen while waiting, but a request started since: finish
+                // it, then close.
+                closing = true;
+                http.as_mut().graceful_shutdown();
+            }
+            r = stop.changed() => {
+                if r.is_err() || !conn.busy() {
+                    return;
+                }
+                if !closing {
+                    closing = true;
+                    http.as_mut().graceful_shutdown();
+                }
+            }
+        }
     }
 }
 
@@ -483,8 +619,8 @@ async fn serve_conn<I>(
 /// is obvious from curl; anything else that is not TLS is just closed.
 async fn tls_accept(
     acceptor: &tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    stream: GuardedIo,
+) -> Option<tokio_rustls::server::TlsStream<GuardedIo>> {
     let mut first = [0u8; 1];
     // 0x16: TLS handshake record. Peeking leaves the byte for rustls.
     match stream.peek(&mut first).await {

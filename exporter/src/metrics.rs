@@ -40,6 +40,8 @@ pub struct Metrics {
     pub shutdown_command_failures: IntCounter,
     /// `coolmesh_node_info{node,cluster,peer_id}`.
     pub node_info: IntGaugeVec,
+    /// The HTTP server's connection metrics (`coolmesh_http_*`).
+    pub http: crate::http::HttpMetrics,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     max_peer_series: usize,
     // Size of the last page, to allocate the next one at once: a 10k-series
@@ -87,8 +89,11 @@ impl Metrics {
             "Failed runs of the shutdown command.",
         )?;
         registry.register(Box::new(shutdown_command_failures.clone()))?;
+        let http = crate::http::HttpMetrics::new()?;
+        http.register(&registry)?;
         registry.register(Box::new(SnapshotNames::new()?))?;
         Ok(Metrics {
+            http,
             registry,
             fsm_transitions,
             shutdown_command_failures,
