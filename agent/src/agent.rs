@@ -168,6 +168,9 @@ pub async fn run_with_web(
     let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(16);
     let limits = Limits {
         max_connections: cfg.http.max_connections,
+        max_connections_per_ip: cfg.http.max_connections_per_ip,
+        first_byte_timeout: cfg.http.first_byte_timeout,
+        header_read_timeout: cfg.http.header_read_timeout,
         ..Limits::default()
     };
     let app = Arc::new(App {

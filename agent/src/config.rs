@@ -113,6 +113,14 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// Concurrent connections. Default 64.
     pub max_connections: usize,
+    /// Concurrent connections per client address (IPv6: per /64),
+    /// loopback included. Default 8.
+    pub max_connections_per_ip: usize,
+    /// Time from accept to the client's first byte. Default 2 s.
+    pub first_byte_timeout: Duration,
+    /// Time from accept to a complete request head, TLS handshake
+    /// included; trickling does not extend it. Default 5 s.
+    pub header_read_timeout: Duration,
     /// Web config file (Prometheus exporter-toolkit format): TLS, basic
     /// auth, extra headers. Default none: plain HTTP, open reads.
     pub web_config_file: Option<PathBuf>,
@@ -325,6 +333,9 @@ impl Default for Config {
                 listen_address: "127.0.0.1:9876".into(),
                 token_file: None,
                 max_connections: 64,
+                max_connections_per_ip: 8,
+                first_byte_timeout: Duration::from_secs(2),
+                header_read_timeout: Duration::from_secs(5),
                 web_config_file: None,
             },
             sensors: SensorsConfig {
@@ -739,6 +750,9 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
                     "listen_address",
                     "token_file",
                     "max_connections",
+                    "max_connections_per_ip",
+                    "first_byte_timeout",
+                    "header_read_timeout",
                     "web_config_file",
                 ],
                 |w, k, full, it| match k {
@@ -755,6 +769,25 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
                     }
                     "web_config_file" => {
                         c.http.web_config_file = w.nonempty_string(full, it).map(PathBuf::from)
+                    }
+                    "max_connections_per_ip" => {
+                        if let Some(v) = w.int(full, it, 1..=65536) {
+                            c.http.max_connections_per_ip = v as usize;
+                        }
+                    }
+                    "first_byte_timeout" | "header_read_timeout" => {
+                        if let Some(d) = w.duration(
+                            full,
+                            it,
+                            Duration::from_millis(100),
+                            Duration::from_secs(300),
+                        ) {
+                            if k == "first_byte_timeout" {
+                                c.http.first_byte_timeout = d;
+                            } else {
+                                c.http.header_read_timeout = d;
+                            }
+                        }
                     }
                     _ => {
                         if let Some(v) = w.int(full, it, 1..=65536) {
