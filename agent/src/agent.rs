@@ -447,15 +447,17 @@ impl Core {
                     if r.is_err() { view_open = false; continue; }
                     self.view = view_rx.borrow_and_update().clone();
                     self.peers_changed();
-                    if !self.recovered && !self.view.peers.is_empty() {
-                        // Peers carry our last published slots: after a lost
-                        // counters file this brings the counts back.
-                        self.recovered = true;
-                        match self.counters.recover_from(&self.view.counters) {
-                            Ok(true) => tracing::warn!("counter slots recovered from peers"),
-                            Ok(false) => {}
-                            Err(e) => tracing::error!(error = %e, "cannot persist recovered counters"),
+                    // Peers carry our last published slots: after a lost
+                    // counters file this brings the counts back (the engine
+                    // holds our new record until it heard the old one). A
+                    // per-slot max: idempotent, so checked on every change.
+                    match self.counters.recover_from(&self.view.counters) {
+                        Ok(true) => {
+                            self.recovered = true;
+                            tracing::warn!("counter slots recovered from peers");
                         }
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "cannot persist recovered counters"),
                     }
                     self.update(|_| {});
                 }

@@ -19,6 +19,11 @@ pub const BUILTIN: [&str; 4] = [
     "probe_failures",
 ];
 
+/// Counter names one node's record carries (the wire limit).
+pub const MAX_NAMES: usize = crate::cluster::record::limits::COUNTERS;
+/// User counter names one node may create: the rest are the built-ins'.
+pub const MAX_USER_NAMES: usize = MAX_NAMES - BUILTIN.len();
+
 /// File name inside the state directory.
 pub const FILE: &str = "counters.json";
 
@@ -73,8 +78,20 @@ impl CounterStore {
     }
 
     /// Add `amount` (negative only for PN counters) and persist before
-    /// returning.
+    /// returning. A new name past [`MAX_NAMES`] is refused with the limit
+    /// in the message: its increments could never leave this node (a
+    /// record carries at most that many names).
     pub fn add(&mut self, name: &str, kind: CounterKind, amount: i64) -> Result<(), String> {
+        if !self.counters.map.contains_key(name)
+            && !BUILTIN.contains(&name)
+            && self.user_names() >= MAX_USER_NAMES
+        {
+            return Err(format!(
+                "too many counters: a node carries at most {MAX_NAMES} counter names ({MAX_USER_NAMES} of yours besides the {} built-ins), and this one has {}; reuse a name",
+                BUILTIN.len(),
+                self.user_names()
+            ));
+        }
         let before = self.counters.clone();
         let r = if amount >= 0 {
             self.counters
@@ -123,6 +140,15 @@ impl CounterStore {
         self.counters.value(name).unwrap_or(0)
     }
 
+    /// Number of user (not built-in) counter names of this node.
+    pub fn user_names(&self) -> usize {
+        self.counters
+            .map
+            .keys()
+            .filter(|n| !BUILTIN.contains(&n.as_str()))
+            .count()
+    }
+
     /// Names of our counters.
     pub fn names(&self) -> Vec<String> {
         self.counters.map.keys().cloned().collect()
@@ -147,6 +173,42 @@ mod tests {
         );
         let (s2, _) = CounterStore::load(dir.path(), "me");
         assert_eq!((s2.local("jobs"), s2.local("shutdowns")), (3, 1));
+    }
+
+    #[test]
+    fn too_many_names_is_a_clear_error_and_builtins_stay_in_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = CounterStore::load(dir.path(), "me");
+        for b in BUILTIN {
+            s.add(b, CounterKind::G, 1).expect("builtin");
+        }
+        // Names that sort before every built-in.
+        for i in 0..MAX_USER_NAMES {
+            s.add(&format!("a{i:04}"), CounterKind::PN, 1)
+                .expect("fits");
+        }
+        let e = s
+            .add("a9999", CounterKind::PN, 1)
+            .expect_err("one too many");
+        assert!(e.contains("at most 256"), "{e}");
+        // Existing names and built-ins still count.
+        s.add("a0000", CounterKind::PN, 1).expect("existing name");
+        s.add("shutdowns", CounterKind::G, 1).expect("builtin");
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut local = crate::cluster::LocalState::default();
+        local.counters = s.own_slots();
+        let rec = crate::cluster::record::Record::from_local(
+            &local,
+            "c",
+            key.public().to_peer_id(),
+            1,
+            &[],
+            0,
+        );
+        assert_eq!(rec.counters.len(), MAX_NAMES);
+        for b in BUILTIN {
+            assert!(rec.counters.contains_key(b), "{b} pushed out");
+        }
     }
 
     #[test]

@@ -213,6 +213,9 @@ pub struct Engine {
     last_contact: HashMap<PeerId, Instant>,
     /// Per introducing peer: tokens left and when they were last counted.
     introductions: HashMap<PeerId, (f64, Instant)>,
+    /// No own record before this time or the first exchange with a peer
+    /// (see [`Engine::hold_own_record`]).
+    hold_own_until: Option<Instant>,
 }
 
 impl Engine {
@@ -235,6 +238,7 @@ impl Engine {
             known: HashMap::new(),
             last_contact: HashMap::new(),
             introductions: HashMap::new(),
+            hold_own_until: None,
         }
     }
 
@@ -269,9 +273,22 @@ impl Engine {
         }
     }
 
+    /// Make no own record until `until` or the first exchange with a peer,
+    /// whichever comes first. A restarted node whose counter file was lost
+    /// must first hear its previous record from a peer: peers keep only the
+    /// newest version of each owner, so once a new (empty) version of ours
+    /// reached them, the old slots would only survive merged in their
+    /// counters, and never come back to us.
+    pub fn hold_own_record(&mut self, until: Instant) {
+        self.hold_own_until = Some(until);
+    }
+
     /// Make a new version of our own record if the local state changed, the
     /// refresh interval passed, or `force`. Returns whether it did.
     pub fn refresh(&mut self, now: Now, force: bool) -> bool {
+        if self.own.is_none() && self.hold_own_until.is_some_and(|u| now.mono < u) {
+            return false;
+        }
         let due = match &self.own {
             None => true,
             Some(o) => now.mono.saturating_duration_since(o.bumped_at) >= self.cfg.refresh_interval,
@@ -462,21 +479,46 @@ impl Engine {
             self.learn(from, *p, *v);
         }
         if req.kind() == RequestKind::Records {
+            if received.iter().any(|(p, _)| *p == self.me) {
+                self.hold_own_until = None;
+            }
             // A follow-up: records only, nothing to answer.
             return Ok((SyncResponse::default(), out));
         }
         // The requester's digest is authoritative for what it has now.
         let theirs: BTreeMap<PeerId, u64> = digest.iter().copied().collect();
+        // Holding our own record (a restart): keep holding while this peer
+        // has an older record of ours that we have not heard yet (we ask
+        // for it below); release once we have it or the peer knows nothing
+        // of us.
+        let holding = self.own.is_none() && self.hold_own_until.is_some();
+        let ask_for_mine = holding
+            && !received.iter().any(|(p, _)| *p == self.me)
+            && theirs.get(&self.me).is_some_and(|v| *v > self.own_version);
+        if holding && !ask_for_mine {
+            self.hold_own_until = None;
+        }
+        // Remember only entries about owners we hold (or ourselves): a
+        // digest of unverified PeerIds must not grow our memory.
+        let held: Vec<(PeerId, u64)> = theirs
+            .iter()
+            .filter(|(p, _)| **p == self.me || self.peers.contains_key(p))
+            .map(|(p, v)| (*p, *v))
+            .collect();
         let k = self.knowledge(from);
         k.clear();
-        k.extend(theirs.iter().map(|(p, v)| (*p, *v)));
+        k.extend(held);
         for (p, v) in received {
             self.learn(from, p, v);
         }
         self.refresh(now, false);
         let mine = self.digest();
         let d = delta(&mine, &theirs);
-        let they_lack: Vec<PeerId> = d.they_lack.into_iter().filter(|p| *p != from).collect();
+        // The requester's own record goes back too when its digest lacks it
+        // (or holds an older version): that is a node that restarted
+        // without its state, and its previous record carries its counter
+        // slots (see `hold_own_record`).
+        let they_lack: Vec<PeerId> = d.they_lack;
         let (records, sent) = self.pack(they_lack, self.budget(0));
         for (p, v) in sent {
             self.learn(from, p, v);
@@ -484,7 +526,7 @@ impl Engine {
         let want = d
             .i_lack
             .into_iter()
-            .filter(|p| *p != self.me)
+            .filter(|p| *p != self.me || ask_for_mine)
             .map(|p| ByteVec::from(p.to_bytes()))
             .collect();
         Ok((SyncResponse { records, want }, out))
@@ -524,6 +566,7 @@ impl Engine {
                 }
             }
         }
+        self.hold_own_until = None;
         if sent.follow_up || want.is_empty() {
             return (None, out);
         }
@@ -643,7 +686,10 @@ impl Engine {
             }
         };
         let known = self.peers.contains_key(&peer);
-        if !known && !self.tombstones.contains_key(&peer) && peer != from && !self.introduce(from, now.mono)
+        if !known
+            && !self.tombstones.contains_key(&peer)
+            && peer != from
+            && !self.introduce(from, now.mono)
         {
             out.rejected.push(RejectReason::NewIdentities);
             return None;
@@ -1062,6 +1108,51 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_lost_its_counters_gets_its_slots_back_before_publishing() {
+        let base = Instant::now();
+        let (mut a, mut b) = (engine(), engine());
+        bump_counter(&mut a, "jobs", 5);
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        assert_eq!(b.counters().value("jobs"), Some(5));
+        let old_version = a.own_record().unwrap().version;
+        // a restarts with its identity but without counters.json, a minute
+        // later (its wall clock makes any new version newer than the old).
+        let mut a2 = Engine::new(cfg(), a.key.clone());
+        a2.hold_own_record(at(base, 63_000).mono);
+        let t = at(base, 60_000);
+        assert!(!a2.refresh(t, false), "held: no own record yet");
+        assert!(a2.own_record().is_none());
+        // First exchange: b still holds a's old record and sends it.
+        exchange(&mut a2, &mut b, RequestKind::Sync, t);
+        assert_eq!(a2.counters().value("jobs"), Some(5), "slots adopted");
+        assert!(a2.refresh(t, false));
+        let rec = a2.own_record().unwrap();
+        assert!(rec.version > old_version);
+        assert_eq!(rec.counters["jobs"].p, 5, "published with the old slot");
+        // A lone node is held only until the deadline.
+        let mut lone = engine();
+        lone.hold_own_record(at(base, 3000).mono);
+        assert!(!lone.refresh(at(base, 1000), false));
+        assert!(lone.refresh(at(base, 3000), false));
+    }
+
+    #[test]
+    fn a_requesters_digest_of_unknown_owners_is_not_remembered() {
+        let base = Instant::now();
+        let (mut a, mut b) = (engine(), engine());
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        // A digest naming 5,000 owners nobody knows.
+        let mut req = a.request(b.me, RequestKind::Sync, at(base, 1)).0;
+        for _ in 0..5000 {
+            let p = Keypair::generate_ed25519().public().to_peer_id();
+            req.digest.push((ByteVec::from(p.to_bytes()), 1));
+        }
+        let _ = b.handle_request(a.me, &req, at(base, 2));
+        let remembered = b.known.get(&a.me).map_or(0, |k| k.len());
+        assert!(remembered <= 2, "{remembered} entries remembered");
+    }
+
+    #[test]
     fn stale_and_own_records() {
         let base = Instant::now();
         let (mut a, mut b) = (engine(), engine());
@@ -1204,7 +1295,9 @@ mod tests {
         assert_eq!(b.counters().value("x"), Some(7));
         // A relayed old copy does not resurrect it.
         let mut out = Outcome::default();
-        assert!(b.accept(b.me, stale_copy, at(base, 80_000), &mut out).is_none());
+        assert!(b
+            .accept(b.me, stale_copy, at(base, 80_000), &mut out)
+            .is_none());
         // A newer version does.
         exchange(&mut a, &mut b, RequestKind::Push, at(base, 81_000));
         assert_eq!(

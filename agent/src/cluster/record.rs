@@ -371,10 +371,18 @@ impl Record {
         addrs: &[Multiaddr],
         updated_ms: u64,
     ) -> Record {
-        let counters = local
+        // The built-in counters first, so that user counters can never push
+        // them out of the record (the agent refuses new names past the
+        // limit anyway, see `CounterStore::add`).
+        let builtin = |n: &str| crate::counter_store::BUILTIN.contains(&n);
+        let mut names: Vec<(&String, &CounterSlot)> = local
             .counters
             .iter()
             .filter(|(name, _)| name.len() <= limits::COUNTER_NAME && !name.is_empty())
+            .collect();
+        names.sort_by_key(|(name, _)| !builtin(name));
+        let counters = names
+            .into_iter()
             .take(limits::COUNTERS)
             .map(|(name, s)| {
                 let mut s = *s;

@@ -279,6 +279,12 @@ impl Cluster {
         let mut engine = Engine::new(cfg.engine_config(), keypair);
         engine.set_local(local.borrow_and_update().clone());
         let now = Instant::now();
+        if cfg.mdns || !cfg.bootstrap.is_empty() {
+            // Hear our previous record from a peer before making a new one
+            // (counter recovery after a lost counters.json); bounded, so a
+            // lone node is not held up.
+            engine.hold_own_record(now + OWN_RECORD_HOLD);
+        }
         let bootstrap = cfg
             .bootstrap
             .iter()
@@ -1077,6 +1083,9 @@ impl Node {
         }
     }
 }
+
+/// How long a starting node waits for a peer before making its own record.
+const OWN_RECORD_HOLD: Duration = Duration::from_secs(3);
 
 /// The IP address of a multiaddr (`/ip4/..` or `/ip6/..` first).
 fn ip_of(a: &Multiaddr) -> Option<std::net::IpAddr> {
