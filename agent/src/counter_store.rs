@@ -195,8 +195,10 @@ mod tests {
         s.add("a0000", CounterKind::PN, 1).expect("existing name");
         s.add("shutdowns", CounterKind::G, 1).expect("builtin");
         let key = libp2p::identity::Keypair::generate_ed25519();
-        let mut local = crate::cluster::LocalState::default();
-        local.counters = s.own_slots();
+        let local = crate::cluster::LocalState {
+            counters: s.own_slots(),
+            ..Default::default()
+        };
         let rec = crate::cluster::record::Record::from_local(
             &local,
             "c",
