@@ -316,8 +316,20 @@ async fn connection_cap_and_graceful_stop() {
     .await;
     assert!(r.is_empty(), "{r:?}");
     drop(held);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(req(s.addr, "GET", "/-/healthy", None).await.0, 200);
+    // The slots come back once the server has seen both connections close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = req(s.addr, "GET", "/-/healthy", None).await.0;
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 0, "closed without an answer while the cap is reached");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let stopped = std::time::Instant::now();
     let _ = s.stop.take().map(|t| t.send(()));
