@@ -51,16 +51,38 @@ pass "the Kubernetes ConfigMap's coolmesh.toml passes check-config"
 "$bin" check-config deploy/coolmesh.example.toml
 pass "deploy/coolmesh.example.toml passes check-config"
 
-# One live agent, alone, for file_sd.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" agent --path.sysfs agent/tests/fixtures/sysfs --web.listen-address "127.0.0.1:$port" \
+# One live agent, alone, for file_sd. It binds port 0 and says where it
+# listens (a port picked here and released could be taken meanwhile).
+"$bin" agent --path.sysfs agent/tests/fixtures/sysfs --web.listen-address 127.0.0.1:0 \
   --state-dir "$tmp/state" --node.name deploy-check --cluster.name room-ci \
-  --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --dry-run >"$tmp/agent.log" 2>&1 &
+  --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --dry-run --log.format json \
+  >"$tmp/agent.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-  "$bin" state --url "http://127.0.0.1:$port" >/dev/null 2>&1 && break
+port=$(python3 - "$tmp/agent.log" <<'PY'
+import json, sys, time
+deadline = time.time() + 30
+while time.time() < deadline:
+    for line in open(sys.argv[1], errors="replace").read().splitlines():
+        try:
+            f = json.loads(line)["fields"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if f.get("message") == "serving HTTP":
+            print(f["address"].rsplit(":", 1)[1])
+            sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)
+PY
+) || { echo "the agent never said where it listens:" >&2; tail -n 20 "$tmp/agent.log" >&2; exit 1; }
+up=0
+for _ in $(seq 1 300); do
+  if "$bin" state --url "http://127.0.0.1:$port" >/dev/null 2>&1; then
+    up=1
+    break
+  fi
   sleep 0.1
 done
+[ "$up" = 1 ] || { echo "the agent on port $port never answered within 30 s:" >&2; tail -n 20 "$tmp/agent.log" >&2; exit 1; }
 mkdir -p "$tmp/file_sd"
 "$bin" state --cluster --format file_sd --url "http://127.0.0.1:$port" > "$tmp/file_sd/coolmesh-room-ci.json"
 python3 - "$tmp/file_sd/coolmesh-room-ci.json" "$port" <<'PY'

@@ -69,7 +69,34 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# logged_addr LOG: the HOST:PORT a process said it listens on (the agent's
+# JSON "serving HTTP(S)" line, Prometheus' "Listening on" line), waiting up
+# to $TIMEOUT s. Every process binds port 0 itself: no port is picked here
+# and released for a process to bind later (anyone may take it meanwhile).
+logged_addr() {
+  python3 - "$1" "$TIMEOUT" <<'PY'
+import json, re, sys, time
+path, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    try:
+        lines = open(path, errors="replace").read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            f = json.loads(line)["fields"]
+            if f.get("message") in ("serving HTTP", "serving HTTPS"):
+                print(f["address"])
+                sys.exit(0)
+        except (ValueError, KeyError, TypeError):
+            m = re.search(r'msg="Listening on" address=(\S+)', line)
+            if m:
+                print(m.group(1))
+                sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)
+PY
+}
 
 # ------------------------------------------------------------------ certificates
 # A CA, a server certificate for 127.0.0.1 (both agents), and a client
@@ -128,15 +155,20 @@ for f in "$a/web-config.yml" "$b/web-config.yml"; do
   fi
 done
 
-port_a=$(free_port)
-port_b=$(free_port)
 for x in a b; do
-  port_var=port_$x
-  "$BIN" agent --path.sysfs agent/tests/fixtures/sysfs --web.listen-address "127.0.0.1:${!port_var}" \
+  "$BIN" agent --path.sysfs agent/tests/fixtures/sysfs --web.listen-address 127.0.0.1:0 \
     --web.config.file "$tmp/$x/web-config.yml" --state-dir "$tmp/$x/state" --node.name "tls-$x" \
     --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --dry-run --sensors.interval 1s \
-    >"$tmp/$x/agent.log" 2>&1 &
+    --log.format json >"$tmp/$x/agent.log" 2>&1 &
   pids+=($!)
+done
+for x in a b; do
+  addr=$(logged_addr "$tmp/$x/agent.log") || {
+    bad "agent $x never said where it listens"
+    tail -n 20 "$tmp/$x/agent.log"
+    finish
+  }
+  printf -v "port_$x" '%s' "${addr##*:}"
 done
 
 wait_ok() { # URL CURL-ARGS...
@@ -180,7 +212,6 @@ else
 fi
 
 # ------------------------------------------------------------------ Prometheus
-prom_port=$(free_port)
 cat >"$tmp/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -221,9 +252,14 @@ scrape_configs:
 EOF
 promtool check config "$tmp/prometheus.yml" >/dev/null && ok "promtool check config" || bad "promtool check config"
 prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/prometheus-data" \
-  --web.listen-address="127.0.0.1:$prom_port" >"$tmp/prometheus.log" 2>&1 &
+  --web.listen-address=127.0.0.1:0 >"$tmp/prometheus.log" 2>&1 &
 pids+=($!)
-PROM=http://127.0.0.1:$prom_port
+prom_addr=$(logged_addr "$tmp/prometheus.log") || {
+  bad "Prometheus never said where it listens"
+  tail -n 20 "$tmp/prometheus.log"
+  finish
+}
+PROM=http://$prom_addr
 wait_ok "$PROM/-/ready" || { bad "Prometheus never became ready"; tail -n 20 "$tmp/prometheus.log"; finish; }
 
 # Wait until every job has a verdict, then check each.

@@ -364,11 +364,10 @@ fn https_get(
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
-    )
-    .expect("write");
+    // One write (one TLS record), then whatever came back.
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    s.flush().expect("flush");
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).into_owned();

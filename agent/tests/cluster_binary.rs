@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,17 +12,18 @@ const TOKEN: &str = "cluster-test-token-0123456789";
 
 struct Node {
     name: String,
-    p2p_port: u16,
     dir: std::path::PathBuf,
 }
 
+/// Every agent listens on an ephemeral libp2p port (`tcp/0`); the others
+/// bootstrap from the seed's real port, read from its log.
 fn config(node: &Node, target_port: u16, seed: Option<u16>) -> std::path::PathBuf {
     write_cluster_config(&ClusterNodeConfig {
         dir: &node.dir,
         name: &node.name,
         token: TOKEN,
         cluster: "it",
-        p2p: node.p2p_port,
+        p2p: 0,
         seed,
         power_port: target_port,
         extra_cluster: "",
@@ -57,32 +57,28 @@ fn start(_node: &Node, cfg: &Path) -> Agent {
 #[test]
 fn five_agents_converge_count_survive_kill9_and_corroborate() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let power = TcpListener::bind("127.0.0.1:0").expect("power node");
-    let power_port = power.local_addr().expect("addr").port();
+    let mut power = PowerTarget::new();
+    let power_port = power.port;
     // Node 5 watches its own target, which the test will darken for it alone.
-    let lonely = TcpListener::bind("127.0.0.1:0").expect("lonely target");
-    let lonely_port = lonely.local_addr().expect("addr").port();
+    let mut lonely = PowerTarget::new();
+    let lonely_port = lonely.port;
 
     let nodes: Vec<Node> = (1..=5)
         .map(|i| Node {
             name: format!("n{i}"),
-            p2p_port: free_port(),
             dir: tmp.path().join(format!("n{i}")),
         })
         .collect();
-    let seed = nodes[0].p2p_port;
-    let cfgs: Vec<_> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            config(
-                n,
-                if i == 4 { lonely_port } else { power_port },
-                (i > 0).then_some(seed),
-            )
-        })
-        .collect();
-    let mut agents: Vec<Agent> = nodes.iter().zip(&cfgs).map(|(n, c)| start(n, c)).collect();
+    let seed_cfg = config(&nodes[0], power_port, None);
+    let mut seed_agent = start(&nodes[0], &seed_cfg);
+    let seed = seed_agent.p2p_port();
+    let mut cfgs = vec![seed_cfg];
+    let mut agents = vec![seed_agent];
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        let cfg = config(n, if i == 4 { lonely_port } else { power_port }, Some(seed));
+        agents.push(start(n, &cfg));
+        cfgs.push(cfg);
+    }
 
     // Bootstrap through one seed, then a full view everywhere.
     let started = std::time::Instant::now();
@@ -171,7 +167,7 @@ fn five_agents_converge_count_survive_kill9_and_corroborate() {
     // Their "up" is no vote on node 5's mains: it trusts its own probe,
     // enters pre_fail and, after the 2 s grace, shuts down (dry run). The
     // other nodes carry on.
-    drop(lonely);
+    lonely.off();
     let s = wait_for(
         "node 5 pre_fail or shutdown",
         Duration::from_secs(10),
@@ -199,7 +195,7 @@ fn five_agents_converge_count_survive_kill9_and_corroborate() {
     );
 
     // Mains loss for everyone: every node agrees and enters pre_fail.
-    drop(power);
+    power.off();
     for a in &agents[..4] {
         wait_for("pre_fail on mains loss", Duration::from_secs(10), || {
             let s = json(a, "/v1/state");

@@ -389,7 +389,9 @@ fn piped_stdin_ending_keeps_it_running_until_sigterm() {
     wait_for("stdin closed note", Duration::from_secs(5), || {
         d.output().contains("stdin closed").then_some(())
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // Still running two power probes (1 s apart) later.
+    let rounds = probe_rounds(d.http_addr(0));
+    wait_probe_rounds(d.http_addr(0), rounds, 2, Duration::from_secs(10));
     assert!(
         d.child.try_wait().expect("wait").is_none(),
         "{}",

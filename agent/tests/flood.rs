@@ -395,21 +395,19 @@ fn run_flood(default_secs: u64) {
     });
 
     let names = ["target", "honest-1", "honest-2"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let agents: Vec<Agent> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let cfg = config(
-                &tmp.path().join(n),
-                n,
-                ports[i],
-                (i > 0).then_some(ports[0]),
-                power_port,
-            );
-            start_agent(&["--config", &cfg, "--cluster.name", CLUSTER])
-        })
-        .collect();
+    // Every agent listens on an ephemeral libp2p port; the honest ones
+    // bootstrap from the target's, read from its log.
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut seed = None;
+    for n in names {
+        let cfg = config(&tmp.path().join(n), n, 0, seed, power_port);
+        let mut a = start_agent(&["--config", &cfg, "--cluster.name", CLUSTER]);
+        if seed.is_none() {
+            seed = Some(a.p2p_port());
+        }
+        agents.push(a);
+    }
+    let target_port = seed.expect("the target's port");
     let t0 = Instant::now();
     wait_for("3-agent convergence", Duration::from_secs(30), || {
         agents
@@ -429,7 +427,7 @@ fn run_flood(default_secs: u64) {
     // The attacker, in its own runtime and thread.
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let target: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", ports[0])
+    let target: Multiaddr = format!("/ip4/127.0.0.1/tcp/{target_port}")
         .parse()
         .expect("addr");
     let attacker = {

@@ -36,9 +36,19 @@ mod power {
     async fn observations_and_metrics_from_config_strings() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp_port = tcp.local_addr().unwrap().port();
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let closed_port = closed.local_addr().unwrap().port();
-        drop(closed);
+        // Bound but never listening: connections are refused, and the port
+        // stays ours (a listener bound and dropped frees it for anyone).
+        let closed =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        closed
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        let closed_port = closed.local_addr().unwrap().as_socket().unwrap().port();
         let ok_port = http_server("200 OK").await;
         let err_port = http_server("503 Service Unavailable").await;
 

@@ -4,33 +4,10 @@
 
 mod common;
 use common::*;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
-
-/// A power target: a listening socket that can be switched off and on.
-struct Target {
-    port: u16,
-    listener: Option<TcpListener>,
-}
-
-impl Target {
-    fn new() -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        Target {
-            port: l.local_addr().expect("addr").port(),
-            listener: Some(l),
-        }
-    }
-    fn off(&mut self) {
-        self.listener = None;
-    }
-    fn on(&mut self) {
-        self.listener = Some(TcpListener::bind(("127.0.0.1", self.port)).expect("rebind"));
-    }
-}
 
 fn write_config(dir: &Path, port: u16, grace: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("token"), TOKEN).expect("token");
@@ -88,7 +65,7 @@ fn metrics(a: &Agent) -> String {
 #[test]
 fn flap_recovers_then_outage_shuts_down_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut target = Target::new();
+    let mut target = PowerTarget::new();
     let cfg = write_config(dir.path(), target.port, "3s");
     let args = ["--config", cfg.to_str().expect("p"), "--dry-run"];
     let mut a = start_agent(&args);
@@ -183,7 +160,9 @@ fn flap_recovers_then_outage_shuts_down_exactly_once() {
     let a = start_agent(&args);
     let s = wait_state(&a, "shutdown", Duration::from_secs(5));
     assert_eq!(s["fsm"]["executed"], true);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Five probe rounds (1.5 s at 300 ms) later it still has not run it again.
+    let rounds = probe_rounds(a.addr);
+    wait_probe_rounds(a.addr, rounds, 5, Duration::from_secs(10));
     let marker = std::fs::read_to_string(dir.path().join("marker")).expect("marker");
     assert_eq!(
         marker.lines().count(),
@@ -195,7 +174,7 @@ fn flap_recovers_then_outage_shuts_down_exactly_once() {
 #[test]
 fn operator_cancel_and_maintenance_need_the_token() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut target = Target::new();
+    let mut target = PowerTarget::new();
     let cfg = write_config(dir.path(), target.port, "1h");
     let a = start_agent(&["--config", cfg.to_str().expect("p"), "--dry-run"]);
     wait_for("power up", Duration::from_secs(10), || {
@@ -227,8 +206,10 @@ fn operator_cancel_and_maintenance_need_the_token() {
     assert_eq!(st, 200, "{body}");
     let s = wait_state(&a, "normal", Duration::from_secs(3));
     assert!(s["fsm"]["deadline_ms"].is_null());
-    // The hold keeps it out of pre_fail although the target is still dark.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The hold keeps it out of pre_fail although the target is still dark:
+    // five more (failed) probes (1.5 s at 300 ms).
+    let rounds = probe_rounds(a.addr);
+    wait_probe_rounds(a.addr, rounds, 5, Duration::from_secs(10));
     assert_eq!(state(&a)["fsm"]["state"], "normal");
 
     let (st, body) = http(a.addr, "POST", "/v1/maintenance?for=30m", Some(TOKEN));

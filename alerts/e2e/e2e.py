@@ -18,6 +18,7 @@ import argparse
 import glob
 import json
 import os
+import random
 import re
 import socket
 import sys
@@ -45,19 +46,38 @@ def log(msg):
 # ---------------------------------------------------------------- setup
 
 
-def free_ports(n):
-    """n distinct free TCP ports on 127.0.0.1 (held open together so that
-    they differ; another program could still take one before we bind it)."""
-    socks = []
+def port_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
     finally:
-        for s in socks:
-            s.close()
+        s.close()
+
+
+def free_ports(n):
+    """n consecutive free TCP ports on 127.0.0.1, for processes that are
+    told their port in a config file and bind it later. Below the ephemeral
+    range: a port picked with bind(0) comes from that range, where any
+    outgoing connection (an agent's probe, a scrape) or port-0 listener can
+    take it before its process binds it (or while the power target is
+    switched off); below it, only a program that names the port can. The
+    window is spread by process id and time, so parallel runs differ."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    lo = 10000 if low - n > 11000 else 1024
+    rnd = random.Random(os.getpid() * 1000003 + time.time_ns())
+    for _ in range(500):
+        start = rnd.randrange(lo, low - n)
+        ports = list(range(start, start + n))
+        if all(port_free(p) for p in ports):
+            return ports
+    sys.exit(f"no {n} free ports below the ephemeral range ({low})")
 
 
 def toml_str(s):

@@ -17,7 +17,6 @@ import { spawn, execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, createWriteStream, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname, resolve } from 'node:path'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 
@@ -73,15 +72,31 @@ async function eventually (what, fn, { within = 15000, every = 200 } = {}) {
   }
 }
 
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
+/** The fields of the agent's first JSON log line with this message. */
+function logged (a, message) {
+  if (!existsSync(a.log)) return undefined
+  for (const line of readFileSync(a.log, 'utf8').split('\n')) {
+    try {
+      const f = JSON.parse(line).fields
+      if (f && f.message === message) return f
+    } catch {}
+  }
+  return undefined
+}
+
+/**
+ * The agent binds port 0 for HTTP and libp2p; its ports come from its log
+ * ("serving HTTP", "listening"): a port picked here and released could be
+ * taken by anyone before the agent binds it.
+ */
+async function listening (a) {
+  const http = await eventually(`${a.name} to say where it serves HTTP`,
+    () => logged(a, 'serving HTTP'), { within: 30000, every: 100 })
+  a.http = Number(http.address.split(':').pop())
+  const p2p = await eventually(`${a.name} to say where it listens for peers`,
+    () => logged(a, 'listening'), { within: 30000, every: 100 })
+  a.p2p = Number(/\/tcp\/(\d+)/.exec(p2p.address)[1])
+  a.addr = `/ip4/127.0.0.1/tcp/${a.p2p}/p2p/${a.peerId}`
 }
 
 async function getJson (agent, path) {
@@ -102,6 +117,17 @@ async function rejected (agent) {
   return out
 }
 
+/** Gossip messages the agent has sent (coolmesh_gossip_messages_total, out). */
+async function gossipOut (agent) {
+  const r = await fetch(`http://127.0.0.1:${agent.http}/metrics`, { signal: AbortSignal.timeout(3000) })
+  const text = await r.text()
+  let n = 0
+  for (const m of text.matchAll(/^coolmesh_gossip_messages_total\{direction="out"[^}]*\} (\S+)$/gm)) {
+    n += Number(m[1])
+  }
+  return n
+}
+
 const peersOf = agent => getJson(agent, '/v1/peers')
 const counterOf = async (agent, name) =>
   (await getJson(agent, '/v1/counters')).find(c => c.name === name)?.value
@@ -116,11 +142,11 @@ function startAgent (a, peers) {
   const args = [
     'agent',
     '--cluster.name', CLUSTER,
-    '--cluster.listen', `/ip4/127.0.0.1/tcp/${a.p2p}`,
+    '--cluster.listen', '/ip4/127.0.0.1/tcp/0',
     '--cluster.no-mdns',
     '--cluster.psk-file', pskFile,
     ...peers.flatMap(p => ['--cluster.peer', p]),
-    '--web.listen-address', `127.0.0.1:${a.http}`,
+    '--web.listen-address', '127.0.0.1:0',
     '--state-dir', a.state,
     '--node.name', a.name,
     '--dry-run',
@@ -144,9 +170,7 @@ before(async () => {
   for (let i = 1; i <= AGENTS; i++) {
     const a = {
       name: `agent-${i}`,
-      dir: join(tmp, `agent-${i}`),
-      p2p: await freePort(),
-      http: await freePort()
+      dir: join(tmp, `agent-${i}`)
     }
     a.state = join(a.dir, 'state')
     a.readings = join(tmp, `readings-${i}.json`)
@@ -158,11 +182,12 @@ before(async () => {
     const out = execFileSync(BIN, ['keygen', '--state-dir', a.state], { encoding: 'utf8' })
     a.peerId = out.trim().split(/\s+/).find(w => w.startsWith('12D3Koo'))
     assert.ok(a.peerId, `keygen printed no PeerId: ${out}`)
-    a.addr = `/ip4/127.0.0.1/tcp/${a.p2p}/p2p/${a.peerId}`
     agents.push(a)
   }
+  // The first agent's real port is the others' bootstrap address.
   for (const [i, a] of agents.entries()) {
     startAgent(a, i === 0 ? [] : [agents[0].addr])
+    await listening(a)
   }
   // Every agent sees the other two alive.
   for (const a of agents) {
@@ -415,8 +440,11 @@ test('a js-libp2p peer joins the cluster and speaks /coolmesh/sync/1.0.0', async
         assert.equal(afterBad[i][reason], before[i][reason], `${a.name} ${reason}`)
       }
     }
-    // Never visible, anywhere, and our good version stays.
-    await sleep(2000)
+    // Never visible, anywhere, and our good version stays: two more gossip
+    // messages out of every agent (rounds that would have spread it).
+    const sent = await Promise.all(agents.map(gossipOut))
+    await eventually('two more gossip messages out of every agent', async () =>
+      (await Promise.all(agents.map(gossipOut))).every((n, i) => n >= sent[i] + 2), { within: 30000 })
     for (const a of agents) {
       const ps = await peersOf(a)
       assert.equal(ps.find(p => p.peer_id === strangerId.toString()), undefined, `${a.name} lists the forged record`)

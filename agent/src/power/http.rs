@@ -255,9 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_is_down() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
+        let (_refusing, port) = super::super::test_util::refused_port();
         let e = probe(port, "/").probe(T).await.unwrap_err();
         assert!(e.to_string().contains("refused"), "{e}");
     }

@@ -437,9 +437,7 @@ mod tests {
 
     #[tokio::test]
     async fn connect_any_prefers_an_answer_from_the_target() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
+        let (_refusing, port) = test_util::refused_port();
         let refused: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let e = connect_any(&[refused]).await.unwrap_err();
         assert!(!e.is_local(), "{e}");

@@ -144,9 +144,7 @@ mod tests {
 
     #[tokio::test]
     async fn down_quickly_when_refused() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
+        let (_refusing, port) = super::super::test_util::refused_port();
         let started = Instant::now();
         let e = probe(port).probe(T).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1));
@@ -189,9 +187,7 @@ mod tests {
     async fn later_addresses_are_tried() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let closed_port = closed.local_addr().unwrap().port();
-        drop(closed);
+        let (_refusing, closed_port) = super::super::test_util::refused_port();
         let resolver = FakeResolver::Fixed(vec![
             format!("127.0.0.1:{closed_port}").parse().unwrap(),
             format!("127.0.0.1:{port}").parse().unwrap(),

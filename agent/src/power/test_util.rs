@@ -44,3 +44,20 @@ impl Resolve for FakeResolver {
         })
     }
 }
+
+/// A port of 127.0.0.1 where connections are refused: a socket bound but
+/// never listening. Unlike a listener bound and dropped, the port cannot be
+/// taken (and answered) by anyone else while the socket lives.
+pub fn refused_port() -> (socket2::Socket, u16) {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0).into())
+        .expect("bind");
+    let port = s
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("bound port");
+    (s, port)
+}

@@ -18,13 +18,56 @@ pub fn fixtures() -> PathBuf {
 pub struct Agent {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Log lines (JSON) not yet read by the test.
     pub logs: mpsc::Receiver<String>,
+    /// Log lines [`start_agent`] read while waiting for the HTTP address.
+    pub early_logs: Vec<String>,
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The `fields` of a JSON log line whose message is one of `messages`.
+fn log_fields(line: &str, messages: &[&str]) -> Option<serde_json::Value> {
+    let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+    let msg = v["fields"]["message"].as_str()?;
+    messages.contains(&msg).then(|| v["fields"].clone())
+}
+
+impl Agent {
+    /// The fields of the first log line (since the start) whose message is
+    /// one of `messages`, waiting up to `within` for it.
+    pub fn wait_log(&mut self, messages: &[&str], within: Duration) -> serde_json::Value {
+        if let Some(f) = self.early_logs.iter().find_map(|l| log_fields(l, messages)) {
+            return f;
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let line = self
+                .logs
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|e| panic!("no log line {messages:?} within {within:?}: {e}"));
+            let found = log_fields(&line, messages);
+            self.early_logs.push(line);
+            if let Some(f) = found {
+                return f;
+            }
+        }
+    }
+
+    /// The TCP port of the agent's cluster (libp2p) listener, from its
+    /// "listening" log line (`/ip4/127.0.0.1/tcp/PORT`): start agents with
+    /// `tcp/0` and hand this to their peers.
+    pub fn p2p_port(&mut self) -> u16 {
+        let f = self.wait_log(&["listening"], Duration::from_secs(20));
+        let addr = f["address"].as_str().expect("address").to_string();
+        addr.strip_prefix("/ip4/127.0.0.1/tcp/")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("not a loopback TCP multiaddr: {addr}"))
     }
 }
 
@@ -72,35 +115,65 @@ pub fn start_agent_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("agent never said where it listens");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(a) = v["fields"]["address"].as_str() {
-                let addr = a.parse().expect("address");
-                return Agent {
-                    child,
-                    addr,
-                    logs: rx,
-                };
-            }
-        }
-    }
+    let mut agent = Agent {
+        child,
+        // Replaced below; nothing connects to it.
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        logs: rx,
+        early_logs: Vec::new(),
+    };
+    // The HTTP line, by its message: the cluster's "listening" line has an
+    // `address` too (a multiaddr).
+    let f = agent.wait_log(&["serving HTTP", "serving HTTPS"], Duration::from_secs(20));
+    agent.addr = f["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("HTTP address: {f}"));
+    agent
 }
 
-/// Minimal HTTP/1.1 request; returns (status, body).
-pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+/// One HTTP/1.1 exchange on a fresh connection: the whole request in one
+/// write, then everything the server sent until it closed (or 10 s of
+/// silence). A server that answers early and closes (e.g. a TLS port
+/// answering plain HTTP with a 400) may make the write fail (EPIPE,
+/// ECONNRESET) or reset the read: what arrived is still the answer.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, Interrupted};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    if let Err(e) = s.write_all(request) {
+        assert!(
+            matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted),
+            "write to {addr}: {e}"
+        );
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == Interrupted => continue,
+            // Reset after (part of) the answer: keep what arrived.
+            Err(e) if matches!(e.kind(), ConnectionReset | ConnectionAborted) => break,
+            // Silence past the read timeout: what arrived is the answer.
+            Err(_) => break,
+        }
+    }
+    buf
+}
+
+/// Minimal HTTP/1.1 request; returns (status, body). Status 0: no answer.
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n").expect("write");
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n"
+    );
+    let buf = String::from_utf8_lossy(&http_raw(addr, req.as_bytes())).into_owned();
     let status = buf.get(9..12).and_then(|x| x.parse().ok()).unwrap_or(0);
     let body = buf
         .split_once("\r\n\r\n")
@@ -158,7 +231,8 @@ extern "C" {
 /// One dry-run cluster agent of a binary test: its directory `dir` gets a
 /// token file, a sensor file (inlet 30 C, critical 80 C) and
 /// `coolmesh.toml` (sensors every 1 s, power probed every 500 ms at
-/// `power_port`, grace 2 s, cluster `cluster` on `127.0.0.1:p2p`,
+/// `power_port`, grace 2 s, cluster `cluster` on `127.0.0.1:p2p`
+/// (0: an ephemeral port, read back with [`Agent::p2p_port`]),
 /// bootstrapping from `seed`, no mDNS). `extra_cluster` is appended to the
 /// `[cluster]` table (e.g. a `psk_file` line). Returns the config's path.
 pub struct ClusterNodeConfig<'a> {
@@ -230,12 +304,117 @@ pub fn get_json(a: &Agent, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).expect("json")
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (for an agent's
-/// libp2p listener, which must be named in the peers' configs up front).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
+/// A socket bound to a port of 127.0.0.1 that never listens: connecting
+/// to it is refused, and, unlike a listener bound and dropped, the port
+/// cannot be taken by anyone else (an agent's port 0, an outgoing
+/// connection) while the socket lives. Other sockets with SO_REUSEPORT
+/// of the same user may still bind it (see [`PowerTarget`]).
+pub fn reserved_port() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.set_reuse_port(true).expect("SO_REUSEPORT");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let port = s
         .local_addr()
         .expect("addr")
-        .port()
+        .as_socket()
+        .expect("inet")
+        .port();
+    (s, port)
+}
+
+/// A power target on 127.0.0.1 that the test switches off (connections
+/// refused) and on (accepted) without ever giving up its port: a bound,
+/// never listening socket keeps it reserved, and a listener shares it
+/// (SO_REUSEPORT) while on. The listener accepts and closes connections,
+/// so its backlog never fills however long the test probes it.
+pub struct PowerTarget {
+    pub port: u16,
+    _reserve: socket2::Socket,
+    listener: Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, SocketAddr)>,
+}
+
+impl PowerTarget {
+    /// A target that is on.
+    pub fn new() -> Self {
+        let (reserve, port) = reserved_port();
+        let mut t = PowerTarget {
+            port,
+            _reserve: reserve,
+            listener: None,
+        };
+        t.on();
+        t
+    }
+
+    pub fn on(&mut self) {
+        use socket2::{Domain, Socket, Type};
+        if self.listener.is_some() {
+            return;
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        s.set_reuse_port(true).expect("SO_REUSEPORT");
+        s.bind(&addr.into()).expect("bind the target's port");
+        s.listen(128).expect("listen");
+        let l = std::net::TcpListener::from(s);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break; // closes the listener: refused from now on
+                }
+                drop(c);
+            }
+        });
+        self.listener = Some((stop, addr));
+    }
+
+    /// Refuse connections from now on (returns once the listener is closed).
+    pub fn off(&mut self) {
+        let Some((stop, addr)) = self.listener.take() else {
+            return;
+        };
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accepting thread; it closes the listener and exits.
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+        wait_for("the target to refuse", Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                .is_err()
+                .then_some(())
+        });
+    }
+}
+
+impl Default for PowerTarget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PowerTarget {
+    fn drop(&mut self) {
+        self.off();
+    }
+}
+
+/// Power probes the agent has run so far (every target, every outcome),
+/// from `/metrics`: a clock in the agent's own rounds.
+pub fn probe_rounds(agent: SocketAddr) -> f64 {
+    let (_, m) = http(agent, "GET", "/metrics", None);
+    m.lines()
+        .filter(|l| l.starts_with("coolmesh_power_probe_duration_seconds_count"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Wait until the agent has run `n` more power probes than `since` (a
+/// [`probe_rounds`] reading): instead of sleeping, let the agent do the
+/// work after which a state must (still) hold.
+pub fn wait_probe_rounds(agent: SocketAddr, since: f64, n: u32, within: Duration) {
+    wait_for(&format!("{n} more power probes"), within, || {
+        (probe_rounds(agent) >= since + f64::from(n)).then_some(())
+    });
 }
