@@ -323,16 +323,25 @@ fn reboot_after_an_unfinished_shutdown_with_mains_back_stays_up() {
     // Mains is back: the BIOS powered the server on.
     target.on();
     let a = start_agent(&["--config", cfg.to_str().expect("p"), "--dry-run"]);
-    let s = state(&a);
+    // (Until the state machine has published, the snapshot is the empty
+    // default: wait for its own word.)
+    let s = wait_for(
+        "the restored pre_fail, then normal",
+        Duration::from_secs(10),
+        || {
+            let s = state(&a);
+            let st = &s["fsm"]["state"];
+            assert!(st == "pre_fail" || st == "normal", "{s}");
+            (st == "normal" && s["fsm"]["reason"] == "power").then_some(s)
+        },
+    );
     assert!(
-        s["fsm"]["state"] == "pre_fail" || s["fsm"]["state"] == "normal",
+        s["fsm"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("recovered"),
         "{s}"
     );
-    let s = wait_for("recovered to normal", Duration::from_secs(10), || {
-        let s = state(&a);
-        (s["fsm"]["state"] == "normal").then_some(s)
-    });
-    assert_eq!(s["fsm"]["reason"], "power", "{s}");
     // Several more probe rounds: still up, never a shutdown.
     let m0 = metric(
         &http(a.addr, "GET", "/metrics", None).1,
