@@ -20,8 +20,9 @@
 #                 (default 900 s for a binary, 4x that for the full suite)
 # The binaries: the agent's library unit tests (coolmesh_agent: probes,
 # commands, sockets), and agent/tests: agent_binary cluster_binary
-# cluster_net demo_smoke flood (flood_short; flood_60s stays ignored)
-# fsm_supervisor power_end_to_end shutdown_binary; exporter/tests: http tls.
+# cluster_net counters_binary decision_binary demo_smoke flood (flood_short;
+# flood_60s stays ignored) fsm_supervisor power_end_to_end safety
+# shutdown_binary sybil; exporter/tests: http http_limits tls.
 # Exits non-zero when any run failed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,7 +31,7 @@ REPO=$PWD
 full=20
 each=50
 load=0
-bins="coolmesh_agent agent_binary cluster_binary cluster_net demo_smoke flood fsm_supervisor power_end_to_end shutdown_binary http tls"
+bins="coolmesh_agent agent_binary cluster_binary cluster_net counters_binary decision_binary demo_smoke flood fsm_supervisor power_end_to_end safety shutdown_binary sybil http http_limits tls"
 limit=900
 while [ $# -gt 0 ]; do
   case "$1" in
