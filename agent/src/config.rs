@@ -1377,9 +1377,48 @@ pub fn apply_thresholds(rules: &[ThresholdRule], readings: &mut Vec<crate::therm
     });
 }
 
+/// What `check-config` warns about (exit 0): a cluster that anyone on the
+/// LAN can join, or any holder of the key.
+pub fn trust_warnings(cfg: &Config) -> Vec<String> {
+    let c = &cfg.cluster;
+    let mut out = Vec::new();
+    if !c.enabled {
+        return out;
+    }
+    if c.psk_file.is_none() {
+        out.push(
+            "cluster.psk_file is not set: anyone on the LAN who runs coolmesh joins the cluster (by mDNS) and its records reach the room; create a key once with `coolmesh keygen --psk --out /etc/coolmesh/swarm.key`, copy it to every server (root:coolmesh 0640) and set psk_file".to_string(),
+        );
+    }
+    if c.allowlist.is_empty() {
+        out.push(
+            "cluster.allowlist is empty: any holder of the key joins with as many identities as it likes (votes are limited to one per host address); list your servers' PeerIds (`coolmesh keygen --state-dir DIR` prints each one)".to_string(),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_config_warns_about_an_open_cluster() {
+        let mut c = Config::default();
+        let w = trust_warnings(&c);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("cluster.psk_file is not set"), "{w:?}");
+        assert!(w[1].contains("cluster.allowlist is empty"), "{w:?}");
+        c.cluster.psk_file = Some("/etc/coolmesh/swarm.key".into());
+        c.cluster.allowlist = vec!["12D3KooWA".into()];
+        assert!(trust_warnings(&c).is_empty());
+        c.cluster.psk_file = None;
+        c.cluster.enabled = false;
+        assert!(
+            trust_warnings(&c).is_empty(),
+            "a lone agent has nothing to join"
+        );
+    }
 
     #[test]
     fn empty_file_is_all_defaults() {

@@ -188,6 +188,9 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            for w in coolmesh_agent::config::trust_warnings(&cfg) {
+                eprintln!("{}: warning: {w}", file.display());
+            }
             println!("{}: OK", file.display());
             ExitCode::SUCCESS
         }
