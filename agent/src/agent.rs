@@ -281,6 +281,8 @@ pub async fn run_with_web(
         tracing::warn!("dry-run: shutdown commands are logged, not run");
     }
 
+    // Validated with the probes above when targets are configured.
+    let power_policy: power::Policy = cfg.power.policy.parse().unwrap_or_default();
     let core = Core {
         power_configured: power_task.is_some(),
         cfg,
@@ -299,6 +301,7 @@ pub async fn run_with_web(
         power: None,
         power_targets: Vec::new(),
         view: ClusterView::default(),
+        policy: power_policy,
         sent_peers: None,
         seen_transitions: Default::default(),
         seen_probe_failures: 0,
@@ -353,6 +356,8 @@ struct Core {
     /// The last round's known per-target results, as published to peers.
     power_targets: Vec<cluster::record::PowerObservation>,
     view: ClusterView,
+    /// This node's power policy (parsed once; applied to peers' votes).
+    policy: power::Policy,
     /// The peer view last sent as [`Event::PeersChanged`].
     sent_peers: Option<PeerView>,
     /// Transition counts already turned into built-in counter increments.
@@ -569,8 +574,7 @@ impl Core {
 
     /// What fresh peers report, on this node's own targets.
     fn peer_view(&self) -> PeerView {
-        let policy = self.cfg.power.policy.parse().unwrap_or_default();
-        peer_view(&self.view, &self.fsm_cfg, &self.power_targets, policy)
+        peer_view(&self.view, &self.fsm_cfg, &self.power_targets, self.policy)
     }
 
     /// The state machine's input: our latest probe result and thermal
@@ -757,11 +761,11 @@ pub fn peer_view(
     } else {
         down
     };
-    let votes = view.votes_on(&targets, policy);
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     // Only voters count, for the cooling quorum as for power: alive,
     // directly connected, one per host address (ClusterView::voters).
     let voters = view.voters();
+    let votes = cluster::view::votes_among(&voters, &targets, policy);
     let mut pv = PeerView {
         fresh_peers: n(voters.len()),
         power_up: n(votes.up),

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "counters-token-0123456789abcdef";
 
@@ -16,39 +16,11 @@ fn counter(a: &Agent, name: &str) -> Option<(i64, i64)> {
     Some((c["value"].as_i64()?, c["local"].as_i64()?))
 }
 
-fn cluster_port(a: &Agent) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = a
-            .logs
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the agent never said where libp2p listens");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] != "listening" {
-            continue;
-        }
-        if let Some(p) = v["fields"]["address"]
-            .as_str()
-            .and_then(|a| a.strip_prefix("/ip4/127.0.0.1/tcp/"))
-            .and_then(|p| p.parse().ok())
-        {
-            return p;
-        }
-    }
-}
-
 #[test]
 fn a_lost_counters_file_is_recovered_from_peers() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let power = std::net::TcpListener::bind("127.0.0.1:0").expect("power");
-    let power_port = power.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for c in power.incoming() {
-            drop(c);
-        }
-    });
+    let power = PowerTarget::new();
+    let power_port = power.port;
     let cfg = |name: &str, seed: Option<u16>| {
         write_cluster_config(&ClusterNodeConfig {
             dir: &tmp.path().join(name),
@@ -70,8 +42,8 @@ fn a_lost_counters_file_is_recovered_from_peers() {
         ])
     };
     let seed_cfg = cfg("seed", None);
-    let seed = start(&seed_cfg);
-    let port = cluster_port(&seed);
+    let mut seed = start(&seed_cfg);
+    let port = seed.p2p_port();
     let node_cfg = cfg("node", Some(port));
     let mut node = start(&node_cfg);
     for _ in 0..7 {

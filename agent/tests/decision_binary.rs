@@ -12,7 +12,6 @@ mod common;
 use common::*;
 use coolmesh_agent::fsm::{Millis, State};
 use coolmesh_agent::persist;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,15 +37,10 @@ fn write_cpu(dir: &Path, celsius: f64, critical: f64) {
 /// Four clustered dry-run agents on one power node, with production timers
 /// for the cooling decision (sensors every second, cooling grace 2 min,
 /// shutdown duration 60 s, the 15 s prediction floor); `cpu_load` as given.
-fn room(tmp: &Path, names: &[&str], critical: f64, cpu_load: &str) -> Vec<Agent> {
-    // A power node that stays up: it accepts (so its backlog never fills).
-    let power = TcpListener::bind("127.0.0.1:0").expect("power node");
-    let power_port = power.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for c in power.incoming() {
-            drop(c);
-        }
-    });
+/// Returns the power node with the agents: it must outlive them.
+fn room(tmp: &Path, names: &[&str], critical: f64, cpu_load: &str) -> (PowerTarget, Vec<Agent>) {
+    let power = PowerTarget::new();
+    let power_port = power.port;
     let mut agents: Vec<Agent> = Vec::new();
     let mut seed: Option<u16> = None;
     for n in names {
@@ -70,14 +64,14 @@ fn room(tmp: &Path, names: &[&str], critical: f64, cpu_load: &str) -> Vec<Agent>
         text.push_str("\n[cooling]\ngrace = \"2m\"\n");
         std::fs::write(&cfg, text).expect("config");
         write_cpu(&dir, 45.0, critical);
-        let a = start_agent(&[
+        let mut a = start_agent(&[
             "--config",
             cfg.to_str().expect("p"),
             "--cluster.name",
             "decision",
         ]);
         if seed.is_none() {
-            seed = Some(cluster_port(&a));
+            seed = Some(a.p2p_port());
         }
         agents.push(a);
     }
@@ -91,7 +85,7 @@ fn room(tmp: &Path, names: &[&str], critical: f64, cpu_load: &str) -> Vec<Agent>
             })
             .then_some(())
     });
-    agents
+    (power, agents)
 }
 
 /// Four clustered agents whose CPUs jump by 35 C within 3 s as a job
@@ -104,7 +98,7 @@ fn workload_step_on_every_node_at_once_moves_no_state_machine() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let names = ["w1", "w2", "w3", "w4"];
     let critical = 100.0;
-    let agents = room(tmp.path(), &names, critical, "none");
+    let (_power, agents) = room(tmp.path(), &names, critical, "none");
     // A flat history first.
     let settle = Instant::now();
     wait_for("a flat history", Duration::from_secs(20), || {
@@ -160,7 +154,7 @@ fn dense_rack_cooling_failure_shuts_every_node_down_before_critical() {
     let critical = 100.0;
     let load = tmp.path().join("load");
     std::fs::write(&load, "0.6").expect("load");
-    let agents = room(
+    let (_power, agents) = room(
         tmp.path(),
         &names,
         critical,
@@ -198,53 +192,6 @@ fn dense_rack_cooling_failure_shuts_every_node_down_before_critical() {
         );
         let s = state(&agents[i]);
         assert_eq!(s["fsm"]["state"], "shutdown", "{n}: {s}");
-    }
-}
-
-/// The libp2p port an agent started with `/tcp/0` bound (its "listening"
-/// log line).
-fn cluster_port(a: &Agent) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = a
-            .logs
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the agent never said where libp2p listens");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] != "listening" {
-            continue;
-        }
-        let addr = v["fields"]["address"].as_str().unwrap_or("");
-        if let Some(port) = addr
-            .strip_prefix("/ip4/127.0.0.1/tcp/")
-            .and_then(|p| p.parse().ok())
-        {
-            return port;
-        }
-    }
-}
-
-/// A power target the test switches.
-struct Target {
-    port: u16,
-    listener: Option<TcpListener>,
-}
-
-impl Target {
-    fn new() -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        Target {
-            port: l.local_addr().expect("addr").port(),
-            listener: Some(l),
-        }
-    }
-    fn off(&mut self) {
-        self.listener = None;
-    }
-    fn on(&mut self) {
-        self.listener = Some(TcpListener::bind(("127.0.0.1", self.port)).expect("rebind"));
     }
 }
 
@@ -294,7 +241,7 @@ fn simulate_reboot(dir: &Path) {
     persist::store(&state_dir, &rec).expect("store");
 }
 
-fn pre_fail_then_reboot(dir: &Path, target: &mut Target, cfg: &Path) {
+fn pre_fail_then_reboot(dir: &Path, target: &mut PowerTarget, cfg: &Path) {
     let args = ["--config", cfg.to_str().expect("p"), "--dry-run"];
     let mut a = start_agent(&args);
     wait_for("power up", Duration::from_secs(10), || {
@@ -317,7 +264,7 @@ fn pre_fail_then_reboot(dir: &Path, target: &mut Target, cfg: &Path) {
 #[test]
 fn reboot_after_an_unfinished_shutdown_with_mains_back_stays_up() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut target = Target::new();
+    let mut target = PowerTarget::new();
     let cfg = single_config(tmp.path(), target.port);
     pre_fail_then_reboot(tmp.path(), &mut target, &cfg);
     // Mains is back: the BIOS powered the server on.
@@ -365,7 +312,7 @@ fn reboot_after_an_unfinished_shutdown_with_mains_back_stays_up() {
 #[test]
 fn reboot_after_an_unfinished_shutdown_with_mains_still_out_shuts_down_once_confirmed() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut target = Target::new();
+    let mut target = PowerTarget::new();
     let cfg = single_config(tmp.path(), target.port);
     pre_fail_then_reboot(tmp.path(), &mut target, &cfg);
     // Mains is still out (the server runs on a UPS that came back).

@@ -130,16 +130,7 @@ fn minted_identities_pushed_over_one_connection_change_no_decision() {
     std::fs::write(tmp.path().join("swarm.key"), &psk_text).expect("psk");
     let psk = parse_psk(&psk_text).expect("psk parses");
     // The agent's power target: a port that refuses (bound, never listening).
-    let dark =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    dark.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    let dark_port = dark
-        .local_addr()
-        .expect("addr")
-        .as_socket()
-        .expect("inet")
-        .port();
+    let (dark, dark_port) = reserved_port();
     let dir = tmp.path().join("victim");
     let cfg = write_cluster_config(&ClusterNodeConfig {
         dir: &dir,
@@ -157,25 +148,13 @@ fn minted_identities_pushed_over_one_connection_change_no_decision() {
         .expect("config")
         .replace("grace = \"2s\"", "grace = \"8s\"");
     std::fs::write(&cfg, text).expect("config");
-    let a = start_agent(&[
+    let mut a = start_agent(&[
         "--config",
         cfg.to_str().expect("p"),
         "--cluster.name",
         CLUSTER,
     ]);
-    let port = wait_for("the libp2p port", Duration::from_secs(20), || {
-        let line = a.logs.recv_timeout(Duration::from_millis(200)).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        (v["fields"]["message"] == "listening")
-            .then(|| {
-                v["fields"]["address"]
-                    .as_str()?
-                    .strip_prefix("/ip4/127.0.0.1/tcp/")?
-                    .parse::<u16>()
-                    .ok()
-            })
-            .flatten()
-    });
+    let port = a.p2p_port();
     let target: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr");
     let power_target = format!("tcp://127.0.0.1:{dark_port}");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

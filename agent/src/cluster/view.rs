@@ -248,27 +248,38 @@ impl ClusterView {
     /// casts none: its "up" says nothing about this node's mains. Only
     /// [`ClusterView::voters`] vote.
     pub fn votes_on(&self, targets: &[String], policy: crate::power::Policy) -> PowerVotes {
-        let mut v = PowerVotes::default();
-        for p in self.voters() {
-            let seen: Vec<Option<bool>> = p
-                .record
-                .power
-                .iter()
-                .filter(|o| targets.contains(&o.target))
-                .map(|o| Some(o.up))
-                .collect();
-            if seen.is_empty() {
-                continue;
-            }
-            match policy.evaluate_votes(&seen) {
-                Some(true) => v.up += 1,
-                Some(false) => v.down += 1,
-                None => v.unknown += 1,
-            }
-        }
-        v
+        votes_among(&self.voters(), targets, policy)
     }
+}
 
+/// [`ClusterView::votes_on`] over voters already selected.
+pub fn votes_among(
+    voters: &[&PeerView],
+    targets: &[String],
+    policy: crate::power::Policy,
+) -> PowerVotes {
+    let mut v = PowerVotes::default();
+    for p in voters {
+        let seen: Vec<Option<bool>> = p
+            .record
+            .power
+            .iter()
+            .filter(|o| targets.contains(&o.target))
+            .map(|o| Some(o.up))
+            .collect();
+        if seen.is_empty() {
+            continue;
+        }
+        match policy.evaluate_votes(&seen) {
+            Some(true) => v.up += 1,
+            Some(false) => v.down += 1,
+            None => v.unknown += 1,
+        }
+    }
+    v
+}
+
+impl ClusterView {
     /// Value of a named counter over all nodes (this one included).
     pub fn counters_total(&self, name: &str) -> Option<i128> {
         self.counters.value(name)
