@@ -133,11 +133,16 @@ pub async fn run_with_web(
         tracing::error!(problem = %p, "counter file unusable; this node's slots will be recovered from peers");
     }
 
-    let initial = Snapshot {
-        node: cfg.node.name.clone(),
-        peer_id: peer_id.clone(),
-        ..Default::default()
-    };
+    let initial =
+        Snapshot {
+            node: cfg.node.name.clone(),
+            peer_id: peer_id.clone(),
+            // `GET /v1/roster` answers from the first request on.
+            roster: cfg.cluster.operator_key.as_deref().map(|k| {
+                crate::snapshot::roster_status(&ClusterView::default(), &cfg.cluster.name, k)
+            }),
+            ..Default::default()
+        };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(initial));
     let metrics = Metrics::new(
         &build_info(),

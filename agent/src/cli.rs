@@ -295,6 +295,14 @@ pub enum CounterAction {
 /// `coolmesh roster`
 #[derive(Debug, Clone, Args)]
 pub struct RosterArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RosterAction,
+}
+
+/// The agent a roster command talks to.
+#[derive(Debug, Clone, Args)]
+pub struct NodeFlags {
     /// The agent to read the roster from and install it on: http://HOST:PORT,
     /// or https://HOST:PORT with TLS. Use the same node for every change
     /// (a change starts from the roster that node holds).
@@ -303,9 +311,6 @@ pub struct RosterArgs {
     /// TLS and basic auth towards the agent.
     #[command(flatten)]
     pub client: ClientFlags,
-    /// What to do.
-    #[command(subcommand)]
-    pub action: RosterAction,
 }
 
 /// `coolmesh roster` actions.
@@ -321,6 +326,9 @@ pub enum RosterAction {
     },
     /// Show the roster the node holds and the identities waiting outside it.
     List {
+        /// The agent.
+        #[command(flatten)]
+        node: NodeFlags,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: ListFormat,
@@ -338,6 +346,9 @@ pub enum RosterAction {
         /// The operator's private key (`roster keygen`).
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
+        /// The agent.
+        #[command(flatten)]
+        node: NodeFlags,
         /// File holding the agent's bearer token (http.token_file).
         #[arg(
             long = "token-file",
@@ -355,6 +366,9 @@ pub enum RosterAction {
         /// The operator's private key (`roster keygen`).
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
+        /// The agent.
+        #[command(flatten)]
+        node: NodeFlags,
         /// File holding the agent's bearer token (http.token_file).
         #[arg(
             long = "token-file",

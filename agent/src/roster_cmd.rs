@@ -38,6 +38,12 @@ pub fn main(args: RosterArgs) -> ExitCode {
             }
         };
     }
+    let node = match &args.action {
+        RosterAction::List { node, .. }
+        | RosterAction::Add { node, .. }
+        | RosterAction::Remove { node, .. } => node,
+        RosterAction::Keygen { .. } => unreachable!("handled above"),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -48,7 +54,7 @@ pub fn main(args: RosterArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ep = match Endpoint::from_flags(&args.url, &args.client) {
+    let ep = match Endpoint::from_flags(&node.url, &node.client) {
         Ok(ep) => ep,
         Err(e) => {
             eprintln!("coolmesh: {e:#}");
@@ -131,7 +137,7 @@ async fn fetch(ep: &Endpoint) -> anyhow::Result<RosterStatus> {
 async fn run(ep: &Endpoint, action: &RosterAction) -> anyhow::Result<String> {
     match action {
         RosterAction::Keygen { .. } => unreachable!("handled before the runtime starts"),
-        RosterAction::List { format } => {
+        RosterAction::List { format, .. } => {
             let st = fetch(ep).await?;
             Ok(match format {
                 ListFormat::Json => format!("{}\n", serde_json::to_string_pretty(&st)?),
@@ -143,6 +149,7 @@ async fn run(ep: &Endpoint, action: &RosterAction) -> anyhow::Result<String> {
             pending,
             key,
             token_file,
+            ..
         } => {
             let add = parse_peers(peers)?;
             let st = fetch(ep).await?;
@@ -169,6 +176,7 @@ async fn run(ep: &Endpoint, action: &RosterAction) -> anyhow::Result<String> {
             peers,
             key,
             token_file,
+            ..
         } => {
             let remove = parse_peers(peers)?;
             let st = fetch(ep).await?;

@@ -315,12 +315,14 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
             let body = http_body_util::Limited::new(req.into_body(), MAX_ROSTER_BYTES);
             let signed = match http_body_util::BodyExt::collect(body).await {
                 Ok(b) => b.to_bytes().to_vec(),
-                Err(_) => return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
                         "the body must be one signed roster of at most {MAX_ROSTER_BYTES} bytes"
                     ),
-                ),
+                    )
+                }
             };
             if signed.is_empty() {
                 return error(

@@ -342,6 +342,11 @@ impl Engine {
         self.roster.as_ref().map_or(0, |r| r.version)
     }
 
+    /// What goes on the wire: absent without a roster.
+    fn wire_roster_version(&self) -> Option<u64> {
+        self.roster.as_ref().map(|r| r.version)
+    }
+
     /// Our roster for a peer that told us it holds an older one.
     fn roster_for(&self, theirs: Option<u64>) -> Option<ByteVec> {
         let r = self.roster.as_ref()?;
@@ -578,7 +583,7 @@ impl Engine {
                 .map(|(p, v)| (ByteVec::from(p.to_bytes()), *v))
                 .collect(),
             records,
-            roster_version: self.roster_version(),
+            roster_version: self.wire_roster_version(),
             roster,
         };
         let sent = Sent {
@@ -617,11 +622,14 @@ impl Engine {
         if let Some(b) = &req.roster {
             self.roster_from_peer(from, b.as_ref(), now, &mut out);
         }
-        let theirs_roster = req.roster_version.max(if req.roster.is_some() {
-            self.roster_version()
-        } else {
-            0
-        });
+        let theirs_roster = req
+            .roster_version
+            .unwrap_or(0)
+            .max(if req.roster.is_some() {
+                self.roster_version()
+            } else {
+                0
+            });
         self.roster_of.insert(from, theirs_roster);
         if !self.is_member(&from) {
             // Outside the roster: nothing it sends is stored or relayed, and
@@ -636,8 +644,8 @@ impl Engine {
                 out.rejected.push(RejectReason::NotInRoster);
             }
             let resp = SyncResponse {
-                roster_version: self.roster_version(),
-                roster: self.roster_for(Some(req.roster_version)),
+                roster_version: self.wire_roster_version(),
+                roster: self.roster_for(Some(req.roster_version.unwrap_or(0))),
                 ..SyncResponse::default()
             };
             return Ok((resp, out));
@@ -660,7 +668,7 @@ impl Engine {
             }
             // A follow-up: records only, nothing to answer.
             let resp = SyncResponse {
-                roster_version: self.roster_version(),
+                roster_version: self.wire_roster_version(),
                 ..SyncResponse::default()
             };
             return Ok((resp, out));
@@ -699,7 +707,7 @@ impl Engine {
         // without its state, and its previous record carries its counter
         // slots (see `hold_own_record`).
         let they_lack: Vec<PeerId> = d.they_lack;
-        let roster = self.roster_for(Some(req.roster_version));
+        let roster = self.roster_for(Some(req.roster_version.unwrap_or(0)));
         let roster_cost = roster.as_ref().map_or(0, |r| r.len() + 16);
         let (records, sent) = self.pack(they_lack, self.budget(0).saturating_sub(roster_cost));
         for (p, v) in sent {
@@ -715,7 +723,7 @@ impl Engine {
             SyncResponse {
                 records,
                 want,
-                roster_version: self.roster_version(),
+                roster_version: self.wire_roster_version(),
                 roster,
             },
             out,
@@ -736,11 +744,14 @@ impl Engine {
         if let Some(b) = &resp.roster {
             self.roster_from_peer(from, b.as_ref(), now, &mut out);
         }
-        let theirs_roster = resp.roster_version.max(if resp.roster.is_some() {
-            self.roster_version()
-        } else {
-            0
-        });
+        let theirs_roster = resp
+            .roster_version
+            .unwrap_or(0)
+            .max(if resp.roster.is_some() {
+                self.roster_version()
+            } else {
+                0
+            });
         self.roster_of.insert(from, theirs_roster);
         if !self.is_member(&from) {
             // Outside the roster: its records are neither stored nor relayed.
@@ -793,7 +804,7 @@ impl Engine {
             cluster: self.cfg.cluster.clone(),
             digest: Vec::new(),
             records,
-            roster_version: self.roster_version(),
+            roster_version: self.wire_roster_version(),
             roster,
         };
         let follow = Sent {

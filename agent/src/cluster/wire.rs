@@ -87,11 +87,10 @@ pub struct SyncRequest {
     #[n(3)]
     #[cbor(default)]
     pub records: Vec<SignedW>,
-    /// Version of the sender's room roster (0: none). Added in 0.3; older
-    /// agents omit it.
+    /// Version of the sender's room roster; absent without one (so a
+    /// node without a roster encodes exactly what 0.2 did). Added in 0.3.
     #[n(4)]
-    #[cbor(default)]
-    pub roster_version: u64,
+    pub roster_version: Option<u64>,
     /// The sender's signed roster, when it believes the receiver's is older
     /// (see `roster::Roster`). Added in 0.3.
     #[n(5)]
@@ -112,10 +111,10 @@ pub struct SyncResponse {
     #[n(1)]
     #[cbor(default)]
     pub want: Vec<ByteVec>,
-    /// Version of the responder's room roster (0: none). Added in 0.3.
+    /// Version of the responder's room roster; absent without one. Added
+    /// in 0.3.
     #[n(2)]
-    #[cbor(default)]
-    pub roster_version: u64,
+    pub roster_version: Option<u64>,
     /// The responder's signed roster, when the request's `roster_version`
     /// was older. Added in 0.3.
     #[n(3)]
@@ -456,7 +455,7 @@ mod tests {
                 payload: vec![1, 2],
                 signature: vec![3],
             }],
-            roster_version: 7,
+            roster_version: Some(7),
             roster: Some(ByteVec::from(vec![5u8, 6])),
         };
         let back = SyncRequest::from_bytes(&req.to_bytes()).unwrap();
