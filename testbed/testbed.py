@@ -196,6 +196,15 @@ def cleanup(quiet=True):
 # --------------------------------------------------------------------------
 
 
+def listener(addr, port):
+    """A TCP service that accepts and closes (python -c), like a device on raw mains."""
+    return ("import socket\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('{addr}', {port})); s.listen(128)\n"
+            "while True:\n"
+            "    c, _ = s.accept(); c.close()\n")
+
+
 def netem_available():
     """sch_netem present? Tried on a throwaway veth inside a scratch namespace."""
     ns = f"{PREFIX}-probe"
@@ -211,12 +220,16 @@ def netem_available():
 
 
 class Host:
-    def __init__(self, bed, name, index, hostile=False):
+    def __init__(self, bed, name, index, hostile=False, on=None, ports=(HTTP_PORT, P2P_PORT)):
+        """One agent's host. With on=another Host, an extra agent in that
+        host's namespace, with the same address (its own ports, directory
+        and identity): a second identity on one machine (scenario l)."""
         self.bed = bed
         self.name = name
-        self.ns = f"{PREFIX}-{name}"
-        self.ip = f"{NET}.{(100 if hostile else 10) + index}"
-        self.port = name  # its port on br0, in the switch namespace
+        self.ns = on.ns if on else f"{PREFIX}-{name}"
+        self.ip = on.ip if on else f"{NET}.{(100 if hostile else 10) + index}"
+        self.port = on.port if on else name  # its port on br0, in the switch namespace
+        self.http_port, self.p2p_port = ports
         self.dir = os.path.join(bed.dir, name)
         self.cfg = os.path.join(self.dir, "coolmesh.toml")
         self.readings = os.path.join(self.dir, "readings.json")
@@ -305,12 +318,7 @@ class Bed:
                 os.path.join(self.dir, "l2relay.log"))
         # The power node: accept and close, like any TCP service on raw mains.
         self.power = self.spawn(
-            ["ip", "netns", "exec", POWER_NS, sys.executable, "-c",
-             "import socket\n"
-             "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-             f"s.bind(('{POWER_IP}', {POWER_PORT})); s.listen(128)\n"
-             "while True:\n"
-             "    c, _ = s.accept(); c.close()\n"],
+            ["ip", "netns", "exec", POWER_NS, sys.executable, "-c", listener(POWER_IP, POWER_PORT)],
             os.path.join(self.dir, "power.log"))
         # Every host reaches the power node before any agent starts (an agent
         # whose first probe fails with no peer around rightly enters pre_fail).
@@ -319,6 +327,36 @@ class Bed:
         with open(self.token_file, "w") as f:
             f.write(TOKEN)
         run(self.bin, "keygen", "--psk", "--out", self.psk)
+
+    def fake_power(self, x):
+        """Give hostile host x a power node of its own: POWER_IP on x's
+        loopback with a listener on POWER_PORT, so that x's agents probe the
+        very target string the honest hosts probe and see it up whatever
+        the real power node does. x never answers ARP for that address
+        (arp_ignore 1: only for addresses on the asking interface;
+        arp_announce 2), so the honest hosts keep reaching only the real
+        power node; scenario l checks that they lose it at the cut."""
+        for key, val in (("arp_ignore", 1), ("arp_announce", 2)):
+            for dev in ("all", "eth0"):
+                run("ip", "netns", "exec", x.ns, "sh", "-c", f"echo {val} > /proc/sys/net/ipv4/conf/{dev}/{key}")
+        ip("-n", x.ns, "addr", "add", f"{POWER_IP}/32", "dev", "lo")
+        self.spawn(["ip", "netns", "exec", x.ns, sys.executable, "-c", listener(POWER_IP, POWER_PORT)],
+                   os.path.join(x.dir, "fake-power.log"))
+        wait(f"{x}'s own power target", lambda: self.reach(x.ns, POWER_IP, POWER_PORT), 10, poll=0.1)
+
+    @staticmethod
+    def established(ns):
+        """{pid: set of remote addresses} of the established TCP connections in ns."""
+        out = {}
+        r = run("ip", "netns", "exec", ns, "ss", "-Htnp", "state", "established")
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) < 4:
+                continue
+            peer = f[3].rsplit(":", 1)[0]
+            for pid in re.findall(r"pid=(\d+)", line):
+                out.setdefault(int(pid), set()).add(peer)
+        return out
 
     @staticmethod
     def reach(ns, addr, port, timeout=0.5):
@@ -413,7 +451,7 @@ class Bed:
     # ---------------------------------------------------------------- agents
 
     def config(self, h, grace="6s", cooling_grace="40s", duration="20s", psk=None,
-               allowlist=None, name=None, log_level=None):
+               allowlist=None, name=None, log_level=None, overheat="5s"):
         peers_allow = ""
         if allowlist:
             peers_allow = "allowlist = [" + ", ".join(f'"{p}"' for p in allowlist) + "]\n"
@@ -423,7 +461,7 @@ name = "{name or h.name}"
 state_dir = "{h.dir}/state"
 
 [http]
-listen_address = "127.0.0.1:{HTTP_PORT}"
+listen_address = "127.0.0.1:{h.http_port}"
 token_file = "{self.token_file}"
 
 [sensors]
@@ -447,7 +485,7 @@ dry_run = true
 dry_run_marker = "{h.marker}"
 
 [overheat]
-sustain = "5s"
+sustain = "{overheat}"
 grace = "10s"
 
 [cooling]
@@ -456,7 +494,7 @@ heating_rate = 3.0
 
 [cluster]
 name = "testbed"
-listen = ["/ip4/{h.ip}/tcp/{P2P_PORT}"]
+listen = ["/ip4/{h.ip}/tcp/{h.p2p_port}"]
 mdns = true
 mdns_interval = "1s"
 psk_file = "{psk or self.psk}"
@@ -570,8 +608,8 @@ level = "{log_level or LOG_LEVEL}"
         try:
             s = ns_socket(h.ns)
             s.settimeout(timeout)
-            s.connect(("127.0.0.1", HTTP_PORT))
-            c = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=timeout)
+            s.connect(("127.0.0.1", h.http_port))
+            c = http.client.HTTPConnection("127.0.0.1", h.http_port, timeout=timeout)
             c.sock = s
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             c.request(method, path, headers=headers)
