@@ -1523,11 +1523,10 @@ def sc_l_sybil(bed):
                 crit += bool(p["thermal"]["critical"])
         return up, crit
 
-    w = Watch(bed, honest).poll()
+    w = Watch(bed, honest)
+    w.until(f"every honest host sees {n} attacker identities alive and claiming power up",
+            lambda w: all(h.name in w.last and claims(w.last[h.name])[0] == n for h in honest), 10)
     check(all(st[0] == "normal" for st in w.states().values()), f"not all normal before the attack: {w.states()}")
-    check(all(claims(w.last[h.name])[0] == n for h in honest),
-          f"honest hosts do not all see {n} attacker identities claiming power up: "
-          f"{ {h.name: claims(w.last[h.name]) for h in honest} }")
     for h in sybils:
         s = bed.state(h)
         check(s and s["power"]["up"] is True, f"{h} does not see its power target up: {s and s['power']}")
@@ -1554,6 +1553,14 @@ def sc_l_sybil(bed):
             shown[h.name] = (s["cluster"]["overheating"], s["cluster"]["quorum"])
 
     w.during(window, calm)
+    # What an operator sees meanwhile (not asserted): the snapshot's gauges count every
+    # alive identity; CoolmeshCoolingFailure fires on overheating_peers >= quorum.
+    def alerting(h):
+        m = bed.metrics(h)
+        over, quorum = metric(m, "coolmesh_cluster_overheating_peers"), metric(m, "coolmesh_cluster_quorum")
+        return over is not None and bool(quorum) and over >= quorum
+
+    alert = [h.name for h in honest if alerting(h)]
     for h in honest:
         # Counted one per identity (all weigh 2, inlet sensors), k critical identities
         # against n_h cool honest nodes would be a quorum once k > n_h.
@@ -1585,7 +1592,7 @@ def sc_l_sybil(bed):
     w.poll()
     check(not bed.reach(honest[0].ns, POWER_IP, POWER_PORT, timeout=1.0),
           f"{honest[0]} still reaches {POWER_IP}:{POWER_PORT} after the cut: the attacker's fake answers")
-    check(bed.reach(x.ns, POWER_IP, POWER_PORT), f"the attacker lost its own power target")
+    check(bed.reach(x.ns, POWER_IP, POWER_PORT), "the attacker lost its own power target")
     rows, votes = [], []
     for h in honest:
         pf = w.first[h.name].get("pre_fail")
@@ -1627,8 +1634,9 @@ def sc_l_sybil(bed):
             f"agent directly connected to every honest host (`ss -p`); critical claims: every honest host saw all {n} "
             f"identities at critical {t_seen:.1f}s after the claim, held {window:.0f}s (at least "
             f"{min(fewest.values())} of {n} alive and critical throughout; {n_h + 1} would be a quorum counted per "
-            f"identity): no honest pre_fail, no marker, local_fault entries {cool_lf} (status page showed "
-            f"overheating/quorum {', '.join(f'{a}/{b}' for a, b in ov)}); mains loss with {min(v for v in fewest_up.values())}"
+            f"identity): no honest pre_fail, no marker, local_fault entries {cool_lf} (/v1/state showed "
+            f"overheating/quorum {', '.join(f'{a}/{b}' for a, b in ov)}; `coolmesh_cluster_overheating_peers >= "
+            f"coolmesh_cluster_quorum`, CoolmeshCoolingFailure's condition, on {len(alert)} of {n_h}); mains loss with {min(v for v in fewest_up.values())}"
             f"-{n} identities claiming up throughout the grace: pre_fail/shutdown after loss (s): {per}; spread "
             f"{max(ats) - min(ats)} ms; grace {grace:.0f}s; peer votes down/up at pre_fail entry {', '.join(votes)}; "
             f"h1's `coolmesh_cluster_power_votes` showed up {shown_up:.0f} / down {shown_down:.0f}; attacker agents "
