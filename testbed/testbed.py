@@ -1643,6 +1643,66 @@ def sc_l_sybil(bed):
             f"stayed normal with power up")
 
 
+def sc_m_room_cancel(bed):
+    """Mains loss, then one `coolmesh room cancel` on h1: every host leaves pre_fail within a second, none shuts down."""
+    grace = 30.0
+    bed.up()
+    bed.start_all(grace="30s")
+    conv = bed.form()
+    w = Watch(bed, bed.hosts).poll()
+    check(all(st[0] == "normal" for st in w.states().values()),
+          f"not all normal before the fault: {w.states()}")
+    t_loss = now_ms()
+    bed.power_down()
+    log("power node down")
+    w.until("every host in pre_fail(power)",
+            lambda w: all(w.states().get(h.name) == ("pre_fail", "power") for h in bed.hosts), 15, poll=0.1)
+    t_all = now_ms() - t_loss
+    h1 = bed.hosts[0]
+    t_cmd = now_ms()
+    r = run("ip", "netns", "exec", h1.ns, bed.bin, "room", "cancel",
+            "--url", f"http://127.0.0.1:{h1.http_port}", "--token-file", bed.token_file,
+            "--as", "testbed@operator", "--format", "json", check_rc=False)
+    t_answer = now_ms() - t_cmd
+    check(r.returncode == 0, f"room cancel failed ({r.returncode}): {r.stdout} {r.stderr}")
+    report = json.loads(r.stdout)
+    outcomes = {a["node"]: a["outcome"] for a in report["answers"]}
+    check(outcomes == {h.name: "applied" for h in bed.hosts}, f"outcomes: {outcomes}")
+    check(report["unreached"] == [], f"unreached: {report['unreached']}")
+    left = {}
+
+    def out_of_pre_fail(w):
+        for h in bed.hosts:
+            st = w.last.get(h.name, {}).get("fsm", {})
+            if h.name not in left and st.get("state") == "normal" and st.get("since_ms", 0) >= t_cmd:
+                left[h.name] = st["since_ms"] - t_cmd
+        return len(left) == len(bed.hosts)
+    w.until("every host back to normal", out_of_pre_fail, 5, poll=0.1)
+    slowest = max(left.values())
+    check(slowest <= 1000, f"a host left pre_fail {slowest} ms after the command: {left}")
+    # Past the grace, mains still out: nobody shuts down (the cancel holds
+    # pre_fail off for shutdown.cancel_hold, 30 min by default).
+    until = t_loss + grace * 1000 + 5000
+
+    def stays(w):
+        for h in bed.hosts:
+            st = w.last.get(h.name, {}).get("fsm", {}).get("state")
+            check(st == "normal", f"{h} is {st} after the room cancel")
+            check(not bed.markers(h), f"{h} shut down after the room cancel")
+    w.during(max(0.0, (until - now_ms()) / 1000), each=stays, poll=0.5)
+    check(not bed.real_command_ran(), "a real shutdown command ran")
+    # Every host logged who asked.
+    for h in bed.hosts:
+        with open(os.path.join(h.dir, "agent.log")) as f:
+            text = f.read()
+        check("room command" in text and "testbed@operator" in text, f"{h} did not log the room command")
+    bed.power_up()
+    per = ", ".join(f"{n} {ms}" for n, ms in sorted(left.items()))
+    return (f"mesh {conv:.1f}s; every host in pre_fail(power) {t_all / 1000:.1f}s after the loss; `coolmesh room "
+            f"cancel` on h1 answered in {t_answer} ms with {len(outcomes)} applied, 0 unreached; back to normal "
+            f"(ms after the command): {per}; no shutdown through loss + grace + 5 s; each host logged the requester")
+
+
 SCENARIOS = {
     "a": ("mains loss", sc_a_mains_loss),
     "b": ("power flaps shorter than the grace", sc_b_flaps),
@@ -1656,6 +1716,7 @@ SCENARIOS = {
     "j": ("connection flood from a host without the key", sc_j_flood),
     "k": ("simultaneous start", sc_k_simultaneous),
     "l": ("many identities on one host (Sybil)", sc_l_sybil),
+    "m": ("room-wide cancel during a mains loss", sc_m_room_cancel),
 }
 
 
@@ -1676,7 +1737,7 @@ def dump_diagnostics(bed):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenarios", nargs="*", help="a..l (default: all)")
+    ap.add_argument("scenarios", nargs="*", help="a..m (default: all)")
     ap.add_argument("--hosts", type=int, default=5, help="honest hosts (at least 5)")
     ap.add_argument("--bin", default=os.environ.get("COOLMESH_BIN"))
     ap.add_argument("--workdir", default=None, help="default: a new directory under $TMPDIR")
