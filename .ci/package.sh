@@ -104,6 +104,18 @@ else
 fi
 
 echo "package: upgrade (dpkg -i over itself)"
+# A decision journal entry, as the agent writes it (CRC-32 of the JSON,
+# then the JSON), must survive the upgrade and be read back by explain.
+python3 - <<'PY'
+import json, time, zlib, os, pwd
+e = {"seq": 1, "at_ms": int(time.time() * 1000), "kind": "trigger", "trigger": "power", "active": True}
+j = json.dumps(e, separators=(",", ":")).encode()
+path = "/var/lib/coolmesh/journal.log"
+with open(path, "wb") as f:
+    f.write(b"%08x " % zlib.crc32(j) + j + b"\n")
+u = pwd.getpwnam("coolmesh")
+os.chown(path, u.pw_uid, u.pw_gid)
+PY
 sum=$(sha256sum < /etc/coolmesh/token)
 psksum=$(sha256sum < /etc/coolmesh/swarm.key)
 echo "# local edit" >> /etc/coolmesh/coolmesh.toml
@@ -112,12 +124,15 @@ dpkg -i --force-confold "$deb" >/dev/null
 [ "$(sha256sum < /etc/coolmesh/swarm.key)" = "$psksum" ] || fail "the upgrade replaced the cluster key"
 tail -n1 /etc/coolmesh/coolmesh.toml | grep -q '# local edit' || fail "the upgrade replaced the edited config"
 [ "$(runuser -u coolmesh -- coolmesh keygen --state-dir /var/lib/coolmesh)" = "$peer" ] || fail "the upgrade changed the identity"
-ok "upgrade keeps config, token, cluster key, identity"
+runuser -u coolmesh -- coolmesh explain --state-dir /var/lib/coolmesh --since 1h | grep -q "power trigger active" \
+  || fail "the upgrade lost the decision journal (coolmesh explain --state-dir)"
+ok "upgrade keeps config, token, cluster key, identity, decision journal"
 
 echo "package: dpkg -r"
 dpkg -r coolmesh >/dev/null
 [ ! -e /usr/bin/coolmesh ] || fail "/usr/bin/coolmesh left after dpkg -r"
 [ -e /var/lib/coolmesh/identity.key ] || fail "dpkg -r removed the state directory"
+[ -e /var/lib/coolmesh/journal.log ] || fail "dpkg -r removed the decision journal"
 ok "dpkg -r removes the program, keeps the state"
 dpkg -P coolmesh >/dev/null
 [ ! -e /var/lib/coolmesh ] || fail "dpkg -P left /var/lib/coolmesh"

@@ -120,6 +120,15 @@ pub async fn run_with_web(
     })?;
     let cancel = CancellationToken::new();
 
+    // The decision journal: what is on disk comes back (a torn last entry
+    // is cut off and reported); the writer appends from here on.
+    let (journal, journal_writer, problems) =
+        crate::journal::Journal::open(&cfg.node.state_dir, cfg.journal.clone());
+    for p in &problems {
+        tracing::warn!(file = %p.file, line = p.line, problem = %p.error, "decision journal: an entry could not be read back");
+    }
+    let journal_task = tokio::spawn(journal_writer.run());
+
     // Identity first: the PeerId owns this node's counter slots.
     let keypair = cluster::load_or_create_identity(&cfg.node.state_dir).with_context(|| {
         format!(
@@ -181,6 +190,7 @@ pub async fn run_with_web(
     let app = Arc::new(App {
         metrics: metrics.clone(),
         snapshot: snap_rx.clone(),
+        events: Some(Arc::new(journal.clone())),
         control: Some(ctl_tx),
         token,
         limits,
@@ -284,6 +294,7 @@ pub async fn run_with_web(
     )
     .map_err(|e| anyhow::anyhow!("state machine config: {}", e.0))?;
     let machine_rx = supervisor.subscribe();
+
     let fsm_stats = supervisor.stats();
     let (event_tx, event_rx) = mpsc::channel::<Event>(32);
     let fsm_task = tokio::spawn(supervisor.run(event_rx, cancel.clone().cancelled_owned()));
@@ -317,6 +328,8 @@ pub async fn run_with_web(
         seen_transitions: Default::default(),
         seen_probe_failures: 0,
         recovered: false,
+        journal,
+        last_machine: None,
     };
     let result = core
         .run(
@@ -328,6 +341,9 @@ pub async fn run_with_web(
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {
         let _ = http.await;
+        // The last handle went with the HTTP server: the writer drains
+        // its queue and ends.
+        let _ = journal_task.await;
         let _ = sampler.await;
         if let Some(p) = power_task {
             let _ = p.await;
@@ -378,6 +394,10 @@ struct Core {
     seen_probe_failures: u64,
     /// This node's slots were merged back from the cluster once.
     recovered: bool,
+    /// The decision journal.
+    journal: crate::journal::Journal,
+    /// The machine as last journaled (transitions are its differences).
+    last_machine: Option<Machine>,
 }
 
 impl Core {
@@ -489,6 +509,7 @@ impl Core {
                     self.update(|snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg, dry_run));
                     sync_counters(&self.metrics, &self.fsm_stats, &self.exec_stats);
                     self.count_transitions();
+                    self.journal_machine(&m);
                     self.publish_local(&m);
                     if m.state != last_state {
                         last_state = m.state;
@@ -519,7 +540,11 @@ impl Core {
                     let m = machine_rx.borrow().clone();
                     let answer = match &req.command {
                         Command::IncrementCounter { name, amount } => self.user_increment(name, *amount),
-                        cmd => control(cmd, &m, &self.event_tx, &self.cfg).await,
+                        cmd => {
+                            let a = control(cmd, &m, &self.event_tx, &self.cfg).await;
+                            self.journal_operator(cmd, "the node's HTTP API (token)", "this node", &a);
+                            a
+                        }
                     };
                     if answer.is_ok() {
                         self.publish_local(&m);
@@ -680,6 +705,240 @@ impl Core {
 
     /// Hand a signed roster to the cluster layer; the answer goes straight
     /// back to the HTTP request.
+    /// Journal what changed in the machine since the last call:
+    /// triggers that became active or cleared, transitions, deadline moves,
+    /// shutdown command attempts. The evidence is what this node knows now,
+    /// which is what the observation that caused the change carried.
+    fn journal_machine(&mut self, m: &Machine) {
+        use crate::journal::Event as J;
+        let Some(prev) = self.last_machine.replace(m.clone()) else {
+            // The first machine the supervisor publishes is the one it
+            // restored from disk.
+            self.journal.record(
+                unix_ms(),
+                J::Started {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    state: m.state.to_string(),
+                    reason: m.reason.to_string(),
+                    detail: m.detail.clone(),
+                },
+                None,
+            );
+            return;
+        };
+        let now = unix_ms();
+        let deadline = |x: &Machine| x.effective_deadline(&self.fsm_cfg).map(|d| d.0);
+        let mut evidence = None;
+        let mut ev = |this: &Self| evidence.get_or_insert_with(|| this.evidence()).clone();
+        for (trigger, was, is) in [
+            ("power", prev.power_lost_since, m.power_lost_since),
+            ("cooling", prev.cooling_since, m.cooling_since),
+            ("overheat", prev.overheat_since, m.overheat_since),
+        ] {
+            if was.is_some() != is.is_some() {
+                let e = ev(self);
+                self.journal.record(
+                    now,
+                    J::Trigger {
+                        trigger: trigger.into(),
+                        active: is.is_some(),
+                    },
+                    Some(e),
+                );
+            }
+        }
+        if prev.state != m.state || prev.since != m.since {
+            let e = ev(self);
+            self.journal.record(
+                now,
+                J::Transition {
+                    from: prev.state.to_string(),
+                    to: m.state.to_string(),
+                    reason: m.reason.to_string(),
+                    trigger: m.trigger.to_string(),
+                    detail: m.detail.clone(),
+                    deadline_before_ms: deadline(&prev),
+                    deadline_ms: deadline(m),
+                },
+                Some(e),
+            );
+        } else if deadline(&prev) != deadline(m) {
+            let e = ev(self);
+            self.journal.record(
+                now,
+                J::DeadlineMoved {
+                    reason: m.reason.to_string(),
+                    detail: m.detail.clone(),
+                    before_ms: deadline(&prev),
+                    after_ms: deadline(m),
+                },
+                Some(e),
+            );
+        }
+        let (a, b) = (&prev.exec, &m.exec);
+        let dry_run = self.cfg.shutdown.dry_run;
+        let command = |outcome: &str, error: Option<String>| J::Command {
+            attempt: b.attempts,
+            outcome: outcome.into(),
+            error,
+            dry_run,
+        };
+        if b.attempts > a.attempts {
+            self.journal.record(now, command("started", None), None);
+        }
+        if b.done && !a.done {
+            self.journal.record(now, command("succeeded", None), None);
+        }
+        if b.failures > a.failures {
+            self.journal
+                .record(now, command("failed", b.last_error.clone()), None);
+        }
+    }
+
+    /// Journal an operator command of the node's own API.
+    fn journal_operator(
+        &self,
+        cmd: &Command,
+        requester: &str,
+        via: &str,
+        answer: &Result<String, String>,
+    ) {
+        let action = match cmd {
+            Command::CancelShutdown => "cancel".to_string(),
+            Command::Maintenance { duration } if duration.is_zero() => "end maintenance".into(),
+            Command::Maintenance { duration } => {
+                format!("maintenance for {}", humantime::format_duration(*duration))
+            }
+            _ => return,
+        };
+        let (outcome, message) = match answer {
+            Ok(m) => ("applied", m.clone()),
+            Err(m) => ("refused", m.clone()),
+        };
+        self.journal.record(
+            unix_ms(),
+            crate::journal::Event::Operator {
+                action,
+                requester: requester.into(),
+                via: via.into(),
+                outcome: outcome.into(),
+                message,
+            },
+            None,
+        );
+    }
+
+    /// What the decisions use now: this node's probes and readings, the
+    /// voters' observations of the same targets (by name), the cooling
+    /// quorum as the state machine counts it.
+    fn evidence(&self) -> crate::journal::Evidence {
+        use crate::journal::{CoolingEvidence, Evidence, TargetEvidence, ThermalEvidence};
+        let voters = self.view.voters();
+        let name = |p: &cluster::PeerView| {
+            if p.record.node.is_empty() {
+                p.record.peer_id.to_base58()
+            } else {
+                p.record.node.clone()
+            }
+        };
+        let targets = self
+            .cfg
+            .power
+            .targets
+            .iter()
+            .map(|t| {
+                let mut te = TargetEvidence {
+                    target: t.clone(),
+                    own: self
+                        .power_targets
+                        .iter()
+                        .find(|o| &o.target == t)
+                        .map(|o| o.up),
+                    ..Default::default()
+                };
+                for p in &voters {
+                    if let Some(o) = p.record.power.iter().find(|o| &o.target == t) {
+                        if o.up {
+                            te.up.push(name(p));
+                        } else {
+                            te.down.push(name(p));
+                        }
+                    }
+                }
+                te.up.sort();
+                te.down.sort();
+                te
+            })
+            .collect();
+        let th = &self.thermal;
+        let thermal = ThermalEvidence {
+            node: self.cfg.node.name.clone(),
+            hottest: th.hottest_celsius,
+            headroom: th.headroom_celsius,
+            trend: th.trend_celsius_per_minute,
+            time_to_critical: th.time_to_critical_seconds,
+            critical: th.critical,
+            cooling_vote: self.fsm_cfg.is_heating(th),
+            air: th.air,
+            load: th.load,
+        };
+        let pv = self.peer_view();
+        let (peer_weight, peer_voting) = pv.weights();
+        let own_w = if th.air { 2 } else { 1 };
+        let own_vote = thermal.cooling_vote;
+        let weight = peer_weight + own_w;
+        let voting_weight = peer_voting + if own_vote { own_w } else { 0 };
+        let voting_nodes = pv.overheating + u32::from(own_vote);
+        let (formed, needed) = crate::fsm::weighted_quorum(
+            weight,
+            voting_weight,
+            voting_nodes,
+            self.fsm_cfg.cooling_quorum_min,
+        );
+        let voting = voters
+            .iter()
+            .filter(|p| peer_votes_cooling(&p.record.thermal, &self.fsm_cfg))
+            .map(|p| {
+                let t = &p.record.thermal;
+                ThermalEvidence {
+                    node: name(p),
+                    hottest: t.hottest,
+                    headroom: t.headroom,
+                    trend: t.trend,
+                    time_to_critical: t.time_to_critical,
+                    critical: t.critical,
+                    cooling_vote: true,
+                    air: t.air,
+                    load: None,
+                }
+            })
+            .collect();
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Evidence {
+            own_power: match self.power {
+                None => String::new(),
+                Some(PowerReading::Unknown) => "unknown".into(),
+                Some(r) => match r.vote() {
+                    Some(true) => "up".into(),
+                    Some(false) => "down".into(),
+                    None => "unknown".into(),
+                },
+            },
+            targets,
+            thermal,
+            cooling: CoolingEvidence {
+                nodes: n(voters.len()) + 1,
+                weight,
+                voting_weight,
+                needed,
+                formed,
+                voting,
+            },
+            voters: n(voters.len()),
+            non_voters: n(self.view.peers.len().saturating_sub(voters.len())),
+        }
+    }
+
     /// A room command from the operator: the cluster layer checks it,
     /// applies it here (through [`Core::room_apply`]) and on every member,
     /// and answers with the report, which goes back as JSON.
@@ -748,6 +1007,22 @@ impl Core {
             }
         };
         let from = from.map_or_else(|| "this node".to_string(), |p| p.to_base58());
+        self.journal.record(
+            unix_ms(),
+            crate::journal::Event::Operator {
+                action: format!("room: {}", cmd.action),
+                requester: cmd.requester.clone(),
+                via: from.clone(),
+                outcome: match outcome {
+                    Outcome::Applied => "applied",
+                    Outcome::NothingToDo => "nothing to do",
+                    Outcome::Refused => "refused",
+                }
+                .into(),
+                message: message.clone(),
+            },
+            None,
+        );
         tracing::warn!(
             id = %format!("{:016x}", cmd.id),
             action = %cmd.action,

@@ -37,6 +37,8 @@ pub enum Cmd {
     Roster(RosterArgs),
     /// Act on the whole room at once: cancel, maintenance, state of every member.
     Room(RoomArgs),
+    /// Why this server did what it did: the decision journal as a story.
+    Explain(ExplainArgs),
     /// Run a local cluster with simulated sensors and power; drive it from the keyboard.
     Demo(DemoArgs),
 }
@@ -380,6 +382,36 @@ pub enum RosterAction {
         )]
         token_file: PathBuf,
     },
+}
+
+/// `coolmesh explain`
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// How far back, e.g. 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ExplainFormat,
+    /// Read the journal from this state directory instead of asking the
+    /// agent (works while the agent is stopped, e.g. right after a reboot).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The agent to ask: http://HOST:PORT, or https://HOST:PORT with TLS.
+    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    pub url: String,
+    /// TLS and basic auth towards the agent.
+    #[command(flatten)]
+    pub client: ClientFlags,
+}
+
+/// Output format of `coolmesh explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    /// A story for people.
+    Text,
+    /// The entries as JSON (oldest first).
+    Json,
 }
 
 /// `coolmesh room`

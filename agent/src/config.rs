@@ -331,6 +331,8 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// `[log]`
     pub log: LogConfig,
+    /// `[journal]`: the decision journal's bounds (see `crate::journal`).
+    pub journal: crate::journal::JournalConfig,
 }
 
 fn hostname() -> String {
@@ -402,6 +404,7 @@ impl Default for Config {
                 level: "info".into(),
                 format: "logfmt".into(),
             },
+            journal: crate::journal::JournalConfig::default(),
             cluster: ClusterSection {
                 enabled: true,
                 name: "coolmesh".into(),
@@ -711,6 +714,7 @@ fn suggest<'k>(k: &str, known: &[&'k str]) -> Option<&'k str> {
 
 const SECTIONS: &[&str] = &[
     "node", "http", "sensors", "power", "shutdown", "overheat", "cooling", "cluster", "log",
+    "journal",
 ];
 
 /// Parse a config document. Returns every problem found.
@@ -861,6 +865,21 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
             ),
             "shutdown" => parse_shutdown(w, t, &mut c.shutdown),
             "cluster" => parse_cluster(w, t, &mut c.cluster),
+            "journal" => w.table("journal", t, &["max_bytes", "max_age"], |w, k, full, it| {
+                if k == "max_bytes" {
+                    // At least 64 KiB: a few entries with a room's evidence.
+                    if let Some(v) = w.int(full, it, 65_536..=1_073_741_824) {
+                        c.journal.max_bytes = v as u64; // in range
+                    }
+                } else if let Some(d) = w.duration(
+                    full,
+                    it,
+                    Duration::from_secs(3600),
+                    Duration::from_secs(10 * 365 * 24 * 3600),
+                ) {
+                    c.journal.max_age = d;
+                }
+            }),
             "overheat" => w.table("overheat", t, &["sustain", "grace"], |w, k, full, it| {
                 if let Some(d) = w.duration(full, it, Duration::ZERO, Duration::from_secs(3600)) {
                     if k == "sustain" {

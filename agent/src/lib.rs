@@ -10,6 +10,8 @@
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
+//! - [`journal`]: the decision journal (every decision with its evidence, on disk, checksummed).
+//! - [`explain`]: `coolmesh explain`, the journal as a story.
 //! - [`room_cmd`]: `coolmesh room cancel|maintenance|state`, one operator action for every member.
 //! - [`roster_cmd`]: `coolmesh roster keygen|list|add|remove`, the operator's side of the room roster.
 //! - [`rlimit`]: raises the soft open-file limit at startup, as Go services do.
@@ -21,8 +23,10 @@ pub mod cluster;
 pub mod config;
 pub mod counter_store;
 pub mod demo;
+pub mod explain;
 pub mod fsm;
 pub mod heating;
+pub mod journal;
 pub mod persist;
 pub mod power;
 pub mod report;

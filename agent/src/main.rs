@@ -153,6 +153,7 @@ fn main() -> ExitCode {
         Cmd::Counter(args) => counter(args),
         Cmd::Roster(args) => coolmesh_agent::roster_cmd::main(args),
         Cmd::Room(args) => coolmesh_agent::room_cmd::main(args),
+        Cmd::Explain(args) => coolmesh_agent::explain::main(args),
         Cmd::Demo(args) => coolmesh_agent::demo::main(args),
     }
 }

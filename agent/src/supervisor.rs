@@ -275,7 +275,10 @@ impl<C: Clock> Supervisor<C> {
             exec: None,
             retry_at: None,
         };
-        r.publish();
+        // Always announce the restored machine, even when it equals the
+        // initial value: subscribers (the decision journal) take the first
+        // notification as "what the agent started with".
+        r.sup.snapshot.send_replace(r.m.clone());
         r.resume(resume);
 
         let mut ticker = tokio::time::interval(r.sup.tick);

@@ -152,6 +152,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Latest snapshot.
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// The decision journal (`GET /v1/events`); `None`: 404.
+    pub events: Option<Arc<dyn EventSource>>,
     /// Where operator commands go; `None` disables them (503).
     pub control: Option<mpsc::Sender<ControlRequest>>,
     /// The operator token; `None` disables mutating endpoints (403).
@@ -162,6 +164,22 @@ pub struct App {
     /// plain HTTP, open reads.
     pub web: Option<Arc<WebConfig>>,
 }
+
+/// The agent's decision journal, as `GET /v1/events` serves it.
+pub trait EventSource: Send + Sync {
+    /// One page as JSON: at most `limit` entries, newest first, with a
+    /// sequence number below `before` (if given), none older than
+    /// `since_ms` (unix ms, if given).
+    fn page_json(
+        &self,
+        since_ms: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> serde_json::Value;
+}
+
+/// Most entries one `GET /v1/events` returns.
+pub const MAX_EVENTS_PAGE: usize = 1000;
 
 /// Header that carries the operator token when `Authorization` is taken by
 /// basic auth. Accepted with or without basic auth.
@@ -306,6 +324,59 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
             let snap = app.snapshot.borrow().clone();
             json(StatusCode::OK, &snap.counters)
         }
+        "/v1/events" if get => {
+            let Some(events) = &app.events else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "this process keeps no decision journal",
+                );
+            };
+            let q = query(&req);
+            let since_ms = match param(&q, "since") {
+                None => None,
+                Some(raw) => match humantime::parse_duration(raw) {
+                    Ok(d) => Some(
+                        unix_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    ),
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!(
+                                "bad `since` {raw:?}: {e} (a duration back from now, e.g. 24h)"
+                            ),
+                        )
+                    }
+                },
+            };
+            let before = match param(&q, "before") {
+                None => None,
+                Some(raw) => match raw.parse::<u64>() {
+                    Ok(b) => Some(b),
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!(
+                                "bad `before` {raw:?}: the `next_before` of the previous page"
+                            ),
+                        )
+                    }
+                },
+            };
+            let limit = match param(&q, "limit") {
+                None => 100,
+                Some(raw) => match raw.parse::<usize>() {
+                    Ok(l) if (1..=MAX_EVENTS_PAGE).contains(&l) => l,
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("bad `limit` {raw:?}: 1-{MAX_EVENTS_PAGE}"),
+                        )
+                    }
+                },
+            };
+            json_plain(StatusCode::OK, &events.page_json(since_ms, before, limit))
+        }
+        "/v1/events" => method_not_allowed("GET"),
         "/v1/roster" if get => {
             let snap = app.snapshot.borrow().clone();
             match &snap.roster {
@@ -755,4 +826,11 @@ async fn tls_accept(
             None
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

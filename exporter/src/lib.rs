@@ -23,7 +23,7 @@ pub mod status_page;
 pub mod text;
 pub mod web_config;
 
-pub use http::{serve, App, Command, ControlRequest, Limits};
+pub use http::{serve, App, Command, ControlRequest, EventSource, Limits};
 pub use metrics::{BuildInfo, Metrics};
 pub use model::Snapshot;
 pub use web_config::WebConfig;

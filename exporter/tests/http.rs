@@ -34,6 +34,7 @@ async fn start(token: Option<&str>, limits: Limits) -> Server {
     let (tx, commands) = mpsc::channel(4);
     let app = Arc::new(App {
         metrics,
+        events: None,
         snapshot: rx,
         control: Some(tx),
         token: token.map(|t| Token::from_file_content(t).expect("token")),

@@ -45,6 +45,7 @@ async fn start(limits: Limits) -> Server {
     let (tx, commands) = mpsc::channel(16);
     let app = Arc::new(App {
         metrics,
+        events: None,
         snapshot: rx,
         control: Some(tx),
         token: Some(Token::from_file_content(TOKEN).expect("token")),

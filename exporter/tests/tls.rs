@@ -117,6 +117,7 @@ async fn start(yaml: &str, dir: &Path, limits: Limits) -> Server {
     let (tx, commands) = mpsc::channel(4);
     let app = Arc::new(App {
         metrics,
+        events: None,
         snapshot: rx,
         control: Some(tx),
         token: Some(Token::from_file_content(TOKEN).expect("token")),

@@ -268,6 +268,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let app = Arc::new(App {
             metrics,
+            events: None,
             snapshot: rx,
             control: None,
             token: None,
