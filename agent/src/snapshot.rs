@@ -108,8 +108,20 @@ pub fn thermal_of(t: &crate::cluster::record::Thermal) -> ThermalSummary {
 }
 
 /// The cluster part of a snapshot: peers, votes per target (this node
-/// included), overheating nodes (this node included) and the quorum, a
-/// majority of the fresh nodes. Without peers this node is the whole room.
+/// included), overheating nodes (this node included) and the quorum.
+///
+/// The overheating count and the quorum are the state machine's own: they
+/// count the voters it counts ([`ClusterView::voters`]: alive, directly
+/// connected, one per host address) plus this node, and the quorum is
+/// [`crate::fsm::cooling_quorum`], a strict majority of those nodes and at
+/// least `cooling_quorum_min` (default 2), so that a lone node's heat is no
+/// "cooling failed". Without peers this node is the whole room (quorum 2 by
+/// default: one node never makes a quorum). The machine weighs voters that
+/// vote by inlet or ambient air double ([`crate::fsm::weighted_quorum`]);
+/// this node count is the quorum when every node weighs 1, and otherwise
+/// asks for at least as many nodes as the weighted quorum does.
+///
+/// [`ClusterView::voters`]: crate::cluster::ClusterView::voters
 pub fn apply_cluster(
     snap: &mut Snapshot,
     view: &crate::cluster::ClusterView,
@@ -156,11 +168,93 @@ pub fn apply_cluster(
             down: n(v.down),
         })
         .collect();
-    let peers_hot = view
-        .alive_peers()
+    let voters = view.voters();
+    let peers_hot = voters
+        .iter()
         .filter(|p| crate::agent::peer_votes_cooling(&p.record.thermal, fsm))
         .count();
     snap.cluster.overheating = n(peers_hot) + u32::from(fsm.is_heating(own_thermal));
-    let nodes = 1 + n(view.alive_peers().count());
-    snap.cluster.quorum = nodes / 2 + 1;
+    let nodes = n(voters.len()).saturating_add(1);
+    snap.cluster.quorum = crate::fsm::cooling_quorum(nodes, fsm.cooling_quorum_min);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::record::{LocalState, Record, Thermal as RecordThermal};
+    use crate::cluster::{ClusterView, Liveness, PeerView};
+    use crate::fsm::FsmConfig;
+    use std::time::{Duration, Instant};
+
+    /// A peer at host `10.0.0.<host>`, voting "cooling lost" if `hot`.
+    fn peer(host: u8, hot: bool, liveness: Liveness, connected: bool) -> PeerView {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let local = LocalState {
+            thermal: RecordThermal {
+                critical: hot,
+                vote: Some(hot),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        PeerView {
+            record: Record::from_local(&local, "c", key.public().to_peer_id(), 1, &[], 0),
+            liveness,
+            stale: false,
+            last_seen: Instant::now(),
+            age: Duration::ZERO,
+            connected,
+            remote_ip: Some(std::net::Ipv4Addr::new(10, 0, 0, host).into()),
+        }
+    }
+
+    fn cluster(peers: Vec<PeerView>, self_hot: bool) -> (u32, u32) {
+        let mut view = ClusterView::default();
+        for p in peers {
+            view.peers.insert(p.record.peer_id, p);
+        }
+        let own = ThermalSummary {
+            critical: self_hot,
+            ..ThermalSummary::default()
+        };
+        let mut snap = Snapshot::default();
+        apply_cluster(&mut snap, &view, "c", &FsmConfig::default(), &own);
+        (snap.cluster.overheating, snap.cluster.quorum)
+    }
+
+    /// A lone hot node is one vote of the two the state machine needs
+    /// (`cooling_quorum_min`), not a quorum of one.
+    #[test]
+    fn a_lone_node_is_no_quorum() {
+        assert_eq!(cluster(vec![], true), (1, 2));
+        assert_eq!(cluster(vec![], false), (0, 2));
+    }
+
+    /// The quorum and the overheating count are over the state machine's
+    /// voters (alive, directly connected, one per host address) plus this
+    /// node: a strict majority, at least 2.
+    #[test]
+    fn quorum_counts_the_voters_as_the_state_machine_does() {
+        // 3 voters + self = 4 nodes: majority 3.
+        let voters = vec![
+            peer(1, true, Liveness::Alive, true),
+            peer(2, false, Liveness::Alive, true),
+            peer(3, false, Liveness::Alive, true),
+        ];
+        assert_eq!(cluster(voters, true), (2, 3));
+        // Not voters: suspect, dead, relayed (not connected), a second
+        // identity on a voter's address. 1 voter + self = 2 nodes: quorum 2.
+        let peers = vec![
+            peer(1, true, Liveness::Alive, true),
+            peer(1, true, Liveness::Alive, true),
+            peer(2, true, Liveness::Suspect, true),
+            peer(3, true, Liveness::Dead, true),
+            peer(4, true, Liveness::Alive, false),
+        ];
+        assert_eq!(cluster(peers, false), (1, 2));
+        // With 2 nodes, both hot is a quorum; the state machine agrees.
+        let (formed, _) = crate::fsm::weighted_quorum(2, 2, 2, 2);
+        assert!(formed);
+        assert_eq!(cluster(vec![peer(1, true, Liveness::Alive, true)], true), (2, 2));
+    }
 }
