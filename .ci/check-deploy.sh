@@ -55,7 +55,7 @@ pass "deploy/coolmesh.example.toml passes check-config"
 # listens (a port picked here and released could be taken meanwhile).
 "$bin" agent --path.sysfs agent/tests/fixtures/sysfs --web.listen-address 127.0.0.1:0 \
   --state-dir "$tmp/state" --node.name deploy-check --cluster.name room-ci \
-  --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --dry-run --log.format json \
+  --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --cluster.insecure-no-psk --dry-run --log.format json \
   >"$tmp/agent.log" 2>&1 &
 pid=$!
 port=$(python3 - "$tmp/agent.log" <<'PY'

@@ -15,7 +15,7 @@ cargo build --release --locked -q
 # Both bind port 0 and say where they listen: no port is picked here and
 # released for them to bind later.
 "$target/release/coolmesh" agent --path.sysfs "$sysfs" --web.listen-address 127.0.0.1:0 \
-  --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --log.format json \
+  --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --cluster.insecure-no-psk --log.format json \
   --state-dir "$tmp/state" --sensors.interval 1s >"$tmp/agent.log" 2>&1 &
 pids+=($!)
 prometheus-node-exporter --path.sysfs="$sysfs" --collector.disable-defaults \

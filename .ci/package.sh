@@ -76,6 +76,13 @@ ok "/var/lib/coolmesh 700 coolmesh:coolmesh"
 [ "$(stat -c '%a %U:%G' /etc/coolmesh/token)" = "640 root:coolmesh" ] || fail "/etc/coolmesh/token is $(stat -c '%a %U:%G' /etc/coolmesh/token)"
 [ "$(tr -d '\n' < /etc/coolmesh/token | wc -c)" -eq 64 ] || fail "token is not 64 hex digits"
 ok "/etc/coolmesh/token 640 root:coolmesh"
+[ "$(stat -c '%a %U:%G' /etc/coolmesh/swarm.key)" = "640 root:coolmesh" ] || fail "/etc/coolmesh/swarm.key is $(stat -c '%a %U:%G' /etc/coolmesh/swarm.key)"
+head -n1 /etc/coolmesh/swarm.key | grep -qx '/key/swarm/psk/1.0.0/' || fail "swarm.key is not a swarm key file"
+runuser -u coolmesh -- cat /etc/coolmesh/swarm.key >/dev/null || fail "the service user cannot read swarm.key"
+ok "/etc/coolmesh/swarm.key 640 root:coolmesh, readable by the service user"
+grep -qx 'dry_run = true' /etc/coolmesh/coolmesh.toml || fail "the installed config is not a dry run"
+grep -qx 'psk_file = "/etc/coolmesh/swarm.key"' /etc/coolmesh/coolmesh.toml || fail "the installed config does not use the cluster key"
+ok "the installed config is a dry run with the cluster key"
 # The service user can create its identity in its state directory and read
 # the sensors (as the unit would run it).
 peer=$(runuser -u coolmesh -- coolmesh keygen --state-dir /var/lib/coolmesh)
@@ -98,12 +105,14 @@ fi
 
 echo "package: upgrade (dpkg -i over itself)"
 sum=$(sha256sum < /etc/coolmesh/token)
+psksum=$(sha256sum < /etc/coolmesh/swarm.key)
 echo "# local edit" >> /etc/coolmesh/coolmesh.toml
 dpkg -i --force-confold "$deb" >/dev/null
 [ "$(sha256sum < /etc/coolmesh/token)" = "$sum" ] || fail "the upgrade replaced the token"
+[ "$(sha256sum < /etc/coolmesh/swarm.key)" = "$psksum" ] || fail "the upgrade replaced the cluster key"
 tail -n1 /etc/coolmesh/coolmesh.toml | grep -q '# local edit' || fail "the upgrade replaced the edited config"
 [ "$(runuser -u coolmesh -- coolmesh keygen --state-dir /var/lib/coolmesh)" = "$peer" ] || fail "the upgrade changed the identity"
-ok "upgrade keeps config, token, identity"
+ok "upgrade keeps config, token, cluster key, identity"
 
 echo "package: dpkg -r"
 dpkg -r coolmesh >/dev/null
@@ -113,6 +122,7 @@ ok "dpkg -r removes the program, keeps the state"
 dpkg -P coolmesh >/dev/null
 [ ! -e /var/lib/coolmesh ] || fail "dpkg -P left /var/lib/coolmesh"
 [ ! -e /etc/coolmesh/token ] || fail "dpkg -P left the token"
-ok "dpkg -P removes state and token"
+[ ! -e /etc/coolmesh/swarm.key ] || fail "dpkg -P left the cluster key"
+ok "dpkg -P removes state, token and cluster key"
 echo "package: all checks passed: $deb"
 echo "package: $passed passed, 0 failed"

@@ -158,7 +158,7 @@ done
 for x in a b; do
   "$BIN" agent --path.sysfs agent/tests/fixtures/sysfs --web.listen-address 127.0.0.1:0 \
     --web.config.file "$tmp/$x/web-config.yml" --state-dir "$tmp/$x/state" --node.name "tls-$x" \
-    --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --dry-run --sensors.interval 1s \
+    --cluster.listen /ip4/127.0.0.1/tcp/0 --cluster.no-mdns --cluster.insecure-no-psk --dry-run --sensors.interval 1s \
     --log.format json >"$tmp/$x/agent.log" 2>&1 &
   pids+=($!)
 done

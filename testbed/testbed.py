@@ -9,7 +9,9 @@ is never touched):
                  real `coolmesh agent` with mDNS discovery only (no static peers)
     cmtb-power   the power node: eth0 = 10.213.0.254/24, a TCP listener on :7000
                  that the agents probe (tcp://10.213.0.254:7000)
-    cmtb-xN      hostile hosts (scenarios i, j): 10.213.0.(100+N)
+    cmtb-xN      hostile hosts (scenarios i, j, l): 10.213.0.(100+N); in l, x1 runs
+                 many agents (one address, own ports) and has its own
+                 10.213.0.254:7000 on its loopback
 
 Each host's eth0 is one end of a veth pair whose other end is a port of br0.
 The driver reaches each agent's HTTP API on 127.0.0.1:9876 *inside* the
@@ -26,7 +28,7 @@ the bridge.
 
 Usage: testbed.py [--hosts N] [--results FILE] [--keep] [SCENARIO...]
        testbed.py --cleanup | --list | --up
-Scenarios: a..k (default: all). Needs root, iproute2 and python3 only.
+Scenarios: a..l (default: all). Needs root, iproute2 and python3 only.
 docs/failure-matrix.md describes every scenario and holds the results.
 """
 
@@ -196,6 +198,15 @@ def cleanup(quiet=True):
 # --------------------------------------------------------------------------
 
 
+def listener(addr, port):
+    """A TCP service that accepts and closes (python -c), like a device on raw mains."""
+    return ("import socket\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('{addr}', {port})); s.listen(128)\n"
+            "while True:\n"
+            "    c, _ = s.accept(); c.close()\n")
+
+
 def netem_available():
     """sch_netem present? Tried on a throwaway veth inside a scratch namespace."""
     ns = f"{PREFIX}-probe"
@@ -211,12 +222,16 @@ def netem_available():
 
 
 class Host:
-    def __init__(self, bed, name, index, hostile=False):
+    def __init__(self, bed, name, index, hostile=False, on=None, ports=(HTTP_PORT, P2P_PORT)):
+        """One agent's host. With on=another Host, an extra agent in that
+        host's namespace, with the same address (its own ports, directory
+        and identity): a second identity on one machine (scenario l)."""
         self.bed = bed
         self.name = name
-        self.ns = f"{PREFIX}-{name}"
-        self.ip = f"{NET}.{(100 if hostile else 10) + index}"
-        self.port = name  # its port on br0, in the switch namespace
+        self.ns = on.ns if on else f"{PREFIX}-{name}"
+        self.ip = on.ip if on else f"{NET}.{(100 if hostile else 10) + index}"
+        self.port = on.port if on else name  # its port on br0, in the switch namespace
+        self.http_port, self.p2p_port = ports
         self.dir = os.path.join(bed.dir, name)
         self.cfg = os.path.join(self.dir, "coolmesh.toml")
         self.readings = os.path.join(self.dir, "readings.json")
@@ -305,12 +320,7 @@ class Bed:
                 os.path.join(self.dir, "l2relay.log"))
         # The power node: accept and close, like any TCP service on raw mains.
         self.power = self.spawn(
-            ["ip", "netns", "exec", POWER_NS, sys.executable, "-c",
-             "import socket\n"
-             "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-             f"s.bind(('{POWER_IP}', {POWER_PORT})); s.listen(128)\n"
-             "while True:\n"
-             "    c, _ = s.accept(); c.close()\n"],
+            ["ip", "netns", "exec", POWER_NS, sys.executable, "-c", listener(POWER_IP, POWER_PORT)],
             os.path.join(self.dir, "power.log"))
         # Every host reaches the power node before any agent starts (an agent
         # whose first probe fails with no peer around rightly enters pre_fail).
@@ -319,6 +329,36 @@ class Bed:
         with open(self.token_file, "w") as f:
             f.write(TOKEN)
         run(self.bin, "keygen", "--psk", "--out", self.psk)
+
+    def fake_power(self, x):
+        """Give hostile host x a power node of its own: POWER_IP on x's
+        loopback with a listener on POWER_PORT, so that x's agents probe the
+        very target string the honest hosts probe and see it up whatever
+        the real power node does. x never answers ARP for that address
+        (arp_ignore 1: only for addresses on the asking interface;
+        arp_announce 2), so the honest hosts keep reaching only the real
+        power node; scenario l checks that they lose it at the cut."""
+        for key, val in (("arp_ignore", 1), ("arp_announce", 2)):
+            for dev in ("all", "eth0"):
+                run("ip", "netns", "exec", x.ns, "sh", "-c", f"echo {val} > /proc/sys/net/ipv4/conf/{dev}/{key}")
+        ip("-n", x.ns, "addr", "add", f"{POWER_IP}/32", "dev", "lo")
+        self.spawn(["ip", "netns", "exec", x.ns, sys.executable, "-c", listener(POWER_IP, POWER_PORT)],
+                   os.path.join(x.dir, "fake-power.log"))
+        wait(f"{x}'s own power target", lambda: self.reach(x.ns, POWER_IP, POWER_PORT), 10, poll=0.1)
+
+    @staticmethod
+    def established(ns):
+        """{pid: set of remote addresses} of the established TCP connections in ns."""
+        out = {}
+        r = run("ip", "netns", "exec", ns, "ss", "-Htnp", "state", "established")
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) < 4:
+                continue
+            peer = f[3].rsplit(":", 1)[0]
+            for pid in re.findall(r"pid=(\d+)", line):
+                out.setdefault(int(pid), set()).add(peer)
+        return out
 
     @staticmethod
     def reach(ns, addr, port, timeout=0.5):
@@ -413,7 +453,7 @@ class Bed:
     # ---------------------------------------------------------------- agents
 
     def config(self, h, grace="6s", cooling_grace="40s", duration="20s", psk=None,
-               allowlist=None, name=None, log_level=None):
+               allowlist=None, name=None, log_level=None, overheat="5s"):
         peers_allow = ""
         if allowlist:
             peers_allow = "allowlist = [" + ", ".join(f'"{p}"' for p in allowlist) + "]\n"
@@ -423,7 +463,7 @@ name = "{name or h.name}"
 state_dir = "{h.dir}/state"
 
 [http]
-listen_address = "127.0.0.1:{HTTP_PORT}"
+listen_address = "127.0.0.1:{h.http_port}"
 token_file = "{self.token_file}"
 
 [sensors]
@@ -447,7 +487,7 @@ dry_run = true
 dry_run_marker = "{h.marker}"
 
 [overheat]
-sustain = "5s"
+sustain = "{overheat}"
 grace = "10s"
 
 [cooling]
@@ -456,7 +496,7 @@ heating_rate = 3.0
 
 [cluster]
 name = "testbed"
-listen = ["/ip4/{h.ip}/tcp/{P2P_PORT}"]
+listen = ["/ip4/{h.ip}/tcp/{h.p2p_port}"]
 mdns = true
 mdns_interval = "1s"
 psk_file = "{psk or self.psk}"
@@ -570,8 +610,8 @@ level = "{log_level or LOG_LEVEL}"
         try:
             s = ns_socket(h.ns)
             s.settimeout(timeout)
-            s.connect(("127.0.0.1", HTTP_PORT))
-            c = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=timeout)
+            s.connect(("127.0.0.1", h.http_port))
+            c = http.client.HTTPConnection("127.0.0.1", h.http_port, timeout=timeout)
             c.sock = s
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             c.request(method, path, headers=headers)
@@ -1442,6 +1482,167 @@ def sc_k_simultaneous(bed):
     return f"{how}, {delay} ms: full mesh {conv:.1f}s after a simultaneous start"
 
 
+# Scenario l: how many agents the attacker host runs (each its own identity).
+SYBILS = int(os.environ.get("TESTBED_SYBILS", "10"))
+
+
+def sc_l_sybil(bed):
+    """One attacker host runs many agents with the key: their "critical" and "power up" claims count as one vote."""
+    grace, window, n = 6.0, 15.0, SYBILS
+    bed.up(hostile=("sybil",))
+    x = bed.hostile[0]
+    bed.fake_power(x)
+    sybils = [Host(bed, f"{x.name}s{i}", i, on=x, ports=(10000 + i, 10100 + i)) for i in range(1, n + 1)]
+    for i, h in enumerate(sybils, start=1):
+        # The attacker's own agents never act on their lie (overheat sustain 1 h).
+        bed.config(h, name=f"sybil-{i}", overheat="1h")
+    bed.hostile += sybils
+    honest = bed.hosts
+    n_h = len(honest)
+    check(n >= n_h + 1, f"{n} attacker identities cannot out-vote {n_h} honest hosts even if each counted")
+    bed.start_all(hosts=honest + sybils, grace="6s")
+    conv = bed.form(honest + sybils)
+    ids = {h.peer_id for h in sybils}
+    honest_ips = {h.ip for h in honest}
+
+    def missing_links():
+        """Attacker agents without an established connection to every honest host (by pid, `ss -p`)."""
+        est = bed.established(x.ns)
+        return {h.name: sorted(honest_ips - est.get(h.proc.pid, set()))
+                for h in sybils if honest_ips - est.get(h.proc.pid, set())}
+
+    wait("every attacker agent directly connected to every honest host", lambda: not missing_links(), 15,
+         diag=missing_links)
+
+    def claims(s):
+        """(attacker identities alive and claiming power up, alive and at critical) in a /v1/state."""
+        up = crit = 0
+        for p in s["cluster"]["peers"]:
+            if p["peer_id"] in ids and p["liveness"] == "alive" and not p.get("stale"):
+                up += p.get("power_up") is True
+                crit += bool(p["thermal"]["critical"])
+        return up, crit
+
+    w = Watch(bed, honest)
+    w.until(f"every honest host sees {n} attacker identities alive and claiming power up",
+            lambda w: all(h.name in w.last and claims(w.last[h.name])[0] == n for h in honest), 10)
+    check(all(st[0] == "normal" for st in w.states().values()), f"not all normal before the attack: {w.states()}")
+    for h in sybils:
+        s = bed.state(h)
+        check(s and s["power"]["up"] is True, f"{h} does not see its power target up: {s and s['power']}")
+
+    # 1. The attacker's identities claim critical temperature; the honest room is cool.
+    t_c = now_ms()
+    for h in sybils:
+        bed.write_temp(h, CRITICAL + 15)
+    log(f"{n} attacker identities on {x.ip} claim {CRITICAL + 15:.0f} C (critical {CRITICAL:.0f} C)")
+    w.until("every honest host sees every attacker identity at critical",
+            lambda w: all(claims(w.last[h.name])[1] == n for h in honest), 15)
+    t_seen = (now_ms() - t_c) / 1000
+    fewest = {h.name: n for h in honest}
+    shown = {}
+
+    def calm(w):
+        for h in honest:
+            s = w.last[h.name]
+            f = s["fsm"]
+            check(f["state"] in ("normal", "local_fault"),
+                  f"{h} left normal while only the attacker claims critical: {f['state']}({f['reason']}): {f['detail']}")
+            check(not bed.markers(h), f"{h} shut down: {bed.markers(h)}")
+            fewest[h.name] = min(fewest[h.name], claims(s)[1])
+            shown[h.name] = (s["cluster"]["overheating"], s["cluster"]["quorum"])
+
+    w.during(window, calm)
+    # What an operator sees meanwhile (not asserted): the snapshot's gauges count every
+    # alive identity; CoolmeshCoolingFailure fires on overheating_peers >= quorum.
+    def alerting(h):
+        m = bed.metrics(h)
+        over, quorum = metric(m, "coolmesh_cluster_overheating_peers"), metric(m, "coolmesh_cluster_quorum")
+        return over is not None and bool(quorum) and over >= quorum
+
+    alert = [h.name for h in honest if alerting(h)]
+    for h in honest:
+        # Counted one per identity (all weigh 2, inlet sensors), k critical identities
+        # against n_h cool honest nodes would be a quorum once k > n_h.
+        check(fewest[h.name] > n_h, f"{h} saw only {fewest[h.name]} attacker identities at critical at some "
+              f"point: not enough to out-vote {n_h} honest nodes, the window proves nothing")
+        check(bed.transitions(h, to="pre_fail") == 0, f"{h} went through pre_fail during the cooling claims")
+    cool_lf = sum(bed.transitions(h, to="local_fault") for h in honest)
+
+    # 2. Mains loss. The attacker's identities keep seeing their own power target up.
+    for h in sybils:
+        bed.write_temp(h, 40.0)
+    w.until("attacker identities no longer critical", lambda w: all(claims(w.last[h.name])[1] == 0 for h in honest), 15)
+    check(not missing_links(), f"attacker agents lost their direct connections: {missing_links()}")
+    t0 = now_ms()
+    bed.power_down()
+    log("power node down (the attacker's own power target stays up)")
+    fewest_up = {h.name: None for h in honest}
+
+    def shut(w):
+        for h in honest:
+            s = w.last.get(h.name)
+            if s and s["fsm"]["state"] == "pre_fail" and not bed.markers(h):
+                u = claims(s)[0]
+                fewest_up[h.name] = u if fewest_up[h.name] is None else min(fewest_up[h.name], u)
+        return all(bed.markers(h) for h in honest)
+
+    w.until("every honest host shut down", shut, grace + 20)
+    time.sleep(1)
+    w.poll()
+    check(not bed.reach(honest[0].ns, POWER_IP, POWER_PORT, timeout=1.0),
+          f"{honest[0]} still reaches {POWER_IP}:{POWER_PORT} after the cut: the attacker's fake answers")
+    check(bed.reach(x.ns, POWER_IP, POWER_PORT), "the attacker lost its own power target")
+    rows, votes = [], []
+    for h in honest:
+        pf = w.first[h.name].get("pre_fail")
+        check(pf, f"{h} never seen in pre_fail: {w.seen[h.name]}")
+        since, reason, deadline = pf
+        check(reason == "power", f"{h} entered pre_fail for {reason}, not power")
+        check(deadline - since == grace * 1000, f"{h}: deadline {deadline} - since {since} != grace")
+        check(since >= t0, f"{h} in pre_fail before the fault")
+        m = bed.markers(h)
+        check(len(m) == 1, f"{h}: {len(m)} shutdowns in the marker, want 1")
+        at, why = m[0]
+        check(why == "power", f"{h} shut down for {why}")
+        check(at >= deadline, f"{h} shut down {deadline - at} ms before its deadline")
+        check(at - t0 >= grace * 1000, f"{h} shut down {(at - t0) / 1000:.2f}s after the loss, before the grace")
+        check(at - deadline <= 3000, f"{h} shut down {at - deadline} ms after its deadline")
+        # Counted one per identity, more identities saying up than honest peers saying
+        # down would have kept h in local_fault for ever (power_verdict).
+        check(fewest_up[h.name] is not None and fewest_up[h.name] >= n_h,
+              f"{h}: only {fewest_up[h.name]} attacker identities claimed power up during its grace: "
+              f"not enough to out-vote {n_h - 1} honest peers")
+        d = re.search(r"fresh peers (\d+) down / (\d+) up", w.detail[h.name].get("pre_fail", ""))
+        votes.append(f"{d.group(1)}/{d.group(2)}" if d else "?")
+        rows.append((h.name, since - t0, at - t0))
+    check(not missing_links(), f"attacker agents lost their direct connections during the grace: {missing_links()}")
+    for h in sybils:
+        s = bed.state(h)
+        check(s and s["fsm"]["state"] == "normal" and s["power"]["up"] is True,
+              f"attacker agent {h}: {s and (s['fsm']['state'], s['power']['up'])}")
+        check(not bed.markers(h), f"attacker agent {h} shut down")
+    m1 = bed.metrics(honest[0])
+    target = f"tcp://{POWER_IP}:{POWER_PORT}"
+    shown_up = metric_sum(m1, "coolmesh_cluster_power_votes", target=target, vote="up")
+    shown_down = metric_sum(m1, "coolmesh_cluster_power_votes", target=target, vote="down")
+    check(not bed.real_command_ran(), "a real shutdown command ran")
+    ats = [r[2] for r in rows]
+    per = ", ".join(f"{nm} {p / 1000:.1f}/{a / 1000:.1f}" for nm, p, a in rows)
+    ov = sorted(set(shown.values()))
+    return (f"{n} attacker agents on {x.ip} + {n_h} honest hosts: mesh {conv:.1f}s after the last start, every attacker "
+            f"agent directly connected to every honest host (`ss -p`); critical claims: every honest host saw all {n} "
+            f"identities at critical {t_seen:.1f}s after the claim, held {window:.0f}s (at least "
+            f"{min(fewest.values())} of {n} alive and critical throughout; {n_h + 1} would be a quorum counted per "
+            f"identity): no honest pre_fail, no marker, local_fault entries {cool_lf} (/v1/state showed "
+            f"overheating/quorum {', '.join(f'{a}/{b}' for a, b in ov)}; `coolmesh_cluster_overheating_peers >= "
+            f"coolmesh_cluster_quorum`, CoolmeshCoolingFailure's condition, on {len(alert)} of {n_h}); mains loss with {min(v for v in fewest_up.values())}"
+            f"-{n} identities claiming up throughout the grace: pre_fail/shutdown after loss (s): {per}; spread "
+            f"{max(ats) - min(ats)} ms; grace {grace:.0f}s; peer votes down/up at pre_fail entry {', '.join(votes)}; "
+            f"h1's `coolmesh_cluster_power_votes` showed up {shown_up:.0f} / down {shown_down:.0f}; attacker agents "
+            f"stayed normal with power up")
+
+
 SCENARIOS = {
     "a": ("mains loss", sc_a_mains_loss),
     "b": ("power flaps shorter than the grace", sc_b_flaps),
@@ -1454,6 +1655,7 @@ SCENARIOS = {
     "i": ("hostile hosts", sc_i_hostile),
     "j": ("connection flood from a host without the key", sc_j_flood),
     "k": ("simultaneous start", sc_k_simultaneous),
+    "l": ("many identities on one host (Sybil)", sc_l_sybil),
 }
 
 
@@ -1474,7 +1676,7 @@ def dump_diagnostics(bed):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenarios", nargs="*", help="a..k (default: all)")
+    ap.add_argument("scenarios", nargs="*", help="a..l (default: all)")
     ap.add_argument("--hosts", type=int, default=5, help="honest hosts (at least 5)")
     ap.add_argument("--bin", default=os.environ.get("COOLMESH_BIN"))
     ap.add_argument("--workdir", default=None, help="default: a new directory under $TMPDIR")

@@ -133,11 +133,16 @@ pub async fn run_with_web(
         tracing::error!(problem = %p, "counter file unusable; this node's slots will be recovered from peers");
     }
 
-    let initial = Snapshot {
-        node: cfg.node.name.clone(),
-        peer_id: peer_id.clone(),
-        ..Default::default()
-    };
+    let initial =
+        Snapshot {
+            node: cfg.node.name.clone(),
+            peer_id: peer_id.clone(),
+            // `GET /v1/roster` answers from the first request on.
+            roster: cfg.cluster.operator_key.as_deref().map(|k| {
+                crate::snapshot::roster_status(&ClusterView::default(), &cfg.cluster.name, k)
+            }),
+            ..Default::default()
+        };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(initial));
     let metrics = Metrics::new(
         &build_info(),
@@ -247,15 +252,16 @@ pub async fn run_with_web(
     let (local_tx, local_rx) = watch::channel(LocalState::default());
     let (urgent_tx, urgent_rx) = mpsc::channel::<()>(4);
     let (view_tx, view_rx) = watch::channel(ClusterView::default());
+    let mut cluster_handle = None;
     let cluster_task = if cfg.cluster.enabled {
         let ccfg = cluster_config(&cfg)?;
         let gm = cluster::GossipMetrics::new();
         gm.register(&metrics.registry)
             .context("registering gossip metrics")?;
         let stop = cancel.clone().cancelled_owned();
-        Some(tokio::spawn(cluster::run(
-            ccfg, keypair, local_rx, urgent_rx, view_tx, gm, stop,
-        )))
+        let c = cluster::Cluster::new(ccfg, keypair, gm);
+        cluster_handle = Some(c.handle());
+        Some(tokio::spawn(c.run(local_rx, urgent_rx, view_tx, stop)))
     } else {
         drop((local_rx, urgent_rx, view_tx));
         None
@@ -295,6 +301,7 @@ pub async fn run_with_web(
         event_tx,
         local_tx,
         urgent_tx,
+        cluster_handle,
         counters,
         peer_id,
         thermal: Default::default(),
@@ -345,6 +352,8 @@ struct Core {
     event_tx: mpsc::Sender<Event>,
     local_tx: watch::Sender<LocalState>,
     urgent_tx: mpsc::Sender<()>,
+    /// Commands to the cluster layer (the roster); `None` without a cluster.
+    cluster_handle: Option<cluster::ClusterHandle>,
     counters: CounterStore,
     /// This node's PeerId (base58), the owner of its counter slots.
     peer_id: String,
@@ -482,6 +491,12 @@ impl Core {
                     }
                 }
                 Some(req) = ctl_rx.recv() => {
+                    if let Command::SetRoster { signed } = req.command {
+                        // The cluster layer verifies and answers; the core
+                        // loop does not wait for it.
+                        self.forward_roster(signed, req.reply);
+                        continue;
+                    }
                     let m = machine_rx.borrow().clone();
                     let answer = match &req.command {
                         Command::IncrementCounter { name, amount } => self.user_increment(name, *amount),
@@ -535,6 +550,12 @@ impl Core {
             &self.fsm_cfg,
             &self.thermal,
         );
+        snap.roster = self
+            .cfg
+            .cluster
+            .operator_key
+            .as_deref()
+            .map(|k| crate::snapshot::roster_status(&self.view, &self.cfg.cluster.name, k));
         snap.counters = self.counter_view();
         snap.updated_ms = unix_ms();
         self.snap_tx.send_replace(Arc::new(snap));
@@ -635,6 +656,39 @@ impl Core {
                 *cur = state;
                 true
             }
+        });
+    }
+
+    /// Hand a signed roster to the cluster layer; the answer goes straight
+    /// back to the HTTP request.
+    fn forward_roster(
+        &self,
+        signed: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    ) {
+        let Some(handle) = self.cluster_handle.clone() else {
+            let _ = reply.send(Err("the cluster is disabled on this node".into()));
+            return;
+        };
+        if self.cfg.cluster.operator_key.is_none() {
+            let _ = reply.send(Err(
+                "this node has no cluster.operator_key, so it takes no roster".into(),
+            ));
+            return;
+        }
+        tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let sent = handle
+                .send(cluster::Control::Roster { signed, reply: tx })
+                .await;
+            let answer = match sent {
+                Err(_) => Err("the cluster layer has stopped".to_string()),
+                Ok(()) => match tokio::time::timeout(Duration::from_secs(3), rx).await {
+                    Ok(Ok(a)) => a,
+                    _ => Err("the cluster layer did not answer; retry".to_string()),
+                },
+            };
+            let _ = reply.send(answer);
         });
     }
 
@@ -803,6 +857,9 @@ pub fn cluster_config(cfg: &Config) -> anyhow::Result<cluster::ClusterConfig> {
             })
             .collect()
     };
+    if let Some(e) = crate::config::cluster_trust_error(cfg) {
+        anyhow::bail!(e);
+    }
     let psk = match &c.psk_file {
         Some(p) => Some(
             cluster::load_psk(p).with_context(|| format!("cluster.psk_file {} (create it once with `coolmesh keygen --psk --out FILE` and copy the same file to every server)", p.display()))?,
@@ -830,6 +887,17 @@ pub fn cluster_config(cfg: &Config) -> anyhow::Result<cluster::ClusterConfig> {
         mdns_query_interval: c.mdns_interval,
         psk,
         allowlist,
+        operator: match &c.operator_key {
+            Some(k) => Some(
+                cluster::roster::parse_operator_key(k)
+                    .map_err(|e| anyhow::anyhow!("cluster.operator_key: {e}"))?,
+            ),
+            None => None,
+        },
+        roster_path: c
+            .operator_key
+            .as_ref()
+            .map(|_| cfg.node.state_dir.join(cluster::roster::ROSTER_FILE)),
         sync_interval: c.sync_interval,
         anti_entropy_interval: c.anti_entropy_interval,
         fanout: c.fanout,
@@ -945,7 +1013,9 @@ async fn control(
             tracing::warn!(duration = %d, "operator started maintenance: automatic shutdowns held");
             Ok(format!("maintenance for {d}; automatic shutdowns held"))
         }
-        Command::IncrementCounter { .. } => Err("counters are handled by the core loop".into()),
+        Command::IncrementCounter { .. } | Command::SetRoster { .. } => {
+            Err("handled by the core loop".into())
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub enum Cmd {
     Keygen(KeygenArgs),
     /// Read or add to the cluster's CRDT counters through a running agent.
     Counter(CounterArgs),
+    /// Manage the room roster (who is a member) with the operator key.
+    Roster(RosterArgs),
     /// Run a local cluster with simulated sensors and power; drive it from the keyboard.
     Demo(DemoArgs),
 }
@@ -104,6 +106,11 @@ pub struct AgentArgs {
     /// Run without the cluster: trust only this node's probes (config: cluster.enabled = false).
     #[arg(long = "cluster.disable")]
     pub cluster_disable: bool,
+    /// Start the cluster without a pre-shared key (config:
+    /// cluster.insecure_no_psk = true). A lab only: anyone who can reach the
+    /// port joins.
+    #[arg(long = "cluster.insecure-no-psk")]
+    pub cluster_insecure_no_psk: bool,
     /// Log level or tracing filter (config: log.level).
     #[arg(long = "log.level", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -285,6 +292,102 @@ pub enum CounterAction {
     },
 }
 
+/// `coolmesh roster`
+#[derive(Debug, Clone, Args)]
+pub struct RosterArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RosterAction,
+}
+
+/// The agent a roster command talks to.
+#[derive(Debug, Clone, Args)]
+pub struct NodeFlags {
+    /// The agent to read the roster from and install it on: http://HOST:PORT,
+    /// or https://HOST:PORT with TLS. Use the same node for every change
+    /// (a change starts from the roster that node holds).
+    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    pub url: String,
+    /// TLS and basic auth towards the agent.
+    #[command(flatten)]
+    pub client: ClientFlags,
+}
+
+/// `coolmesh roster` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RosterAction {
+    /// Make the operator key: the private key goes to --out (mode 0600,
+    /// never overwritten; keep it off the servers), the public key is
+    /// printed for cluster.operator_key.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Show the roster the node holds and the identities waiting outside it.
+    List {
+        /// The agent.
+        #[command(flatten)]
+        node: NodeFlags,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Add members and install the new roster on the node (it spreads to
+    /// the room by gossip).
+    Add {
+        /// PeerIds to add (`coolmesh keygen --state-dir DIR` prints a
+        /// server's; `roster list` shows those waiting).
+        peers: Vec<String>,
+        /// Also add every identity waiting outside the roster (check the
+        /// list first: anyone with the cluster key can wait there).
+        #[arg(long)]
+        pending: bool,
+        /// The operator's private key (`roster keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The agent.
+        #[command(flatten)]
+        node: NodeFlags,
+        /// File holding the agent's bearer token (http.token_file).
+        #[arg(
+            long = "token-file",
+            value_name = "FILE",
+            default_value = "/etc/coolmesh/token"
+        )]
+        token_file: PathBuf,
+    },
+    /// Remove members and install the new roster on the node: the rest of
+    /// the room stops taking their records and votes.
+    Remove {
+        /// PeerIds to remove.
+        #[arg(required = true)]
+        peers: Vec<String>,
+        /// The operator's private key (`roster keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The agent.
+        #[command(flatten)]
+        node: NodeFlags,
+        /// File holding the agent's bearer token (http.token_file).
+        #[arg(
+            long = "token-file",
+            value_name = "FILE",
+            default_value = "/etc/coolmesh/token"
+        )]
+        token_file: PathBuf,
+    },
+}
+
+/// Output format of `roster list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// A table.
+    Table,
+    /// The agent's JSON (`GET /v1/roster`).
+    Json,
+}
+
 /// `coolmesh demo`
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -393,6 +496,9 @@ impl AgentArgs {
         }
         if self.cluster_disable {
             c.cluster.enabled = false;
+        }
+        if self.cluster_insecure_no_psk {
+            c.cluster.insecure_no_psk = true;
         }
         if let Some(l) = &self.log_level {
             c.log.level = l.clone();

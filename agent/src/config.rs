@@ -263,8 +263,21 @@ pub struct ClusterSection {
     pub mdns: bool,
     /// mDNS query interval. Default 3 s (the library default is 5 min).
     pub mdns_interval: Duration,
-    /// Private network key file (`swarm.key` format, `coolmesh keygen --psk`). Default none.
+    /// Private network key file (`swarm.key` format, `coolmesh keygen --psk`). Default none,
+    /// and then the cluster refuses to start unless `insecure_no_psk` is set:
+    /// without the key anyone on the LAN who runs coolmesh joins by mDNS.
     pub psk_file: Option<PathBuf>,
+    /// Start the cluster without `psk_file`. Default false. Only for a lab
+    /// or the demo: every host that can reach the port may join, gossip and
+    /// (one per address) vote.
+    pub insecure_no_psk: bool,
+    /// The room operator's public key (`ed25519:<base64>`, printed by
+    /// `coolmesh roster keygen`). Default none. When set, a roster signed
+    /// with that key (spread by gossip, newest version wins) decides who is
+    /// a member: records of identities outside it are refused, never vote
+    /// and are never relayed. Until the first roster arrives the host rules
+    /// apply (one vote per address, direct peers only).
+    pub operator_key: Option<String>,
     /// Only these PeerIds may join. Default none (anyone with the PSK).
     pub allowlist: Vec<String>,
     /// Relay exchange interval. Default 400 ms.
@@ -391,6 +404,8 @@ impl Default for Config {
                 mdns: true,
                 mdns_interval: Duration::from_secs(3),
                 psk_file: None,
+                insecure_no_psk: false,
+                operator_key: None,
                 allowlist: Vec::new(),
                 sync_interval: Duration::from_millis(400),
                 anti_entropy_interval: Duration::from_secs(2),
@@ -1072,6 +1087,8 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
         "mdns",
         "mdns_interval",
         "psk_file",
+        "insecure_no_psk",
+        "operator_key",
         "allowlist",
         "sync_interval",
         "anti_entropy_interval",
@@ -1116,13 +1133,21 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
                 c.limits.max_streams_per_connection = v as usize;
             }
         }
-        "enabled" | "mdns" => {
+        "enabled" | "mdns" | "insecure_no_psk" => {
             if let Some(v) = w.bool(full, it) {
-                if k == "enabled" {
-                    c.enabled = v;
-                } else {
-                    c.mdns = v;
+                match k {
+                    "enabled" => c.enabled = v,
+                    "mdns" => c.mdns = v,
+                    _ => c.insecure_no_psk = v,
                 }
+            }
+        }
+        "operator_key" => {
+            if let Some(v) = w.nonempty_string(full, it) {
+                if let Err(e) = crate::cluster::roster::parse_operator_key(&v) {
+                    w.err(full, it.span(), e);
+                }
+                c.operator_key = Some(v);
             }
         }
         "name" => {
@@ -1377,22 +1402,36 @@ pub fn apply_thresholds(rules: &[ThresholdRule], readings: &mut Vec<crate::therm
     });
 }
 
+/// Why the cluster must not start (the agent refuses, `check-config` fails):
+/// no pre-shared key and no explicit opt-in. Checked after the command
+/// line's overrides (`--cluster.psk-file`, `--cluster.disable`,
+/// `--cluster.insecure-no-psk`), so it is not part of [`parse`].
+pub fn cluster_trust_error(cfg: &Config) -> Option<String> {
+    let c = &cfg.cluster;
+    if !c.enabled || c.psk_file.is_some() || c.insecure_no_psk {
+        return None;
+    }
+    Some(
+        "cluster.psk_file is not set, and the cluster does not start without a pre-shared key: anyone on the LAN who runs coolmesh would join it (by mDNS) and vote. Create a key once with `coolmesh keygen --psk --out /etc/coolmesh/swarm.key`, copy it to every server (root:coolmesh 0640) and set cluster.psk_file; or set cluster.enabled = false for a lone agent (--cluster.disable), or cluster.insecure_no_psk = true for a lab".to_string(),
+    )
+}
+
 /// What `check-config` warns about (exit 0): a cluster that anyone on the
-/// LAN can join, or any holder of the key.
+/// LAN can join (explicitly allowed), or any holder of the key.
 pub fn trust_warnings(cfg: &Config) -> Vec<String> {
     let c = &cfg.cluster;
     let mut out = Vec::new();
     if !c.enabled {
         return out;
     }
-    if c.psk_file.is_none() {
+    if c.psk_file.is_none() && c.insecure_no_psk {
         out.push(
-            "cluster.psk_file is not set: anyone on the LAN who runs coolmesh joins the cluster (by mDNS) and its records reach the room; create a key once with `coolmesh keygen --psk --out /etc/coolmesh/swarm.key`, copy it to every server (root:coolmesh 0640) and set psk_file".to_string(),
+            "cluster.insecure_no_psk = true and no cluster.psk_file: anyone on the LAN who runs coolmesh joins the cluster (by mDNS) and its records reach the room; create a key once with `coolmesh keygen --psk --out /etc/coolmesh/swarm.key`, copy it to every server (root:coolmesh 0640) and set psk_file".to_string(),
         );
     }
-    if c.allowlist.is_empty() {
+    if c.allowlist.is_empty() && c.operator_key.is_none() {
         out.push(
-            "cluster.allowlist is empty: any holder of the key joins with as many identities as it likes (votes are limited to one per host address); list your servers' PeerIds (`coolmesh keygen --state-dir DIR` prints each one)".to_string(),
+            "neither cluster.allowlist nor cluster.operator_key is set: any holder of the key joins with as many identities as it likes (votes are limited to one per host address); set operator_key and manage the room with `coolmesh roster`, or list your servers' PeerIds in allowlist (`coolmesh keygen --state-dir DIR` prints each one)".to_string(),
         );
     }
     out
@@ -1405,15 +1444,30 @@ mod tests {
     #[test]
     fn check_config_warns_about_an_open_cluster() {
         let mut c = Config::default();
+        // No key and no opt-in: an error, not a warning.
+        let e = cluster_trust_error(&c).expect("refused");
+        assert!(e.contains("cluster.psk_file is not set"), "{e}");
+        assert!(e.contains("cluster.insecure_no_psk = true"), "{e}");
+        c.cluster.insecure_no_psk = true;
+        assert_eq!(cluster_trust_error(&c), None);
         let w = trust_warnings(&c);
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("cluster.psk_file is not set"), "{w:?}");
-        assert!(w[1].contains("cluster.allowlist is empty"), "{w:?}");
+        assert!(w[0].contains("cluster.insecure_no_psk = true"), "{w:?}");
+        assert!(
+            w[1].contains("cluster.allowlist nor cluster.operator_key"),
+            "{w:?}"
+        );
+        c.cluster.insecure_no_psk = false;
         c.cluster.psk_file = Some("/etc/coolmesh/swarm.key".into());
+        assert_eq!(cluster_trust_error(&c), None);
         c.cluster.allowlist = vec!["12D3KooWA".into()];
         assert!(trust_warnings(&c).is_empty());
+        c.cluster.allowlist.clear();
+        c.cluster.operator_key = Some("ed25519:x".into());
+        assert!(trust_warnings(&c).is_empty(), "a roster closes the room");
         c.cluster.psk_file = None;
         c.cluster.enabled = false;
+        assert_eq!(cluster_trust_error(&c), None, "a lone agent needs no key");
         assert!(
             trust_warnings(&c).is_empty(),
             "a lone agent has nothing to join"

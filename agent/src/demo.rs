@@ -350,6 +350,7 @@ pub fn config_text(
     power_port: u16,
     grace: Duration,
     token_file: &Path,
+    psk_file: &Path,
 ) -> anyhow::Result<String> {
     let peers = all
         .iter()
@@ -402,6 +403,8 @@ name = "demo"
 listen = [{listen}]
 peers = [{peers}]
 mdns = false
+# A fresh key for each demo: the cluster refuses to start without one.
+psk_file = {psk}
 "#,
         name = node.name,
         name_s = toml_str(&node.name),
@@ -414,6 +417,7 @@ mdns = false
         sustain = toml_duration(OVERHEAT_SUSTAIN),
         cooling = toml_duration(grace.saturating_mul(2)),
         listen = toml_str(&node.multiaddr()),
+        psk = toml_path(psk_file)?,
     ))
 }
 
@@ -1730,9 +1734,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let token = random_hex(24);
     let token_file = dir.path.join("token");
     write_token(&token_file, &token)?;
+    let psk_file = dir.path.join("swarm.key");
+    write_token(&psk_file, crate::cluster::generate_psk().trim_end())?;
     let nodes = node_specs(&dir.path, &ports);
     for n in &nodes {
-        let text = config_text(n, &nodes, ports.power, args.grace, &token_file)?;
+        let text = config_text(n, &nodes, ports.power, args.grace, &token_file, &psk_file)?;
         prepare_node(n, &text)?;
     }
     let sim = Arc::new(Mutex::new(Sim::new(nodes.len())));
@@ -1901,6 +1907,7 @@ mod tests {
             ports.power,
             Duration::from_secs(30),
             &dir.join("token"),
+            &dir.join("swarm.key"),
         )
         .expect("text");
         let c = crate::config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -1921,6 +1928,8 @@ mod tests {
         assert_eq!(c.shutdown.overheat_grace, Duration::from_secs(30));
         assert_eq!(c.cluster.name, "demo");
         assert!(!c.cluster.mdns);
+        assert_eq!(c.cluster.psk_file, Some(dir.join("swarm.key")));
+        assert_eq!(crate::config::cluster_trust_error(&c), None);
         assert_eq!(
             c.cluster.listen,
             vec!["/ip4/127.0.0.1/tcp/20004".to_string()]

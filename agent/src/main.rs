@@ -109,6 +109,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // No pre-shared key and no opt-in: refuse before anything listens
+            // (the agent would otherwise join whatever room it finds).
+            if let Some(e) = coolmesh_agent::config::cluster_trust_error(&cfg) {
+                eprintln!("coolmesh: {e}");
+                eprintln!("coolmesh: not started");
+                return ExitCode::from(2);
+            }
             init_logging(&cfg.log.level, cfg.log.format == "json");
             // Before any socket exists: a 1024 soft limit is easy to reach
             // with a large room, and running out must not look like an
@@ -144,6 +151,7 @@ fn main() -> ExitCode {
         Cmd::State(args) => state(args),
         Cmd::Keygen(args) => keygen(args),
         Cmd::Counter(args) => counter(args),
+        Cmd::Roster(args) => coolmesh_agent::roster_cmd::main(args),
         Cmd::Demo(args) => coolmesh_agent::demo::main(args),
     }
 }
@@ -187,6 +195,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                     eprintln!("1 problem found; deploy/web-config.example.yml documents the web config format");
                     return ExitCode::from(2);
                 }
+            }
+            if let Some(e) = coolmesh_agent::config::cluster_trust_error(&cfg) {
+                eprintln!("{}: {e}", file.display());
+                eprintln!("1 problem found; deploy/coolmesh.example.toml documents every key");
+                return ExitCode::from(2);
             }
             for w in coolmesh_agent::config::trust_warnings(&cfg) {
                 eprintln!("{}: warning: {w}", file.display());

@@ -4,7 +4,7 @@ use crate::cli::SensorsFormat;
 use crate::sampler::SourceStatus;
 use crate::thermal::Reading;
 use coolmesh_exporter::Snapshot;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use std::sync::Arc;
 
 /// Render readings in the chosen format.
@@ -216,7 +216,7 @@ pub async fn request(
 /// Send `req` over an established connection.
 async fn send_on<I>(
     io: I,
-    req: hyper::Request<Empty<bytes::Bytes>>,
+    req: hyper::Request<Full<bytes::Bytes>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -247,6 +247,17 @@ pub async fn request_to(
     ep: &Endpoint,
     path: &str,
     token: Option<&str>,
+) -> anyhow::Result<bytes::Bytes> {
+    request_with_body(method, ep, path, token, bytes::Bytes::new()).await
+}
+
+/// [`request_to`] with a request body (`POST /v1/roster`).
+pub async fn request_with_body(
+    method: hyper::Method,
+    ep: &Endpoint,
+    path: &str,
+    token: Option<&str>,
+    body: bytes::Bytes,
 ) -> anyhow::Result<bytes::Bytes> {
     let url = ep.url.as_str();
     let uri: hyper::Uri = format!("{}{path}", url.trim_end_matches('/'))
@@ -279,7 +290,7 @@ pub async fn request_to(
     } else if let Some(t) = token {
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let req = req.body(Empty::new())?;
+    let req = req.body(Full::new(body))?;
     let unreachable =
         "is it running? (`systemctl status coolmesh`) Is --url its http.listen_address?";
     let tls = if https {

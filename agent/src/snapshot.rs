@@ -258,3 +258,58 @@ mod tests {
         assert_eq!(cluster(vec![peer(1, true, Liveness::Alive, true)], true), (2, 2));
     }
 }
+
+/// `GET /v1/roster`: the roster this node holds, each member's liveness as
+/// this node sees it, and the identities waiting outside.
+pub fn roster_status(
+    view: &crate::cluster::ClusterView,
+    cluster: &str,
+    operator_key: &str,
+) -> coolmesh_exporter::model::RosterStatus {
+    use base64::Engine as _;
+    use coolmesh_exporter::model::{RosterCandidate, RosterMember, RosterStatus};
+    let mut out = RosterStatus {
+        cluster: cluster.to_string(),
+        operator_key: operator_key.to_string(),
+        pending: view
+            .candidates
+            .iter()
+            .map(|c| RosterCandidate {
+                peer_id: c.peer_id.to_base58(),
+                node: c.node.clone(),
+                address: c.remote_ip.map(|ip| ip.to_string()),
+                last_seen_secs: c.since.as_secs(),
+            })
+            .collect(),
+        ..RosterStatus::default()
+    };
+    let Some(r) = &view.roster else {
+        return out;
+    };
+    out.version = r.version;
+    out.issued_ms = r.issued_ms;
+    out.self_member = view.local_peer_id.is_some_and(|me| r.contains(&me));
+    out.signed = base64::engine::general_purpose::STANDARD.encode(r.to_bytes());
+    out.members = r
+        .members
+        .iter()
+        .map(|p| {
+            if view.local_peer_id == Some(*p) {
+                return RosterMember {
+                    peer_id: p.to_base58(),
+                    node: view.local.as_ref().map(|l| l.node.clone()),
+                    liveness: "self".into(),
+                };
+            }
+            let pv = view.peers.get(p);
+            RosterMember {
+                peer_id: p.to_base58(),
+                node: pv.map(|v| v.record.node.clone()),
+                liveness: pv
+                    .map(|v| v.liveness.as_str().to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            }
+        })
+        .collect();
+    out
+}

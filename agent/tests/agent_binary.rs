@@ -148,6 +148,7 @@ fn agent_refuses_a_bad_config_without_starting() {
             bad.to_str().expect("p"),
             "--web.listen-address",
             "127.0.0.1:0",
+            "--cluster.disable",
         ])
         .output()
         .expect("run");
@@ -155,6 +156,53 @@ fn agent_refuses_a_bad_config_without_starting() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("http.token_file /nonexistent/token: cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cluster_does_not_start_without_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .args([
+            "agent",
+            "--state-dir",
+            state.to_str().expect("p"),
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--cluster.no-mdns",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster.psk_file is not set") && err.contains("insecure_no_psk"),
+        "{err}"
+    );
+    assert!(
+        !state.exists(),
+        "refused before touching the state directory"
+    );
+    // check-config says the same about the file.
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[cluster]\nname = \"room-1\"\n").expect("write");
+    let out = run_cli(&["check-config", cfg.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster.psk_file is not set"), "{err}");
+    // An explicit opt-in passes, with a warning.
+    std::fs::write(
+        &cfg,
+        "[cluster]\nname = \"room-1\"\ninsecure_no_psk = true\n",
+    )
+    .expect("write");
+    let out = run_cli(&["check-config", cfg.to_str().expect("p")]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: cluster.insecure_no_psk = true"),
         "{err}"
     );
 }
@@ -531,7 +579,7 @@ fn serves_https_with_basic_auth_and_the_cli_follows() {
     std::fs::write(
         &cfg,
         format!(
-            "[http]\nweb_config_file = \"{}\"\n",
+            "[http]\nweb_config_file = \"{}\"\n[cluster]\nenabled = false\n",
             d.join("web.yml").display()
         ),
     )

@@ -576,6 +576,7 @@ impl RawClient {
             cluster: "test".into(),
             digest: vec![],
             records: records.iter().map(Into::into).collect(),
+            ..Default::default()
         };
         Self::framed(&req.to_bytes())
     }

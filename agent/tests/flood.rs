@@ -114,6 +114,7 @@ impl Frames {
                 cluster: CLUSTER.into(),
                 digest: vec![],
                 records: forged_records,
+                ..Default::default()
             }
             .to_bytes(),
         );
@@ -166,6 +167,7 @@ impl Frames {
                     cluster: CLUSTER.into(),
                     digest: vec![],
                     records: vec![(&signed).into()],
+                    ..Default::default()
                 };
                 ("own_record", framed(&req.to_bytes()))
             }

@@ -72,6 +72,7 @@ fn push(keys: &[Keypair], target: &str, version: u64) -> Vec<u8> {
             cluster: CLUSTER.into(),
             digest: vec![],
             records,
+            ..Default::default()
         }
         .to_bytes(),
     )

@@ -149,6 +149,7 @@ name = "e2e"
 listen = [{toml_str('/ip4/127.0.0.1/tcp/%d' % ports['p2p_' + name])}]
 peers = {toml_list(peers)}
 mdns = false
+psk_file = {toml_str(env['PSK_FILE'])}
 
 [log]
 format = "json"
@@ -236,6 +237,7 @@ def cmd_setup(a):
         "AM_URL": f"http://127.0.0.1:{ports['am']}",
         "WEBHOOK_FILE": os.path.join(tmp, "webhook.jsonl"),
         "TOKEN_FILE": os.path.join(tmp, "token"),
+        "PSK_FILE": os.path.join(tmp, "swarm.key"),
         "POWER_TARGET": f"tcp://127.0.0.1:{ports['target']}",
         "AGENTS": " ".join(AGENTS),
         "HOT": HOT,
@@ -245,6 +247,10 @@ def cmd_setup(a):
         env[f"AGENT_{n}_DIR"] = os.path.join(tmp, f"agent-{n}")
     write(env["TOKEN_FILE"], os.urandom(32).hex() + "\n")
     os.chmod(env["TOKEN_FILE"], 0o600)
+    # The cluster refuses to start without a pre-shared key (the format is
+    # the one `coolmesh keygen --psk` writes).
+    write(env["PSK_FILE"], "/key/swarm/psk/1.0.0/\n/base16/\n" + os.urandom(32).hex() + "\n")
+    os.chmod(env["PSK_FILE"], 0o600)
     for n in AGENTS:
         d = env[f"AGENT_{n}_DIR"]
         os.makedirs(os.path.join(d, "state"), exist_ok=True)

@@ -6,8 +6,9 @@
 //! connection cap, where a new connection evicts the oldest one that has not
 //! delivered a request head instead of being refused; a first-byte timeout
 //! and a fixed request-head deadline (slowloris); a header size limit; a
-//! response deadline; and request bodies are never read (no endpoint takes
-//! one). On shutdown the loop stops accepting, idle connections close, and
+//! response deadline; and request bodies are never read, except the one
+//! of `POST /v1/roster`, after its token checked out and at most
+//! [`MAX_ROSTER_BYTES`]. On shutdown the loop stops accepting, idle connections close, and
 //! requests in progress get a short grace to finish.
 //!
 //! With a web config file ([`crate::web_config`]) the same loop serves TLS:
@@ -60,7 +61,16 @@ pub enum Command {
         /// Amount (negative only for PN counters).
         amount: i64,
     },
+    /// Install a room roster signed by the operator key (the signature is
+    /// checked by the cluster layer; the token only opens the door).
+    SetRoster {
+        /// The signed roster (CBOR).
+        signed: Vec<u8>,
+    },
 }
+
+/// Largest body `POST /v1/roster` reads: a roster of 20,000 members.
+pub const MAX_ROSTER_BYTES: usize = 1024 * 1024;
 
 /// A command plus where to send the answer.
 #[derive(Debug)]
@@ -286,6 +296,43 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
             let snap = app.snapshot.borrow().clone();
             json(StatusCode::OK, &snap.counters)
         }
+        "/v1/roster" if get => {
+            let snap = app.snapshot.borrow().clone();
+            match &snap.roster {
+                Some(r) => json(StatusCode::OK, r),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "no room roster: cluster.operator_key is not set on this node",
+                ),
+            }
+        }
+        "/v1/roster" if method == Method::POST => {
+            if let Some(denied) = token_denied(&app, &req) {
+                return denied;
+            }
+            // The token was right: only now read the body, bounded in size
+            // (and in time by the response deadline).
+            let body = http_body_util::Limited::new(req.into_body(), MAX_ROSTER_BYTES);
+            let signed = match http_body_util::BodyExt::collect(body).await {
+                Ok(b) => b.to_bytes().to_vec(),
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                        "the body must be one signed roster of at most {MAX_ROSTER_BYTES} bytes"
+                    ),
+                    )
+                }
+            };
+            if signed.is_empty() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be a signed roster (`coolmesh roster add` makes one)",
+                );
+            }
+            dispatch(&app, Command::SetRoster { signed }).await
+        }
+        "/v1/roster" => method_not_allowed("GET, POST"),
         "/metrics" | "/-/healthy" | "/-/ready" | "/" | "/v1/state" | "/v1/peers"
         | "/v1/offload" | "/v1/counters" => method_not_allowed("GET"),
         "/v1/shutdown/cancel" | "/v1/maintenance" => {
@@ -368,11 +415,19 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
 }
 
 async fn authorized(app: &App, req: &Request<Incoming>, cmd: Command) -> Resp {
+    if let Some(denied) = token_denied(app, req) {
+        return denied;
+    }
+    dispatch(app, cmd).await
+}
+
+/// `Some(answer)` when the request does not carry the operator token.
+fn token_denied(app: &App, req: &Request<Incoming>) -> Option<Resp> {
     let Some(token) = &app.token else {
-        return error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "mutating endpoints are disabled: set http.token_file in the config",
-        );
+        ));
     };
     let headers = req.headers();
     let given = headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
@@ -387,8 +442,13 @@ async fn authorized(app: &App, req: &Request<Incoming>, cmd: Command) -> Resp {
         );
         r.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+        return Some(r);
     }
+    None
+}
+
+/// Hand an authorised command to the agent and wait for its answer.
+async fn dispatch(app: &App, cmd: Command) -> Resp {
     let Some(control) = &app.control else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

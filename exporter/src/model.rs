@@ -233,6 +233,58 @@ pub struct Snapshot {
     pub cluster: ClusterStatus,
     /// Counters.
     pub counters: Vec<CounterStatus>,
+    /// The room roster (`GET /v1/roster`); `None` without
+    /// `cluster.operator_key`. Not part of `/v1/state` (it can list
+    /// thousands of members).
+    #[serde(skip)]
+    pub roster: Option<RosterStatus>,
+}
+
+/// The room roster as this node holds it, and who waits to be added.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RosterStatus {
+    /// The cluster (room) name the roster is for.
+    pub cluster: String,
+    /// The operator's public key this node trusts (`cluster.operator_key`).
+    pub operator_key: String,
+    /// Roster version; 0 while none is known.
+    pub version: u64,
+    /// When the operator signed it (unix ms; 0 while none is known).
+    pub issued_ms: u64,
+    /// Whether this node is a member (false while none is known).
+    pub self_member: bool,
+    /// Members, with what this node knows of them.
+    pub members: Vec<RosterMember>,
+    /// Identities outside the roster that contacted this node directly.
+    pub pending: Vec<RosterCandidate>,
+    /// The signed roster, base64 (what `coolmesh roster add` extends).
+    pub signed: String,
+}
+
+/// One roster member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RosterMember {
+    /// PeerId.
+    pub peer_id: String,
+    /// Node name from its record, if this node holds one.
+    pub node: Option<String>,
+    /// `alive`, `suspect`, `dead`, or `unknown` (no record held); `self`
+    /// for this node.
+    pub liveness: String,
+}
+
+/// An identity waiting outside the roster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RosterCandidate {
+    /// PeerId.
+    pub peer_id: String,
+    /// The node name its own signed record claims (unverified by the
+    /// operator: check before adding).
+    pub node: Option<String>,
+    /// The address it connected from, if still connected.
+    pub address: Option<String>,
+    /// Seconds since its last contact.
+    pub last_seen_secs: u64,
 }
 
 impl Snapshot {

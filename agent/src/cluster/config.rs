@@ -40,6 +40,16 @@ pub struct ClusterConfig {
     /// accepted; others are refused and counted as `unauthorized`.
     /// Default none (anyone who passes the PSK, if any).
     pub allowlist: Option<HashSet<PeerId>>,
+    /// The room operator's public key. With it, the newest roster signed by
+    /// that key (from the operator's API, a peer, or `roster_path`) decides
+    /// who is a member: records of other identities are refused, never
+    /// vote and are never relayed, and their connections are closed.
+    /// Default none: membership is the PSK (and `allowlist`), and votes
+    /// are one per host address from direct peers.
+    pub operator: Option<libp2p::identity::PublicKey>,
+    /// Where the roster is stored (atomically) and loaded from at start.
+    /// Default none (memory only; it comes back from the peers).
+    pub roster_path: Option<std::path::PathBuf>,
     /// Exchange with the relay (see docs/protocol.md) this often. Default
     /// 400 ms. Bounds propagation: a change is everywhere within about two
     /// intervals plus two one-way latencies. Costs 2 messages per node per
@@ -160,6 +170,8 @@ impl Default for ClusterConfig {
             mdns_query_interval: Duration::from_secs(3),
             psk: None,
             allowlist: None,
+            operator: None,
+            roster_path: None,
             sync_interval: Duration::from_millis(400),
             anti_entropy_interval: Duration::from_secs(2),
             fanout: 1,
@@ -239,6 +251,7 @@ impl ClusterConfig {
             max_members: self.limits.max_members,
             new_identities_per_minute: 120,
             new_identities_burst: 256,
+            operator: self.operator.clone(),
             insecure_skip_signature_check: false,
         }
     }

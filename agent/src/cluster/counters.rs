@@ -11,6 +11,21 @@
 //!
 //! Kind conflicts (the same name used as G on one node and PN on another)
 //! resolve deterministically to PN, which is a superset of G.
+//!
+//! # Retired slots
+//!
+//! A slot of a node that left (dead longer than the retention, or removed
+//! from the roster) is *retired* ([`Counters::retire`]): it leaves the slot
+//! map, the view and the JSON, and its value moves into the counter's
+//! `retired` sum, so the total does not change. That keeps the contract of a
+//! G counter (its total never goes down; Prometheus would read a drop as a
+//! reset) while the slots stay bounded by the live members. The retired
+//! values are remembered per owner (at most [`MAX_RETIRED_OWNERS`]): if that
+//! node comes back, its slot takes them back from the retired sum instead of
+//! being counted twice. Past that bound the oldest owner's memory goes,
+//! and a node returning after that is counted twice (never less).
+//! The retired sums are local knowledge, not gossiped: a node that joins
+//! later sums only the slots it still sees.
 
 use std::collections::BTreeMap;
 
@@ -89,6 +104,9 @@ pub struct Counter {
     pub kind: CounterKind,
     /// Owner (PeerId, base58) -> `(p, n)`.
     pub slots: BTreeMap<String, PnPair>,
+    /// Sum of the retired slots (see the module documentation).
+    #[serde(default, skip_serializing_if = "PnPair::is_zero")]
+    pub retired: PnPair,
 }
 
 /// The two grow-only halves of a slot.
@@ -100,16 +118,30 @@ pub struct PnPair {
     pub n: u64,
 }
 
-impl Counter {
-    /// `sum(p) - sum(n)` over all slots (i128: cannot overflow for any
-    /// realistic number of u64 slots).
-    pub fn value(&self) -> i128 {
-        self.slots
-            .values()
-            .map(|s| i128::from(s.p) - i128::from(s.n))
-            .sum()
+impl PnPair {
+    /// Both halves zero.
+    pub fn is_zero(&self) -> bool {
+        self.p == 0 && self.n == 0
     }
 }
+
+impl Counter {
+    /// `sum(p) - sum(n)` over all slots and the retired sum (i128: cannot
+    /// overflow for any realistic number of u64 slots).
+    pub fn value(&self) -> i128 {
+        let retired = i128::from(self.retired.p) - i128::from(self.retired.n);
+        retired
+            + self
+                .slots
+                .values()
+                .map(|s| i128::from(s.p) - i128::from(s.n))
+                .sum::<i128>()
+    }
+}
+
+/// Owners whose retired values are remembered (see the module
+/// documentation).
+pub const MAX_RETIRED_OWNERS: usize = 4096;
 
 /// A set of named counters, each with one slot per node. This is the CRDT
 /// state: merge = per-slot max.
@@ -117,6 +149,9 @@ impl Counter {
 pub struct Counters {
     /// Counter name -> counter.
     pub map: BTreeMap<String, Counter>,
+    /// Retired owner -> counter name -> the slot it had when retired.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retired_owners: BTreeMap<String, BTreeMap<String, PnPair>>,
 }
 
 /// Errors of the `Counters` operations that can fail.
@@ -139,7 +174,8 @@ impl Counters {
         Self::default()
     }
 
-    /// Merge `other` into `self`: per-slot max, PN wins kind conflicts.
+    /// Merge `other` into `self`: per-slot max, PN wins kind conflicts
+    /// (the retired sums and memories merge by max too).
     pub fn merge(&mut self, other: &Counters) {
         for (name, theirs) in &other.map {
             let mine = self.map.entry(name.clone()).or_default();
@@ -149,11 +185,64 @@ impl Counters {
                 slot.p = slot.p.max(pair.p);
                 slot.n = slot.n.max(pair.n);
             }
+            mine.retired.p = mine.retired.p.max(theirs.retired.p);
+            mine.retired.n = mine.retired.n.max(theirs.retired.n);
         }
+        for (owner, theirs) in &other.retired_owners {
+            let mine = self.retired_owners.entry(owner.clone()).or_default();
+            for (name, pair) in theirs {
+                let m = mine.entry(name.clone()).or_default();
+                m.p = m.p.max(pair.p);
+                m.n = m.n.max(pair.n);
+            }
+        }
+    }
+
+    /// Retire `owner`'s slots: they leave the map, their values move into
+    /// each counter's retired sum (totals unchanged) and are remembered for
+    /// the owner's return. `true` if it had any.
+    pub fn retire(&mut self, owner: &str) -> bool {
+        let mut had = BTreeMap::new();
+        for (name, c) in self.map.iter_mut() {
+            if let Some(pair) = c.slots.remove(owner) {
+                c.retired.p = c.retired.p.saturating_add(pair.p);
+                c.retired.n = c.retired.n.saturating_add(pair.n);
+                had.insert(name.clone(), pair);
+            }
+        }
+        if had.is_empty() {
+            return false;
+        }
+        if self.retired_owners.len() >= MAX_RETIRED_OWNERS
+            && !self.retired_owners.contains_key(owner)
+        {
+            if let Some(first) = self.retired_owners.keys().next().cloned() {
+                self.retired_owners.remove(&first);
+            }
+        }
+        let mem = self.retired_owners.entry(owner.to_string()).or_default();
+        for (name, pair) in had {
+            let m = mem.entry(name).or_default();
+            m.p = m.p.saturating_add(pair.p);
+            m.n = m.n.saturating_add(pair.n);
+        }
+        true
     }
 
     /// Merge one owner's slots (as carried by that owner's record).
     pub fn merge_slots(&mut self, owner: &str, slots: &BTreeMap<String, CounterSlot>) {
+        // A retired owner is back: its slot takes its old values back from
+        // the retired sum, so they are not counted twice.
+        if let Some(mem) = self.retired_owners.remove(owner) {
+            for (name, pair) in mem {
+                let c = self.map.entry(name).or_default();
+                c.retired.p = c.retired.p.saturating_sub(pair.p);
+                c.retired.n = c.retired.n.saturating_sub(pair.n);
+                let slot = c.slots.entry(owner.to_string()).or_default();
+                slot.p = slot.p.max(pair.p);
+                slot.n = slot.n.max(pair.n);
+            }
+        }
         for (name, s) in slots {
             let c = self.map.entry(name.clone()).or_default();
             c.kind = c.kind.max(s.kind);
@@ -186,7 +275,7 @@ impl Counters {
     pub fn decrement(&mut self, owner: &str, name: &str, amount: u64) -> Result<(), CounterError> {
         let c = self.map.entry(name.to_string()).or_insert_with(|| Counter {
             kind: CounterKind::PN,
-            slots: BTreeMap::new(),
+            ..Counter::default()
         });
         if c.kind != CounterKind::PN {
             return Err(CounterError::GrowOnly(name.to_string()));
@@ -260,8 +349,12 @@ mod tests {
                         )
                     })
                     .collect(),
+                ..Counter::default()
             });
-        proptest::collection::btree_map("[x-z]", counter, 0..4).prop_map(|map| Counters { map })
+        proptest::collection::btree_map("[x-z]", counter, 0..4).prop_map(|map| Counters {
+            map,
+            ..Counters::default()
+        })
     }
 
     fn merged(a: &Counters, b: &Counters) -> Counters {
@@ -344,5 +437,65 @@ mod tests {
         b.increment("b", "x", CounterKind::PN, 1).unwrap();
         assert_eq!(merged(&a, &b).map["x"].kind, CounterKind::PN);
         assert_eq!(merged(&b, &a).map["x"].kind, CounterKind::PN);
+    }
+
+    fn slots_of(c: &Counters, owner: &str) -> BTreeMap<String, CounterSlot> {
+        c.own_slots(owner)
+    }
+
+    proptest! {
+        /// Retiring any owner keeps every total; its return with slots that
+        /// grew (as a node's own slots only grow) never lowers a total and
+        /// counts nothing twice.
+        #[test]
+        fn retiring_keeps_totals_and_a_return_is_not_counted_twice(
+            a in arb_counters(),
+            owner in "[a-d]",
+            grow in 0u64..5,
+        ) {
+            let before: BTreeMap<String, i128> =
+                a.map.iter().map(|(k, c)| (k.clone(), c.value())).collect();
+            let mut r = a.clone();
+            let old = slots_of(&a, &owner);
+            r.retire(&owner);
+            prop_assert!(slots_of(&r, &owner).is_empty());
+            for (k, c) in &r.map {
+                prop_assert_eq!(c.value(), before[k]);
+            }
+            // The owner returns with every slot grown by `grow`.
+            let back: BTreeMap<String, CounterSlot> = old
+                .iter()
+                .map(|(k, s)| (k.clone(), CounterSlot { kind: s.kind, p: s.p + grow, n: s.n }))
+                .collect();
+            r.merge_slots(&owner, &back);
+            for (k, c) in &r.map {
+                let expect = before[k] + if back.contains_key(k) { i128::from(grow) } else { 0 };
+                prop_assert_eq!(c.value(), expect, "counter {}", k);
+            }
+            prop_assert!(r.retired_owners.is_empty());
+        }
+    }
+
+    #[test]
+    fn retired_owners_are_bounded() {
+        let mut c = Counters::new();
+        for i in 0..MAX_RETIRED_OWNERS + 10 {
+            let o = format!("owner{i:05}");
+            c.increment(&o, "x", CounterKind::G, 1).unwrap();
+            assert!(c.retire(&o));
+        }
+        assert_eq!(c.retired_owners.len(), MAX_RETIRED_OWNERS);
+        assert!(c.map["x"].slots.is_empty());
+        // Every increment is still in the total.
+        assert_eq!(c.value("x"), Some((MAX_RETIRED_OWNERS + 10) as i128));
+        // Retiring an owner without slots changes nothing.
+        assert!(!c.retire("nobody"));
+        // The JSON of a set without retired owners has no such key (old
+        // readers and the stored format are unchanged).
+        let mut d = Counters::new();
+        d.increment("a", "y", CounterKind::G, 2).unwrap();
+        let j = String::from_utf8(d.to_bytes()).unwrap();
+        assert!(!j.contains("retired"), "{j}");
+        assert_eq!(Counters::from_bytes(j.as_bytes()).unwrap(), d);
     }
 }

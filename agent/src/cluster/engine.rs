@@ -29,6 +29,7 @@ use rand::Rng;
 use super::counters::Counters;
 use super::record::wire::SignedW;
 use super::record::{LocalState, Record, RejectReason, SignedRecord};
+use super::roster::{Roster, RosterError};
 use super::view::{ClusterView, Liveness, LivenessTimeouts, PeerView};
 use super::wire::{RequestKind, SyncRequest, SyncResponse};
 
@@ -58,6 +59,10 @@ pub struct EngineConfig {
     pub new_identities_per_minute: u32,
     /// See [`EngineConfig::new_identities_per_minute`].
     pub new_identities_burst: u32,
+    /// The room operator's public key (`cluster.operator_key`). With it,
+    /// a roster signed by that key decides who is a member (see
+    /// [`super::roster`]); without it, rosters are ignored.
+    pub operator: Option<libp2p::identity::PublicKey>,
     /// Accept records without checking their signature. Only for
     /// simulations of the protocol (an unoptimised Ed25519 verification
     /// costs ~20 ms); `ClusterConfig` never sets it.
@@ -216,7 +221,21 @@ pub struct Engine {
     /// No own record before this time or the first exchange with a peer
     /// (see [`Engine::hold_own_record`]).
     hold_own_until: Option<Instant>,
+    /// The room roster, once one is known (needs `cfg.operator`).
+    roster: Option<Roster>,
+    /// A roster adopted since the last [`Engine::take_new_roster`].
+    roster_news: bool,
+    /// Per peer: the roster version it told us it holds.
+    roster_of: HashMap<PeerId, u64>,
+    /// Identities outside the roster that talked to us directly, for the
+    /// operator to approve: last contact and the node name their own
+    /// record claims. At most [`MAX_CANDIDATES`].
+    candidates: HashMap<PeerId, (Instant, Option<String>)>,
 }
+
+/// Non-members remembered for `coolmesh roster list` at most; the oldest
+/// contact is forgotten first.
+pub const MAX_CANDIDATES: usize = 256;
 
 impl Engine {
     /// A new engine for the node owning `key`.
@@ -239,6 +258,134 @@ impl Engine {
             last_contact: HashMap::new(),
             introductions: HashMap::new(),
             hold_own_until: None,
+            roster: None,
+            roster_news: false,
+            roster_of: HashMap::new(),
+            candidates: HashMap::new(),
+        }
+    }
+
+    /// The room roster this node holds, if any.
+    pub fn roster(&self) -> Option<&Roster> {
+        self.roster.as_ref()
+    }
+
+    /// Is `p` a member? Everyone is while no roster is known.
+    pub fn is_member(&self, p: &PeerId) -> bool {
+        self.roster.as_ref().is_none_or(|r| r.contains(p))
+    }
+
+    /// Identities outside the roster that contacted this node directly
+    /// (PeerId, when last, the name their record claims), newest first.
+    pub fn candidates(&self) -> Vec<(PeerId, Instant, Option<String>)> {
+        let mut v: Vec<_> = self
+            .candidates
+            .iter()
+            .map(|(p, (t, n))| (*p, *t, n.clone()))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Offer a signed roster (from the operator's API, a peer or the state
+    /// directory). `Ok(true)`: adopted (newer than the one held, signed by
+    /// the operator key, for this cluster).
+    pub fn offer_roster(&mut self, bytes: &[u8], now: Now) -> Result<bool, RosterError> {
+        let Some(op) = &self.cfg.operator else {
+            return Err(RosterError::NoOperatorKey);
+        };
+        let r = Roster::verify(bytes, op, &self.cfg.cluster)?;
+        if let Some(cur) = &self.roster {
+            if r.version <= cur.version {
+                return Err(RosterError::NotNewer(r.version, cur.version));
+            }
+        }
+        self.adopt_roster(r, now);
+        Ok(true)
+    }
+
+    /// Members outside the new roster leave at once: their records are
+    /// dropped (tombstoned, so relayed copies do not come back) and their
+    /// counter slots retired (totals unchanged).
+    fn adopt_roster(&mut self, r: Roster, now: Now) {
+        let outside: Vec<(PeerId, u64)> = self
+            .peers
+            .iter()
+            .filter(|(p, _)| !r.contains(p))
+            .map(|(p, e)| (*p, e.record.version))
+            .collect();
+        for (p, v) in outside {
+            self.peers.remove(&p);
+            self.tombstone(p, v, now.mono);
+            self.counters.retire(&p.to_base58());
+        }
+        self.candidates.retain(|p, _| !r.contains(p));
+        if !r.contains(&self.me) {
+            tracing::warn!(peer_id = %self.me, version = r.version, "this node is not in the room roster: the members ignore its records and votes until the operator adds it (`coolmesh roster add`)");
+        }
+        self.roster = Some(r);
+        self.roster_news = true;
+        self.dirty = true;
+    }
+
+    /// The roster adopted since the last call, to store and to act on
+    /// (disconnect non-members).
+    pub fn take_new_roster(&mut self) -> Option<&Roster> {
+        if std::mem::take(&mut self.roster_news) {
+            self.roster.as_ref()
+        } else {
+            None
+        }
+    }
+
+    fn roster_version(&self) -> u64 {
+        self.roster.as_ref().map_or(0, |r| r.version)
+    }
+
+    /// What goes on the wire: absent without a roster.
+    fn wire_roster_version(&self) -> Option<u64> {
+        self.roster.as_ref().map(|r| r.version)
+    }
+
+    /// Our roster for a peer that told us it holds an older one.
+    fn roster_for(&self, theirs: Option<u64>) -> Option<ByteVec> {
+        let r = self.roster.as_ref()?;
+        theirs
+            .is_some_and(|t| t < r.version)
+            .then(|| ByteVec::from(r.to_bytes().to_vec()))
+    }
+
+    /// Take a roster a peer sent. Errors other than "not newer" are counted
+    /// as rejections.
+    fn roster_from_peer(&mut self, from: PeerId, bytes: &[u8], now: Now, out: &mut Outcome) {
+        match self.offer_roster(bytes, now) {
+            Ok(_) => {
+                out.changed = true;
+                tracing::info!(%from, version = self.roster_version(), "adopted a newer room roster from a peer");
+            }
+            Err(RosterError::NotNewer(..)) | Err(RosterError::NoOperatorKey) => {}
+            Err(RosterError::BadSignature) => out.rejected.push(RejectReason::BadSignature),
+            Err(RosterError::OtherCluster(..)) => out.rejected.push(RejectReason::Unauthorized),
+            Err(_) => out.rejected.push(RejectReason::Malformed),
+        }
+    }
+
+    /// Remember a non-member that contacted us directly (bounded).
+    fn note_candidate(&mut self, p: PeerId, now: Instant, name: Option<String>) {
+        if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&p) {
+            if let Some(oldest) = self
+                .candidates
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(p, _)| *p)
+            {
+                self.candidates.remove(&oldest);
+            }
+        }
+        let e = self.candidates.entry(p).or_insert((now, None));
+        e.0 = now;
+        if name.is_some() {
+            e.1 = name;
         }
     }
 
@@ -424,7 +571,10 @@ impl Engine {
                 }
             }
         };
-        let (records, sent_records) = self.pack(owners, self.budget(digest.len()));
+        let roster = self.roster_for(self.roster_of.get(&peer).copied());
+        let roster_cost = roster.as_ref().map_or(0, |r| r.len() + 16);
+        let budget = self.budget(digest.len()).saturating_sub(roster_cost);
+        let (records, sent_records) = self.pack(owners, budget);
         let req = SyncRequest {
             kind: kind.code(),
             cluster: self.cfg.cluster.clone(),
@@ -433,6 +583,8 @@ impl Engine {
                 .map(|(p, v)| (ByteVec::from(p.to_bytes()), *v))
                 .collect(),
             records,
+            roster_version: self.wire_roster_version(),
+            roster,
         };
         let sent = Sent {
             digest: digest.into_iter().collect(),
@@ -466,6 +618,38 @@ impl Engine {
         let digest = req.parsed_digest()?;
         self.last_contact.insert(from, now.mono);
         let mut out = Outcome::default();
+        // The roster first: it decides whom the rest of the message is from.
+        if let Some(b) = &req.roster {
+            self.roster_from_peer(from, b.as_ref(), now, &mut out);
+        }
+        let theirs_roster = req
+            .roster_version
+            .unwrap_or(0)
+            .max(if req.roster.is_some() {
+                self.roster_version()
+            } else {
+                0
+            });
+        self.roster_of.insert(from, theirs_roster);
+        if !self.is_member(&from) {
+            // Outside the roster: nothing it sends is stored or relayed, and
+            // it gets only the roster back (which tells it so).
+            let name = req
+                .signed_records()
+                .find(|s| s.peek().is_ok_and(|h| h.0 == from))
+                .and_then(|s| s.verify(&self.cfg.cluster).ok())
+                .map(|r| r.node);
+            self.note_candidate(from, now.mono, name);
+            if !req.records.is_empty() {
+                out.rejected.push(RejectReason::NotInRoster);
+            }
+            let resp = SyncResponse {
+                roster_version: self.wire_roster_version(),
+                roster: self.roster_for(Some(req.roster_version.unwrap_or(0))),
+                ..SyncResponse::default()
+            };
+            return Ok((resp, out));
+        }
         let mut received = Vec::new();
         for s in req.signed_records() {
             if out.rejected.len() >= MAX_REJECTED_PER_MESSAGE {
@@ -483,7 +667,11 @@ impl Engine {
                 self.hold_own_until = None;
             }
             // A follow-up: records only, nothing to answer.
-            return Ok((SyncResponse::default(), out));
+            let resp = SyncResponse {
+                roster_version: self.wire_roster_version(),
+                ..SyncResponse::default()
+            };
+            return Ok((resp, out));
         }
         // The requester's digest is authoritative for what it has now.
         let theirs: BTreeMap<PeerId, u64> = digest.iter().copied().collect();
@@ -519,7 +707,9 @@ impl Engine {
         // without its state, and its previous record carries its counter
         // slots (see `hold_own_record`).
         let they_lack: Vec<PeerId> = d.they_lack;
-        let (records, sent) = self.pack(they_lack, self.budget(0));
+        let roster = self.roster_for(Some(req.roster_version.unwrap_or(0)));
+        let roster_cost = roster.as_ref().map_or(0, |r| r.len() + 16);
+        let (records, sent) = self.pack(they_lack, self.budget(0).saturating_sub(roster_cost));
         for (p, v) in sent {
             self.learn(from, p, v);
         }
@@ -529,7 +719,15 @@ impl Engine {
             .filter(|p| *p != self.me || ask_for_mine)
             .map(|p| ByteVec::from(p.to_bytes()))
             .collect();
-        Ok((SyncResponse { records, want }, out))
+        Ok((
+            SyncResponse {
+                records,
+                want,
+                roster_version: self.wire_roster_version(),
+                roster,
+            },
+            out,
+        ))
     }
 
     /// Handle the response to a request we sent (`sent` describes it).
@@ -543,6 +741,25 @@ impl Engine {
     ) -> (Option<(SyncRequest, Sent)>, Outcome) {
         let mut out = Outcome::default();
         self.last_contact.insert(from, now.mono);
+        if let Some(b) = &resp.roster {
+            self.roster_from_peer(from, b.as_ref(), now, &mut out);
+        }
+        let theirs_roster = resp
+            .roster_version
+            .unwrap_or(0)
+            .max(if resp.roster.is_some() {
+                self.roster_version()
+            } else {
+                0
+            });
+        self.roster_of.insert(from, theirs_roster);
+        if !self.is_member(&from) {
+            // Outside the roster: its records are neither stored nor relayed.
+            if !resp.records.is_empty() {
+                out.rejected.push(RejectReason::NotInRoster);
+            }
+            return (None, out);
+        }
         let want: HashSet<PeerId> = resp.parsed_want().into_iter().collect();
         for (p, v) in &sent.digest {
             if !want.contains(p) {
@@ -567,23 +784,28 @@ impl Engine {
             }
         }
         self.hold_own_until = None;
-        if sent.follow_up || want.is_empty() {
+        if sent.follow_up {
             return (None, out);
         }
+        // A peer behind on the roster gets ours in a follow-up at once.
+        let roster = self.roster_for(Some(theirs_roster));
         let digest = self.digest();
         let owners: Vec<PeerId> = want
             .into_iter()
             .filter(|p| digest.contains_key(p))
             .collect();
-        if owners.is_empty() {
+        if owners.is_empty() && roster.is_none() {
             return (None, out);
         }
-        let (records, sent_records) = self.pack(owners, self.budget(0));
+        let roster_cost = roster.as_ref().map_or(0, |r| r.len() + 16);
+        let (records, sent_records) = self.pack(owners, self.budget(0).saturating_sub(roster_cost));
         let req = SyncRequest {
             kind: RequestKind::Records.code(),
             cluster: self.cfg.cluster.clone(),
             digest: Vec::new(),
             records,
+            roster_version: self.wire_roster_version(),
+            roster,
         };
         let follow = Sent {
             digest: Vec::new(),
@@ -621,6 +843,7 @@ impl Engine {
     pub fn forget_knowledge(&mut self, peer: &PeerId) {
         self.known.remove(peer);
         self.last_contact.remove(peer);
+        self.roster_of.remove(peer);
     }
 
     /// Validate and store one record. Returns `(owner, version)` if it was
@@ -672,6 +895,10 @@ impl Engine {
                 out.rejected.push(RejectReason::Unauthorized);
                 return None;
             }
+        }
+        if !self.is_member(&peer) {
+            out.rejected.push(RejectReason::NotInRoster);
+            return None;
         }
         let verified = if self.cfg.insecure_skip_signature_check {
             s.verify_unsigned(&self.cfg.cluster)
@@ -746,6 +973,7 @@ impl Engine {
         };
         if let Some(e) = self.peers.remove(&p) {
             self.tombstone(p, e.record.version, now.mono);
+            self.counters.retire(&e.b58);
         }
         true
     }
@@ -914,8 +1142,11 @@ impl Engine {
             }
         }
         for (p, v) in dropped {
+            // Dead longer than the retention: the record goes, and so do its
+            // counter slots (their values stay in the totals).
             self.peers.remove(&p);
             self.tombstone(p, v, now.mono);
+            self.counters.retire(&p.to_base58());
             changed = true;
         }
         let keep = t.retention.max(t.dead_after);
@@ -961,6 +1192,17 @@ impl Engine {
             listen_addrs: listen_addrs.to_vec(),
             connected: connected.len(),
             relay,
+            roster: self.roster.clone(),
+            candidates: self
+                .candidates()
+                .into_iter()
+                .map(|(p, t, node)| super::view::Candidate {
+                    peer_id: p,
+                    since: now.saturating_duration_since(t),
+                    node,
+                    remote_ip: remote_ips.get(&p).copied(),
+                })
+                .collect(),
         }
     }
 }
@@ -985,6 +1227,7 @@ mod tests {
             max_members: 1024,
             new_identities_per_minute: 120,
             new_identities_burst: 256,
+            operator: None,
             insecure_skip_signature_check: false,
         }
     }
@@ -1216,6 +1459,7 @@ mod tests {
                     signature: vec![],
                 },
             ],
+            ..Default::default()
         };
         let (_, out) = b.handle_request(a.me, &req, at(base, 0)).unwrap();
         assert_eq!(
@@ -1304,6 +1548,160 @@ mod tests {
             b.liveness(&a.me, at(base, 81_000).mono),
             Some(Liveness::Alive)
         );
+    }
+
+    fn with_operator(op: &Keypair) -> Engine {
+        let mut c = cfg();
+        c.operator = Some(op.public());
+        Engine::new(c, Keypair::generate_ed25519())
+    }
+
+    fn signed_roster(op: &Keypair, version: u64, members: &[PeerId]) -> Roster {
+        Roster::sign(op, "room-1", version, 0, members.iter().copied().collect()).unwrap()
+    }
+
+    #[test]
+    fn the_roster_spreads_and_shuts_out_non_members() {
+        let base = Instant::now();
+        let op = Keypair::generate_ed25519();
+        let (mut a, mut b, mut x) = (with_operator(&op), with_operator(&op), with_operator(&op));
+        // Before any roster, everyone holding the key is a member.
+        exchange(&mut x, &mut b, RequestKind::Sync, at(base, 0));
+        assert!(b.peers.contains_key(&x.me));
+        // The operator installs a roster of a and b on a.
+        let r = signed_roster(&op, 10, &[a.me, b.me]);
+        assert_eq!(a.offer_roster(r.to_bytes(), at(base, 10)), Ok(true));
+        assert!(a.take_new_roster().is_some());
+        assert!(a.take_new_roster().is_none(), "reported once");
+        // One exchange a -> b carries it (b told a its version in the
+        // response; a sends the roster in the follow-up).
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 20));
+        assert_eq!(b.roster().map(|r| r.version), Some(10));
+        assert!(b.take_new_roster().is_some(), "b stores it");
+        // x's record left b at once, and x is now waiting outside.
+        assert!(!b.peers.contains_key(&x.me));
+        // x pushes: its records are refused and it gets the roster back.
+        let (req, sent) = x.request(b.me, RequestKind::Push, at(base, 1000));
+        let (resp, out) = b.handle_request(x.me, &req, at(base, 1000)).unwrap();
+        assert_eq!(out.rejected, vec![RejectReason::NotInRoster]);
+        assert!(resp.records.is_empty() && resp.want.is_empty());
+        assert!(resp.roster.is_some());
+        assert!(!b.peers.contains_key(&x.me));
+        assert_eq!(b.candidates().first().map(|c| c.0), Some(x.me));
+        let (follow, _) = x.handle_response(b.me, &sent, &resp, at(base, 1000));
+        assert!(follow.is_none());
+        assert_eq!(x.roster().map(|r| r.version), Some(10));
+        assert!(!x.is_member(&x.me));
+        // A member relaying x's record (x is in c's table from before) is
+        // refused for that record, never stored.
+        let mut c = with_operator(&op);
+        exchange(&mut x, &mut c, RequestKind::Sync, at(base, 1100));
+        let xs = c.peers[&x.me].signed.clone();
+        let mut out = Outcome::default();
+        assert!(b.accept(a.me, xs, at(base, 1200), &mut out).is_none());
+        assert_eq!(out.rejected, vec![RejectReason::NotInRoster]);
+        // Views: the roster is there, and every alive peer votes.
+        let v = b.view(
+            at(base, 1200).mono,
+            &HashSet::new(),
+            &HashMap::new(),
+            &[],
+            None,
+        );
+        assert_eq!(v.roster.as_ref().map(|r| r.version), Some(10));
+        assert_eq!(v.voters().len(), 1, "a votes, relayed or not");
+        assert_eq!(v.candidates.len(), 1);
+    }
+
+    #[test]
+    fn only_a_newer_roster_signed_by_the_operator_is_taken() {
+        let base = Instant::now();
+        let op = Keypair::generate_ed25519();
+        let mut a = with_operator(&op);
+        let m = [a.me];
+        assert_eq!(
+            a.offer_roster(signed_roster(&op, 5, &m).to_bytes(), at(base, 0)),
+            Ok(true)
+        );
+        assert_eq!(
+            a.offer_roster(signed_roster(&op, 5, &m).to_bytes(), at(base, 0)),
+            Err(RosterError::NotNewer(5, 5))
+        );
+        assert_eq!(
+            a.offer_roster(signed_roster(&op, 4, &[]).to_bytes(), at(base, 0)),
+            Err(RosterError::NotNewer(4, 5)),
+            "a replayed old roster changes nothing"
+        );
+        let thief = Keypair::generate_ed25519();
+        assert_eq!(
+            a.offer_roster(signed_roster(&thief, 99, &[]).to_bytes(), at(base, 0)),
+            Err(RosterError::BadSignature)
+        );
+        assert_eq!(a.roster().map(|r| r.version), Some(5));
+        // A forged roster in a request is counted and ignored.
+        let mut b = with_operator(&op);
+        let (mut req, _) = b.request(a.me, RequestKind::Sync, at(base, 0));
+        req.roster = Some(ByteVec::from(
+            signed_roster(&thief, 99, &[b.me]).to_bytes().to_vec(),
+        ));
+        let (_, out) = a.handle_request(b.me, &req, at(base, 0)).unwrap();
+        assert!(out.rejected.contains(&RejectReason::BadSignature));
+        assert_eq!(a.roster().map(|r| r.version), Some(5));
+        // Without an operator key a node takes no roster at all.
+        let mut plain = engine();
+        assert_eq!(
+            plain.offer_roster(signed_roster(&op, 1, &[]).to_bytes(), at(base, 0)),
+            Err(RosterError::NoOperatorKey)
+        );
+    }
+
+    #[test]
+    fn removal_from_the_roster_retires_counter_slots_keeping_totals() {
+        let base = Instant::now();
+        let op = Keypair::generate_ed25519();
+        let (mut a, mut b) = (with_operator(&op), with_operator(&op));
+        bump_counter(&mut a, "jobs", 9);
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        assert_eq!(b.counters().value("jobs"), Some(9));
+        assert_eq!(
+            b.offer_roster(signed_roster(&op, 1, &[b.me]).to_bytes(), at(base, 1)),
+            Ok(true)
+        );
+        assert!(!b.peers.contains_key(&a.me));
+        assert!(!b.counters().map["jobs"]
+            .slots
+            .contains_key(&a.me.to_base58()));
+        assert_eq!(b.counters().value("jobs"), Some(9), "the total stays");
+        // Added back later with more increments: counted once.
+        bump_counter(&mut a, "jobs", 12);
+        assert_eq!(
+            b.offer_roster(signed_roster(&op, 2, &[a.me, b.me]).to_bytes(), at(base, 2)),
+            Ok(true)
+        );
+        exchange(&mut a, &mut b, RequestKind::Push, at(base, 2000));
+        assert_eq!(b.counters().value("jobs"), Some(12));
+    }
+
+    #[test]
+    fn slots_of_the_long_dead_are_pruned_and_the_total_stays() {
+        let base = Instant::now();
+        let (mut a, mut b) = (engine(), engine());
+        bump_counter(&mut a, "x", 7);
+        exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+        assert!(b.housekeeping(at(base, 8000 + 60_000)));
+        assert!(b.liveness(&a.me, at(base, 68_000).mono).is_none());
+        let c = &b.counters().map["x"];
+        assert!(c.slots.is_empty(), "{c:?}");
+        assert_eq!(b.counters().value("x"), Some(7));
+        let v = b.view(
+            at(base, 68_000).mono,
+            &HashSet::new(),
+            &HashMap::new(),
+            &[],
+            None,
+        );
+        assert!(v.counters.map["x"].slots.is_empty());
+        assert_eq!(v.counters.value("x"), Some(7));
     }
 
     /// `push` a's own record to b; what b rejected.

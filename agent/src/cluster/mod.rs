@@ -14,6 +14,8 @@
 //! - [`record`]: [`LocalState`] (what the agent publishes), [`Record`], its
 //!   versioned CBOR schema (`record::wire`), [`SignedRecord`] signing and
 //!   verification, field limits, [`RejectReason`].
+//! - [`roster`]: the operator-signed list of members ([`roster::Roster`]),
+//!   the operator key's text form, the stored copy.
 //! - [`counters`]: G and PN counters, one slot per node, merge = per-slot max.
 //! - [`wire`]: the `/coolmesh/sync/1.0.0` messages, varint framing and the
 //!   request-response codec.
@@ -55,6 +57,7 @@ pub mod engine;
 pub mod identity;
 pub mod metrics;
 pub mod record;
+pub mod roster;
 pub mod swarm;
 pub mod view;
 pub mod wire;

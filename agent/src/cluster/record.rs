@@ -193,11 +193,14 @@ pub enum RejectReason {
     /// A valid record of a new identity, relayed by a peer that already
     /// introduced its budget of new identities this minute.
     NewIdentities,
+    /// A record of an identity outside the room roster, or any record
+    /// relayed by one (`cluster.operator_key` and a roster).
+    NotInRoster,
 }
 
 impl RejectReason {
     /// Every reason, for pre-initialising metric series.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::BadSignature,
         RejectReason::ForeignSlot,
         RejectReason::Malformed,
@@ -207,6 +210,7 @@ impl RejectReason {
         RejectReason::Handshake,
         RejectReason::Capacity,
         RejectReason::NewIdentities,
+        RejectReason::NotInRoster,
     ];
 
     /// Metric label value.
@@ -221,6 +225,7 @@ impl RejectReason {
             RejectReason::Handshake => "handshake",
             RejectReason::Capacity => "capacity",
             RejectReason::NewIdentities => "new_identities",
+            RejectReason::NotInRoster => "not_in_roster",
         }
     }
 }

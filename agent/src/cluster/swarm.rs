@@ -180,6 +180,14 @@ pub enum Control {
     Unblock(PeerId),
     /// Dial an address once.
     Dial(Multiaddr),
+    /// A signed roster from the operator (`POST /v1/roster`): adopt it if
+    /// it verifies and is newer, store it, spread it.
+    Roster {
+        /// The signed roster's bytes.
+        signed: Vec<u8>,
+        /// The outcome, for the operator.
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// Sends [`Control`] commands to a running cluster.
@@ -279,6 +287,22 @@ impl Cluster {
         let mut engine = Engine::new(cfg.engine_config(), keypair);
         engine.set_local(local.borrow_and_update().clone());
         let now = Instant::now();
+        if let (Some(op), Some(path)) = (&cfg.operator, &cfg.roster_path) {
+            if let Some(r) = super::roster::load_stored(path, op, &cfg.name) {
+                let members = r.members.len();
+                match engine.offer_roster(r.to_bytes(), Now::system()) {
+                    Ok(_) => {
+                        engine.take_new_roster();
+                        tracing::info!(
+                            version = r.version,
+                            members,
+                            "loaded the stored room roster"
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ignoring the stored room roster"),
+                }
+            }
+        }
         if cfg.mdns || !cfg.bootstrap.is_empty() {
             // Hear our previous record from a peer before making a new one
             // (counter recovery after a lost counters.json); bounded, so a
@@ -365,6 +389,7 @@ impl Cluster {
                 _ = ae_tick.tick() => node.on_anti_entropy_tick(),
                 _ = house_tick.tick() => node.on_housekeeping(),
             }
+            node.store_new_roster();
             if node.dirty {
                 node.publish();
             }
@@ -784,6 +809,42 @@ impl Node {
                 if let Err(e) = self.swarm.dial(opts) {
                     tracing::warn!(addr = %a, error = %e, "dial failed");
                 }
+            }
+            Control::Roster { signed, reply } => {
+                let answer = match self.engine.offer_roster(&signed, Now::system()) {
+                    Ok(_) => {
+                        let r = self.engine.roster().map(|r| (r.version, r.members.len()));
+                        let (v, n) = r.unwrap_or_default();
+                        tracing::warn!(
+                            version = v,
+                            members = n,
+                            "operator installed a new room roster"
+                        );
+                        self.dirty = true;
+                        // Peers behind on the roster get it with this push.
+                        self.push_urgent();
+                        Ok(format!(
+                            "roster version {v} with {n} members adopted; spreading to the peers"
+                        ))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                self.store_new_roster();
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Store a roster adopted since the last call (atomically: a power cut
+    /// leaves the old or the new one, never a torn file).
+    fn store_new_roster(&mut self) {
+        let Some(r) = self.engine.take_new_roster() else {
+            return;
+        };
+        self.dirty = true;
+        if let Some(path) = &self.cfg.roster_path {
+            if let Err(e) = super::identity::write_atomic(path, r.to_bytes(), 0o644) {
+                tracing::error!(path = %path.display(), error = %e, "cannot store the room roster; it is kept in memory and comes back from the peers");
             }
         }
     }

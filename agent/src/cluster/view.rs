@@ -138,6 +138,28 @@ pub struct ClusterView {
     /// with every member every `sync_interval` (docs/protocol.md, section 6).
     #[serde(serialize_with = "ser_opt_peer")]
     pub relay: Option<PeerId>,
+    /// The room roster this node holds (`cluster.operator_key` and a
+    /// roster received). While set, only its members' records are kept, so
+    /// every alive peer is a member.
+    #[serde(skip)]
+    pub roster: Option<crate::cluster::roster::Roster>,
+    /// Identities outside the roster that contacted this node directly
+    /// (newest first): PeerId, time since, claimed node name, address.
+    #[serde(skip)]
+    pub candidates: Vec<Candidate>,
+}
+
+/// A non-member that contacted this node (for `coolmesh roster list`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// Its identity.
+    pub peer_id: PeerId,
+    /// Time since its last contact.
+    pub since: Duration,
+    /// The node name its own (verified) record claims, if it sent one.
+    pub node: Option<String>,
+    /// The address it connected from, if still connected.
+    pub remote_ip: Option<std::net::IpAddr>,
 }
 
 fn ser_opt_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {
@@ -226,8 +248,15 @@ impl ClusterView {
     /// cost nothing to mint; a host address does. Relayed records (a peer
     /// we are not connected to) inform metrics and the status page but
     /// never vote. Loopback addresses are not merged: peers on this very
-    /// machine are tests and the demo.
+    /// machine are tests and the demo. With a room roster, every alive
+    /// member votes instead (see [`crate::cluster::roster`]).
     pub fn voters(&self) -> Vec<&PeerView> {
+        if self.roster.is_some() {
+            // The operator vouched for every identity in the roster, and no
+            // other identity's record is kept: each alive member votes once,
+            // directly connected or relayed.
+            return self.alive_peers().collect();
+        }
         let mut seen = std::collections::HashSet::new();
         // BTreeMap order: the smallest PeerId of each address wins.
         self.alive_peers()

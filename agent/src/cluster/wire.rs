@@ -87,6 +87,15 @@ pub struct SyncRequest {
     #[n(3)]
     #[cbor(default)]
     pub records: Vec<SignedW>,
+    /// Version of the sender's room roster; absent without one (so a
+    /// node without a roster encodes exactly what 0.2 did). Added in 0.3.
+    #[n(4)]
+    pub roster_version: Option<u64>,
+    /// The sender's signed roster, when it believes the receiver's is older
+    /// (see `roster::Roster`). Added in 0.3.
+    #[n(5)]
+    #[cbor(default)]
+    pub roster: Option<ByteVec>,
 }
 
 /// The response of an exchange.
@@ -102,6 +111,15 @@ pub struct SyncResponse {
     #[n(1)]
     #[cbor(default)]
     pub want: Vec<ByteVec>,
+    /// Version of the responder's room roster; absent without one. Added
+    /// in 0.3.
+    #[n(2)]
+    pub roster_version: Option<u64>,
+    /// The responder's signed roster, when the request's `roster_version`
+    /// was older. Added in 0.3.
+    #[n(3)]
+    #[cbor(default)]
+    pub roster: Option<ByteVec>,
 }
 
 fn encode<T: Encode<()>>(v: &T) -> Vec<u8> {
@@ -437,6 +455,8 @@ mod tests {
                 payload: vec![1, 2],
                 signature: vec![3],
             }],
+            roster_version: Some(7),
+            roster: Some(ByteVec::from(vec![5u8, 6])),
         };
         let back = SyncRequest::from_bytes(&req.to_bytes()).unwrap();
         assert_eq!(back, req);
@@ -445,6 +465,7 @@ mod tests {
         let resp = SyncResponse {
             records: vec![],
             want: vec![ByteVec::from(p.to_bytes()), ByteVec::from(vec![9u8])],
+            ..Default::default()
         };
         let back = SyncResponse::from_bytes(&resp.to_bytes()).unwrap();
         assert_eq!(back.parsed_want(), vec![p]);

@@ -89,6 +89,7 @@ pub fn start_agent_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent
             "--cluster.listen",
             "/ip4/127.0.0.1/tcp/0",
             "--cluster.no-mdns",
+            "--cluster.insecure-no-psk",
         ];
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_coolmesh"))
@@ -283,6 +284,7 @@ name = "{cluster}"
 listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
 peers = [{peers}]
 mdns = false
+{insecure}
 {extra}
 "#,
         name = c.name,
@@ -291,6 +293,12 @@ mdns = false
         cluster = c.cluster,
         p2p = c.p2p,
         extra = c.extra_cluster,
+        // Loopback test clusters run without a key unless the test gives one.
+        insecure = if c.extra_cluster.contains("psk_file") {
+            ""
+        } else {
+            "insecure_no_psk = true"
+        },
     );
     let path = d.join("coolmesh.toml");
     std::fs::write(&path, cfg).expect("config");
