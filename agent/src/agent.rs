@@ -959,7 +959,9 @@ fn sync_counters(metrics: &Metrics, fsm: &SupervisorStats, exec: &crate::shutdow
     let unknown = crate::shutdown::ExecStats::get(&exec.outcome_unknown);
     let have = metrics.shutdown_command_outcome_unknown.get();
     if unknown > have {
-        metrics.shutdown_command_outcome_unknown.inc_by(unknown - have);
+        metrics
+            .shutdown_command_outcome_unknown
+            .inc_by(unknown - have);
     }
 }
 

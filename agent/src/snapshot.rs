@@ -149,8 +149,30 @@ pub fn apply_cluster(
             stale: p.stale,
         })
         .collect();
-    let mut votes = view.target_votes();
-    // An unknown result (a local error) is no vote, here as for peers.
+    // Per target, the votes the decision counts (`agent::peer_view`,
+    // [`ClusterView::votes_on`]): one per voter that probes the target, not
+    // one per alive identity, so that minted identities inflate neither the
+    // gauge nor the status page. On a single target every power policy
+    // gives that voter's observation, so the policy does not matter here.
+    //
+    // [`ClusterView::votes_on`]: crate::cluster::ClusterView::votes_on
+    let voters = view.voters();
+    let mut votes: std::collections::BTreeMap<String, crate::cluster::view::PowerVotes> = voters
+        .iter()
+        .flat_map(|p| p.record.power.iter().map(|o| o.target.clone()))
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .map(|t| {
+            let v = crate::cluster::view::votes_among(
+                &voters,
+                std::slice::from_ref(&t),
+                crate::power::Policy::Any,
+            );
+            (t, v)
+        })
+        .collect();
+    // This node's own observations. An unknown result (a local error) is no
+    // vote, here as for peers.
     for t in snap.power.targets.iter().filter(|t| !t.unknown) {
         let v = votes.entry(t.target.clone()).or_default();
         if t.up {
@@ -168,7 +190,6 @@ pub fn apply_cluster(
             down: n(v.down),
         })
         .collect();
-    let voters = view.voters();
     let peers_hot = voters
         .iter()
         .filter(|p| crate::agent::peer_votes_cooling(&p.record.thermal, fsm))
@@ -176,6 +197,61 @@ pub fn apply_cluster(
     snap.cluster.overheating = n(peers_hot) + u32::from(fsm.is_heating(own_thermal));
     let nodes = n(voters.len()).saturating_add(1);
     snap.cluster.quorum = crate::fsm::cooling_quorum(nodes, fsm.cooling_quorum_min);
+}
+
+/// `GET /v1/roster`: the roster this node holds, each member's liveness as
+/// this node sees it, and the identities waiting outside.
+pub fn roster_status(
+    view: &crate::cluster::ClusterView,
+    cluster: &str,
+    operator_key: &str,
+) -> coolmesh_exporter::model::RosterStatus {
+    use base64::Engine as _;
+    use coolmesh_exporter::model::{RosterCandidate, RosterMember, RosterStatus};
+    let mut out = RosterStatus {
+        cluster: cluster.to_string(),
+        operator_key: operator_key.to_string(),
+        pending: view
+            .candidates
+            .iter()
+            .map(|c| RosterCandidate {
+                peer_id: c.peer_id.to_base58(),
+                node: c.node.clone(),
+                address: c.remote_ip.map(|ip| ip.to_string()),
+                last_seen_secs: c.since.as_secs(),
+            })
+            .collect(),
+        ..RosterStatus::default()
+    };
+    let Some(r) = &view.roster else {
+        return out;
+    };
+    out.version = r.version;
+    out.issued_ms = r.issued_ms;
+    out.self_member = view.local_peer_id.is_some_and(|me| r.contains(&me));
+    out.signed = base64::engine::general_purpose::STANDARD.encode(r.to_bytes());
+    out.members = r
+        .members
+        .iter()
+        .map(|p| {
+            if view.local_peer_id == Some(*p) {
+                return RosterMember {
+                    peer_id: p.to_base58(),
+                    node: view.local.as_ref().map(|l| l.node.clone()),
+                    liveness: "self".into(),
+                };
+            }
+            let pv = view.peers.get(p);
+            RosterMember {
+                peer_id: p.to_base58(),
+                node: pv.map(|v| v.record.node.clone()),
+                liveness: pv
+                    .map(|v| v.liveness.as_str().to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            }
+        })
+        .collect();
+    out
 }
 
 #[cfg(test)]
@@ -255,61 +331,80 @@ mod tests {
         // With 2 nodes, both hot is a quorum; the state machine agrees.
         let (formed, _) = crate::fsm::weighted_quorum(2, 2, 2, 2);
         assert!(formed);
-        assert_eq!(cluster(vec![peer(1, true, Liveness::Alive, true)], true), (2, 2));
+        assert_eq!(
+            cluster(vec![peer(1, true, Liveness::Alive, true)], true),
+            (2, 2)
+        );
     }
-}
 
-/// `GET /v1/roster`: the roster this node holds, each member's liveness as
-/// this node sees it, and the identities waiting outside.
-pub fn roster_status(
-    view: &crate::cluster::ClusterView,
-    cluster: &str,
-    operator_key: &str,
-) -> coolmesh_exporter::model::RosterStatus {
-    use base64::Engine as _;
-    use coolmesh_exporter::model::{RosterCandidate, RosterMember, RosterStatus};
-    let mut out = RosterStatus {
-        cluster: cluster.to_string(),
-        operator_key: operator_key.to_string(),
-        pending: view
-            .candidates
+    /// Sees `target` up or down.
+    fn probing(mut p: PeerView, target: &str, up: bool) -> PeerView {
+        p.record.power = vec![crate::cluster::record::PowerObservation {
+            target: target.to_string(),
+            up,
+            at_ms: 1,
+        }];
+        p
+    }
+
+    /// `cluster.power_votes` (and `coolmesh_cluster_power_votes`) count the
+    /// voters the decision counts ([`ClusterView::votes_on`]) plus this
+    /// node, not every alive identity: identities minted on one address,
+    /// relayed records and peers that are not alive add no vote
+    /// (docs/failure-matrix.md, finding 5).
+    #[test]
+    fn power_votes_count_the_voters_as_the_decision_does() {
+        let peers = vec![
+            // Two voters see t down.
+            probing(peer(1, false, Liveness::Alive, true), "t", false),
+            probing(peer(2, false, Liveness::Alive, true), "t", false),
+            // Not voters, all "up": three more identities on host 3 (one
+            // of them votes), a relayed record, a suspect and a dead peer.
+            probing(peer(3, false, Liveness::Alive, true), "t", true),
+            probing(peer(3, false, Liveness::Alive, true), "t", true),
+            probing(peer(3, false, Liveness::Alive, true), "t", true),
+            probing(peer(4, false, Liveness::Alive, false), "t", true),
+            probing(peer(5, false, Liveness::Suspect, true), "t", true),
+            probing(peer(6, false, Liveness::Dead, true), "t", true),
+            // Another circuit: only this voter probes u.
+            probing(peer(7, false, Liveness::Alive, true), "u", true),
+        ];
+        let mut view = ClusterView::default();
+        for p in peers {
+            view.peers.insert(p.record.peer_id, p);
+        }
+        let mut snap = Snapshot::default();
+        // This node sees t down too.
+        snap.power.targets = vec![coolmesh_exporter::model::TargetStatus {
+            target: "t".into(),
+            up: false,
+            unknown: false,
+            duration_seconds: 0.0,
+            error: None,
+        }];
+        apply_cluster(
+            &mut snap,
+            &view,
+            "c",
+            &FsmConfig::default(),
+            &ThermalSummary::default(),
+        );
+        let votes: Vec<(String, u32, u32)> = snap
+            .cluster
+            .power_votes
             .iter()
-            .map(|c| RosterCandidate {
-                peer_id: c.peer_id.to_base58(),
-                node: c.node.clone(),
-                address: c.remote_ip.map(|ip| ip.to_string()),
-                last_seen_secs: c.since.as_secs(),
-            })
-            .collect(),
-        ..RosterStatus::default()
-    };
-    let Some(r) = &view.roster else {
-        return out;
-    };
-    out.version = r.version;
-    out.issued_ms = r.issued_ms;
-    out.self_member = view.local_peer_id.is_some_and(|me| r.contains(&me));
-    out.signed = base64::engine::general_purpose::STANDARD.encode(r.to_bytes());
-    out.members = r
-        .members
-        .iter()
-        .map(|p| {
-            if view.local_peer_id == Some(*p) {
-                return RosterMember {
-                    peer_id: p.to_base58(),
-                    node: view.local.as_ref().map(|l| l.node.clone()),
-                    liveness: "self".into(),
-                };
-            }
-            let pv = view.peers.get(p);
-            RosterMember {
-                peer_id: p.to_base58(),
-                node: pv.map(|v| v.record.node.clone()),
-                liveness: pv
-                    .map(|v| v.liveness.as_str().to_string())
-                    .unwrap_or_else(|| "unknown".into()),
-            }
-        })
-        .collect();
-    out
+            .map(|v| (v.target.clone(), v.up, v.down))
+            .collect();
+        assert_eq!(votes, [("t".into(), 1, 3), ("u".into(), 1, 0)]);
+        // The decision counts the same peers (this node aside).
+        let t = view.votes_on(&["t".to_string()], crate::power::Policy::Any);
+        assert_eq!((t.up, t.down), (1, 2));
+        let u = view.votes_on(&["u".to_string()], crate::power::Policy::Any);
+        assert_eq!((u.up, u.down), (1, 0));
+        // Counted over every alive identity (the old way), t was up 4,
+        // down 2, and with this node up 4, down 3: a majority "up" during
+        // a real loss.
+        let all = view.target_votes();
+        assert_eq!((all["t"].up, all["t"].down), (4, 2));
+    }
 }
