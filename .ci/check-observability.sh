@@ -137,6 +137,18 @@ for name in ("CoolmeshPowerLost", "CoolmeshCoolingFailure", "CoolmeshAgentsDown"
         errors.append(f"{name}: routed to {got.get('receiver')} with repeat_interval {got.get('repeat_interval')}, want pager and >= 24h")
     else:
         print(f"{name} -> pager, repeat_interval {got['repeat_interval']}")
+# A server that shut itself down is reported by CoolmeshAgentDown after an
+# hour (the rule waits); the shutdown pages, which may fire for a day, must not
+# inhibit it for that day.
+def matcher_hits(matchers, labels):
+    return matches({"matchers": matchers}, labels)
+for source in ("CoolmeshShutdownExecuted", "CoolmeshShutdownUnconfirmed"):
+    if any(matcher_hits(rule.get("source_matchers"), {"alertname": source, "severity": "page"})
+           and matcher_hits(rule.get("target_matchers"), {"alertname": "CoolmeshAgentDown", "severity": "warning"})
+           for rule in doc.get("inhibit_rules") or []):
+        errors.append(f"{source} inhibits CoolmeshAgentDown (for as long as it fires, up to a day)")
+    else:
+        print(f"{source} does not inhibit CoolmeshAgentDown")
 for e in errors:
     print("error:", e)
 sys.exit(1 if errors else 0)
