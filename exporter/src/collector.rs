@@ -324,7 +324,7 @@ pub const DEFS: &[Def] = &[
     },
     Def {
         name: "coolmesh_cluster_power_votes",
-        help: "Fresh observations of a power target, this node included.",
+        help: "Votes on a power target: the state machine's voters that probe it, this node included.",
         labels: &["target", "vote"],
         samples: |c, emit| {
             for v in &c.snap.cluster.power_votes {
@@ -335,13 +335,13 @@ pub const DEFS: &[Def] = &[
     },
     Def {
         name: "coolmesh_cluster_overheating_peers",
-        help: "Fresh nodes, this one included, overheating or heating fast.",
+        help: "Nodes voting cooling lost (a sensor at critical, or heating steadily): the state machine's voters and this one.",
         labels: &[],
         samples: |c, emit| emit(NO_LABELS, f64::from(c.snap.cluster.overheating)),
     },
     Def {
         name: "coolmesh_cluster_quorum",
-        help: "Votes needed for a cluster-wide decision.",
+        help: "Nodes needed for the cooling quorum: a strict majority of the state machine's voters and this one, at least cooling_quorum_min.",
         labels: &[],
         samples: |c, emit| emit(NO_LABELS, f64::from(c.snap.cluster.quorum)),
     },
