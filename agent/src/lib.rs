@@ -10,6 +10,7 @@
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
+//! - [`room_cmd`]: `coolmesh room cancel|maintenance|state`, one operator action for every member.
 //! - [`roster_cmd`]: `coolmesh roster keygen|list|add|remove`, the operator's side of the room roster.
 //! - [`rlimit`]: raises the soft open-file limit at startup, as Go services do.
 //! - [`supervisor`]: the async loop that owns the state machine and carries out its actions.
@@ -26,6 +27,7 @@ pub mod persist;
 pub mod power;
 pub mod report;
 pub mod rlimit;
+pub mod room_cmd;
 pub mod roster_cmd;
 pub mod sampler;
 pub mod shutdown;
