@@ -88,10 +88,80 @@ route_test() {
 
 check_alertmanager() {
   amtool check-config "$AM_CONFIG" || return 1
-  # Pages go to the pager, warnings (and anything else) to chat.
+  # Pages go to the pager, warnings (and anything else) to chat, the
+  # watchdog to the dead man's switch.
   route_test pager severity=page alertname=CoolmeshPowerLost cluster=room-1 || return 1
+  route_test pager severity=page alertname=CoolmeshShutdownPending cluster=room-1 instance=a:9876 || return 1
   route_test chat severity=warning alertname=CoolmeshAgentDown instance=a:9876 || return 1
+  route_test deadman severity=none alertname=CoolmeshWatchdog job=coolmesh || return 1
   route_test chat alertname=SomethingElse || return 1
+  "$PY" - "$AM_CONFIG" <<'PY' || return 1
+import re, sys, yaml
+
+doc = yaml.safe_load(open(sys.argv[1]))
+errors = []
+
+def seconds(d):
+    return sum(int(n) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in re.findall(r"(\d+)([smhd])", d))
+
+def matches(route, labels):
+    for m in route.get("matchers") or []:
+        k, op, v = re.fullmatch(r'\s*(\w+)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*', m).groups()
+        got = labels.get(k, "")
+        ok = {"=": got == v, "!=": got != v, "=~": re.fullmatch(v, got) is not None,
+              "!~": re.fullmatch(v, got) is None}[op]
+        if not ok:
+            return False
+    return True
+
+def route_for(labels):
+    # First matching child wins (no `continue` in this file); settings inherit.
+    route, settings = doc["route"], dict(doc["route"])
+    while True:
+        child = next((r for r in route.get("routes") or [] if matches(r, labels)), None)
+        if child is None:
+            return settings
+        settings.update({k: v for k, v in child.items() if k != "routes"})
+        route = child
+
+# Grouping: one notification per alert and room, whatever the route.
+for name in ("CoolmeshShutdownPending", "CoolmeshAgentDown", "CoolmeshPowerLost"):
+    got = route_for({"alertname": name, "severity": "page", "cluster": "room-1", "instance": "a:9876"})
+    if sorted(got.get("group_by") or []) != ["alertname", "cluster"]:
+        errors.append(f"{name}: group_by {got.get('group_by')}, want [alertname, cluster]")
+# Pages that stay firing while servers are off page once a day at most.
+for name in ("CoolmeshPowerLost", "CoolmeshCoolingFailure", "CoolmeshAgentsDown",
+             "CoolmeshShutdownExecuted", "CoolmeshShutdownUnconfirmed"):
+    got = route_for({"alertname": name, "severity": "page", "cluster": "room-1"})
+    if got.get("receiver") != "pager" or seconds(got.get("repeat_interval", "0s")) < 86400:
+        errors.append(f"{name}: routed to {got.get('receiver')} with repeat_interval {got.get('repeat_interval')}, want pager and >= 24h")
+    else:
+        print(f"{name} -> pager, repeat_interval {got['repeat_interval']}")
+# A server that shut itself down is reported by CoolmeshAgentDown after an
+# hour (the rule waits); the shutdown pages, which may fire for a day, must not
+# inhibit it for that day.
+def matcher_hits(matchers, labels):
+    return matches({"matchers": matchers}, labels)
+for source in ("CoolmeshShutdownExecuted", "CoolmeshShutdownUnconfirmed"):
+    if any(matcher_hits(rule.get("source_matchers"), {"alertname": source, "severity": "page"})
+           and matcher_hits(rule.get("target_matchers"), {"alertname": "CoolmeshAgentDown", "severity": "warning"})
+           for rule in doc.get("inhibit_rules") or []):
+        errors.append(f"{source} inhibits CoolmeshAgentDown (for as long as it fires, up to a day)")
+    else:
+        print(f"{source} does not inhibit CoolmeshAgentDown")
+for e in errors:
+    print("error:", e)
+sys.exit(1 if errors else 0)
+PY
+  # The notification template lists every instance of a group.
+  local out
+  out=$(amtool template render --template.glob=alerts/coolmesh.tmpl --template.data=alerts/tests/notification.json \
+    --template.text='{{ template "coolmesh.title" . }}|{{ template "coolmesh.instances" . }}' 2>&1) || { echo "$out"; return 1; }
+  echo "template: ${out//$'\n'/ / }"
+  [ "$out" = $'[FIRING:2] CoolmeshShutdownPending room-1: A coolmesh agent will shut its server down.|firing: a:9876 (a)\nfiring: b:9876 (b)\nresolved: c:9876 (c)' ] || {
+    echo "coolmesh.tmpl rendered something else"
+    return 1
+  }
 }
 
 # Structure of the alert rules: labels, annotations, runbooks, tests, and that
@@ -169,8 +239,11 @@ for path, rule in alerts:
     where = f"{path}: {name}"
     if not re.fullmatch(r"\d+[smh]", str(rule.get("for", ""))):
         errors.append(f"{where}: missing or malformed 'for'")
-    if (rule.get("labels") or {}).get("severity") not in ("page", "warning"):
-        errors.append(f"{where}: label severity must be page or warning")
+    severity = (rule.get("labels") or {}).get("severity")
+    # "none": the watchdog only, which always fires (a dead man's switch).
+    watchdog = name == "CoolmeshWatchdog"
+    if severity not in ("page", "warning") and not (watchdog and severity == "none"):
+        errors.append(f"{where}: label severity must be page or warning (none for CoolmeshWatchdog)")
     ann = rule.get("annotations") or {}
     if not ann.get("summary"):
         errors.append(f"{where}: missing summary")
@@ -178,7 +251,7 @@ for path, rule in alerts:
     if "$value" not in desc:
         errors.append(f"{where}: description does not show {{{{ $value }}}}")
     scope = "instance" if instance_scoped.get(name, True) else "cluster"
-    if f"$labels.{scope}" not in desc:
+    if not watchdog and f"$labels.{scope}" not in desc:
         errors.append(f"{where}: description does not name {{{{ $labels.{scope} }}}}")
     want = f"alerts/README.md#{name.lower()}"
     if ann.get("runbook_url") != want:

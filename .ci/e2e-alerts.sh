@@ -7,7 +7,13 @@
 # Scenario: heat agent a through its file source; close the power target
 # (a TCP listener the test owns); a reaches its dry-run shutdown; power
 # flaps; c goes into maintenance (twice); a CRDT counter is incremented; then
-# every dashboard query must return data. alerts/e2e/README.md lists the checks.
+# every dashboard query must return data.
+# Then a room-wide power loss with a fresh stack: the agents are not in
+# dry-run, run their (harmless) shutdown command at the deadline and are
+# killed right after, as servers that power off; Alertmanager keeps its
+# production timers. What reaches the webhook: one page (CoolmeshPowerLost),
+# no RESOLVED while power is out, and its RESOLVED once power is back.
+# alerts/e2e/README.md lists the checks.
 # Everything listens on 127.0.0.1; every process is stopped and the temp dir
 # removed on exit, also on failure or Ctrl-C.
 #
@@ -58,7 +64,10 @@ fi
 [ -x "$BIN" ] || { echo "no agent binary at $BIN"; exit 1; }
 
 # ------------------------------------------------------------------ processes
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/coolmesh-e2e.XXXXXX")
+TMP_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/coolmesh-e2e.XXXXXX")
+# The current stage's directory: the first stage uses the root, the room-wide
+# power loss its own subdirectory (fresh configs, data and webhook file).
+tmp=$TMP_ROOT
 mkdir -p "$tmp/logs"
 declare -A PID=()
 
@@ -97,9 +106,9 @@ cleanup() {
     stop "$name" || true
   done
   if [ "${E2E_KEEP:-0}" = 1 ]; then
-    echo "kept $tmp"
+    echo "kept $TMP_ROOT"
   else
-    rm -rf "$tmp"
+    rm -rf "$TMP_ROOT"
   fi
 }
 trap cleanup EXIT
@@ -155,6 +164,9 @@ finish() {
 }
 
 # ------------------------------------------------------------------ setup
+# The first stage's agents run with --dry-run; the room-wide power loss's
+# do not (their shutdown command only appends a line to a file).
+DRY_RUN=(--dry-run)
 py setup "$tmp" "$REPO"
 # shellcheck disable=SC1091
 . "$tmp/env.sh"
@@ -207,7 +219,7 @@ start_stack() {
   wait_tcp "$TARGET_PORT" || return 1
   wait_url "http://127.0.0.1:$WEBHOOK_PORT/" || return 1
   for n in $AGENTS; do
-    start "agent-$n" "$BIN" agent -c "$(agent_dir "$n")/coolmesh.toml" --dry-run --log.format json
+    start "agent-$n" "$BIN" agent -c "$(agent_dir "$n")/coolmesh.toml" "${DRY_RUN[@]}" --log.format json
   done
   start alertmanager "$ALERTMANAGER" --config.file="$tmp/alertmanager.yml" \
     --storage.path="$tmp/alertmanager-data" --web.listen-address="127.0.0.1:$AM_PORT" \
@@ -258,6 +270,17 @@ alert_fires() {
 }
 
 power_off() { stop target || true; echo "power target closed"; }
+
+# During a room-wide power loss the room page says it: the servers' pending
+# shutdowns fire in Prometheus, and Alertmanager holds them back.
+pending_held_back() {
+  local n
+  for n in b c; do
+    py wait-alert "$tmp" CoolmeshShutdownPending --source prometheus --match instance=@$n --match node=e2e-$n \
+      --timeout "$TIMEOUT" || return 1
+    py wait-am "$tmp" CoolmeshShutdownPending --by CoolmeshPowerLost --match instance=@$n --timeout "$TIMEOUT" || return 1
+  done
+}
 power_on() { start target python3 "$E2E/tcp_target.py" "$TARGET_PORT"; echo "power target open again"; }
 
 pre_fail_for_power() {
@@ -399,10 +422,8 @@ power_off
 check "agents b and c enter pre_fail for power" pre_fail_for_power || true
 check "CoolmeshPowerLost fires and reaches the pager webhook" \
   alert_fires CoolmeshPowerLost /coolmesh/pager cluster=e2e target="$POWER_TARGET" || true
-check "CoolmeshShutdownPending fires for agent b and reaches the pager webhook" \
-  alert_fires CoolmeshShutdownPending /coolmesh/pager instance=@b node=e2e-b || true
-check "CoolmeshShutdownPending fires for agent c and reaches the pager webhook" \
-  alert_fires CoolmeshShutdownPending /coolmesh/pager instance=@c node=e2e-c || true
+check "CoolmeshShutdownPending fires for agents b and c; Alertmanager holds it back, inhibited by CoolmeshPowerLost" \
+  pending_held_back || true
 check "agent $HOT reaches its dry-run shutdown (marker, no command, CoolmeshShutdownDryRun to chat)" \
   dry_run_shutdown || true
 
@@ -424,4 +445,123 @@ for f in "$REPO"/dashboards/*.json; do
 done
 
 check "every process stops on SIGTERM with exit status 0" stop_all || true
+
+# ------------------------------------------------------------------ room-wide power loss
+# A fresh stack: new ports, configs, Prometheus and Alertmanager data, webhook
+# file. The agents are not in dry-run, and Alertmanager runs with the
+# production timers of alertmanager.example.yml (Prometheus still evaluates
+# every second with every `for:` at 2s).
+say "--- room-wide power loss: the agents run their shutdown command and stop"
+tmp=$TMP_ROOT/room
+mkdir -p "$tmp/logs"
+DRY_RUN=()
+py setup "$tmp" "$REPO" --room
+# shellcheck disable=SC1091
+. "$tmp/env.sh"
+printf 'Authorization: Bearer %s\n' "$(cat "$TOKEN_FILE")" >"$tmp/auth-header"
+say "temp dir $tmp; Prometheus $PROM_URL, Alertmanager $AM_URL, webhook :$WEBHOOK_PORT, power target $POWER_TARGET"
+
+# As each agent runs its shutdown command (a line in its powered-off file),
+# its server powers off: the agent is killed at once (SIGKILL, no goodbye),
+# whether or not a scrape saw the command run.
+servers_power_off() {
+  local n left=" $AGENTS " pid at i
+  for i in $(seq 1 $((TIMEOUT * 10))); do
+    for n in $left; do
+      [ -s "$(agent_dir "$n")/powered-off" ] || continue
+      pid=${PID[agent-$n]}
+      kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      unset "PID[agent-$n]"
+      left=${left/ $n / }
+      at=$(head -n1 "$(agent_dir "$n")/powered-off")
+      echo "agent $n ran its shutdown command $(python3 -c "print(f'{$at - $T_OFF:.1f}')")s after the power loss; killed (pid $pid)"
+    done
+    [ -z "${left// /}" ] && break
+    sleep 0.1
+  done
+  if [ -n "${left// /}" ]; then
+    echo "agents${left% } did not run their shutdown command within ${TIMEOUT}s"
+    return 1
+  fi
+  for n in $AGENTS; do
+    [ "$(wc -l <"$(agent_dir "$n")/powered-off")" = 1 ] || { echo "agent $n ran its command more than once"; return 1; }
+  done
+  # The grace was honoured: no command before ROOM_GRACE (20 s) after the loss.
+  python3 - "$T_OFF" "$(for n in $AGENTS; do head -n1 "$(agent_dir "$n")/powered-off"; done)" <<'PY' || return 1
+import sys
+t_off, ats = float(sys.argv[1]), [float(x) for x in sys.argv[2].split()]
+early = [a - t_off for a in ats if a - t_off < 20]
+if early:
+    sys.exit(f"shutdown command ran {min(early):.1f}s after the loss, before the 20s grace")
+print(f"every command ran after the grace: {min(ats) - t_off:.1f}s to {max(ats) - t_off:.1f}s after the loss")
+PY
+}
+
+# The agents are gone: Prometheus scrapes nothing; each server's shutdown is
+# a page in Prometheus (CoolmeshShutdownExecuted if a scrape saw the command
+# run, else CoolmeshShutdownUnconfirmed) that Alertmanager holds back, as it
+# does their pending shutdowns; no CoolmeshAgentDown or CoolmeshAgentsDown
+# (they shut down on purpose).
+servers_gone() {
+  py wait-query "$tmp" 'up{job="coolmesh"} == 0' --min-series 3 --timeout "$TIMEOUT" || return 1
+  py wait-query "$tmp" 'ALERTS{alertname=~"CoolmeshShutdownExecuted|CoolmeshShutdownUnconfirmed", alertstate="firing"}' \
+    --min-series 3 --timeout "$TIMEOUT" || return 1
+  py wait-am "$tmp" 'CoolmeshShutdownExecuted|CoolmeshShutdownUnconfirmed' --by CoolmeshPowerLost --min 3 --timeout "$TIMEOUT" || return 1
+  # The pending shutdowns of agents whose last scrape showed them pending
+  # still fire (those seen executed resolved): all held back.
+  py wait-am "$tmp" CoolmeshShutdownPending --by CoolmeshPowerLost --min 1 --timeout "$TIMEOUT" || return 1
+  if py wait-query "$tmp" 'ALERTS{alertname=~"CoolmeshAgentDown|CoolmeshAgentsDown"}' --timeout 0 >"$tmp/agentdown.out" 2>&1; then
+    echo "CoolmeshAgentDown or CoolmeshAgentsDown for servers that shut themselves down:"
+    cat "$tmp/agentdown.out"
+    return 1
+  fi
+  echo "no CoolmeshAgentDown, no CoolmeshAgentsDown"
+}
+
+# Power is back: the servers boot again (a new boot starts the state machine
+# in normal: its saved state is dropped) and their agents start.
+servers_boot() {
+  local n
+  power_on
+  wait_tcp "$TARGET_PORT" || return 1
+  for n in $AGENTS; do
+    rm -f "$(agent_dir "$n")/state/fsm.json"
+    start "agent-$n" "$BIN" agent -c "$(agent_dir "$n")/coolmesh.toml" --log.format json
+  done
+  for n in $AGENTS; do
+    wait_url "http://$(agent_addr "$n")/-/ready" || return 1
+  done
+  py wait-query "$tmp" 'coolmesh_fsm_state{state="normal"} == 1' --min-series 3 --timeout "$TIMEOUT" || return 1
+}
+
+check "room: configs are valid" configs_valid || finish
+check "room: start webhook, power target, 3 agents (not in dry-run), Alertmanager (production timers), Prometheus" start_stack || finish
+check "room: each agent sees the two others alive" cluster_formed || finish
+T_OFF=$(date +%s.%N)
+say "--- room: mains power lost (the power target closes)"
+power_off
+check "room: CoolmeshPowerLost fires and reaches the pager webhook" \
+  alert_fires CoolmeshPowerLost /coolmesh/pager cluster=e2e target="$POWER_TARGET" || true
+check "room: every agent runs its shutdown command after the grace, and its server powers off (agent killed)" \
+  servers_power_off || true
+check "room: the agents are gone; their shutdown pages fire and are held back by CoolmeshPowerLost; no AgentDown" \
+  servers_gone || true
+check "room: with every agent off, CoolmeshPowerLost keeps firing for 30s and nothing says RESOLVED" \
+  py hold "$tmp" 30 --name CoolmeshPowerLost --match cluster=e2e --since "$T_OFF" || true
+T_ON=$(date +%s.%N)
+check "room: while power was out the pager got one page, CoolmeshPowerLost, and no notification said RESOLVED" \
+  py pages "$tmp" --since "$T_OFF" --resolved-after "$T_ON" --expect CoolmeshPowerLost=firing || true
+say "--- room: power is back, the servers boot"
+check "room: power back; the agents start again in normal" servers_boot || true
+check "room: CoolmeshPowerLost resolves and its RESOLVED reaches the pager" \
+  py wait-alert "$tmp" CoolmeshPowerLost --source webhook --path /coolmesh/pager --status resolved \
+    --match cluster=e2e --timeout 150 || true
+# For a pager group_interval (1m) more: the servers' shutdown pages, held
+# back while the room page fired, resolved when the agents came back and
+# were never sent, so nothing follows once the room page's inhibition ends.
+check "room: the whole event was one page and its resolution on the pager (watched 65s more); nothing RESOLVED before power was back" \
+  py pages "$tmp" --since "$T_OFF" --resolved-after "$T_ON" --watch 65 \
+    --expect CoolmeshPowerLost=firing --expect CoolmeshPowerLost=resolved || true
+check "room: every process stops on SIGTERM with exit status 0" stop_all || true
 finish

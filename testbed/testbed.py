@@ -1553,14 +1553,17 @@ def sc_l_sybil(bed):
             shown[h.name] = (s["cluster"]["overheating"], s["cluster"]["quorum"])
 
     w.during(window, calm)
-    # What an operator sees meanwhile (not asserted): the snapshot's gauges count every
-    # alive identity; CoolmeshCoolingFailure fires on overheating_peers >= quorum.
+    # What an operator sees meanwhile: the snapshot's gauges count the voters, as the
+    # decision does (failure matrix, finding 5), so CoolmeshCoolingFailure's condition
+    # (overheating_peers >= quorum) does not hold on any honest host.
     def alerting(h):
         m = bed.metrics(h)
         over, quorum = metric(m, "coolmesh_cluster_overheating_peers"), metric(m, "coolmesh_cluster_quorum")
         return over is not None and bool(quorum) and over >= quorum
 
     alert = [h.name for h in honest if alerting(h)]
+    check(not alert, f"CoolmeshCoolingFailure's condition holds on {alert} while only the attacker claims "
+          f"critical (overheating/quorum shown: {sorted(set(shown.values()))})")
     for h in honest:
         # Counted one per identity (all weigh 2, inlet sensors), k critical identities
         # against n_h cool honest nodes would be a quorum once k > n_h.
@@ -1626,6 +1629,8 @@ def sc_l_sybil(bed):
     target = f"tcp://{POWER_IP}:{POWER_PORT}"
     shown_up = metric_sum(m1, "coolmesh_cluster_power_votes", target=target, vote="up")
     shown_down = metric_sum(m1, "coolmesh_cluster_power_votes", target=target, vote="down")
+    check(shown_down > shown_up, f"{honest[0]}'s coolmesh_cluster_power_votes show up {shown_up} / down "
+          f"{shown_down} after the mains loss: the attacker's identities counted as votes")
     check(not bed.real_command_ran(), "a real shutdown command ran")
     ats = [r[2] for r in rows]
     per = ", ".join(f"{nm} {p / 1000:.1f}/{a / 1000:.1f}" for nm, p, a in rows)

@@ -1337,6 +1337,13 @@ fn sync_counters(metrics: &Metrics, fsm: &SupervisorStats, exec: &crate::shutdow
     if failures > have {
         metrics.shutdown_command_failures.inc_by(failures - have);
     }
+    let unknown = crate::shutdown::ExecStats::get(&exec.outcome_unknown);
+    let have = metrics.shutdown_command_outcome_unknown.get();
+    if unknown > have {
+        metrics
+            .shutdown_command_outcome_unknown
+            .inc_by(unknown - have);
+    }
 }
 
 /// Answer an operator command against the current machine.

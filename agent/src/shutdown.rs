@@ -99,10 +99,16 @@ pub struct ExecStats {
     pub pre_command_runs: AtomicU64,
     /// Pre-command runs that failed or timed out.
     pub pre_command_failures: AtomicU64,
+    /// Attempts of the shutdown command whose outcome is unknown: the agent
+    /// restarted (same boot) while the attempt ran and found the machine
+    /// still up (`coolmesh_shutdown_command_outcome_unknown_total`). Counted
+    /// by the supervisor when it resumes; not a failure of the command.
+    pub outcome_unknown: AtomicU64,
 }
 
 impl ExecStats {
-    fn inc(c: &AtomicU64) {
+    /// Add one to a counter.
+    pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 

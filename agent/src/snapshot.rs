@@ -108,8 +108,20 @@ pub fn thermal_of(t: &crate::cluster::record::Thermal) -> ThermalSummary {
 }
 
 /// The cluster part of a snapshot: peers, votes per target (this node
-/// included), overheating nodes (this node included) and the quorum, a
-/// majority of the fresh nodes. Without peers this node is the whole room.
+/// included), overheating nodes (this node included) and the quorum.
+///
+/// The overheating count and the quorum are the state machine's own: they
+/// count the voters it counts ([`ClusterView::voters`]: alive, directly
+/// connected, one per host address) plus this node, and the quorum is
+/// [`crate::fsm::cooling_quorum`], a strict majority of those nodes and at
+/// least `cooling_quorum_min` (default 2), so that a lone node's heat is no
+/// "cooling failed". Without peers this node is the whole room (quorum 2 by
+/// default: one node never makes a quorum). The machine weighs voters that
+/// vote by inlet or ambient air double ([`crate::fsm::weighted_quorum`]);
+/// this node count is the quorum when every node weighs 1, and otherwise
+/// asks for at least as many nodes as the weighted quorum does.
+///
+/// [`ClusterView::voters`]: crate::cluster::ClusterView::voters
 pub fn apply_cluster(
     snap: &mut Snapshot,
     view: &crate::cluster::ClusterView,
@@ -137,8 +149,30 @@ pub fn apply_cluster(
             stale: p.stale,
         })
         .collect();
-    let mut votes = view.target_votes();
-    // An unknown result (a local error) is no vote, here as for peers.
+    // Per target, the votes the decision counts (`agent::peer_view`,
+    // [`ClusterView::votes_on`]): one per voter that probes the target, not
+    // one per alive identity, so that minted identities inflate neither the
+    // gauge nor the status page. On a single target every power policy
+    // gives that voter's observation, so the policy does not matter here.
+    //
+    // [`ClusterView::votes_on`]: crate::cluster::ClusterView::votes_on
+    let voters = view.voters();
+    let mut votes: std::collections::BTreeMap<String, crate::cluster::view::PowerVotes> = voters
+        .iter()
+        .flat_map(|p| p.record.power.iter().map(|o| o.target.clone()))
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .map(|t| {
+            let v = crate::cluster::view::votes_among(
+                &voters,
+                std::slice::from_ref(&t),
+                crate::power::Policy::Any,
+            );
+            (t, v)
+        })
+        .collect();
+    // This node's own observations. An unknown result (a local error) is no
+    // vote, here as for peers.
     for t in snap.power.targets.iter().filter(|t| !t.unknown) {
         let v = votes.entry(t.target.clone()).or_default();
         if t.up {
@@ -156,13 +190,13 @@ pub fn apply_cluster(
             down: n(v.down),
         })
         .collect();
-    let peers_hot = view
-        .alive_peers()
+    let peers_hot = voters
+        .iter()
         .filter(|p| crate::agent::peer_votes_cooling(&p.record.thermal, fsm))
         .count();
     snap.cluster.overheating = n(peers_hot) + u32::from(fsm.is_heating(own_thermal));
-    let nodes = 1 + n(view.alive_peers().count());
-    snap.cluster.quorum = nodes / 2 + 1;
+    let nodes = n(voters.len()).saturating_add(1);
+    snap.cluster.quorum = crate::fsm::cooling_quorum(nodes, fsm.cooling_quorum_min);
 }
 
 /// `GET /v1/roster`: the roster this node holds, each member's liveness as
@@ -218,4 +252,159 @@ pub fn roster_status(
         })
         .collect();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::record::{LocalState, Record, Thermal as RecordThermal};
+    use crate::cluster::{ClusterView, Liveness, PeerView};
+    use crate::fsm::FsmConfig;
+    use std::time::{Duration, Instant};
+
+    /// A peer at host `10.0.0.<host>`, voting "cooling lost" if `hot`.
+    fn peer(host: u8, hot: bool, liveness: Liveness, connected: bool) -> PeerView {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let local = LocalState {
+            thermal: RecordThermal {
+                critical: hot,
+                vote: Some(hot),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        PeerView {
+            record: Record::from_local(&local, "c", key.public().to_peer_id(), 1, &[], 0),
+            liveness,
+            stale: false,
+            last_seen: Instant::now(),
+            age: Duration::ZERO,
+            connected,
+            remote_ip: Some(std::net::Ipv4Addr::new(10, 0, 0, host).into()),
+        }
+    }
+
+    fn cluster(peers: Vec<PeerView>, self_hot: bool) -> (u32, u32) {
+        let mut view = ClusterView::default();
+        for p in peers {
+            view.peers.insert(p.record.peer_id, p);
+        }
+        let own = ThermalSummary {
+            critical: self_hot,
+            ..ThermalSummary::default()
+        };
+        let mut snap = Snapshot::default();
+        apply_cluster(&mut snap, &view, "c", &FsmConfig::default(), &own);
+        (snap.cluster.overheating, snap.cluster.quorum)
+    }
+
+    /// A lone hot node is one vote of the two the state machine needs
+    /// (`cooling_quorum_min`), not a quorum of one.
+    #[test]
+    fn a_lone_node_is_no_quorum() {
+        assert_eq!(cluster(vec![], true), (1, 2));
+        assert_eq!(cluster(vec![], false), (0, 2));
+    }
+
+    /// The quorum and the overheating count are over the state machine's
+    /// voters (alive, directly connected, one per host address) plus this
+    /// node: a strict majority, at least 2.
+    #[test]
+    fn quorum_counts_the_voters_as_the_state_machine_does() {
+        // 3 voters + self = 4 nodes: majority 3.
+        let voters = vec![
+            peer(1, true, Liveness::Alive, true),
+            peer(2, false, Liveness::Alive, true),
+            peer(3, false, Liveness::Alive, true),
+        ];
+        assert_eq!(cluster(voters, true), (2, 3));
+        // Not voters: suspect, dead, relayed (not connected), a second
+        // identity on a voter's address. 1 voter + self = 2 nodes: quorum 2.
+        let peers = vec![
+            peer(1, true, Liveness::Alive, true),
+            peer(1, true, Liveness::Alive, true),
+            peer(2, true, Liveness::Suspect, true),
+            peer(3, true, Liveness::Dead, true),
+            peer(4, true, Liveness::Alive, false),
+        ];
+        assert_eq!(cluster(peers, false), (1, 2));
+        // With 2 nodes, both hot is a quorum; the state machine agrees.
+        let (formed, _) = crate::fsm::weighted_quorum(2, 2, 2, 2);
+        assert!(formed);
+        assert_eq!(
+            cluster(vec![peer(1, true, Liveness::Alive, true)], true),
+            (2, 2)
+        );
+    }
+
+    /// Sees `target` up or down.
+    fn probing(mut p: PeerView, target: &str, up: bool) -> PeerView {
+        p.record.power = vec![crate::cluster::record::PowerObservation {
+            target: target.to_string(),
+            up,
+            at_ms: 1,
+        }];
+        p
+    }
+
+    /// `cluster.power_votes` (and `coolmesh_cluster_power_votes`) count the
+    /// voters the decision counts ([`ClusterView::votes_on`]) plus this
+    /// node, not every alive identity: identities minted on one address,
+    /// relayed records and peers that are not alive add no vote
+    /// (docs/failure-matrix.md, finding 5).
+    #[test]
+    fn power_votes_count_the_voters_as_the_decision_does() {
+        let peers = vec![
+            // Two voters see t down.
+            probing(peer(1, false, Liveness::Alive, true), "t", false),
+            probing(peer(2, false, Liveness::Alive, true), "t", false),
+            // Not voters, all "up": three more identities on host 3 (one
+            // of them votes), a relayed record, a suspect and a dead peer.
+            probing(peer(3, false, Liveness::Alive, true), "t", true),
+            probing(peer(3, false, Liveness::Alive, true), "t", true),
+            probing(peer(3, false, Liveness::Alive, true), "t", true),
+            probing(peer(4, false, Liveness::Alive, false), "t", true),
+            probing(peer(5, false, Liveness::Suspect, true), "t", true),
+            probing(peer(6, false, Liveness::Dead, true), "t", true),
+            // Another circuit: only this voter probes u.
+            probing(peer(7, false, Liveness::Alive, true), "u", true),
+        ];
+        let mut view = ClusterView::default();
+        for p in peers {
+            view.peers.insert(p.record.peer_id, p);
+        }
+        let mut snap = Snapshot::default();
+        // This node sees t down too.
+        snap.power.targets = vec![coolmesh_exporter::model::TargetStatus {
+            target: "t".into(),
+            up: false,
+            unknown: false,
+            duration_seconds: 0.0,
+            error: None,
+        }];
+        apply_cluster(
+            &mut snap,
+            &view,
+            "c",
+            &FsmConfig::default(),
+            &ThermalSummary::default(),
+        );
+        let votes: Vec<(String, u32, u32)> = snap
+            .cluster
+            .power_votes
+            .iter()
+            .map(|v| (v.target.clone(), v.up, v.down))
+            .collect();
+        assert_eq!(votes, [("t".into(), 1, 3), ("u".into(), 1, 0)]);
+        // The decision counts the same peers (this node aside).
+        let t = view.votes_on(&["t".to_string()], crate::power::Policy::Any);
+        assert_eq!((t.up, t.down), (1, 2));
+        let u = view.votes_on(&["u".to_string()], crate::power::Policy::Any);
+        assert_eq!((u.up, u.down), (1, 0));
+        // Counted over every alive identity (the old way), t was up 4,
+        // down 2, and with this node up 4, down 3: a majority "up" during
+        // a real loss.
+        let all = view.target_votes();
+        assert_eq!((all["t"].up, all["t"].down), (4, 2));
+    }
 }

@@ -517,6 +517,7 @@ impl<C: Clock> Runner<C> {
                     retry_in = ?wait,
                     "the agent restarted while the shutdown command was running and the machine is still up: retrying the command once its timeout has passed"
                 );
+                crate::shutdown::ExecStats::inc(&self.sup.executor.stats().outcome_unknown);
                 self.m.exec.finish_attempt(Err(
                     "the agent restarted while this attempt ran; outcome unknown".into(),
                 ));

@@ -800,6 +800,10 @@ async fn restart_with_an_attempt_in_flight_retries_after_the_command_timeout() {
     let a = w.start().await;
     wait(timeout - 10.0).await;
     assert!(!runs.exists(), "not while the old attempt may still run");
+    // The unknown outcome is counted (coolmesh_shutdown_command_outcome_unknown_total),
+    // and it is not a failure of the command.
+    assert_eq!(a.exec.outcome_unknown.load(Ordering::Relaxed), 1);
+    assert_eq!(a.exec.command_failures.load(Ordering::Relaxed), 0);
     wait(20.0).await;
     let m = a.stop().await;
     assert_eq!(m.state, State::Shutdown);
@@ -812,9 +816,10 @@ async fn restart_with_an_attempt_in_flight_retries_after_the_command_timeout() {
             .count(),
         1
     );
-    // Done: another restart runs nothing.
+    // Done: another restart runs nothing, and knows every outcome.
     let a = w.start().await;
     wait(600.0).await;
+    assert_eq!(a.exec.outcome_unknown.load(Ordering::Relaxed), 0);
     a.stop().await;
     assert_eq!(
         std::fs::read_to_string(&runs)

@@ -21,8 +21,9 @@
 //! longer produces their values.
 //!
 //! Per-peer series are capped (`max_peer_series`, default 256) so an agent's
-//! series count stays bounded however large the room grows; cluster-wide
-//! figures are aggregates.
+//! series count stays bounded however large the room grows; the peers that
+//! are not alive are kept first, so a lost peer is always reported while
+//! fewer than the cap are lost. Cluster-wide figures are aggregates.
 
 use crate::model::{PeerStatus, SensorReading, Snapshot, FSM_REASONS, FSM_STATES, PEER_STATES};
 use crate::text;
@@ -64,9 +65,12 @@ pub struct Scrape<'s> {
     /// The readings, in snapshot order or, for the text writer, in label
     /// order (see [`Scrape::label_ordered`]).
     pub readings: Vec<&'s SensorReading>,
-    /// The peers that get per-peer series: alive first, then by name, at
-    /// most `max_peer_series` of them, so the cut is stable from scrape to
-    /// scrape.
+    /// The peers that get per-peer series: suspect and dead first, then
+    /// alive, each by name, at most `max_peer_series` of them. The cut is
+    /// stable from scrape to scrape and never hides a peer that is not
+    /// alive behind alive ones: `coolmesh_peer_up == 0` is what tells a
+    /// lost peer (the `CoolmeshPeerLost` alert), so in a room larger than
+    /// the cap it is the alive peers that go unlisted.
     pub peers: Vec<&'s PeerStatus>,
 }
 
@@ -74,9 +78,10 @@ impl<'s> Scrape<'s> {
     /// Prepare `snap`, capping per-peer series at `max_peer_series`.
     pub fn new(snap: &'s Snapshot, max_peer_series: usize) -> Self {
         let mut peers: Vec<_> = snap.cluster.peers.iter().collect();
+        // false < true: the peers that are not alive sort first.
         peers.sort_by(|a, b| {
-            (a.liveness != "alive")
-                .cmp(&(b.liveness != "alive"))
+            (a.liveness == "alive")
+                .cmp(&(b.liveness == "alive"))
                 .then_with(|| a.node.cmp(&b.node))
         });
         peers.truncate(max_peer_series);
@@ -319,7 +324,7 @@ pub const DEFS: &[Def] = &[
     },
     Def {
         name: "coolmesh_cluster_power_votes",
-        help: "Fresh observations of a power target, this node included.",
+        help: "Votes on a power target: the state machine's voters that probe it, this node included.",
         labels: &["target", "vote"],
         samples: |c, emit| {
             for v in &c.snap.cluster.power_votes {
@@ -330,13 +335,13 @@ pub const DEFS: &[Def] = &[
     },
     Def {
         name: "coolmesh_cluster_overheating_peers",
-        help: "Fresh nodes, this one included, overheating or heating fast.",
+        help: "Nodes voting cooling lost (a sensor at critical, or heating steadily): the state machine's voters and this one.",
         labels: &[],
         samples: |c, emit| emit(NO_LABELS, f64::from(c.snap.cluster.overheating)),
     },
     Def {
         name: "coolmesh_cluster_quorum",
-        help: "Votes needed for a cluster-wide decision.",
+        help: "Nodes needed for the cooling quorum: a strict majority of the state machine's voters and this one, at least cooling_quorum_min.",
         labels: &[],
         samples: |c, emit| emit(NO_LABELS, f64::from(c.snap.cluster.quorum)),
     },

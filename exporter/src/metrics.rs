@@ -38,6 +38,8 @@ pub struct Metrics {
     pub fsm_transitions: IntCounterVec,
     /// `coolmesh_shutdown_command_failures_total`.
     pub shutdown_command_failures: IntCounter,
+    /// `coolmesh_shutdown_command_outcome_unknown_total`.
+    pub shutdown_command_outcome_unknown: IntCounter,
     /// `coolmesh_node_info{node,cluster,peer_id}`.
     pub node_info: IntGaugeVec,
     /// The HTTP server's connection metrics (`coolmesh_http_*`).
@@ -89,6 +91,11 @@ impl Metrics {
             "Failed runs of the shutdown command.",
         )?;
         registry.register(Box::new(shutdown_command_failures.clone()))?;
+        let shutdown_command_outcome_unknown = IntCounter::new(
+            "coolmesh_shutdown_command_outcome_unknown_total",
+            "Runs of the shutdown command whose outcome is unknown: the agent restarted while one ran.",
+        )?;
+        registry.register(Box::new(shutdown_command_outcome_unknown.clone()))?;
         let http = crate::http::HttpMetrics::new()?;
         http.register(&registry)?;
         registry.register(Box::new(SnapshotNames::new()?))?;
@@ -97,6 +104,7 @@ impl Metrics {
             registry,
             fsm_transitions,
             shutdown_command_failures,
+            shutdown_command_outcome_unknown,
             node_info,
             snapshot,
             max_peer_series,

@@ -171,7 +171,9 @@ pub struct PeerStatus {
     pub stale: bool,
 }
 
-/// Fresh votes about one power target.
+/// Votes about one power target: the state machine's voters (alive,
+/// directly connected, one per host address; with a roster, every alive
+/// member) that probe it, and this node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PowerVote {
     /// Target as configured.
@@ -191,9 +193,11 @@ pub struct ClusterStatus {
     pub peers: Vec<PeerStatus>,
     /// Votes per power target.
     pub power_votes: Vec<PowerVote>,
-    /// Fresh nodes (self included) overheating or heating fast.
+    /// Nodes voting "cooling lost" (a sensor at critical, or heating
+    /// steadily) among the state machine's voters, this node included.
     pub overheating: u32,
-    /// Votes needed for a cluster-wide decision.
+    /// Nodes needed for the cooling quorum: the state machine's, a strict
+    /// majority of its voters and this node, at least `cooling_quorum_min`.
     pub quorum: u32,
 }
 

@@ -406,7 +406,7 @@ fn unknown_fsm_state_and_reason() {
 }
 
 #[test]
-fn over_cap_peers_alive_first() {
+fn over_cap_peers_not_alive_first() {
     let mut snap = Snapshot::default();
     snap.cluster.peers = (0..300)
         .map(|i| {
@@ -415,16 +415,26 @@ fn over_cap_peers_alive_first() {
         })
         .collect();
     check(&snap, DEFAULT_MAX_PEER_SERIES, "x");
-    let m = metrics(&snap, 10, "x");
-    let page = String::from_utf8(m.encode().expect("encode")).expect("utf8");
-    let up: Vec<&str> = page
-        .lines()
-        .filter(|l| l.starts_with("coolmesh_peer_up{"))
-        .collect();
-    // The ten kept are alive ones (100 of the 300 are).
-    assert_eq!(up.len(), 10, "{page}");
-    assert!(up.iter().all(|l| l.ends_with("} 1")), "{page}");
+    let peer_up = |cap: usize| -> Vec<String> {
+        let m = metrics(&snap, cap, "x");
+        let page = String::from_utf8(m.encode().expect("encode")).expect("utf8");
+        page.lines()
+            .filter(|l| l.starts_with("coolmesh_peer_up{"))
+            .map(str::to_string)
+            .collect()
+    };
+    // Under a cap of 10, the ten kept are dead ones (200 of the 300 are):
+    // a lost peer is never hidden behind alive ones.
+    let up = peer_up(10);
+    assert_eq!(up.len(), 10, "{up:?}");
+    assert!(up.iter().all(|l| l.ends_with("} 0")), "{up:?}");
     check(&snap, 10, "x");
+    // Under the default cap of 256, all 200 dead peers are listed, and the
+    // rest of the cap goes to alive ones.
+    let up = peer_up(DEFAULT_MAX_PEER_SERIES);
+    assert_eq!(up.len(), DEFAULT_MAX_PEER_SERIES);
+    assert_eq!(up.iter().filter(|l| l.ends_with("} 0")).count(), 200);
+    assert_eq!(up.iter().filter(|l| l.ends_with("} 1")).count(), 56);
 }
 
 #[test]

@@ -146,19 +146,21 @@ async fn offload_ranks_live_peers_by_headroom() {
     let v: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
     let names: Vec<&str> = v.iter().filter_map(|p| p["node"].as_str()).collect();
     assert_eq!(names, ["b", "a"]);
-    // Per-peer series are capped (2 in this server): alive peers first, by name.
+    // Per-peer series are capped (2 in this server): the peers that are not
+    // alive first (so a lost peer always shows), then by name.
     let (_, metrics) = req(s.addr, "GET", "/metrics", None).await;
     assert_eq!(metrics.matches("coolmesh_peer_up{").count(), 2, "{metrics}");
     assert!(
-        metrics.contains("coolmesh_peer_up{peer=\"a\"} 1")
-            && metrics.contains("coolmesh_peer_up{peer=\"b\"} 1")
+        metrics.contains("coolmesh_peer_up{peer=\"c\"} 0")
+            && metrics.contains("coolmesh_peer_up{peer=\"e\"} 0"),
+        "{metrics}"
     );
     assert!(metrics.contains("coolmesh_cluster_peers{state=\"alive\"} 3"));
     // A peer that leaves vanishes with the next snapshot.
     s.snap
-        .send_modify(|snap| Arc::make_mut(snap).cluster.peers.retain(|p| p.node != "a"));
+        .send_modify(|snap| Arc::make_mut(snap).cluster.peers.retain(|p| p.node != "c"));
     let (_, metrics) = req(s.addr, "GET", "/metrics", None).await;
-    assert!(!metrics.contains("peer=\"a\""), "{metrics}");
+    assert!(!metrics.contains("peer=\"c\""), "{metrics}");
 }
 
 #[tokio::test]
