@@ -571,7 +571,10 @@ impl Engine {
                 }
             }
         };
-        let roster = self.roster_for(self.roster_of.get(&peer).copied());
+        // A peer whose roster version we have not heard yet gets ours: the
+        // first exchange after a connection (or an operator's install,
+        // pushed at once) carries it instead of waiting for the peer to ask.
+        let roster = self.roster_for(Some(self.roster_of.get(&peer).copied().unwrap_or(0)));
         let roster_cost = roster.as_ref().map_or(0, |r| r.len() + 16);
         let budget = self.budget(digest.len()).saturating_sub(roster_cost);
         let (records, sent_records) = self.pack(owners, budget);
@@ -1573,8 +1576,8 @@ mod tests {
         assert_eq!(a.offer_roster(r.to_bytes(), at(base, 10)), Ok(true));
         assert!(a.take_new_roster().is_some());
         assert!(a.take_new_roster().is_none(), "reported once");
-        // One exchange a -> b carries it (b told a its version in the
-        // response; a sends the roster in the follow-up).
+        // One exchange a -> b carries it (a has not heard b's version, so
+        // its first request holds the roster).
         exchange(&mut a, &mut b, RequestKind::Sync, at(base, 20));
         assert_eq!(b.roster().map(|r| r.version), Some(10));
         assert!(b.take_new_roster().is_some(), "b stores it");
@@ -1592,9 +1595,9 @@ mod tests {
         assert!(follow.is_none());
         assert_eq!(x.roster().map(|r| r.version), Some(10));
         assert!(!x.is_member(&x.me));
-        // A member relaying x's record (x is in c's table from before) is
-        // refused for that record, never stored.
-        let mut c = with_operator(&op);
+        // A member relaying x's record (c, configured without the
+        // operator key, keeps it) is refused for that record, never stored.
+        let mut c = Engine::new(cfg(), Keypair::generate_ed25519());
         exchange(&mut x, &mut c, RequestKind::Sync, at(base, 1100));
         let xs = c.peers[&x.me].signed.clone();
         let mut out = Outcome::default();
