@@ -10,6 +10,8 @@
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
+//! - [`perms`]: the one permission rule for the token and the cluster key, and the accounts it is checked against.
+//! - [`preflight`]: `coolmesh check-config` / `preflight`: the config, and what this host must provide for it.
 //! - [`roster_cmd`]: `coolmesh roster keygen|list|add|remove`, the operator's side of the room roster.
 //! - [`rlimit`]: raises the soft open-file limit at startup, as Go services do.
 //! - [`supervisor`]: the async loop that owns the state machine and carries out its actions.
@@ -22,8 +24,10 @@ pub mod counter_store;
 pub mod demo;
 pub mod fsm;
 pub mod heating;
+pub mod perms;
 pub mod persist;
 pub mod power;
+pub mod preflight;
 pub mod report;
 pub mod rlimit;
 pub mod roster_cmd;
