@@ -572,7 +572,7 @@ fn check_poweroff_permission(r: &mut Report<'_>, c: &Config, h: &Host) {
         return;
     }
     let can_poweroff = format!(
-        "test it with: sudo -u {} busctl call org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager CanPowerOff (must answer s \"yes\")",
+        "test it with: runuser -u {} -- busctl call org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager CanPowerOff (must answer s \"yes\")",
         u.name
     );
     let (found, unreadable) = polkit_rule_for(h, u);
