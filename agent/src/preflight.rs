@@ -352,6 +352,7 @@ fn check_host(r: &mut Report<'_>, file: &Path, c: &Config, h: &Host) {
         }
     }
     check_programs(r, c, h);
+    check_icmp(r, c, h);
     check_poweroff_permission(r, c, h);
     check_state_paths(r, c, h);
 }
@@ -544,6 +545,52 @@ fn check_programs(r: &mut Report<'_>, c: &Config, h: &Host) {
                 );
             }
         }
+    }
+}
+
+/// ICMP probes need a raw socket (`CAP_NET_RAW`, which the unit grants)
+/// or unprivileged ping (`net.ipv4.ping_group_range` covering the user's
+/// group); without either the agent does not start. A warning: file
+/// capabilities on the binary would do too, and are not looked at.
+fn check_icmp(r: &mut Report<'_>, c: &Config, h: &Host) {
+    let Some(u) = &h.user else {
+        return;
+    };
+    let first = c.power.targets.iter().position(|t| {
+        crate::power::parse_target(t)
+            .is_ok_and(|s| matches!(s.kind, crate::power::TargetKind::Icmp { .. }))
+    });
+    let Some(i) = first else {
+        return;
+    };
+    if u.is_root() {
+        return;
+    }
+    let settings = unit_settings(h);
+    let unit_grants = unit_setting(&settings, "AmbientCapabilities")
+        .is_some_and(|v| v.split_whitespace().any(|c| c == "CAP_NET_RAW"));
+    let ping_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        });
+    let in_range = ping_range.is_some_and(|(lo, hi)| {
+        std::iter::once(u.gid)
+            .chain(u.groups.iter().copied())
+            .any(|g| lo <= g && g <= hi)
+    });
+    if !unit_grants && !in_range {
+        r.warn(
+            &format!("power.targets[{i}]"),
+            format!(
+                "ICMP probes need CAP_NET_RAW or unprivileged ping, and user {} has neither here (no coolmesh.service granting AmbientCapabilities=CAP_NET_RAW for it, and net.ipv4.ping_group_range {} does not cover its groups): the agent would not start; run it under the packaged unit, or sysctl -w net.ipv4.ping_group_range=\"0 2147483647\", or use tcp:// targets",
+                u.name,
+                ping_range
+                    .map(|(a, b)| format!("{a} {b}"))
+                    .unwrap_or_else(|| "(unreadable)".into())
+            ),
+        );
     }
 }
 
@@ -839,6 +886,7 @@ fn check_state_paths(r: &mut Report<'_>, c: &Config, h: &Host) {
         // service user at every start; another directory must be theirs.
         let managed = !settings.is_empty() && dir == Path::new("/var/lib/coolmesh");
         if !managed {
+            let id = dir.join(crate::cluster::identity::IDENTITY_FILE);
             if let Err(e) = u.can_open(dir, 2 | 1) {
                 r.error(
                     "node.state_dir",
@@ -849,6 +897,20 @@ fn check_state_paths(r: &mut Report<'_>, c: &Config, h: &Host) {
                         dir.display()
                     ),
                 );
+            } else if id.exists() {
+                // An identity made by root (`coolmesh keygen` before the
+                // install) that the agent cannot read stops it at start.
+                if let Err(e) = u.can_open(&id, 4) {
+                    r.error(
+                        "node.state_dir",
+                        format!(
+                            "{e}: the agent could not load its identity and would not start; chown {}:{} {}",
+                            u.name,
+                            u.group,
+                            id.display()
+                        ),
+                    );
+                }
             }
         }
     }
