@@ -276,17 +276,21 @@ pub async fn run_with_web(
     let (urgent_tx, urgent_rx) = mpsc::channel::<()>(4);
     let (view_tx, view_rx) = watch::channel(ClusterView::default());
     let mut cluster_handle = None;
+    // Room commands from the cluster layer to the core loop (bounded: a
+    // flood is refused by the cluster layer, never queued).
+    let (room_tx, room_rx) = mpsc::channel::<cluster::room::RoomApply>(8);
     let cluster_task = if cfg.cluster.enabled {
         let ccfg = cluster_config(&cfg)?;
         let gm = cluster::GossipMetrics::new();
         gm.register(&metrics.registry)
             .context("registering gossip metrics")?;
         let stop = cancel.clone().cancelled_owned();
-        let c = cluster::Cluster::new(ccfg, keypair, gm);
+        let mut c = cluster::Cluster::new(ccfg, keypair, gm);
+        c.set_room_sink(room_tx);
         cluster_handle = Some(c.handle());
         Some(tokio::spawn(c.run(local_rx, urgent_rx, view_tx, stop)))
     } else {
-        drop((local_rx, urgent_rx, view_tx));
+        drop((local_rx, urgent_rx, view_tx, room_tx));
         None
     };
 
@@ -339,7 +343,7 @@ pub async fn run_with_web(
     };
     let result = core
         .run(
-            shutdown, sensor_rx, power_rx, machine_rx, view_rx, ctl_rx, fsm_task,
+            shutdown, sensor_rx, power_rx, machine_rx, view_rx, ctl_rx, room_rx, fsm_task,
         )
         .await;
 
@@ -409,6 +413,7 @@ impl Core {
         mut machine_rx: watch::Receiver<Machine>,
         mut view_rx: watch::Receiver<ClusterView>,
         mut ctl_rx: mpsc::Receiver<ControlRequest>,
+        mut room_rx: mpsc::Receiver<cluster::room::RoomApply>,
         mut fsm_task: tokio::task::JoinHandle<Machine>,
     ) -> anyhow::Result<()> {
         crate::watchdog::ready();
@@ -416,6 +421,7 @@ impl Core {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let power_open = self.power_configured;
         let mut view_open = self.cfg.cluster.enabled;
+        let mut room_open = self.cfg.cluster.enabled;
         let mut last_state = machine_rx.borrow().state;
         self.publish_local(&machine_rx.borrow().clone());
         // The watchdog is fed only while sensor rounds and probe rounds
@@ -513,11 +519,24 @@ impl Core {
                         let _ = self.urgent_tx.try_send(());
                     }
                 }
+                apply = room_rx.recv(), if room_open => {
+                    let Some(apply) = apply else { room_open = false; continue; };
+                    let m = machine_rx.borrow().clone();
+                    let ack = self.room_apply(&apply.command, apply.from, &m).await;
+                    if ack.outcome == cluster::room::Outcome::Applied {
+                        self.publish_local(&m);
+                    }
+                    let _ = apply.reply.send(ack);
+                }
                 Some(req) = ctl_rx.recv() => {
                     if let Command::SetRoster { signed } = req.command {
                         // The cluster layer verifies and answers; the core
                         // loop does not wait for it.
                         self.forward_roster(signed, req.reply);
+                        continue;
+                    }
+                    if let Command::Room { command } = req.command {
+                        self.forward_room(command, req.reply);
                         continue;
                     }
                     let m = machine_rx.borrow().clone();
@@ -684,6 +703,92 @@ impl Core {
 
     /// Hand a signed roster to the cluster layer; the answer goes straight
     /// back to the HTTP request.
+    /// A room command from the operator: the cluster layer checks it,
+    /// applies it here (through [`Core::room_apply`]) and on every member,
+    /// and answers with the report, which goes back as JSON.
+    fn forward_room(
+        &self,
+        command: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    ) {
+        let Some(handle) = self.cluster_handle.clone() else {
+            let _ = reply.send(Err(
+                "the cluster is disabled on this node; use POST /v1/shutdown/cancel or /v1/maintenance".into(),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let answer = match handle
+                .send(cluster::Control::Room { command, reply: tx })
+                .await
+            {
+                Err(_) => Err("the cluster layer has stopped".to_string()),
+                // The members have 2 s to answer; the layer always replies.
+                Ok(()) => match tokio::time::timeout(Duration::from_secs(6), rx).await {
+                    Ok(Ok(Ok(report))) => serde_json::to_string(&report).map_err(|e| e.to_string()),
+                    Ok(Ok(Err(e))) => Err(e),
+                    _ => Err("the cluster layer did not answer; retry".to_string()),
+                },
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// Apply a checked room command to this node's state machine, the same
+    /// way as the node's own HTTP command, and say how it went. Every node
+    /// logs who asked.
+    async fn room_apply(
+        &self,
+        cmd: &cluster::room::RoomCommand,
+        from: Option<libp2p::PeerId>,
+        m: &Machine,
+    ) -> cluster::room::RoomAck {
+        use cluster::room::{Outcome, RoomAck, RoomAction};
+        let (local, nothing) = match cmd.action {
+            RoomAction::Cancel => (
+                Command::CancelShutdown,
+                !matches!(m.state, State::PreFail | State::Shutdown),
+            ),
+            RoomAction::Maintenance { duration } => (
+                Command::Maintenance { duration },
+                duration.is_zero() && m.state != State::Maintenance,
+            ),
+        };
+        let (outcome, message) = if nothing {
+            let what = match cmd.action {
+                RoomAction::Cancel => "nothing to cancel",
+                RoomAction::Maintenance { .. } => "not in maintenance",
+            };
+            (
+                Outcome::NothingToDo,
+                format!("{what}: state is {}", m.state),
+            )
+        } else {
+            match control(&local, m, &self.event_tx, &self.cfg).await {
+                Ok(msg) => (Outcome::Applied, msg),
+                Err(msg) => (Outcome::Refused, msg),
+            }
+        };
+        let from = from.map_or_else(|| "this node".to_string(), |p| p.to_base58());
+        tracing::warn!(
+            id = %format!("{:016x}", cmd.id),
+            action = %cmd.action,
+            requester = %cmd.requester,
+            via = %from,
+            outcome = ?outcome,
+            state = %m.state,
+            answer = %message,
+            "room command"
+        );
+        RoomAck {
+            outcome,
+            node: self.cfg.node.name.clone(),
+            message,
+            state: m.state.to_string(),
+        }
+    }
+
     fn forward_roster(
         &self,
         signed: Vec<u8>,
@@ -917,6 +1022,7 @@ pub fn cluster_config(cfg: &Config) -> anyhow::Result<cluster::ClusterConfig> {
             ),
             None => None,
         },
+        room_commands: c.room_commands,
         roster_path: c
             .operator_key
             .as_ref()
@@ -1031,7 +1137,7 @@ async fn control(
             tracing::warn!(duration = %d, "operator started maintenance: automatic shutdowns held");
             Ok(format!("maintenance for {d}; automatic shutdowns held"))
         }
-        Command::IncrementCounter { .. } | Command::SetRoster { .. } => {
+        Command::IncrementCounter { .. } | Command::SetRoster { .. } | Command::Room { .. } => {
             Err("handled by the core loop".into())
         }
     }

@@ -35,6 +35,8 @@ pub enum Cmd {
     Counter(CounterArgs),
     /// Manage the room roster (who is a member) with the operator key.
     Roster(RosterArgs),
+    /// Act on the whole room at once: cancel, maintenance, state of every member.
+    Room(RoomArgs),
     /// Run a local cluster with simulated sensors and power; drive it from the keyboard.
     Demo(DemoArgs),
 }
@@ -331,12 +333,13 @@ pub struct RosterArgs {
     pub action: RosterAction,
 }
 
-/// The agent a roster command talks to.
+/// The agent a roster or room command talks to.
 #[derive(Debug, Clone, Args)]
 pub struct NodeFlags {
-    /// The agent to read the roster from and install it on: http://HOST:PORT,
-    /// or https://HOST:PORT with TLS. Use the same node for every change
-    /// (a change starts from the roster that node holds).
+    /// The agent to talk to: http://HOST:PORT, or https://HOST:PORT with
+    /// TLS. For roster changes use the same node every time (a change starts
+    /// from the roster that node holds); a room command goes from this node
+    /// to every member it is connected to.
     #[arg(long, default_value = "http://127.0.0.1:9876")]
     pub url: String,
     /// TLS and basic auth towards the agent.
@@ -410,7 +413,72 @@ pub enum RosterAction {
     },
 }
 
-/// Output format of `roster list`.
+/// `coolmesh room`
+#[derive(Debug, Clone, Args)]
+pub struct RoomArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RoomAction,
+}
+
+/// How a room command is sent and shown.
+#[derive(Debug, Clone, Args)]
+pub struct RoomSendFlags {
+    /// The agent that sends the command to the room.
+    #[command(flatten)]
+    pub node: NodeFlags,
+    /// The operator's private key (`coolmesh roster keygen`). Required
+    /// when the servers have cluster.operator_key: they take only signed
+    /// room commands then.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// File holding the agent's bearer token (http.token_file).
+    #[arg(
+        long = "token-file",
+        value_name = "FILE",
+        default_value = "/etc/coolmesh/token"
+    )]
+    pub token_file: PathBuf,
+    /// Who is asking, logged by every node (default: $SUDO_USER or $USER, @ this host).
+    #[arg(long = "as", value_name = "NAME")]
+    pub requester: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+}
+
+/// `coolmesh room` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RoomAction {
+    /// Cancel the pending shutdown on every member; each then holds new
+    /// automatic shutdowns off for its shutdown.cancel_hold. Exit 0 when
+    /// every member answered and none refused.
+    Cancel {
+        /// Sending.
+        #[command(flatten)]
+        send: RoomSendFlags,
+    },
+    /// Hold automatic shutdowns on every member for DURATION (e.g. 2h);
+    /// `off` (or 0s) ends maintenance everywhere.
+    Maintenance {
+        /// How long, or `off`.
+        duration: String,
+        /// Sending.
+        #[command(flatten)]
+        send: RoomSendFlags,
+    },
+    /// Every member's state as the agent sees it: pending shutdowns first.
+    State {
+        /// The agent.
+        #[command(flatten)]
+        node: NodeFlags,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+}
+
+/// Output format of `roster list` and `room`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
     /// A table.

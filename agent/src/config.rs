@@ -278,6 +278,12 @@ pub struct ClusterSection {
     /// and are never relayed. Until the first roster arrives the host rules
     /// apply (one vote per address, direct peers only).
     pub operator_key: Option<String>,
+    /// Take room commands (`coolmesh room cancel|maintenance`, sent by a
+    /// member to every member). Default true. With `operator_key` set only
+    /// commands signed by the operator key are taken; without it any
+    /// member's command is (the token of the agent it was posted to
+    /// authorised it). False: this node takes only its own HTTP commands.
+    pub room_commands: bool,
     /// Only these PeerIds may join. Default none (anyone with the PSK).
     pub allowlist: Vec<String>,
     /// Relay exchange interval. Default 400 ms.
@@ -406,6 +412,7 @@ impl Default for Config {
                 psk_file: None,
                 insecure_no_psk: false,
                 operator_key: None,
+                room_commands: true,
                 allowlist: Vec::new(),
                 sync_interval: Duration::from_millis(400),
                 anti_entropy_interval: Duration::from_secs(2),
@@ -1187,6 +1194,7 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
         "psk_file",
         "insecure_no_psk",
         "operator_key",
+        "room_commands",
         "allowlist",
         "sync_interval",
         "anti_entropy_interval",
@@ -1231,11 +1239,12 @@ fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSection) {
                 c.limits.max_streams_per_connection = v as usize;
             }
         }
-        "enabled" | "mdns" | "insecure_no_psk" => {
+        "enabled" | "mdns" | "insecure_no_psk" | "room_commands" => {
             if let Some(v) = w.bool(full, it) {
                 match k {
                     "enabled" => c.enabled = v,
                     "mdns" => c.mdns = v,
+                    "room_commands" => c.room_commands = v,
                     _ => c.insecure_no_psk = v,
                 }
             }

@@ -12,6 +12,7 @@
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
 //! - [`perms`]: the one permission rule for the token and the cluster key, and the accounts it is checked against.
 //! - [`preflight`]: `coolmesh check-config` / `preflight`: the config, and what this host must provide for it.
+//! - [`room_cmd`]: `coolmesh room cancel|maintenance|state`, one operator action for every member.
 //! - [`roster_cmd`]: `coolmesh roster keygen|list|add|remove`, the operator's side of the room roster.
 //! - [`rlimit`]: raises the soft open-file limit at startup, as Go services do.
 //! - [`supervisor`]: the async loop that owns the state machine and carries out its actions.
@@ -30,6 +31,7 @@ pub mod power;
 pub mod preflight;
 pub mod report;
 pub mod rlimit;
+pub mod room_cmd;
 pub mod roster_cmd;
 pub mod sampler;
 pub mod shutdown;

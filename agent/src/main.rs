@@ -152,6 +152,7 @@ fn main() -> ExitCode {
         Cmd::Keygen(args) => keygen(args),
         Cmd::Counter(args) => counter(args),
         Cmd::Roster(args) => coolmesh_agent::roster_cmd::main(args),
+        Cmd::Room(args) => coolmesh_agent::room_cmd::main(args),
         Cmd::Demo(args) => coolmesh_agent::demo::main(args),
     }
 }

@@ -615,7 +615,8 @@ impl Drop for Progress {
     }
 }
 
-fn secs(s: u64) -> String {
+/// Seconds as `1h02m03s`, `2m05s` or `7s`.
+pub fn secs(s: u64) -> String {
     if s >= 3600 {
         format!("{}h{:02}m{:02}s", s / 3600, s % 3600 / 60, s % 60)
     } else {

@@ -108,7 +108,8 @@ fn keygen(out: &Path) -> anyhow::Result<String> {
     ))
 }
 
-fn load_key(path: &Path) -> anyhow::Result<Keypair> {
+/// Read the operator's private key (`roster keygen`).
+pub fn load_key(path: &Path) -> anyhow::Result<Keypair> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
             "{} (the operator key from `coolmesh roster keygen`)",

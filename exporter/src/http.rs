@@ -67,7 +67,17 @@ pub enum Command {
         /// The signed roster (CBOR).
         signed: Vec<u8>,
     },
+    /// A room command (`coolmesh room`): applied here and sent to every
+    /// member by the cluster layer, which checks it (cluster, age, the
+    /// operator's signature); the answer is the room's report as JSON.
+    Room {
+        /// The command's wire form (CBOR).
+        command: Vec<u8>,
+    },
 }
+
+/// Largest body `POST /v1/room` reads (a command is about 150 bytes).
+pub const MAX_ROOM_COMMAND_BYTES: usize = 4096;
 
 /// Largest body `POST /v1/roster` reads: a roster of 20,000 members.
 pub const MAX_ROSTER_BYTES: usize = 1024 * 1024;
@@ -333,6 +343,33 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
             dispatch(&app, Command::SetRoster { signed }).await
         }
         "/v1/roster" => method_not_allowed("GET, POST"),
+        "/v1/room" if method == Method::POST => {
+            if let Some(denied) = token_denied(&app, &req) {
+                return denied;
+            }
+            let body = http_body_util::Limited::new(req.into_body(), MAX_ROOM_COMMAND_BYTES);
+            let command = match http_body_util::BodyExt::collect(body).await {
+                Ok(b) => b.to_bytes().to_vec(),
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("the body must be one room command of at most {MAX_ROOM_COMMAND_BYTES} bytes"),
+                    )
+                }
+            };
+            if command.is_empty() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be a room command (`coolmesh room cancel` makes one)",
+                );
+            }
+            match dispatch_raw(&app, Command::Room { command }, Duration::from_secs(8)).await {
+                // The agent's answer is the report, already JSON.
+                Ok(report) => text(StatusCode::OK, "application/json", report),
+                Err(resp) => resp,
+            }
+        }
+        "/v1/room" => method_not_allowed("POST"),
         "/metrics" | "/-/healthy" | "/-/ready" | "/" | "/v1/state" | "/v1/peers"
         | "/v1/offload" | "/v1/counters" => method_not_allowed("GET"),
         "/v1/shutdown/cancel" | "/v1/maintenance" => {
@@ -449,11 +486,20 @@ fn token_denied(app: &App, req: &Request<Incoming>) -> Option<Resp> {
 
 /// Hand an authorised command to the agent and wait for its answer.
 async fn dispatch(app: &App, cmd: Command) -> Resp {
+    match dispatch_raw(app, cmd, Duration::from_secs(5)).await {
+        Ok(msg) => json_plain(StatusCode::OK, &serde_json::json!({ "ok": msg })),
+        Err(resp) => resp,
+    }
+}
+
+/// Hand an authorised command to the agent; its `Ok` text, or the error
+/// response. `wait` bounds the agent's answer.
+async fn dispatch_raw(app: &App, cmd: Command, wait: Duration) -> Result<String, Resp> {
     let Some(control) = &app.control else {
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this process does not accept commands",
-        );
+        ));
     };
     let (tx, rx) = oneshot::channel();
     // Bounded: a flood of commands waits (and times out) here instead of
@@ -466,18 +512,18 @@ async fn dispatch(app: &App, cmd: Command) -> Resp {
         Duration::from_secs(2),
     );
     if send.await.is_err() {
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "agent busy or stopping; retry",
-        );
+        ));
     }
-    match tokio::time::timeout(Duration::from_secs(5), rx).await {
-        Ok(Ok(Ok(msg))) => json_plain(StatusCode::OK, &serde_json::json!({ "ok": msg })),
-        Ok(Ok(Err(msg))) => error(StatusCode::CONFLICT, &msg),
-        _ => error(
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(Ok(msg))) => Ok(msg),
+        Ok(Ok(Err(msg))) => Err(error(StatusCode::CONFLICT, &msg)),
+        _ => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "agent did not answer; retry",
-        ),
+        )),
     }
 }
 

@@ -145,7 +145,7 @@ pub struct PowerView {
 }
 
 /// One peer as this node knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// Node name.
     pub node: String,

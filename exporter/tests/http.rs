@@ -334,3 +334,78 @@ async fn connection_cap_and_graceful_stop() {
     assert!(stopped.elapsed() < Duration::from_secs(2));
     assert!(TcpStream::connect(s.addr).await.is_err(), "listener closed");
 }
+
+/// `POST /v1/room` with a body (Content-Length) and maybe a token.
+async fn post_body(
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    let text = raw(addr, &r).await;
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn room_commands_need_the_token_and_a_bounded_body_and_answer_the_agents_report() {
+    let mut s = start(Some(TOKEN), Limits::default()).await;
+    let (st, _) = post_body(s.addr, "/v1/room", None, b"x").await;
+    assert_eq!(st, 401);
+    let (st, _) = post_body(s.addr, "/v1/room", Some("wrong-token-wrong-token"), b"x").await;
+    assert_eq!(st, 401);
+    let (st, body) = post_body(s.addr, "/v1/room", Some(TOKEN), b"").await;
+    assert_eq!(st, 400, "{body}");
+    let big = vec![0u8; coolmesh_exporter::http::MAX_ROOM_COMMAND_BYTES + 1];
+    let (st, body) = post_body(s.addr, "/v1/room", Some(TOKEN), &big).await;
+    assert_eq!(st, 413, "{body}");
+    assert_eq!(req(s.addr, "GET", "/v1/room", None).await.0, 405);
+    assert!(
+        s.commands.try_recv().is_err(),
+        "no command may reach the agent without the token and a body"
+    );
+    // The agent's report is passed through as JSON; a refusal is a 409.
+    let agent = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for answer in [
+            Ok(r#"{"id":"00ff","answers":[]}"#.to_string()),
+            Err("room commands must be signed".to_string()),
+        ] {
+            let r = s.commands.recv().await.expect("command");
+            seen.push(r.command.clone());
+            let _ = r.reply.send(answer);
+        }
+        seen
+    });
+    let (st, body) = post_body(s.addr, "/v1/room", Some(TOKEN), b"\xa1\x00\x40").await;
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["id"], "00ff");
+    let (st, body) = post_body(s.addr, "/v1/room", Some(TOKEN), b"abc").await;
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("must be signed"), "{body}");
+    assert_eq!(
+        agent.await.expect("agent"),
+        vec![
+            Command::Room {
+                command: b"\xa1\x00\x40".to_vec()
+            },
+            Command::Room {
+                command: b"abc".to_vec()
+            }
+        ]
+    );
+}

@@ -47,6 +47,10 @@ pub struct ClusterConfig {
     /// Default none: membership is the PSK (and `allowlist`), and votes
     /// are one per host address from direct peers.
     pub operator: Option<libp2p::identity::PublicKey>,
+    /// Take room commands from members (`/coolmesh/room/1.0.0`; see
+    /// [`super::room`]). Default true; with `operator` set they must be
+    /// signed by it.
+    pub room_commands: bool,
     /// Where the roster is stored (atomically) and loaded from at start.
     /// Default none (memory only; it comes back from the peers).
     pub roster_path: Option<std::path::PathBuf>,
@@ -171,6 +175,7 @@ impl Default for ClusterConfig {
             psk: None,
             allowlist: None,
             operator: None,
+            room_commands: true,
             roster_path: None,
             sync_interval: Duration::from_millis(400),
             anti_entropy_interval: Duration::from_secs(2),

@@ -14,6 +14,8 @@
 //! - [`record`]: [`LocalState`] (what the agent publishes), [`Record`], its
 //!   versioned CBOR schema (`record::wire`), [`SignedRecord`] signing and
 //!   verification, field limits, [`RejectReason`].
+//! - [`room`]: room commands (cancel, maintenance) carried to every member,
+//!   their wire form, who may send them, the report.
 //! - [`roster`]: the operator-signed list of members ([`roster::Roster`]),
 //!   the operator key's text form, the stored copy.
 //! - [`counters`]: G and PN counters, one slot per node, merge = per-slot max.
@@ -57,6 +59,7 @@ pub mod engine;
 pub mod identity;
 pub mod metrics;
 pub mod record;
+pub mod room;
 pub mod roster;
 pub mod swarm;
 pub mod view;

@@ -29,6 +29,7 @@ use super::config::{ClusterConfig, ConnLimits};
 use super::engine::{Engine, Now, Sent};
 use super::metrics::GossipMetrics;
 use super::record::{LocalState, RejectReason};
+use super::room::{self, NodeAnswer, RoomAck, RoomApply, RoomCommand, RoomReport, Unreached};
 use super::view::{ClusterView, Liveness};
 use super::wire::{FrameCodec, RequestKind, SyncRequest, SyncResponse, PROTOCOL};
 
@@ -72,7 +73,14 @@ pub struct Behaviour {
     mdns: Toggle<mdns::tokio::Behaviour>,
     /// The anti-entropy exchange.
     sync: request_response::Behaviour<FrameCodec>,
+    /// Room commands ([`room`]): rare, small, answered at once.
+    room: request_response::Behaviour<FrameCodec>,
 }
+
+/// How long a member has to answer a room command. The state machine
+/// answers within milliseconds; a member that takes longer is reported as
+/// not reached, and the operator still has the rest of the grace.
+const ROOM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// TCP, optionally wrapped in the private-network handshake, then noise and
 /// yamux. The whole handshake must finish within `handshake_timeout`
@@ -167,6 +175,13 @@ fn build_behaviour(cfg: &ClusterConfig, key: &Keypair, metrics: &GossipMetrics) 
             [(PROTOCOL, ProtocolSupport::Full)],
             rr,
         ),
+        room: request_response::Behaviour::with_codec(
+            FrameCodec::new(room::MAX_COMMAND_BYTES, metrics.clone()),
+            [(room::PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(ROOM_TIMEOUT)
+                .with_max_concurrent_streams(4),
+        ),
     }
 }
 
@@ -187,6 +202,14 @@ pub enum Control {
         signed: Vec<u8>,
         /// The outcome, for the operator.
         reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+    /// A room command from the operator (`POST /v1/room`): check it, apply
+    /// it here and on every connected member, answer with every answer.
+    Room {
+        /// The command's wire form (signed or not).
+        command: Vec<u8>,
+        /// The report, or why the command was refused here.
+        reply: tokio::sync::oneshot::Sender<Result<RoomReport, String>>,
     },
 }
 
@@ -223,6 +246,7 @@ pub struct Cluster {
     metrics: GossipMetrics,
     control_tx: mpsc::Sender<Control>,
     control_rx: mpsc::Receiver<Control>,
+    room_sink: Option<mpsc::Sender<RoomApply>>,
 }
 
 impl Cluster {
@@ -235,7 +259,15 @@ impl Cluster {
             metrics,
             control_tx,
             control_rx,
+            room_sink: None,
         }
+    }
+
+    /// Where room commands go to be applied to the state machine (the
+    /// agent's core loop). Without one, room commands are answered
+    /// "refused: no state machine here".
+    pub fn set_room_sink(&mut self, tx: mpsc::Sender<RoomApply>) {
+        self.room_sink = Some(tx);
     }
 
     /// This node's PeerId.
@@ -268,6 +300,7 @@ impl Cluster {
             metrics,
             control_tx,
             mut control_rx,
+            room_sink,
         } = self;
         drop(control_tx);
         let me = keypair.public().to_peer_id();
@@ -342,6 +375,11 @@ impl Cluster {
             handshake_log: LogLimiter::new(HANDSHAKE_LOG_EVERY),
             rng: StdRng::from_rng(&mut rand::rng()),
             dirty: true,
+            room_sink,
+            room_seen: room::Seen::default(),
+            rooms: HashMap::new(),
+            room_out: HashMap::new(),
+            room_work: futures::stream::FuturesUnordered::new(),
         };
         node.refresh_and_publish();
         tracing::info!(peer_id = %me, cluster = %node.cfg.name, "cluster layer started");
@@ -388,6 +426,9 @@ impl Cluster {
                 _ = sync_tick.tick() => node.on_sync_tick(),
                 _ = ae_tick.tick() => node.on_anti_entropy_tick(),
                 _ = house_tick.tick() => node.on_housekeeping(),
+                Some(done) = node.room_work.next(), if !node.room_work.is_empty() => {
+                    node.on_room_done(done)
+                }
             }
             node.store_new_roster();
             if node.dirty {
@@ -573,6 +614,38 @@ struct Node {
     handshake_log: LogLimiter,
     rng: StdRng,
     dirty: bool,
+    /// Where room commands are applied (the agent's core loop).
+    room_sink: Option<mpsc::Sender<RoomApply>>,
+    /// Room command ids applied here (replays are refused).
+    room_seen: room::Seen,
+    /// Room commands this node sent out, by id, until every answer is in.
+    rooms: HashMap<u64, PendingRoom>,
+    /// Outstanding room requests: which command, to whom.
+    room_out: HashMap<OutboundRequestId, (u64, PeerId)>,
+    /// Room commands waiting for the local state machine's answer.
+    room_work: futures::stream::FuturesUnordered<futures::future::BoxFuture<'static, RoomDone>>,
+}
+
+/// A room command this node sent, collecting answers.
+struct PendingRoom {
+    /// The command's wire form, for members reached after a dial.
+    bytes: Vec<u8>,
+    /// Alive members this node was not connected to: dialled, sent the
+    /// command once connected, reported unreached at `dial_until`.
+    dialing: HashSet<PeerId>,
+    dial_until: Instant,
+    report: RoomReport,
+    /// Answers still expected (peers, and this node's own).
+    waiting: usize,
+    reply: Option<tokio::sync::oneshot::Sender<Result<RoomReport, String>>>,
+}
+
+/// The local state machine answered a room command.
+enum RoomDone {
+    /// One this node sent (by id).
+    Own(u64, RoomAck),
+    /// One a peer sent: answer on its channel.
+    Peer(request_response::ResponseChannel<Vec<u8>>, RoomAck),
 }
 
 impl Node {
@@ -692,6 +765,7 @@ impl Node {
             .retain(|p, _| engine.liveness(p, now.mono).is_some() || mdns_peers.contains_key(p));
         self.redial_bootstrap(now.mono);
         self.dial_members(now.mono);
+        self.room_dial_timeouts(now.mono);
         self.dial_discovered(now.mono);
     }
 
@@ -832,6 +906,7 @@ impl Node {
                 self.store_new_roster();
                 let _ = reply.send(answer);
             }
+            Control::Room { command, reply } => self.start_room(command, reply),
         }
     }
 
@@ -911,6 +986,7 @@ impl Node {
                 if num_established.get() == 1 {
                     // First contact: exchange digests right away.
                     self.send(peer_id, RequestKind::Sync);
+                    self.room_connected(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -1016,6 +1092,7 @@ impl Node {
                 }
             }
             BehaviourEvent::Sync(ev) => self.on_sync_event(ev),
+            BehaviourEvent::Room(ev) => self.on_room_event(ev),
             _ => {}
         }
     }
@@ -1139,6 +1216,340 @@ impl Node {
                 // Framing errors of inbound requests never get here; the
                 // codec counts them (see `FrameCodec`).
                 tracing::trace!(%peer, %error, "inbound exchange failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+impl Node {
+    fn room_policy(&self) -> room::Policy {
+        room::Policy {
+            cluster: self.cfg.name.clone(),
+            operator: self.cfg.operator.clone(),
+            enabled: self.cfg.room_commands,
+        }
+    }
+
+    /// Hand a checked command to the local state machine; the future
+    /// yields its answer (or a refusal if it cannot be asked).
+    fn apply_here(
+        &self,
+        command: RoomCommand,
+        from: Option<PeerId>,
+    ) -> futures::future::BoxFuture<'static, RoomAck> {
+        let sink = self.room_sink.clone();
+        Box::pin(async move {
+            let Some(sink) = sink else {
+                return RoomAck::refused("", "no state machine on this node", "");
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let apply = RoomApply {
+                command,
+                from,
+                reply: tx,
+            };
+            // Bounded: a flood of commands is refused, never queued.
+            if sink.try_send(apply).is_err() {
+                return RoomAck::refused("", "the state machine is busy; retry", "");
+            }
+            match tokio::time::timeout(ROOM_TIMEOUT, rx).await {
+                Ok(Ok(ack)) => ack,
+                _ => RoomAck::refused("", "the state machine did not answer in time", ""),
+            }
+        })
+    }
+
+    /// The operator's command: check it as every member will, apply it
+    /// here, send it to every connected member.
+    fn start_room(
+        &mut self,
+        bytes: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<Result<RoomReport, String>>,
+    ) {
+        let cmd = match room::verify(&bytes, &self.room_policy(), crate::agent::unix_ms()) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                return;
+            }
+        };
+        if self.rooms.contains_key(&cmd.id) || !self.room_seen.insert(cmd.id) {
+            let _ = reply.send(Err(room::RoomError::Replayed(cmd.id).to_string()));
+            return;
+        }
+        tracing::warn!(
+            id = %format!("{:016x}", cmd.id),
+            action = %cmd.action,
+            requester = %cmd.requester,
+            "operator sent a room command; applying it here and sending it to every member"
+        );
+        let targets: Vec<PeerId> = self
+            .connected_list()
+            .into_iter()
+            .filter(|p| self.engine.is_member(p))
+            .collect();
+        // Members alive in the view but not connected here (heard through
+        // a relay): dial them, and send the command once connected.
+        let mut unreached = Vec::new();
+        let mut dialing = HashSet::new();
+        let now = Instant::now();
+        for (p, liveness, addrs) in self.engine.members(now) {
+            if liveness == Liveness::Dead || targets.contains(&p) || !self.engine.is_member(&p) {
+                continue;
+            }
+            if addrs.is_empty() || !self.allowed(&p) {
+                unreached.push(Unreached {
+                    peer_id: p.to_base58(),
+                    node: self.peer_name(&p),
+                    error: "not connected to this node, and no address to dial".into(),
+                });
+                continue;
+            }
+            self.dial_peer(p, addrs, "room command");
+            dialing.insert(p);
+        }
+        for p in &targets {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .room
+                .send_request(p, bytes.clone());
+            self.room_out.insert(id, (cmd.id, *p));
+        }
+        if !dialing.is_empty() {
+            tracing::info!(
+                members = dialing.len(),
+                "dialling members this node is not connected to for the room command"
+            );
+        }
+        let id = cmd.id;
+        let waiting = targets.len() + dialing.len() + 1;
+        self.rooms.insert(
+            id,
+            PendingRoom {
+                bytes,
+                dialing,
+                dial_until: now + ROOM_TIMEOUT,
+                report: RoomReport {
+                    id: format!("{id:016x}"),
+                    action: cmd.action,
+                    requester: cmd.requester.clone(),
+                    answers: Vec::new(),
+                    unreached,
+                },
+                waiting,
+                reply: Some(reply),
+            },
+        );
+        let work = self.apply_here(cmd, None);
+        self.room_work
+            .push(Box::pin(async move { RoomDone::Own(id, work.await) }));
+    }
+
+    /// One answer (or failure) for a command this node sent.
+    fn room_answer(&mut self, id: u64, peer: PeerId, answer: Result<RoomAck, String>) {
+        // The name from the peer's record: a refusal by a peer's cluster
+        // layer carries none.
+        let node = self.peer_name(&peer);
+        let Some(pending) = self.rooms.get_mut(&id) else {
+            return;
+        };
+        match answer {
+            Ok(mut ack) => {
+                if ack.node.is_empty() {
+                    ack.node = node;
+                }
+                pending.report.answers.push(NodeAnswer {
+                    peer_id: peer.to_base58(),
+                    ack,
+                })
+            }
+            Err(error) => {
+                pending.report.unreached.push(Unreached {
+                    peer_id: peer.to_base58(),
+                    node,
+                    error,
+                });
+            }
+        }
+        pending.waiting = pending.waiting.saturating_sub(1);
+        if pending.waiting == 0 {
+            if let Some(mut p) = self.rooms.remove(&id) {
+                // This node first, then by name.
+                let me = self.me.to_base58();
+                p.report.answers.sort_by(|a, b| {
+                    (a.peer_id != me, &a.ack.node).cmp(&(b.peer_id != me, &b.ack.node))
+                });
+                p.report.unreached.sort_by(|a, b| a.node.cmp(&b.node));
+                if let Some(reply) = p.reply.take() {
+                    let _ = reply.send(Ok(p.report));
+                }
+            }
+        }
+    }
+
+    /// The name a peer's record gives ("" if unknown).
+    fn peer_name(&self, p: &PeerId) -> String {
+        self.view_tx
+            .borrow()
+            .peers
+            .get(p)
+            .map(|v| v.record.node.clone())
+            .unwrap_or_default()
+    }
+
+    /// A member connected: send it the room commands waiting for it.
+    fn room_connected(&mut self, peer: PeerId) {
+        let mut sends = Vec::new();
+        for (id, r) in self.rooms.iter_mut() {
+            if r.dialing.remove(&peer) {
+                sends.push((*id, r.bytes.clone()));
+            }
+        }
+        for (id, bytes) in sends {
+            let rid = self.swarm.behaviour_mut().room.send_request(&peer, bytes);
+            self.room_out.insert(rid, (id, peer));
+        }
+    }
+
+    /// Members that could not be reached by dialling in time.
+    fn room_dial_timeouts(&mut self, now: Instant) {
+        let mut late = Vec::new();
+        for (id, r) in self.rooms.iter_mut() {
+            if now >= r.dial_until && !r.dialing.is_empty() {
+                late.extend(r.dialing.drain().map(|p| (*id, p)));
+            }
+        }
+        for (id, p) in late {
+            self.room_answer(
+                id,
+                p,
+                Err(format!(
+                    "not connected to this node, and no connection within {} s",
+                    ROOM_TIMEOUT.as_secs()
+                )),
+            );
+        }
+    }
+
+    fn on_room_done(&mut self, done: RoomDone) {
+        match done {
+            RoomDone::Own(id, ack) => self.room_answer(id, self.me, Ok(ack)),
+            RoomDone::Peer(channel, ack) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .room
+                    .send_response(channel, ack.to_bytes());
+            }
+        }
+    }
+
+    fn on_room_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let now = Now::system();
+                let (rate, burst) = (
+                    f64::from(self.cfg.inbound_rate),
+                    f64::from(self.cfg.inbound_burst),
+                );
+                let bucket = self.buckets.entry(peer).or_insert(Bucket {
+                    tokens: burst,
+                    last: now.mono,
+                });
+                if !bucket.take(now.mono, rate, burst) {
+                    self.metrics.reject(RejectReason::RateLimited);
+                    return;
+                }
+                let refuse = |node: &mut Node, channel, why: String| {
+                    tracing::warn!(%peer, reason = %why, "refused a room command");
+                    let ack = RoomAck::refused("", why, "");
+                    let _ = node
+                        .swarm
+                        .behaviour_mut()
+                        .room
+                        .send_response(channel, ack.to_bytes());
+                };
+                if !self.engine.is_member(&peer) {
+                    self.metrics.reject(RejectReason::NotInRoster);
+                    refuse(self, channel, "the sender is not in the room roster".into());
+                    return;
+                }
+                let cmd = match room::verify(&request, &self.room_policy(), now.unix_ms) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        refuse(self, channel, e.to_string());
+                        return;
+                    }
+                };
+                if !self.room_seen.insert(cmd.id) {
+                    refuse(self, channel, room::RoomError::Replayed(cmd.id).to_string());
+                    return;
+                }
+                let node = self
+                    .view_tx
+                    .borrow()
+                    .peers
+                    .get(&peer)
+                    .map(|v| v.record.node.clone())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    id = %format!("{:016x}", cmd.id),
+                    action = %cmd.action,
+                    requester = %cmd.requester,
+                    from_peer = %peer,
+                    from_node = %node,
+                    signed = self.cfg.operator.is_some(),
+                    "room command from a member"
+                );
+                let work = self.apply_here(cmd, Some(peer));
+                self.room_work
+                    .push(Box::pin(async move { RoomDone::Peer(channel, work.await) }));
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((id, _)) = self.room_out.remove(&request_id) {
+                    let answer = RoomAck::from_bytes(&response).map_err(|e| e.to_string());
+                    self.room_answer(id, peer, answer);
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((id, _)) = self.room_out.remove(&request_id) {
+                    let why = match error {
+                        request_response::OutboundFailure::UnsupportedProtocols => {
+                            "does not speak the room protocol (an older agent?)".to_string()
+                        }
+                        request_response::OutboundFailure::Timeout => {
+                            format!("no answer within {} s", ROOM_TIMEOUT.as_secs())
+                        }
+                        e => e.to_string(),
+                    };
+                    self.room_answer(id, peer, Err(why));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound room exchange failed");
             }
             Event::ResponseSent { .. } => {}
         }
