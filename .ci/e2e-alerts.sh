@@ -180,7 +180,8 @@ agent_dir() { local v=AGENT_${1}_DIR; echo "${!v}"; }
 configs_valid() {
   local n
   for n in $AGENTS; do
-    "$BIN" check-config "$(agent_dir "$n")/coolmesh.toml" || return 1
+    # The agents run as this user, with their files in the temp dir.
+    "$BIN" check-config --user "$(id -un)" "$(agent_dir "$n")/coolmesh.toml" || return 1
   done
   promtool check config "$tmp/prometheus.yml" || return 1
   amtool check-config "$tmp/alertmanager.yml" || return 1

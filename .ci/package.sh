@@ -63,8 +63,22 @@ dpkg -i "$deb"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 [ "$(coolmesh --version)" = "coolmesh $version" ] || fail "coolmesh --version says '$(coolmesh --version)', want 'coolmesh $version'"
 ok "coolmesh --version: $(coolmesh --version)"
-coolmesh check-config /etc/coolmesh/coolmesh.toml
-ok "check-config on the installed config"
+# The fresh install's preflight, as root, for the service user coolmesh:
+# config, token, cluster key, programs, power-off permission. Exit 0
+# (warnings only: the dry run, no power targets yet, no roster).
+coolmesh check-config --config /etc/coolmesh/coolmesh.toml
+ok "preflight (check-config --config) passes on the fresh install"
+# Following the old advice (chmod 600 the key) locks the service user out:
+# the preflight must say so, naming the key and its line.
+chmod 0600 /etc/coolmesh/swarm.key
+if out=$(coolmesh preflight --config /etc/coolmesh/coolmesh.toml 2>&1); then
+  fail "preflight passed with swarm.key 0600 root: $out"
+fi
+grep -q 'cluster.psk_file: /etc/coolmesh/swarm.key: the service user coolmesh cannot read it' <<<"$out" \
+  || fail "preflight did not name the unreadable key: $out"
+chmod 0640 /etc/coolmesh/swarm.key
+coolmesh preflight >/dev/null 2>&1 || fail "preflight (default config path) fails after restoring the key"
+ok "preflight fails on a key the service user cannot read, and names it"
 
 dpkg-query -W -f='${Conffiles}\n' coolmesh | grep -q '/etc/coolmesh/coolmesh.toml' || fail "config is not a conffile"
 ok "/etc/coolmesh/coolmesh.toml is a conffile"
@@ -82,7 +96,9 @@ runuser -u coolmesh -- cat /etc/coolmesh/swarm.key >/dev/null || fail "the servi
 ok "/etc/coolmesh/swarm.key 640 root:coolmesh, readable by the service user"
 grep -qx 'dry_run = true' /etc/coolmesh/coolmesh.toml || fail "the installed config is not a dry run"
 grep -qx 'psk_file = "/etc/coolmesh/swarm.key"' /etc/coolmesh/coolmesh.toml || fail "the installed config does not use the cluster key"
-ok "the installed config is a dry run with the cluster key"
+grep -qx 'token_file = "/etc/coolmesh/token"' /etc/coolmesh/coolmesh.toml || fail "the installed config does not use the token"
+runuser -u coolmesh -- cat /etc/coolmesh/token >/dev/null || fail "the service user cannot read the token"
+ok "the installed config is a dry run with the cluster key and the token"
 # The service user can create its identity in its state directory and read
 # the sensors (as the unit would run it).
 peer=$(runuser -u coolmesh -- coolmesh keygen --state-dir /var/lib/coolmesh)

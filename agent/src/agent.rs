@@ -79,9 +79,31 @@ pub fn load_token(cfg: &Config) -> anyhow::Result<Option<Token>> {
             path.display()
         )
     })?;
-    Token::from_file_content(&text)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("http.token_file {}: {e}", path.display()))
+    let token = Token::from_file_content(&text)
+        .map_err(|e| anyhow::anyhow!("http.token_file {}: {e}", path.display()))?;
+    crate::perms::warn_secret_file("http.token_file", path);
+    Ok(Some(token))
+}
+
+/// Log an error for each shutdown program that cannot be run: the agent
+/// still starts (it watches and alerts), but its shutdown would fail.
+/// `coolmesh preflight` reports the same before the agent runs.
+fn check_shutdown_programs(cfg: &Config) {
+    let s = &cfg.shutdown;
+    for (key, argv) in [
+        ("shutdown.command", &s.command),
+        ("shutdown.pre_command", &s.pre_command),
+    ] {
+        if let Some(p) = argv.first() {
+            if let Err(e) = power::exec::check_program(p) {
+                tracing::error!(
+                    key,
+                    dry_run = s.dry_run,
+                    "{e}: the shutdown would fail; `coolmesh preflight` checks the installation"
+                );
+            }
+        }
+    }
 }
 
 /// Load `http.web_config_file`, if configured: TLS, basic auth, headers.
@@ -112,6 +134,7 @@ pub async fn run_with_web(
         .map_err(|e| anyhow::anyhow!("http.listen_address: {e}"))?;
     let sources = build_sources(&cfg)?;
     let token = load_token(&cfg)?;
+    check_shutdown_programs(&cfg);
     std::fs::create_dir_all(&cfg.node.state_dir).with_context(|| {
         format!(
             "node.state_dir {}: cannot create (create it writable by the agent's user, or set node.state_dir / --state-dir)",

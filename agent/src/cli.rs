@@ -22,11 +22,11 @@ pub enum Cmd {
     Agent(Box<AgentArgs>),
     /// Read the sensors once and print them.
     Sensors(SensorsArgs),
-    /// Check a config file; exit 0 if good, 2 with every problem otherwise.
-    CheckConfig {
-        /// The file to check.
-        file: PathBuf,
-    },
+    /// Preflight: check a config file and what this host must provide for
+    /// it (token, cluster key, programs, permissions, power-off right);
+    /// print every problem, exit 1 on errors, 0 with warnings only.
+    #[command(visible_alias = "preflight")]
+    CheckConfig(CheckConfigArgs),
     /// Ask a running agent for its state.
     State(StateArgs),
     /// Create keys: the node identity (prints its PeerId) or, with --psk, a private network key.
@@ -205,6 +205,37 @@ pub struct ClientFlags {
         requires = "username"
     )]
     pub password_file: Option<PathBuf>,
+}
+
+/// `coolmesh check-config` / `coolmesh preflight`
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfigArgs {
+    /// The config file (TOML), or a web config file (`.yml`) alone.
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    pub file: Option<PathBuf>,
+    /// The config file, as the agent's --config takes it (default
+    /// /etc/coolmesh/coolmesh.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The user the agent runs as (default: coolmesh, the unit's User=):
+    /// secret files must be readable by it and by no one else, and the
+    /// power-off must be allowed for it.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Check the file alone, not this host (files, programs, permissions):
+    /// for templates checked on another machine.
+    #[arg(long = "syntax-only")]
+    pub syntax_only: bool,
+}
+
+impl CheckConfigArgs {
+    /// The file to check: FILE, --config, or the package's config.
+    pub fn path(&self) -> PathBuf {
+        self.file
+            .clone()
+            .or_else(|| self.config.clone())
+            .unwrap_or_else(|| PathBuf::from("/etc/coolmesh/coolmesh.toml"))
+    }
 }
 
 /// `coolmesh state`
@@ -601,6 +632,7 @@ impl AgentArgs {
             c.cluster.insecure_no_psk = true;
         }
         if let Some(l) = &self.log_level {
+            crate::config::check_log_level(l).map_err(|e| anyhow::anyhow!("--log.level: {e}"))?;
             c.log.level = l.clone();
         }
         if let Some(f) = self.log_format {

@@ -433,6 +433,8 @@ impl Default for Config {
 struct Walker<'a> {
     src: &'a str,
     errors: Vec<ConfigError>,
+    /// The line of every key and array element met.
+    lines: KeyLines,
 }
 
 impl<'a> Walker<'a> {
@@ -471,6 +473,13 @@ impl<'a> Walker<'a> {
                 format!("{prefix}.{k}")
             };
             if known.contains(&k) {
+                let span = table
+                    .key(k)
+                    .and_then(|key| key.span())
+                    .or_else(|| item.span());
+                if let Some(l) = self.line(span) {
+                    self.lines.0.insert(full.clone(), l);
+                }
                 f(self, k, &full, item);
             } else {
                 let span = table
@@ -608,6 +617,23 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// A grace or sustain time: zero is refused with `why` (what a zero
+    /// would do to the room).
+    fn nonzero_duration(
+        &mut self,
+        key: &str,
+        item: &Item,
+        max: Duration,
+        why: &str,
+    ) -> Option<Duration> {
+        let d = self.duration(key, item, Duration::ZERO, max)?;
+        if d.is_zero() {
+            self.err(key, item.span(), format!("must not be zero: {why}"));
+            return None;
+        }
+        Some(d)
+    }
+
     fn strings(&mut self, key: &str, item: &Item) -> Option<Vec<String>> {
         let Some(arr) = item.as_value().and_then(Value::as_array) else {
             self.err(
@@ -620,6 +646,9 @@ impl<'a> Walker<'a> {
         let mut out = Vec::new();
         let mut ok = true;
         for (i, v) in arr.iter().enumerate() {
+            if let Some(l) = self.line(v.span()) {
+                self.lines.0.insert(format!("{key}[{i}]"), l);
+            }
             match v.as_str() {
                 Some(s) => out.push(s.to_string()),
                 None => {
@@ -717,8 +746,65 @@ const SECTIONS: &[&str] = &[
     "journal",
 ];
 
+/// Where each key of a config file is: dotted key (array elements as
+/// `key[i]`) to its 1-based line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyLines(pub std::collections::BTreeMap<String, usize>);
+
+impl KeyLines {
+    /// The line of `key`, or of the nearest enclosing key or element that
+    /// is in the file (`shutdown.command[0]` falls back to
+    /// `shutdown.command`, then to `shutdown`). `None`: not in the file
+    /// (the default applies).
+    pub fn line(&self, key: &str) -> Option<usize> {
+        let mut k = key;
+        loop {
+            if let Some(l) = self.0.get(k) {
+                return Some(*l);
+            }
+            k = match k.rfind(['.', '[']) {
+                Some(i) => &k[..i],
+                None => return None,
+            };
+        }
+    }
+
+    /// A [`ConfigError`] for `key` with its line.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_string(),
+            line: self.line(key),
+            message: message.into(),
+        }
+    }
+}
+
+/// A config document read as far as it goes: the configuration (a key
+/// with a bad value keeps its default), every problem, and each key's line.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The configuration, defaults where a value was bad.
+    pub config: Config,
+    /// Every problem; empty when the file is good.
+    pub errors: Vec<ConfigError>,
+    /// Where each key is.
+    pub lines: KeyLines,
+}
+
 /// Parse a config document. Returns every problem found.
 pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
+    let p = parse_report(src)?;
+    if p.errors.is_empty() {
+        Ok(p.config)
+    } else {
+        Err(ConfigErrors(p.errors))
+    }
+}
+
+/// Parse a config document and keep going after bad values, so that a
+/// preflight can check the rest of the installation too. Only a syntax
+/// error (the document is not TOML) is an `Err`.
+pub fn parse_report(src: &str) -> Result<Parsed, ConfigErrors> {
     let doc = match Document::parse(src) {
         Ok(d) => d,
         Err(e) => {
@@ -741,6 +827,7 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
     let mut w = Walker {
         src,
         errors: Vec::new(),
+        lines: KeyLines::default(),
     };
     let root = doc.as_table();
     w.table("", root, SECTIONS, |w, section, key, item| {
@@ -881,7 +968,12 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
                 }
             }),
             "overheat" => w.table("overheat", t, &["sustain", "grace"], |w, k, full, it| {
-                if let Some(d) = w.duration(full, it, Duration::ZERO, Duration::from_secs(3600)) {
+                let why = if k == "sustain" {
+                    "one reading at critical (a glitching sensor) would start the overheat grace (default 30s)"
+                } else {
+                    "the server would power off the moment a sensor had been at critical for overheat.sustain, with no time to cancel (default 60s)"
+                };
+                if let Some(d) = w.nonzero_duration(full, it, Duration::from_secs(3600), why) {
                     if k == "sustain" {
                         c.shutdown.overheat_sustain = d;
                     } else {
@@ -901,9 +993,12 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
                 ],
                 |w, k, full, it| match k {
                     "grace" => {
-                        if let Some(d) =
-                            w.duration(full, it, Duration::ZERO, Duration::from_secs(24 * 3600))
-                        {
+                        if let Some(d) = w.nonzero_duration(
+                            full,
+                            it,
+                            Duration::from_secs(24 * 3600),
+                            "the room would power off the moment a quorum voted \"cooling lost\", with no time to cancel a false vote (default 2m)",
+                        ) {
                             c.shutdown.cooling_grace = d;
                         }
                     }
@@ -936,7 +1031,10 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
             _ => w.table("log", t, &["level", "format"], |w, k, full, it| {
                 if k == "level" {
                     if let Some(v) = w.nonempty_string(full, it) {
-                        c.log.level = v;
+                        match check_log_level(&v) {
+                            Ok(()) => c.log.level = v,
+                            Err(e) => w.err(full, it.span(), e),
+                        }
                     }
                 } else if let Some(v) = w.one_of(full, it, &["logfmt", "json"]) {
                     c.log.format = v;
@@ -945,11 +1043,11 @@ pub fn parse(src: &str) -> Result<Config, ConfigErrors> {
         }
     });
     cross_check(&mut w, &c);
-    if w.errors.is_empty() {
-        Ok(c)
-    } else {
-        Err(ConfigErrors(w.errors))
-    }
+    Ok(Parsed {
+        config: c,
+        errors: w.errors,
+        lines: w.lines,
+    })
 }
 
 fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig) {
@@ -1261,7 +1359,7 @@ fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownConfig) {
     let day = Duration::from_secs(24 * 3600);
     w.table("shutdown", t, KEYS, |w, k, full, it| match k {
         "grace" => {
-            if let Some(d) = w.duration(full, it, Duration::ZERO, day) {
+            if let Some(d) = w.nonzero_duration(full, it, day, "the server would power off on the first corroborated mains blip; the grace rides through short outages and must end with enough battery for the shutdown (default 5m)") {
                 s.grace = d;
             }
         }
@@ -1333,43 +1431,89 @@ fn check_targets(w: &mut Walker<'_>, full: &str, it: &Item, targets: &[String]) 
     }
 }
 
-/// Checks that involve several keys.
+/// Checks that involve several keys. Each names the key it blames, with
+/// its line when the key is in the file.
 fn cross_check(w: &mut Walker<'_>, c: &Config) {
+    let err = |w: &mut Walker<'_>, key: &str, msg: String| {
+        let e = w.lines.error(key, msg);
+        w.errors.push(e);
+    };
+    let fmt = |d: Duration| humantime::format_duration(d).to_string();
     if c.sensors.timeout > c.sensors.interval {
-        w.err(
+        err(
+            w,
             "sensors.timeout",
-            None,
-            "must not exceed sensors.interval, or reads would overlap",
+            format!(
+                "{} must not exceed sensors.interval ({}), or reads would overlap",
+                fmt(c.sensors.timeout),
+                fmt(c.sensors.interval)
+            ),
         );
     }
-    if c.power.timeout > c.power.interval {
-        w.err(
+    if c.power.timeout >= c.power.interval {
+        err(
+            w,
             "power.timeout",
-            None,
-            "must not exceed power.interval, or probes would overlap",
+            format!(
+                "{} must be shorter than power.interval ({}): a probe that may take the whole interval overlaps the next round, and a dead target is then seen a round late",
+                fmt(c.power.timeout),
+                fmt(c.power.interval)
+            ),
         );
     }
     if c.cluster.dead_after <= c.cluster.suspect_after {
-        w.err(
+        err(
+            w,
             "cluster.dead_after",
-            None,
-            "must be longer than cluster.suspect_after",
+            "must be longer than cluster.suspect_after".into(),
         );
     }
     if c.sensors.sources.contains(&SourceKind::File) && c.sensors.file.is_none() {
-        w.err(
+        err(
+            w,
             "sensors.file",
-            None,
-            "the `file` source is enabled but sensors.file is not set",
+            "the `file` source is enabled but sensors.file is not set".into(),
         );
     }
     if c.sensors.sources.contains(&SourceKind::Exec) && c.sensors.exec.is_empty() {
-        w.err(
+        err(
+            w,
             "sensors.exec",
-            None,
-            "the `exec` source is enabled but sensors.exec is not set",
+            "the `exec` source is enabled but sensors.exec is not set".into(),
         );
     }
+}
+
+/// The log levels `log.level` takes, alone or after `TARGET=`.
+pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// Check `log.level` (also `--log.level`): a level, or a `tracing` filter of
+/// comma-separated directives, each a level or `TARGET=LEVEL`. A bare word
+/// that is not a level is refused: `tracing` would take `verbose` for a
+/// target name and log nothing at all from coolmesh.
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    let allowed = || {
+        format!(
+            "allowed: {}, or a filter such as \"coolmesh_agent=debug,info\"",
+            LOG_LEVELS.join(", ")
+        )
+    };
+    let is_level = |s: &str| {
+        let s = s.trim().to_ascii_lowercase();
+        LOG_LEVELS.contains(&s.as_str()) || matches!(s.as_str(), "0" | "1" | "2" | "3" | "4" | "5")
+    };
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match d.rsplit_once('=') {
+            None if !is_level(d) => return Err(format!("{d:?} is not a log level; {}", allowed())),
+            Some((_, l)) if !is_level(l) => {
+                return Err(format!("{d:?}: {l:?} is not a log level; {}", allowed()))
+            }
+            _ => {}
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| format!("{level:?} is not a log filter ({e}); {}", allowed()))
 }
 
 /// Turn node_exporter-style `:9876` into `0.0.0.0:9876`, and check the address.
@@ -1646,6 +1790,79 @@ command = ["systemctl", "poweroff"]
             e.contains("sensors.file") && e.contains("sensors.timeout"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn zero_graces_and_overlapping_probes_are_refused_with_their_lines() {
+        let src = "[shutdown]\ngrace = \"0s\"\n[overheat]\nsustain = \"0s\"\ngrace = \"0ms\"\n[cooling]\ngrace = \"0s\"\n[power]\ninterval = \"1s\"\ntimeout = \"1s\"\n";
+        let errs = parse(src).expect_err("bad").to_string();
+        for want in [
+            "line 2: shutdown.grace: must not be zero",
+            "line 4: overheat.sustain: must not be zero",
+            "line 5: overheat.grace: must not be zero",
+            "line 7: cooling.grace: must not be zero",
+            "line 10: power.timeout: 1s must be shorter than power.interval (1s)",
+        ] {
+            assert!(errs.contains(want), "{want}\n{errs}");
+        }
+        assert_eq!(errs.lines().count(), 5, "{errs}");
+        // A cross-check on a key not in the file names its section's line.
+        let e = parse("[node]\nname = \"x\"\n[sensors]\nsources = [\"file\"]\n")
+            .expect_err("bad")
+            .to_string();
+        assert!(e.contains("line 3: sensors.file: the `file` source"), "{e}");
+    }
+
+    #[test]
+    fn log_levels() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn",
+            "off",
+            "coolmesh_agent=debug,info",
+            "info,libp2p_swarm=trace",
+            "coolmesh_agent::cluster=debug",
+        ] {
+            assert_eq!(check_log_level(ok), Ok(()), "{ok}");
+            assert!(parse(&format!("[log]\nlevel = {ok:?}\n")).is_ok(), "{ok}");
+        }
+        for (bad, needle) in [
+            ("verbose", "\"verbose\" is not a log level"),
+            ("warning", "\"warning\" is not a log level"),
+            ("info,coolmesh_agent=loud", "\"loud\" is not a log level"),
+        ] {
+            let e = check_log_level(bad).expect_err(bad);
+            assert!(
+                e.contains(needle) && e.contains("allowed: trace, debug, info, warn, error, off"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse("[log]\nformat = \"json\"\nlevel = \"verbose\"\n")
+            .expect_err("bad")
+            .to_string();
+        assert!(e.starts_with("line 3: log.level: \"verbose\""), "{e}");
+    }
+
+    #[test]
+    fn key_lines_fall_back_to_the_enclosing_key() {
+        let p = parse_report(
+            "[shutdown]\ncommand = [\n  \"systemctl\",\n  \"poweroff\",\n]\n[power]\n",
+        )
+        .expect("syntax");
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.lines.line("shutdown.command[0]"), Some(3));
+        assert_eq!(p.lines.line("shutdown.command[1]"), Some(4));
+        assert_eq!(p.lines.line("shutdown.command"), Some(2));
+        assert_eq!(p.lines.line("shutdown.grace"), Some(1));
+        assert_eq!(p.lines.line("power.targets[0]"), Some(6));
+        assert_eq!(p.lines.line("log.level"), None);
+        // Bad values keep their defaults and every error is there.
+        let p =
+            parse_report("[shutdown]\ngrace = \"0s\"\n[log]\nlevel = \"loud\"\n").expect("syntax");
+        assert_eq!(p.errors.len(), 2);
+        assert_eq!(p.config.shutdown.grace, Config::default().shutdown.grace);
+        assert!(parse_report("[x\n").is_err(), "a syntax error stops it");
     }
 
     #[test]

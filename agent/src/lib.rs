@@ -12,6 +12,8 @@
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
 //! - [`journal`]: the decision journal (every decision with its evidence, on disk, checksummed).
 //! - [`explain`]: `coolmesh explain`, the journal as a story.
+//! - [`perms`]: the one permission rule for the token and the cluster key, and the accounts it is checked against.
+//! - [`preflight`]: `coolmesh check-config` / `preflight`: the config, and what this host must provide for it.
 //! - [`room_cmd`]: `coolmesh room cancel|maintenance|state`, one operator action for every member.
 //! - [`roster_cmd`]: `coolmesh roster keygen|list|add|remove`, the operator's side of the room roster.
 //! - [`rlimit`]: raises the soft open-file limit at startup, as Go services do.
@@ -27,8 +29,10 @@ pub mod explain;
 pub mod fsm;
 pub mod heating;
 pub mod journal;
+pub mod perms;
 pub mod persist;
 pub mod power;
+pub mod preflight;
 pub mod report;
 pub mod rlimit;
 pub mod room_cmd;

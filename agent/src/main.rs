@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use coolmesh_agent::cli::{
-    Cli, Cmd, CounterAction, CounterArgs, KeygenArgs, SensorsArgs, StateArgs,
+    CheckConfigArgs, Cli, Cmd, CounterAction, CounterArgs, KeygenArgs, SensorsArgs, StateArgs,
 };
 use std::process::ExitCode;
 use std::time::Duration;
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                     eprintln!("coolmesh: {e:#}");
                     if let Some(p) = &args.src.config {
                         eprintln!(
-                            "coolmesh: not started; `coolmesh check-config {}` lists every problem",
+                            "coolmesh: not started; `coolmesh preflight --config {}` lists every problem",
                             p.display()
                         );
                     }
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
                     eprintln!("coolmesh: {e:#}");
                     if let Some(p) = &cfg.http.web_config_file {
                         eprintln!(
-                            "coolmesh: not started; `coolmesh check-config {}` checks the web config file",
+                            "coolmesh: not started; `coolmesh preflight --config {}` checks the web config file",
                             p.display()
                         );
                     }
@@ -147,7 +147,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Sensors(args) => sensors(args),
-        Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::CheckConfig(args) => check_config(&args),
         Cmd::State(args) => state(args),
         Cmd::Keygen(args) => keygen(args),
         Cmd::Counter(args) => counter(args),
@@ -158,7 +158,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+/// `coolmesh check-config` / `coolmesh preflight`: exit 0 when there is
+/// no error (warnings are printed), 1 otherwise.
+fn check_config(args: &CheckConfigArgs) -> ExitCode {
+    let file = args.path();
+    let file = file.as_path();
     // A web config file (YAML) can be checked on its own, like
     // `promtool check web-config`.
     if matches!(
@@ -173,7 +177,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             Err(e) => {
                 eprintln!("{e}");
                 eprintln!("1 problem found; deploy/web-config.example.yml documents the format");
-                ExitCode::from(2)
+                ExitCode::FAILURE
             }
         };
     }
@@ -184,42 +188,51 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 "{}: {e} (is the path right? the Debian package installs /etc/coolmesh/coolmesh.toml)",
                 file.display()
             );
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
-    match coolmesh_agent::config::parse(&text) {
-        Ok(cfg) => {
-            // The web config file it names must load too (certificates
-            // included): the agent would refuse to start otherwise.
-            if let Some(web) = &cfg.http.web_config_file {
-                if let Err(e) = coolmesh_exporter::WebConfig::load(web) {
-                    eprintln!("{}: http.web_config_file: {e}", file.display());
-                    eprintln!("1 problem found; deploy/web-config.example.yml documents the web config format");
-                    return ExitCode::from(2);
-                }
-            }
-            if let Some(e) = coolmesh_agent::config::cluster_trust_error(&cfg) {
-                eprintln!("{}: {e}", file.display());
-                eprintln!("1 problem found; deploy/coolmesh.example.toml documents every key");
-                return ExitCode::from(2);
-            }
-            for w in coolmesh_agent::config::trust_warnings(&cfg) {
-                eprintln!("{}: warning: {w}", file.display());
-            }
-            println!("{}: OK", file.display());
-            ExitCode::SUCCESS
+    let host = if args.syntax_only {
+        None
+    } else {
+        let name = args
+            .user
+            .as_deref()
+            .unwrap_or(coolmesh_agent::perms::DEFAULT_SERVICE_USER);
+        let host = coolmesh_agent::preflight::Host::system(name);
+        if host.user.is_none() && args.user.is_some() {
+            eprintln!("coolmesh: --user {name}: no such user on this host");
+            return ExitCode::FAILURE;
         }
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("{}: {e}", file.display());
-            }
-            eprintln!(
-                "{} problem(s) found; fix them (deploy/coolmesh.example.toml documents every key) and run `coolmesh check-config {}` again",
-                errs.0.len(),
-                file.display()
-            );
-            ExitCode::from(2)
-        }
+        Some(host)
+    };
+    let out = coolmesh_agent::preflight::check_config(file, &text, host.as_ref());
+    for p in &out.problems {
+        eprintln!("{}: {p}", file.display());
+    }
+    let (errors, warnings) = (out.errors(), out.warnings());
+    let checked = match &host {
+        None => "the file alone (--syntax-only)".to_string(),
+        Some(h) => format!(
+            "the file and this host for user {}",
+            h.user
+                .as_ref()
+                .map(|u| u.name.as_str())
+                .unwrap_or(&h.user_name)
+        ),
+    };
+    if errors > 0 {
+        eprintln!(
+            "{}: {errors} error(s), {warnings} warning(s) in {checked}; fix them (deploy/coolmesh.example.toml documents every key, docs/operator-guide.md the install) and run `coolmesh preflight --config {}` again",
+            file.display(),
+            file.display()
+        );
+        ExitCode::FAILURE
+    } else {
+        println!(
+            "{}: OK, {warnings} warning(s); checked {checked}",
+            file.display()
+        );
+        ExitCode::SUCCESS
     }
 }
 
@@ -368,8 +381,9 @@ fn keygen(args: KeygenArgs) -> ExitCode {
                     .open(path);
                 match f.and_then(|mut f| f.write_all(key.as_bytes()).and_then(|_| f.sync_all())) {
                     Ok(()) => eprintln!(
-                        "wrote {}; copy it to every server and set cluster.psk_file",
-                        path.display()
+                        "wrote {p} (mode 0600); copy the same file to every server, there {}, and set cluster.psk_file",
+                        coolmesh_agent::perms::fix(path, "coolmesh"),
+                        p = path.display()
                     ),
                     Err(e) => {
                         eprintln!(

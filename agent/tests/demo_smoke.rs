@@ -354,8 +354,11 @@ fn power_cut_shuts_every_node_down_and_quit_stops_every_agent() {
     assert!(out.contains("files kept in"), "{out}");
     // --dir keeps the files: configs the agent accepts, logs, markers.
     let cfg = d.node_dir(0).join("coolmesh.toml");
+    // The whole preflight, as the user the demo ran as: its token, key,
+    // programs and directories are what the agents used.
+    let me = current_user();
     let check = Command::new(env!("CARGO_BIN_EXE_coolmesh"))
-        .arg("check-config")
+        .args(["preflight", "--user", &me, "--config"])
         .arg(&cfg)
         .output()
         .expect("check-config");

@@ -118,15 +118,13 @@ pub fn parse_psk(text: &str) -> Result<PreSharedKey, PskError> {
         .map_err(|e| PskError(e.to_string()))
 }
 
-/// Read and parse a `swarm.key` file, warning if others can read it.
+/// Read and parse a `swarm.key` file, warning when its owner, group or
+/// mode break the one rule for secret files ([`crate::perms::RULE`]:
+/// root:coolmesh 0640 under the package).
 pub fn load_psk(path: &Path) -> anyhow::Result<PreSharedKey> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if let Ok(meta) = fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "swarm.key is readable by others; chmod 600 it");
-        }
-    }
     let psk = parse_psk(&text).with_context(|| path.display().to_string())?;
+    crate::perms::warn_secret_file("cluster.psk_file", path);
     tracing::info!(fingerprint = %psk.fingerprint(), "private network enabled");
     Ok(psk)
 }

@@ -1,8 +1,8 @@
 //! `exec:COMMAND [ARGS...]`: up when the command exits with status 0.
 //!
 //! The command line is split like a POSIX shell would (quotes and
-//! backslashes, no expansion, no pipes): `exec:/usr/bin/upsc ups@localhost
-//! ups.status`. For pipes, run a shell explicitly.
+//! backslashes, no expansion, no pipes): `exec:/usr/local/bin/mains-ok
+//! --feed A`. For pipes, run a shell explicitly.
 //!
 //! **NUT users:** `upsc ups@host ups.status` exits 0 whenever the UPS data
 //! can be read, also while the UPS runs on battery. To see mains, test the
@@ -171,12 +171,17 @@ impl Drop for GroupKiller {
 /// executable file; a bare name must be found in `PATH`. The error says
 /// what is wrong and what to do.
 pub fn check_program(program: &str) -> Result<PathBuf, String> {
+    check_program_in(program, &std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// [`check_program`] with the given `PATH` (`coolmesh preflight` resolves
+/// programs in the one the unit gives the agent).
+pub fn check_program_in(program: &str, path_var: &std::ffi::OsStr) -> Result<PathBuf, String> {
     if program.contains('/') {
         let path = Path::new(program);
         return check_executable(path).map(|()| path.to_path_buf());
     }
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path_var) {
+    for dir in std::env::split_paths(path_var) {
         let candidate = dir.join(program);
         if check_executable(&candidate).is_ok() {
             return Ok(candidate);

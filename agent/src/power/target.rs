@@ -12,6 +12,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const TARGET_SYNTAX: &str =
     "icmp://HOST, tcp://HOST:PORT, http://HOST[:PORT]/PATH or exec:COMMAND [ARGS...]";
 
+/// The exec target shown in error messages. Not `upsc` alone: `upsc`
+/// exits 0 whenever it can read the UPS, on battery too, so a bare
+/// `exec:upsc ...` would never see mains fail; this form tests the status.
+pub const EXEC_EXAMPLE: &str =
+    "e.g. exec:sh -c 'upsc ups@localhost ups.status | grep -qw OL' (NUT: test the status, upsc itself exits 0 on battery too)";
+
 /// Where a network probe goes: an IP literal (no resolution needed) or a
 /// host name (resolved on every probe, so a DNS change or a DNS outage that
 /// ends is picked up without a restart).
@@ -126,7 +132,7 @@ pub fn parse_target(s: &str) -> Result<TargetSpec, TargetError> {
             "exec" => {
                 return Err(err(
                     label,
-                    format!("exec targets take no //: {label} — write exec:COMMAND [ARGS...], e.g. exec:/usr/bin/upsc ups@localhost ups.status"),
+                    format!("exec targets take no //: {label} — write exec:COMMAND [ARGS...], {EXEC_EXAMPLE}"),
                 ))
             }
             other => {
@@ -276,7 +282,7 @@ fn parse_http(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
 }
 
 fn parse_exec(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
-    let example = "e.g. exec:/usr/bin/upsc ups@localhost ups.status";
+    let example = EXEC_EXAMPLE;
     let words = shell_words::split(rest).map_err(|e| {
         err(
             label,
@@ -621,10 +627,7 @@ mod tests {
             ),
             ("http://pdu:99999/", &["bad port \"99999\""]),
             ("http:///status", &["has no host"]),
-            (
-                "exec:",
-                &["exec target needs a command", "exec:/usr/bin/upsc"],
-            ),
+            ("exec:", &["exec target needs a command", "grep -qw OL"]),
             ("exec:   ", &["exec target needs a command"]),
             ("exec:'' x", &["exec target needs a command"]),
             (

@@ -10,6 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The user these tests run as (`id -un`), for `preflight --user`: the
+/// files a test makes are that user's.
+pub fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    assert!(out.status.success(), "id -un: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }

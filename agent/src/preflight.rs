@@ -1,0 +1,1111 @@
+//! `coolmesh check-config` / `coolmesh preflight`: everything the agent
+//! checks when it starts, and what would make it miss or fake a shutdown
+//! later, reported all at once.
+//!
+//! Two layers:
+//!
+//! - **the file** ([`check_config`]): every key ([`crate::config::parse_report`]),
+//!   the cluster's trust ([`crate::config::cluster_trust_error`]) and the
+//!   durations that only make sense together ([`sanity`]);
+//! - **this host** ([`check_host`], skipped with `--syntax-only`): the files
+//!   the config names (token, cluster key, web config, the config itself)
+//!   exist, parse with the agent's own parsers and follow the permission
+//!   rule ([`crate::perms`]) for the service user; the programs it runs
+//!   (shutdown command, pre-command, `exec:` probes, sensor commands) are
+//!   found in the unit's `PATH`; and the shutdown is allowed for the
+//!   service user (polkit or sudo).
+//!
+//! Every [`Problem`] names the config key and its line when the key is in
+//! the file. Errors are what the agent refuses at start, or what would
+//! make it miss or fake a shutdown; warnings are worth reading but do not
+//! fail the check.
+
+use crate::config::{self, Config, ConfigError, KeyLines, SourceKind};
+use crate::perms::{self, Account, FileInfo};
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The `PATH` systemd gives a system service that sets none
+/// (`coolmesh.service` does not): programs are looked up there.
+pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The agent would refuse to start, or miss or fake a shutdown.
+    Error,
+    /// Worth a look; does not fail the check.
+    Warning,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The config key it comes from (dotted, `key[i]` for elements), or
+    /// `(host)` for what is not in the config.
+    pub key: String,
+    /// 1-based line of the key in the config file; `None`: not in the file
+    /// (the default applies).
+    pub line: Option<usize>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+impl From<ConfigError> for Problem {
+    fn from(e: ConfigError) -> Problem {
+        Problem {
+            severity: Severity::Error,
+            key: e.key,
+            line: e.line,
+            message: e.message,
+        }
+    }
+}
+
+/// Collects problems, with the lines of the config's keys at hand.
+struct Report<'a> {
+    lines: &'a KeyLines,
+    problems: Vec<Problem>,
+}
+
+impl Report<'_> {
+    fn push(&mut self, severity: Severity, key: &str, message: impl Into<String>) {
+        let e = self.lines.error(key, message);
+        self.problems.push(Problem {
+            severity,
+            ..Problem::from(e)
+        });
+    }
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        self.push(Severity::Error, key, message);
+    }
+    fn warn(&mut self, key: &str, message: impl Into<String>) {
+        self.push(Severity::Warning, key, message);
+    }
+}
+
+/// What the host checks look at. [`Host::system`] is this machine; tests
+/// point the directories elsewhere.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The user the agent runs as; `None` when the default user does not
+    /// exist here (then only modes are judged, and a warning says so).
+    pub user: Option<Account>,
+    /// The name asked for (`--user`, default `coolmesh`).
+    pub user_name: String,
+    /// `PATH` in which bare program names are looked up.
+    pub path: OsString,
+    /// polkit JavaScript rule directories.
+    pub polkit_rules: Vec<PathBuf>,
+    /// polkit local-authority (`.pkla`) directories (older polkit).
+    pub polkit_pkla: Vec<PathBuf>,
+    /// Where polkitd may be installed; none existing: not installed.
+    pub polkitd: Vec<PathBuf>,
+    /// The unit file candidates, first existing wins.
+    pub unit_files: Vec<PathBuf>,
+    /// Drop-in directories of the unit (`*.conf`, in name order, later wins).
+    pub unit_dropins: Vec<PathBuf>,
+    /// Whether this process runs as root (can ask sudo about another user).
+    pub as_root: bool,
+}
+
+impl Host {
+    /// This machine, for the service user `user_name`.
+    pub fn system(user_name: &str) -> Host {
+        Host {
+            user: Account::lookup(user_name),
+            user_name: user_name.to_string(),
+            path: OsString::from(SERVICE_PATH),
+            polkit_rules: vec![
+                "/etc/polkit-1/rules.d".into(),
+                "/usr/share/polkit-1/rules.d".into(),
+                "/usr/local/share/polkit-1/rules.d".into(),
+            ],
+            polkit_pkla: vec![
+                "/etc/polkit-1/localauthority".into(),
+                "/var/lib/polkit-1/localauthority".into(),
+            ],
+            polkitd: vec![
+                "/usr/lib/polkit-1/polkitd".into(),
+                "/usr/libexec/polkitd".into(),
+                "/usr/lib/policykit-1/polkitd".into(),
+            ],
+            unit_files: vec![
+                "/etc/systemd/system/coolmesh.service".into(),
+                "/usr/lib/systemd/system/coolmesh.service".into(),
+                "/lib/systemd/system/coolmesh.service".into(),
+            ],
+            unit_dropins: vec![
+                "/usr/lib/systemd/system/coolmesh.service.d".into(),
+                "/lib/systemd/system/coolmesh.service.d".into(),
+                "/run/systemd/system/coolmesh.service.d".into(),
+                "/etc/systemd/system/coolmesh.service.d".into(),
+            ],
+            as_root: rustix::process::geteuid().is_root(),
+        }
+    }
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Errors first, then warnings, each in the order found.
+    pub problems: Vec<Problem>,
+}
+
+impl Outcome {
+    /// How many errors.
+    pub fn errors(&self) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count()
+    }
+    /// How many warnings.
+    pub fn warnings(&self) -> usize {
+        self.problems.len() - self.errors()
+    }
+}
+
+/// Check a config file's text (`file` is its path, for the host checks
+/// of the file itself); `host: None` checks the file alone.
+pub fn check_config(file: &Path, src: &str, host: Option<&Host>) -> Outcome {
+    let parsed = match config::parse_report(src) {
+        Ok(p) => p,
+        Err(errs) => {
+            return Outcome {
+                problems: errs.0.into_iter().map(Problem::from).collect(),
+            }
+        }
+    };
+    let mut r = Report {
+        lines: &parsed.lines,
+        problems: parsed.errors.into_iter().map(Problem::from).collect(),
+    };
+    let cfg = &parsed.config;
+    if let Some(e) = config::cluster_trust_error(cfg) {
+        r.error("cluster.psk_file", e);
+    }
+    for w in config::trust_warnings(cfg) {
+        let key = if w.starts_with("cluster.insecure_no_psk") {
+            "cluster.insecure_no_psk"
+        } else {
+            "cluster"
+        };
+        r.warn(key, w);
+    }
+    sanity(&mut r, cfg);
+    if let Some(h) = host {
+        check_host(&mut r, file, cfg, h);
+    }
+    let mut problems = r.problems;
+    // Stable: errors first, each group in the order found.
+    problems.sort_by_key(|p| p.severity);
+    Outcome { problems }
+}
+
+fn fmt_d(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Durations and settings that parse but would make a false or missed
+/// shutdown (errors) or are worth a second look (warnings).
+fn sanity(r: &mut Report<'_>, c: &Config) {
+    let s = &c.shutdown;
+    if !c.power.targets.is_empty() {
+        // Recovery needs recovery_probes good rounds in a row; if that
+        // takes the whole grace, mains that returns is never seen back in
+        // time and the server powers off anyway.
+        let rounds = c.power.interval.mul_f64(1.0 + c.power.jitter) * s.recovery_probes;
+        if rounds >= s.grace {
+            r.error(
+                "shutdown.grace",
+                format!(
+                    "{} is not longer than the time a recovery takes (shutdown.recovery_probes {} x power.interval {} with its jitter = {}): mains that comes back during the grace is not seen in time and the server powers off anyway; make the grace longer or the interval shorter",
+                    fmt_d(s.grace),
+                    s.recovery_probes,
+                    fmt_d(c.power.interval),
+                    fmt_d(rounds)
+                ),
+            );
+        }
+    } else {
+        r.warn(
+            "power.targets",
+            "no power targets: mains power is not watched, only overheating and a room-wide cooling failure can shut this server down (operator guide, section 2)",
+        );
+    }
+    if s.duration >= s.grace {
+        r.warn(
+            "shutdown.duration",
+            format!(
+                "{} is not shorter than shutdown.grace ({}): the UPS must carry this server for grace + duration ({}); check its runtime covers that, or whether one of the two is mistyped",
+                fmt_d(s.duration),
+                fmt_d(s.grace),
+                fmt_d(s.grace + s.duration)
+            ),
+        );
+    }
+    if !s.pre_command.is_empty() && s.duration < s.pre_command_timeout {
+        r.warn(
+            "shutdown.duration",
+            format!(
+                "{} is shorter than shutdown.pre_command_timeout ({}): the pre-command runs before the power-off, so a shutdown predicted from the temperature trend may start too late; make duration at least pre_command_timeout plus the power-off itself",
+                fmt_d(s.duration),
+                fmt_d(s.pre_command_timeout)
+            ),
+        );
+    }
+    if s.cancel_hold.is_zero() {
+        r.warn(
+            "shutdown.cancel_hold",
+            "zero: an operator's cancel holds nothing, the trigger starts a new grace at once (default 30m)",
+        );
+    }
+    if c.sensors.interval > Duration::from_secs(3) {
+        r.warn(
+            "sensors.interval",
+            format!(
+                "{}: the cooling detector needs ten samples in its 30 s window, and dense racks reach critical about a minute after cooling stops; 2s (the default) detects in time",
+                fmt_d(c.sensors.interval)
+            ),
+        );
+    }
+    if s.dry_run {
+        r.warn(
+            "shutdown.dry_run",
+            "true: nothing is powered off; run the drill, then go live with dry_run = false (operator guide, \"Room quick-start\")",
+        );
+    }
+    for (i, t) in c.power.targets.iter().enumerate() {
+        if let Ok(spec) = crate::power::parse_target(t) {
+            if let crate::power::TargetKind::Exec { program, .. } = &spec.kind {
+                if basename(program) == "upsc" {
+                    r.error(
+                        &format!("power.targets[{i}]"),
+                        format!(
+                            "{t}: upsc exits 0 whenever it can read the UPS, on battery too, so this target never sees mains fail; test the status: exec:sh -c 'upsc ups@localhost ups.status | grep -qw OL'"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// What this host must provide for the config to work.
+fn check_host(r: &mut Report<'_>, file: &Path, c: &Config, h: &Host) {
+    let user = h.user.as_ref();
+    if user.is_none() {
+        r.warn(
+            "(host)",
+            format!(
+                "no user {} on this host (the Debian package creates coolmesh): permissions are judged by their mode alone; pass --user NAME for the user the agent runs as",
+                h.user_name
+            ),
+        );
+    }
+    // The config file itself: the agent reads it as the service user.
+    if let Some(u) = user {
+        if let Err(e) = u.can_open(file, 4) {
+            r.error(
+                "(config file)",
+                format!("{e}: the agent could not read its config; chmod 0644 it, or chown root:{} and chmod 0640", u.group),
+            );
+        }
+    }
+    check_web_config(r, c, user);
+    if let Some(p) = &c.http.token_file {
+        check_secret(r, "http.token_file", p, user, |text| {
+            coolmesh_exporter::auth::Token::from_file_content(text)
+                .map(|_| ())
+                .map_err(|e| format!("{e} (create it with `openssl rand -hex 32`)"))
+        });
+    }
+    if c.cluster.enabled {
+        if let Some(p) = &c.cluster.psk_file {
+            check_secret(r, "cluster.psk_file", p, user, |text| {
+                crate::cluster::parse_psk(text).map(|_| ()).map_err(|e| {
+                    format!("{e}; write one with `coolmesh keygen --psk --out FILE` and copy the same file to every server")
+                })
+            });
+        }
+    }
+    check_programs(r, c, h);
+    check_icmp(r, c, h);
+    check_poweroff_permission(r, c, h);
+    check_state_paths(r, c, h);
+}
+
+fn check_web_config(r: &mut Report<'_>, c: &Config, user: Option<&Account>) {
+    let Some(p) = &c.http.web_config_file else {
+        return;
+    };
+    if let Err(e) = coolmesh_exporter::WebConfig::load(p) {
+        r.error(
+            "http.web_config_file",
+            format!("{e} (deploy/web-config.example.yml documents the format)"),
+        );
+        return;
+    }
+    if let Some(u) = user {
+        if let Err(e) = u.can_open(p, 4) {
+            r.error(
+                "http.web_config_file",
+                format!(
+                    "{e}: the agent would not start; chown root:{} and chmod 0640 it",
+                    u.group
+                ),
+            );
+        }
+    }
+}
+
+/// A secret file: exists, parses with the agent's own parser, follows
+/// the permission rule for the service user.
+fn check_secret(
+    r: &mut Report<'_>,
+    key: &str,
+    path: &Path,
+    user: Option<&Account>,
+    parse: impl Fn(&str) -> Result<(), String>,
+) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let make = if key == "cluster.psk_file" {
+                "make the room's key once with `coolmesh keygen --psk --out FILE` and copy the same file to every server"
+            } else {
+                "create it with `openssl rand -hex 32`, or copy the room's token"
+            };
+            let group = user.map(|u| u.group.as_str()).unwrap_or("coolmesh");
+            r.error(
+                key,
+                format!(
+                    "{} does not exist, and the agent would not start: {make}, then {}",
+                    path.display(),
+                    perms::fix(path, group)
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            r.error(key, format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    if !meta.is_file() {
+        r.error(key, format!("{} is not a file", path.display()));
+        return;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            if let Err(e) = parse(&text) {
+                r.error(key, format!("{}: {e}", path.display()));
+            }
+        }
+        Err(e) => r.error(
+            key,
+            format!(
+                "{}: {e} (run the preflight as root to check its contents)",
+                path.display()
+            ),
+        ),
+    }
+    let info = FileInfo::of(&meta);
+    let problems = perms::secret_problems(&info, user);
+    if !problems.is_empty() {
+        let group = user.map(|u| u.group.as_str()).unwrap_or("coolmesh");
+        r.error(
+            key,
+            format!(
+                "{}: {}; fix: {}",
+                path.display(),
+                problems.join("; "),
+                perms::fix(path, group)
+            ),
+        );
+    } else if let Some(u) = user {
+        // The rule holds for the file; the directories above must let the
+        // service user reach it too.
+        if let Err(e) = u.can_open(path, 4) {
+            r.error(key, format!("{e}: the agent would not start"));
+        }
+    }
+}
+
+/// Every program the agent may run: found, a file, executable.
+fn check_programs(r: &mut Report<'_>, c: &Config, h: &Host) {
+    let path_note = |h: &Host| {
+        format!(
+            "looked up in the PATH the unit gives the agent ({})",
+            h.path.to_string_lossy()
+        )
+    };
+    let program = |r: &mut Report<'_>, key: &str, argv0: &str, what: &str| {
+        if let Err(e) = crate::power::exec::check_program_in(argv0, &h.path) {
+            let e = if argv0.contains('/') {
+                e
+            } else {
+                format!("{e}; {}", path_note(h))
+            };
+            r.error(key, format!("{what}: {e}"));
+        }
+    };
+    if let Some(p) = c.shutdown.command.first() {
+        program(
+            r,
+            "shutdown.command[0]",
+            p,
+            "the shutdown would fail (a missed shutdown)",
+        );
+    }
+    if let Some(p) = c.shutdown.pre_command.first() {
+        program(
+            r,
+            "shutdown.pre_command[0]",
+            p,
+            "the pre-command would fail",
+        );
+    }
+    for (i, t) in c.power.targets.iter().enumerate() {
+        if let Ok(spec) = crate::power::parse_target(t) {
+            if let crate::power::TargetKind::Exec { program: p, .. } = &spec.kind {
+                program(
+                    r,
+                    &format!("power.targets[{i}]"),
+                    p,
+                    &format!("{t}: the agent would not start"),
+                );
+            }
+        }
+    }
+    let s = &c.sensors;
+    if s.sources.contains(&SourceKind::Exec) {
+        if let Some(p) = s.exec.first() {
+            program(
+                r,
+                "sensors.exec[0]",
+                p,
+                "the exec source would be down (no readings)",
+            );
+        }
+    }
+    if s.sources.contains(&SourceKind::LmSensors) {
+        match &s.lm_sensors_file {
+            Some(f) if !f.exists() => r.warn(
+                "sensors.lm_sensors_file",
+                format!(
+                    "{} does not exist (yet): the lm_sensors source is down until it does",
+                    f.display()
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                if let Some(p) = s.lm_sensors_command.first() {
+                    program(
+                        r,
+                        "sensors.lm_sensors_command[0]",
+                        p,
+                        "the lm_sensors source would be down (apt install lm-sensors)",
+                    );
+                }
+            }
+        }
+    }
+    if s.sources.contains(&SourceKind::File) {
+        if let Some(f) = &s.file {
+            if !f.exists() {
+                r.warn(
+                    "sensors.file",
+                    format!(
+                        "{} does not exist (yet): the file source is down until whatever writes it runs",
+                        f.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// ICMP probes need a raw socket (`CAP_NET_RAW`, which the unit grants)
+/// or unprivileged ping (`net.ipv4.ping_group_range` covering the user's
+/// group); without either the agent does not start. A warning: file
+/// capabilities on the binary would do too, and are not looked at.
+fn check_icmp(r: &mut Report<'_>, c: &Config, h: &Host) {
+    let Some(u) = &h.user else {
+        return;
+    };
+    let first = c.power.targets.iter().position(|t| {
+        crate::power::parse_target(t)
+            .is_ok_and(|s| matches!(s.kind, crate::power::TargetKind::Icmp { .. }))
+    });
+    let Some(i) = first else {
+        return;
+    };
+    if u.is_root() {
+        return;
+    }
+    let settings = unit_settings(h);
+    let unit_grants = unit_setting(&settings, "AmbientCapabilities")
+        .is_some_and(|v| v.split_whitespace().any(|c| c == "CAP_NET_RAW"));
+    let ping_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        });
+    let in_range = ping_range.is_some_and(|(lo, hi)| {
+        std::iter::once(u.gid)
+            .chain(u.groups.iter().copied())
+            .any(|g| lo <= g && g <= hi)
+    });
+    if !unit_grants && !in_range {
+        r.warn(
+            &format!("power.targets[{i}]"),
+            format!(
+                "ICMP probes need CAP_NET_RAW or unprivileged ping, and user {} has neither here (no coolmesh.service granting AmbientCapabilities=CAP_NET_RAW for it, and net.ipv4.ping_group_range {} does not cover its groups): the agent would not start; run it under the packaged unit, or sysctl -w net.ipv4.ping_group_range=\"0 2147483647\", or use tcp:// targets",
+                u.name,
+                ping_range
+                    .map(|(a, b)| format!("{a} {b}"))
+                    .unwrap_or_else(|| "(unreadable)".into())
+            ),
+        );
+    }
+}
+
+/// `systemctl poweroff` and friends as a user other than root need a
+/// polkit rule (logind asks polkit); `sudo ...` needs a sudoers rule and
+/// a unit without `NoNewPrivileges=yes`. Warnings: only a drill tells
+/// for sure, and `busctl ... CanPowerOff` as the user shows what logind
+/// says.
+fn check_poweroff_permission(r: &mut Report<'_>, c: &Config, h: &Host) {
+    let Some(u) = &h.user else {
+        return;
+    };
+    if u.is_root() {
+        return;
+    }
+    let argv = &c.shutdown.command;
+    let Some(first) = argv.first() else {
+        return;
+    };
+    let key = "shutdown.command";
+    if basename(first) == "sudo" {
+        check_sudo(r, argv, u, h);
+        return;
+    }
+    if !powers_off_through_logind(argv) {
+        return;
+    }
+    let can_poweroff = format!(
+        "test it with: runuser -u {} -- busctl call org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager CanPowerOff (must answer s \"yes\")",
+        u.name
+    );
+    let (found, unreadable) = polkit_rule_for(h, u);
+    match found {
+        Some(rule) => {
+            if !h.polkitd.iter().any(|p| p.exists()) {
+                r.warn(
+                    key,
+                    format!(
+                        "{} as user {} relies on the polkit rule {}, but polkitd is not installed, so logind refuses: apt install polkitd; {can_poweroff}",
+                        argv.join(" "),
+                        u.name,
+                        rule.display()
+                    ),
+                );
+            }
+        }
+        None => {
+            let unread = if unreadable.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (could not read {}: run the preflight as root)",
+                    unreadable
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            r.warn(
+                key,
+                format!(
+                    "{cmd} runs as user {user}, and no polkit rule lets {user} power off{unread}: logind would refuse and the shutdown would fail. Install polkitd and the package's /usr/share/polkit-1/rules.d/50-coolmesh.rules (for another user, a copy naming it), or use sudo: a sudoers line `{user} ALL=(root) NOPASSWD: /usr/bin/systemctl poweroff`, command = [\"sudo\", \"-n\", \"/usr/bin/systemctl\", \"poweroff\"] and NoNewPrivileges=no in a drop-in (operator guide, \"Shutdown permission\"); {can_poweroff}",
+                    cmd = argv.join(" "),
+                    user = u.name
+                ),
+            );
+        }
+    }
+}
+
+/// `systemctl poweroff|halt|reboot`, `shutdown`, `poweroff`, `halt`, or
+/// a D-Bus call of logind's PowerOff: all end at logind, which asks polkit
+/// about a caller that is not root.
+fn powers_off_through_logind(argv: &[String]) -> bool {
+    let Some(first) = argv.first() else {
+        return false;
+    };
+    let args = &argv[1..];
+    match basename(first) {
+        "systemctl" => args
+            .iter()
+            .any(|a| matches!(a.as_str(), "poweroff" | "halt" | "reboot" | "kexec")),
+        "shutdown" | "poweroff" | "halt" => true,
+        "busctl" | "dbus-send" | "gdbus" => args.iter().any(|a| a.contains("PowerOff")),
+        _ => false,
+    }
+}
+
+/// A polkit rule that names `u` (or its group) and logind's power-off
+/// action; also the directories that could not be read.
+fn polkit_rule_for(h: &Host, u: &Account) -> (Option<PathBuf>, Vec<PathBuf>) {
+    let mut unreadable = Vec::new();
+    let names_user = |text: &str| {
+        [&u.name, &u.group]
+            .iter()
+            .any(|n| text.contains(&format!("\"{n}\"")) || text.contains(&format!("'{n}'")))
+    };
+    for dir in &h.polkit_rules {
+        for f in files_in(dir, "rules", &mut unreadable) {
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                if text.contains("org.freedesktop.login1.power-off") && names_user(&text) {
+                    return (Some(f), unreadable);
+                }
+            }
+        }
+    }
+    for dir in &h.polkit_pkla {
+        let mut subdirs = vec![dir.clone()];
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            subdirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for d in subdirs {
+            for f in files_in(&d, "pkla", &mut unreadable) {
+                if let Ok(text) = std::fs::read_to_string(&f) {
+                    if text.contains("org.freedesktop.login1.power-off")
+                        && (text.contains(&format!("unix-user:{}", u.name))
+                            || text.contains(&format!("unix-group:{}", u.group)))
+                    {
+                        return (Some(f), unreadable);
+                    }
+                }
+            }
+        }
+    }
+    (None, unreadable)
+}
+
+/// Files `*.EXT` in `dir`, sorted; an existing directory that cannot be
+/// read is added to `unreadable`.
+fn files_in(dir: &Path, ext: &str, unreadable: &mut Vec<PathBuf>) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
+                .collect();
+            v.sort();
+            v
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(_) => {
+            unreadable.push(dir.to_path_buf());
+            Vec::new()
+        }
+    }
+}
+
+/// The unit's settings (unit file, then drop-ins in name order; read
+/// them with [`unit_setting`], last assignment wins), when the unit runs
+/// the agent as the user checked: its sandbox applies only then. Empty
+/// without a unit file, or for another user (`--user` someone else: the
+/// agent does not run under this unit).
+fn unit_settings(h: &Host) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(unit) = h.unit_files.iter().find(|p| p.exists()) else {
+        return out;
+    };
+    let mut files = vec![unit.clone()];
+    let mut dropins: Vec<PathBuf> = Vec::new();
+    let mut ignored = Vec::new();
+    for d in &h.unit_dropins {
+        dropins.extend(files_in(d, "conf", &mut ignored));
+    }
+    dropins.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+    files.extend(dropins);
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    let unit_user = unit_setting(&out, "User").unwrap_or_else(|| "root".into());
+    if h.user.as_ref().map(|u| u.name.as_str()) != Some(unit_user.as_str()) {
+        out.clear();
+    }
+    out
+}
+
+fn unit_setting(settings: &[(String, String)], key: &str) -> Option<String> {
+    settings
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on")
+}
+
+fn check_sudo(r: &mut Report<'_>, argv: &[String], u: &Account, h: &Host) {
+    let key = "shutdown.command";
+    // The command sudo would run: skip sudo's options (and the values of
+    // those that take one).
+    let mut rest = argv[1..].iter().peekable();
+    while let Some(a) = rest.peek() {
+        if a.as_str() == "--" {
+            rest.next();
+            break;
+        }
+        if !a.starts_with('-') {
+            break;
+        }
+        let takes_value = matches!(
+            a.as_str(),
+            "-u" | "-g" | "-C" | "-D" | "-h" | "-p" | "-r" | "-t" | "-U" | "-T"
+        );
+        rest.next();
+        if takes_value {
+            rest.next();
+        }
+    }
+    let cmd: Vec<&String> = rest.collect();
+    if cmd.is_empty() {
+        r.error(key, "sudo without a command to run");
+        return;
+    }
+    let settings = unit_settings(h);
+    if unit_setting(&settings, "NoNewPrivileges").is_some_and(|v| truthy(&v)) {
+        r.warn(
+            key,
+            "sudo cannot raise privileges in coolmesh.service, which sets NoNewPrivileges=yes: add a drop-in (`systemctl edit coolmesh`: [Service] NoNewPrivileges=no), or let polkit allow systemctl poweroff instead (operator guide, \"Shutdown permission\")",
+        );
+    }
+    if !h.as_root {
+        r.warn(
+            key,
+            format!(
+                "cannot check whether sudo lets user {} run {} without being root; run the preflight as root",
+                u.name,
+                cmd.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+            ),
+        );
+        return;
+    }
+    let out = std::process::Command::new(&argv[0])
+        .args(["-n", "-l", "-U", &u.name, "--"])
+        .args(cmd.iter().map(|s| s.as_str()))
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(_) => r.warn(
+            key,
+            format!(
+                "sudo does not let user {user} run {c} without a password: the shutdown would fail; add `{user} ALL=(root) NOPASSWD: {c}` to /etc/sudoers.d/coolmesh (visudo -f), and keep -n in the command",
+                user = u.name,
+                c = cmd.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+            ),
+        ),
+        Err(e) => r.warn(key, format!("could not ask sudo ({e})")),
+    }
+}
+
+/// The state directory and the dry-run marker: writable by the service
+/// user, and inside what the unit's sandbox lets it write.
+fn check_state_paths(r: &mut Report<'_>, c: &Config, h: &Host) {
+    let settings = unit_settings(h);
+    let strict = unit_setting(&settings, "ProtectSystem").as_deref() == Some("strict");
+    let writable: Vec<PathBuf> = settings
+        .iter()
+        .filter(|(k, _)| k == "ReadWritePaths")
+        .flat_map(|(_, v)| {
+            v.split_whitespace()
+                .map(|p| PathBuf::from(p.trim_start_matches(['-', '+'])))
+                .collect::<Vec<_>>()
+        })
+        .chain(std::iter::once(PathBuf::from("/var/lib/coolmesh")))
+        .collect();
+    let sandboxed = |p: &Path| strict && !writable.iter().any(|w| p.starts_with(w));
+    let dir = &c.node.state_dir;
+    if sandboxed(dir) {
+        r.error(
+            "node.state_dir",
+            format!(
+                "{}: coolmesh.service has ProtectSystem=strict, and only /var/lib/coolmesh (StateDirectory=) is writable there: the agent could not save its state machine; use /var/lib/coolmesh or add ReadWritePaths={} in a drop-in",
+                dir.display(),
+                dir.display()
+            ),
+        );
+    } else if let (Some(u), true) = (&h.user, dir.is_dir()) {
+        // systemd hands /var/lib/coolmesh (StateDirectory=) to the
+        // service user at every start; another directory must be theirs.
+        let managed = !settings.is_empty() && dir == Path::new("/var/lib/coolmesh");
+        if !managed {
+            let id = dir.join(crate::cluster::identity::IDENTITY_FILE);
+            if let Err(e) = u.can_open(dir, 2 | 1) {
+                r.error(
+                    "node.state_dir",
+                    format!(
+                        "{e}: the agent could not save its state machine; chown -R {}:{} {}",
+                        u.name,
+                        u.group,
+                        dir.display()
+                    ),
+                );
+            } else if id.exists() {
+                // An identity made by root (`coolmesh keygen` before the
+                // install) that the agent cannot read stops it at start.
+                if let Err(e) = u.can_open(&id, 4) {
+                    r.error(
+                        "node.state_dir",
+                        format!(
+                            "{e}: the agent could not load its identity and would not start; chown {}:{} {}",
+                            u.name,
+                            u.group,
+                            id.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if c.shutdown.dry_run {
+        if let Some(m) = &c.shutdown.dry_run_marker {
+            let parent = m.parent().filter(|p| !p.as_os_str().is_empty());
+            if sandboxed(m) {
+                r.warn(
+                    "shutdown.dry_run_marker",
+                    format!(
+                        "{}: outside what coolmesh.service may write (ProtectSystem=strict): a drill would write no marker; put it under /var/lib/coolmesh",
+                        m.display()
+                    ),
+                );
+            } else if parent.is_some_and(|p| !p.is_dir())
+                && !parent.is_some_and(|p| p.starts_with(dir))
+            {
+                r.warn(
+                    "shutdown.dry_run_marker",
+                    format!(
+                        "{}: its directory does not exist, so a drill would write no marker",
+                        m.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_in(dir: &Path, user: Option<Account>) -> Host {
+        Host {
+            user,
+            user_name: "coolmesh".into(),
+            path: OsString::from(dir.join("bin")),
+            polkit_rules: vec![dir.join("rules.d")],
+            polkit_pkla: vec![dir.join("localauthority")],
+            polkitd: vec![dir.join("polkitd")],
+            unit_files: vec![dir.join("coolmesh.service")],
+            unit_dropins: vec![dir.join("coolmesh.service.d")],
+            as_root: false,
+        }
+    }
+
+    fn svc() -> Account {
+        Account {
+            name: "coolmesh".into(),
+            uid: 4242,
+            gid: 4242,
+            group: "coolmesh".into(),
+            groups: vec![],
+        }
+    }
+
+    fn messages(o: &Outcome) -> String {
+        o.problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn systemctl_poweroff_without_a_polkit_rule_is_named_with_the_fix() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(d.path().join("bin")).expect("bin");
+        let systemctl = d.path().join("bin/systemctl");
+        std::fs::write(&systemctl, "#!/bin/sh\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let h = host_in(d.path(), Some(svc()));
+        let src =
+            "[cluster]\nenabled = false\n[shutdown]\ncommand = [\"systemctl\", \"poweroff\"]\n";
+        let file = d.path().join("c.toml");
+        let o = check_config(&file, src, Some(&h));
+        let m = messages(&o);
+        assert!(
+            m.contains("warning: line 4: shutdown.command: systemctl poweroff runs as user coolmesh, and no polkit rule lets coolmesh power off")
+                && m.contains("50-coolmesh.rules")
+                && m.contains("NOPASSWD"),
+            "{m}"
+        );
+        // With the package's rule (and polkitd): no warning.
+        std::fs::create_dir_all(d.path().join("rules.d")).expect("rules.d");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/polkit/50-coolmesh.rules"),
+            d.path().join("rules.d/50-coolmesh.rules"),
+        )
+        .expect("copy rule");
+        std::fs::write(d.path().join("polkitd"), "").expect("polkitd");
+        let m = messages(&check_config(&file, src, Some(&h)));
+        assert!(!m.contains("shutdown.command"), "{m}");
+        // The rule without polkitd: logind refuses.
+        std::fs::remove_file(d.path().join("polkitd")).expect("rm");
+        let m = messages(&check_config(&file, src, Some(&h)));
+        assert!(m.contains("polkitd is not installed"), "{m}");
+        // sudo under the packaged unit (NoNewPrivileges=yes).
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coolmesh.service"),
+            d.path().join("coolmesh.service"),
+        )
+        .expect("copy unit");
+        let sudo = d.path().join("bin/sudo");
+        std::fs::write(&sudo, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let src_sudo = "[cluster]\nenabled = false\n[shutdown]\ncommand = [\"sudo\", \"-n\", \"/usr/bin/systemctl\", \"poweroff\"]\n";
+        let m = messages(&check_config(&file, src_sudo, Some(&h)));
+        assert!(m.contains("NoNewPrivileges=yes"), "{m}");
+        std::fs::create_dir_all(d.path().join("coolmesh.service.d")).expect("d");
+        std::fs::write(
+            d.path().join("coolmesh.service.d/sudo.conf"),
+            "[Service]\nNoNewPrivileges=no\n",
+        )
+        .expect("dropin");
+        let m = messages(&check_config(&file, src_sudo, Some(&h)));
+        assert!(!m.contains("NoNewPrivileges=yes"), "{m}");
+        assert!(m.contains("run the preflight as root"), "{m}");
+        // Root needs neither.
+        let root = Account {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            group: "root".into(),
+            groups: vec![],
+        };
+        let m = messages(&check_config(
+            &file,
+            src,
+            Some(&host_in(d.path(), Some(root))),
+        ));
+        assert!(!m.contains("shutdown.command"), "{m}");
+    }
+
+    #[test]
+    fn logind_commands() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(powers_off_through_logind(&v(&["systemctl", "poweroff"])));
+        assert!(powers_off_through_logind(&v(&[
+            "/usr/bin/systemctl",
+            "poweroff",
+            "-i"
+        ])));
+        assert!(powers_off_through_logind(&v(&[
+            "/sbin/shutdown",
+            "-h",
+            "now"
+        ])));
+        assert!(powers_off_through_logind(&v(&[
+            "dbus-send",
+            "--system",
+            "--print-reply",
+            "--dest=org.freedesktop.login1",
+            "/org/freedesktop/login1",
+            "org.freedesktop.login1.Manager.PowerOff",
+            "boolean:false"
+        ])));
+        assert!(!powers_off_through_logind(&v(&["systemctl", "status"])));
+        assert!(!powers_off_through_logind(&v(&[
+            "/usr/local/bin/drain-and-off"
+        ])));
+    }
+
+    #[test]
+    fn durations_that_fake_or_miss_a_shutdown() {
+        let f = Path::new("c.toml");
+        let src = "[power]\ntargets = [\"tcp://10.0.0.1:22\"]\ninterval = \"10s\"\ntimeout = \"1s\"\n[shutdown]\ngrace = \"15s\"\nduration = \"1m\"\npre_command = [\"/bin/true\"]\npre_command_timeout = \"2m\"\ncancel_hold = \"0s\"\n[sensors]\ninterval = \"10s\"\ntimeout = \"1s\"\n[cluster]\nenabled = false\n";
+        let o = check_config(f, src, None);
+        let m = messages(&o);
+        for want in [
+            "line 6: shutdown.grace: 15s is not longer than the time a recovery takes",
+            "warning: line 7: shutdown.duration: 1m is not shorter than shutdown.grace",
+            "warning: line 7: shutdown.duration: 1m is shorter than shutdown.pre_command_timeout",
+            "warning: line 10: shutdown.cancel_hold: zero",
+            "warning: line 12: sensors.interval: 10s",
+        ] {
+            assert!(m.contains(want), "{want}\n{m}");
+        }
+        assert_eq!(o.errors(), 1, "{m}");
+        // The defaults are sane (warnings only: no targets, no roster).
+        let o = check_config(f, "[cluster]\ninsecure_no_psk = true\n", None);
+        assert_eq!(o.errors(), 0, "{}", messages(&o));
+        // A bare upsc never sees mains fail.
+        let o = check_config(
+            f,
+            "[cluster]\nenabled = false\n[power]\ntargets = [\n  \"tcp://10.0.0.1:22\",\n  \"exec:/usr/bin/upsc ups@localhost ups.status\",\n]\n",
+            None,
+        );
+        assert!(
+            messages(&o).contains("line 6: power.targets[1]: exec:/usr/bin/upsc ups@localhost ups.status: upsc exits 0"),
+            "{}",
+            messages(&o)
+        );
+    }
+}
