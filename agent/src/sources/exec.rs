@@ -11,9 +11,7 @@
 use super::{json::parse_readings, Source, SourceError, MAX_DOCUMENT};
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
-use std::process::Stdio;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 
 /// Runs `argv` and parses its stdout.
 #[derive(Debug, Clone)]
@@ -30,61 +28,29 @@ impl ExecSource {
 
 /// Run `argv`, returning stdout (capped at `cap`) if it exits 0.
 pub async fn run_capped(argv: &[String], cap: u64) -> Result<String, SourceError> {
+    use super::child::{run, Limits, RunError};
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| SourceError::Command("empty command".into()))?;
-    let mut child = tokio::process::Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| SourceError::Command(format!("{prog}: cannot start: {e}")))?;
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let out = child.stdout.take();
-    let err = child.stderr.take();
-    let read_out = async {
-        if let Some(o) = out {
-            o.take(cap + 1).read_to_end(&mut stdout).await?;
-        }
-        Ok::<_, std::io::Error>(())
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let limits = Limits {
+        stdout_cap: cap,
+        stderr_keep: 4096,
     };
-    let read_err = async {
-        if let Some(mut e) = err {
-            // Keep the first 4 KiB for the error message but drain the rest:
-            // a plugin blocked on a full stderr pipe would look hung.
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = e.read(&mut chunk).await?;
-                if n == 0 {
-                    break;
-                }
-                let room = 4096usize.saturating_sub(stderr.len());
-                stderr.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let (r1, r2) = tokio::join!(read_out, read_err);
-    r1.and(r2)
-        .map_err(|e| SourceError::Command(format!("{prog}: reading output: {e}")))?;
-    if stdout.len() as u64 > cap {
-        let _ = child.start_kill();
-        return Err(SourceError::Command(format!(
-            "{prog}: printed more than {cap} bytes"
-        )));
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| SourceError::Command(format!("{prog}: {e}")))?;
-    if !status.success() {
-        let msg = String::from_utf8_lossy(&stderr);
+    let out = run(prog.as_ref(), &args, &[], limits).await.map_err(|e| {
+        SourceError::Command(match e {
+            RunError::Spawn(e) => format!("{prog}: cannot start: {e}"),
+            RunError::Read(e) => format!("{prog}: reading output: {e}"),
+            RunError::TooLarge => format!("{prog}: printed more than {cap} bytes"),
+            RunError::Wait(e) => format!("{prog}: {e}"),
+        })
+    })?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
         let msg: String = msg.trim().chars().take(200).collect();
         return Err(SourceError::Command(format!(
-            "{prog}: {status}{}",
+            "{prog}: {}{}",
+            out.status,
             if msg.is_empty() {
                 String::new()
             } else {
@@ -92,7 +58,7 @@ pub async fn run_capped(argv: &[String], cap: u64) -> Result<String, SourceError
             }
         )));
     }
-    String::from_utf8(stdout)
+    String::from_utf8(out.stdout)
         .map_err(|_| SourceError::Command(format!("{prog}: output is not UTF-8")))
 }
 

@@ -102,6 +102,7 @@
 //!   skipped. Note that sensors prints a limit it could not read as `+0.0`;
 //!   text cannot tell that apart from a real zero.
 
+use super::child::{self, Output, RunError};
 use super::{blocking, read_capped, BusyGuard, Source, SourceError, MAX_DOCUMENT};
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
@@ -112,11 +113,9 @@ use std::fmt;
 use std::iter::Peekable;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 
 /// The `source` label of every reading from this module.
 pub const SOURCE_NAME: &str = "lm_sensors";
@@ -348,64 +347,24 @@ impl LmSensors {
     }
 }
 
-/// What a finished command left behind.
-struct Output {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-/// Run `program args`, reading at most `MAX_DOCUMENT` bytes of stdout. Stderr
-/// is drained concurrently (so a chatty child cannot block on a full pipe) and
-/// only its first `STDERR_KEEP` bytes are kept.
+/// Run `program args` with `LC_ALL=C` through the sources' child runner:
+/// at most `MAX_DOCUMENT` bytes of stdout, the first `STDERR_KEEP` bytes of
+/// stderr.
 async fn run(program: &Path, args: &[OsString], shown: &str) -> Result<Output, SourceError> {
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| SourceError::Command(format!("`{shown}`: cannot run: {e}")))?;
-
-    let stderr = child.stderr.take();
-    let stderr_task = tokio::spawn(async move {
-        let mut kept = Vec::new();
-        if let Some(mut pipe) = stderr {
-            // Read errors only shorten the excerpt.
-            let _ = (&mut pipe).take(STDERR_KEEP).read_to_end(&mut kept).await;
-            let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
-        }
-        kept
-    });
-
-    let mut stdout = Vec::new();
-    if let Some(pipe) = child.stdout.take() {
-        pipe.take(MAX_DOCUMENT + 1)
-            .read_to_end(&mut stdout)
-            .await
-            .map_err(|e| SourceError::Command(format!("`{shown}`: reading output: {e}")))?;
-    }
-    if stdout.len() as u64 > MAX_DOCUMENT {
-        // Stop a runaway producer now rather than when the sampler times out.
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-        stderr_task.abort();
-        return Err(SourceError::Parse(format!(
-            "`{shown}`: output larger than {MAX_DOCUMENT} bytes, not sensors output"
-        )));
-    }
-    let status = child
-        .wait()
+    let limits = child::Limits {
+        stdout_cap: MAX_DOCUMENT,
+        stderr_keep: STDERR_KEEP,
+    };
+    child::run(program.as_os_str(), args, &[("LC_ALL", "C")], limits)
         .await
-        .map_err(|e| SourceError::Command(format!("`{shown}`: waiting for exit: {e}")))?;
-    let stderr = stderr_task.await.unwrap_or_default();
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
+        .map_err(|e| match e {
+            RunError::Spawn(e) => SourceError::Command(format!("`{shown}`: cannot run: {e}")),
+            RunError::Read(e) => SourceError::Command(format!("`{shown}`: reading output: {e}")),
+            RunError::TooLarge => SourceError::Parse(format!(
+                "`{shown}`: output larger than {MAX_DOCUMENT} bytes, not sensors output"
+            )),
+            RunError::Wait(e) => SourceError::Command(format!("`{shown}`: waiting for exit: {e}")),
+        })
 }
 
 fn shown_command(program: &Path, args: &[OsString]) -> String {

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub mod child;
 pub mod exec;
 pub mod file;
 pub mod hwmon;
