@@ -3,6 +3,16 @@
 //! A source turns some system interface into [`Reading`]s. Sources never run
 //! on a scrape: the sampler (`crate::sampler`) calls them on an interval,
 //! under a timeout, and keeps the last result.
+//!
+//! # Layout
+//!
+//! - [`hwmon`], [`thermal_zone`]: Linux sysfs (root override `--path.sysfs`).
+//! - [`sysinfo`]: the portable fallback.
+//! - [`lm_sensors`]: lm-sensors' `sensors` program or a saved output; a folder:
+//!   `mod.rs` (modes, command, formats), `json.rs`, `text.rs`, `tests/`.
+//! - [`exec`]: a plugin command printing a JSON readings document.
+//! - [`file`]: a JSON readings document on disk; [`json`]: its schema.
+//! - [`child`]: the one child-process runner of `exec` and `lm_sensors`.
 
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
