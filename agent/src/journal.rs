@@ -27,7 +27,7 @@
 //! # Use
 //!
 //! [`Journal::open`] loads what is on disk (at most `max_bytes`) and starts
-//! nothing; [`Journal::writer`] returns the task that appends. The agent
+//! nothing; the [`Writer`] it also returns is the task that appends. The agent
 //! calls [`Journal::record`], which never blocks: entries go through a
 //! bounded channel, and if the writer is behind the entry is dropped and
 //! counted ([`Journal::dropped`]).
