@@ -363,7 +363,7 @@ pub struct Journal {
     tx: mpsc::Sender<Entry>,
 }
 
-/// The task that appends entries (see [`Journal::writer`]).
+/// The task that appends entries (returned by [`Journal::open`]; run it once).
 pub struct Writer {
     inner: Arc<Inner>,
     rx: mpsc::Receiver<Entry>,
