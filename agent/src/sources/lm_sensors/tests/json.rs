@@ -131,13 +131,13 @@ fn json_keeps_repeated_labels_and_empty_features() {
 #[test]
 fn json_leaves_of_the_wrong_type_are_missing_values() {
     let doc = r#"{"coretemp-isa-0000": {"Adapter": "ISA adapter",
-        "Core 0": {"temp2_input": "45.0", "temp2_max": 80.0},
-        "Core 1": {"temp3_input": 46.0, "temp3_crit": "100"},
-        "Core 2": {"temp4_input": null},
-        "Core 3": [1, 2],
-        "Core 4": {"temp6_input": true, "temp6_crit": 100.0},
-        "Core 5": {"temp7_input": 47.0, "temp7_max": {"nested": 1}},
-        "Core 6": 48.0}}"#;
+            "Core 0": {"temp2_input": "45.0", "temp2_max": 80.0},
+            "Core 1": {"temp3_input": 46.0, "temp3_crit": "100"},
+            "Core 2": {"temp4_input": null},
+            "Core 3": [1, 2],
+            "Core 4": {"temp6_input": true, "temp6_crit": 100.0},
+            "Core 5": {"temp7_input": 47.0, "temp7_max": {"nested": 1}},
+            "Core 6": 48.0}}"#;
     assert_rows(
         &json(doc),
         &[

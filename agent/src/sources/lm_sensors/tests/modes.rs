@@ -44,7 +44,7 @@ async fn command_prints_fixture() {
         dir.path(),
         &format!(
             "echo \"$LC_ALL $*\" >> '{d}/calls'\n\
-             if [ \"$1\" = \"-j\" ]; then cat '{d}/ws.json'; else cat '{d}/ws.txt'; fi"
+                     if [ \"$1\" = \"-j\" ]; then cat '{d}/ws.json'; else cat '{d}/ws.txt'; fi"
         ),
     );
     let want_json = json(fixture!("workstation.json"));
@@ -87,8 +87,8 @@ async fn command_exit_status_is_an_error_with_stderr() {
     let program = script(
         dir.path(),
         "echo 'No sensors found!' >&2\n\
-         echo 'Make sure you loaded all the kernel drivers you need.' >&2\n\
-         exit 1",
+                 echo 'Make sure you loaded all the kernel drivers you need.' >&2\n\
+                 exit 1",
     );
     let src = Arc::new(LmSensors::command(&program, Format::Auto));
     match read(&src).await {
@@ -129,12 +129,12 @@ async fn command_auto_falls_back_to_text_without_json_support() {
         dir.path(),
         &format!(
             "echo \"$*\" >> '{d}/calls'\n\
-             if [ \"$1\" = \"-j\" ]; then\n\
-               echo \"sensors: invalid option -- 'j'\" >&2\n\
-               echo \"Try \\`sensors -h' for more information\"\n\
-               exit 1\n\
-             fi\n\
-             cat '{d}/ws.txt'"
+                     if [ \"$1\" = \"-j\" ]; then\n\
+                       echo \"sensors: invalid option -- 'j'\" >&2\n\
+                       echo \"Try \\`sensors -h' for more information\"\n\
+                       exit 1\n\
+                     fi\n\
+                     cat '{d}/ws.txt'"
         ),
     );
     let src = Arc::new(LmSensors::command(&program, Format::Auto));
@@ -158,16 +158,16 @@ async fn command_auto_falls_back_to_text_on_broken_json() {
     let d = dir.path().display();
     // sensors prints labels unescaped: a `"` in a label breaks the JSON.
     let program = script(
-        dir.path(),
-        &format!(
-            "echo \"$*\" >> '{d}/calls'\n\
-             if [ \"$1\" = \"-j\" ]; then\n\
-               printf '{{\"it87-isa-0290\":{{\"CPU \"big\" core\":{{\"temp1_input\": 40.000}}}}}}\\n'\n\
-               exit 0\n\
-             fi\n\
-             cat '{d}/ws.txt'"
-        ),
-    );
+                dir.path(),
+                &format!(
+                    "echo \"$*\" >> '{d}/calls'\n\
+                     if [ \"$1\" = \"-j\" ]; then\n\
+                       printf '{{\"it87-isa-0290\":{{\"CPU \"big\" core\":{{\"temp1_input\": 40.000}}}}}}\\n'\n\
+                       exit 0\n\
+                     fi\n\
+                     cat '{d}/ws.txt'"
+                ),
+            );
     let src = Arc::new(LmSensors::command(&program, Format::Auto));
     let want = text(fixture!("workstation.txt"));
     assert_eq!(read(&src).await.expect("first"), want);
@@ -194,14 +194,14 @@ async fn command_large_stderr_is_drained_and_excerpted() {
     let dir = tempfile::tempdir().expect("tempdir");
     // ~150 KB of stderr: more than a pipe buffer.
     let program = script(
-        dir.path(),
-        "i=0\n\
-         while [ $i -lt 2000 ]; do\n\
-           echo \"ERROR: Can't get value of subfeature temp${i}_input: Kernel interface error\" >&2\n\
-           i=$((i+1))\n\
-         done\n\
-         exit 2",
-    );
+                dir.path(),
+                "i=0\n\
+                 while [ $i -lt 2000 ]; do\n\
+                   echo \"ERROR: Can't get value of subfeature temp${i}_input: Kernel interface error\" >&2\n\
+                   i=$((i+1))\n\
+                 done\n\
+                 exit 2",
+            );
     let src = Arc::new(LmSensors::command(&program, Format::Json));
     match read(&src).await {
         Err(SourceError::Command(m)) => {

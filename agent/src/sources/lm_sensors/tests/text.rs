@@ -252,9 +252,9 @@ fn text_with_mangled_degree_sign() {
     assert_rows(&text(fixture!("latin1_lossy.txt")), &PLAIN_COMPUTER[..3]);
     // Also with a space before the mangled sign.
     assert_rows(
-        &text("acpitz-acpi-0\nAdapter: ACPI interface\ntemp1:        +28.0 Â°C  (crit = +105.0 Â°C)\n"),
-        &[("acpitz-acpi-0", "temp1", None, 28.0, None, Some(105.0))],
-    );
+            &text("acpitz-acpi-0\nAdapter: ACPI interface\ntemp1:        +28.0 Â°C  (crit = +105.0 Â°C)\n"),
+            &[("acpitz-acpi-0", "temp1", None, 28.0, None, Some(105.0))],
+        );
 }
 
 #[test]
@@ -371,7 +371,7 @@ fn text_adapter_lines_optional_and_chips_need_no_blank_line() {
     // `sensors -A` (no Adapter lines), CRLF, and a chip glued to the previous one.
     let input =
         "coretemp-isa-0000\r\nPackage id 0:  +48.0°C  (high = +80.0°C, crit = +100.0°C)\r\n\
-                 acpitz-acpi-0\r\ntemp1:        +27.8°C  (crit = +119.0°C)\r\n";
+                     acpitz-acpi-0\r\ntemp1:        +27.8°C  (crit = +119.0°C)\r\n";
     assert_rows(
         &text(input),
         &[
