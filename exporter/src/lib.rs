@@ -6,11 +6,14 @@
 //! - [`collector`]: scrape-time metrics computed from the snapshot.
 //! - [`text`]: the text exposition writer for the snapshot families.
 //! - [`metrics`]: the registry, registered once at startup.
-//! - [`http`]: hyper server, routes, operator commands.
+//! - [`http`]: hyper server, routes, operator commands, the decision journal
+//!   (`GET /v1/events` through [`http::EventSource`]), room commands.
 //! - [`auth`]: bearer token check in constant time.
 //! - [`status_page`]: the self-contained HTML status page.
 //! - [`web_config`]: `--web.config.file` (exporter-toolkit format): TLS,
-//!   basic auth, extra response headers.
+//!   basic auth, extra response headers; a folder: `format` (the YAML
+//!   schema), `parse`, `tls` (reloading certificates, client certificates),
+//!   `basic_auth` (bcrypt behind bounded caches), `mod` (the loaded config).
 //!
 //! The exporter never does I/O on a scrape beyond serialising the snapshot.
 
