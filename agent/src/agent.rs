@@ -283,7 +283,10 @@ pub async fn run_with_web(
 
     // The cluster.
     let (local_tx, local_rx) = watch::channel(LocalState::default());
-    let (urgent_tx, urgent_rx) = mpsc::channel::<()>(4);
+    // The cluster's "push now" signal is not needed by the agent: a state
+    // change in `local` pushes by itself. The sender is dropped at once.
+    let (urgent_tx, urgent_rx) = mpsc::channel::<()>(1);
+    drop(urgent_tx);
     let (view_tx, view_rx) = watch::channel(ClusterView::default());
     let mut cluster_handle = None;
     // Room commands from the cluster layer to the core loop (bounded: a
@@ -338,7 +341,6 @@ pub async fn run_with_web(
         exec_stats,
         event_tx,
         local_tx,
-        urgent_tx,
         cluster_handle,
         counters,
         peer_id,
@@ -394,7 +396,6 @@ struct Core {
     exec_stats: Arc<crate::shutdown::ExecStats>,
     event_tx: mpsc::Sender<Event>,
     local_tx: watch::Sender<LocalState>,
-    urgent_tx: mpsc::Sender<()>,
     /// Commands to the cluster layer (the roster); `None` without a cluster.
     cluster_handle: Option<cluster::ClusterHandle>,
     counters: CounterStore,
@@ -442,7 +443,6 @@ impl Core {
         let power_open = self.power_configured;
         let mut view_open = self.cfg.cluster.enabled;
         let mut room_open = self.cfg.cluster.enabled;
-        let mut last_state = machine_rx.borrow().state;
         self.publish_local(&machine_rx.borrow().clone());
         // The watchdog is fed only while sensor rounds and probe rounds
         // keep arriving: a hung or dead producer means the state machine
@@ -533,12 +533,10 @@ impl Core {
                     sync_counters(&self.metrics, &self.fsm_stats, &self.exec_stats);
                     self.count_transitions();
                     self.journal_machine(&m);
+                    // Peers hear about a transition at once, by one path:
+                    // the cluster layer pushes our record to every member
+                    // when the published state changes (`Engine::set_local`).
                     self.publish_local(&m);
-                    if m.state != last_state {
-                        last_state = m.state;
-                        // Peers hear about transitions at once, not at the next sync.
-                        let _ = self.urgent_tx.try_send(());
-                    }
                 }
                 apply = room_rx.recv(), if room_open => {
                     let Some(apply) = apply else { room_open = false; continue; };

@@ -233,8 +233,12 @@ impl<C: Clock> Supervisor<C> {
         self
     }
 
-    /// Called on `NotifyPeers` with the new machine, e.g. to push it to
-    /// peers at once. Must not block (use `try_send` on a channel).
+    /// Called on `NotifyPeers` with the new machine. Must not block (use
+    /// `try_send` on a channel). The agent sets no hook: it tells peers by
+    /// publishing the machine (every step is published on
+    /// [`Supervisor::subscribe`]), and the cluster layer pushes its record
+    /// to every member when the published state changes. Tests use the hook
+    /// to count notifications.
     pub fn on_notify(mut self, f: impl Fn(&Machine) + Send + Sync + 'static) -> Self {
         self.notify = Box::new(f);
         self
