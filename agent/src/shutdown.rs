@@ -52,7 +52,7 @@ pub struct ShutdownConfig {
     /// shutdown: the room is heating either way.
     pub pre_command: Option<Vec<String>>,
     /// Timeout of the pre-command; its process group is killed after it.
-    /// Default 2 min. Longer gives a drain more time, out of the thermal and
+    /// Default 1 min (the same as `shutdown.pre_command_timeout`). Longer gives a drain more time, out of the thermal and
     /// battery margin of the shutdown itself.
     pub pre_command_timeout: Duration,
     /// Timeout of one attempt of the shutdown command; its process group is
@@ -77,7 +77,7 @@ impl Default for ShutdownConfig {
         ShutdownConfig {
             command: vec!["systemctl".to_string(), "poweroff".to_string()],
             pre_command: None,
-            pre_command_timeout: Duration::from_secs(120),
+            pre_command_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(120),
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
@@ -375,6 +375,19 @@ fn wait_child(mut child: Child, kill: &AtomicBool) -> io::Result<ExitStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The executor's defaults and the config's defaults are one set: an
+    /// agent built from an empty config runs with these.
+    #[test]
+    fn defaults_agree_with_the_config() {
+        let from_config = crate::agent::shutdown_config(&crate::config::Config::default());
+        let d = ShutdownConfig::default();
+        assert_eq!(from_config.command, d.command);
+        assert_eq!(from_config.pre_command, d.pre_command);
+        assert_eq!(from_config.pre_command_timeout, d.pre_command_timeout);
+        assert_eq!(from_config.command_timeout, d.command_timeout);
+        assert_eq!(from_config.dry_run, d.dry_run);
+    }
 
     fn ctx() -> RunContext {
         RunContext {
