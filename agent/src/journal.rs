@@ -255,6 +255,31 @@ pub fn encode_line(e: &Entry) -> Vec<u8> {
     out
 }
 
+/// Read at most the last `max` bytes of a file, starting at a line: (the
+/// bytes, their offset in the file). A journal can only be larger than its
+/// bound if something else wrote it; reading it whole could exhaust memory.
+fn read_tail(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    if len <= max {
+        let mut b = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut b)?;
+        return Ok((b, 0));
+    }
+    let start = len - max;
+    f.seek(SeekFrom::Start(start))?;
+    let mut b = Vec::with_capacity(max as usize);
+    f.take(max).read_to_end(&mut b)?;
+    // Skip the partial first line.
+    let cut = b
+        .iter()
+        .position(|c| *c == b'\n')
+        .map_or(b.len(), |i| i + 1);
+    b.drain(..cut);
+    Ok((b, start + cut as u64))
+}
+
 /// Read a journal file's bytes: the entries, the problems, and the length
 /// of the prefix that holds whole lines (where to cut a torn tail).
 pub fn decode(file: &str, bytes: &[u8]) -> (Vec<Entry>, Vec<Problem>, usize) {
@@ -320,8 +345,9 @@ pub fn read_dir(dir: &Path) -> std::io::Result<(Vec<Entry>, Vec<Problem>)> {
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     for name in [OLD_FILE, FILE] {
-        let bytes = match std::fs::read(dir.join(name)) {
-            Ok(b) => b,
+        // Far above any configured bound; only a foreign file is larger.
+        let bytes = match read_tail(&dir.join(name), 1 << 30) {
+            Ok((b, _)) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
@@ -378,8 +404,19 @@ impl Journal {
         let mut bytes = 0u64;
         for name in [OLD_FILE, FILE] {
             let path = dir.join(name);
-            let data = match std::fs::read(&path) {
-                Ok(b) => b,
+            let (data, offset) = match read_tail(&path, cfg.max_bytes) {
+                Ok((b, 0)) => (b, 0),
+                Ok((b, offset)) => {
+                    problems.push(Problem {
+                        file: name.into(),
+                        line: 0,
+                        error: format!(
+                            "larger than journal.max_bytes ({}): only its last entries were read",
+                            cfg.max_bytes
+                        ),
+                    });
+                    (b, offset)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     problems.push(Problem {
@@ -397,7 +434,7 @@ impl Journal {
                 if let Err(e) = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
-                    .and_then(|f| f.set_len(good as u64).and_then(|()| f.sync_all()))
+                    .and_then(|f| f.set_len(offset + good as u64).and_then(|()| f.sync_all()))
                 {
                     tracing::warn!(path = %path.display(), error = %e, "cannot cut the torn end of the journal");
                 }
@@ -658,6 +695,37 @@ mod tests {
             let (_, p, _) = decode(FILE, junk);
             assert!(!p.is_empty(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn a_file_far_over_the_bound_is_read_from_its_tail_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        for seq in 1..=500u64 {
+            bytes.extend(encode_line(&Entry {
+                seq,
+                at_ms: seq,
+                event: transition("pre_fail"),
+                evidence: None,
+            }));
+        }
+        std::fs::write(dir.path().join(FILE), &bytes).unwrap();
+        let cfg = JournalConfig {
+            max_bytes: 65_536,
+            ..Default::default()
+        };
+        let (j, _w, problems) = Journal::open(dir.path(), cfg);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].error.contains("larger than journal.max_bytes"));
+        let entries = j.inner.entries.lock().unwrap();
+        assert!(entries.len() < 500 && !entries.is_empty());
+        assert_eq!(entries.back().map(|e| e.seq), Some(500));
+        // Whole entries only, consecutive up to the last.
+        assert!(entries
+            .iter()
+            .zip(entries.iter().skip(1))
+            .all(|(a, b)| b.seq == a.seq + 1));
+        assert_eq!(j.inner.next_seq.load(Ordering::Relaxed), 501);
     }
 
     #[tokio::test]
