@@ -269,6 +269,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let app = Arc::new(App {
             metrics,
             events: None,
+            history: None,
             snapshot: rx,
             control: None,
             token: None,
