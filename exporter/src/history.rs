@@ -431,6 +431,22 @@ impl History {
         let omitted = q.limit.map_or(0, |l| list.len().saturating_sub(l.max(1)));
         list.truncate(list.len() - omitted);
         let floor = now_ms.saturating_sub(ms(self.cfg.window));
+        // Copied out (a memcpy, at most max_bytes) so that the agent's
+        // sampling never waits for the JSON of a request.
+        let (tracked, untracked) = (inner.nodes.len(), inner.untracked);
+        let list: Vec<(String, String, bool, Vec<Point>)> = list
+            .into_iter()
+            .map(|(k, s)| {
+                let pts = s
+                    .points
+                    .iter()
+                    .filter(|p| p.t_ms >= floor && p.t_ms <= now_ms)
+                    .copied()
+                    .collect();
+                (k.clone(), s.node.clone(), s.is_self, pts)
+            })
+            .collect();
+        drop(inner);
         let mut out = String::with_capacity(256 + list.len() * 64);
         let _ = write!(
             out,
@@ -440,26 +456,21 @@ impl History {
             self.cfg.points_per_node,
             self.cfg.max_nodes,
             serde_json::to_string(&FSM_STATES).unwrap_or_else(|_| "[]".into()),
-            inner.nodes.len(),
-            inner.untracked,
+            tracked,
+            untracked,
         );
-        for (i, (key, s)) in list.iter().enumerate() {
+        for (i, (key, node, is_self, pts)) in list.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            let pts: Vec<&Point> = s
-                .points
-                .iter()
-                .filter(|p| p.t_ms >= floor && p.t_ms <= now_ms)
-                .collect();
             let _ = write!(
                 out,
                 "{{\"node\":{},\"peer_id\":{},\"self\":{},\"t\":[",
-                json_str(&s.node),
+                json_str(node),
                 json_str(key),
-                s.is_self
+                is_self
             );
-            join(&mut out, &pts, |o, p| {
+            join(&mut out, pts, |o, p| {
                 // Tenths of a second, exact in integers.
                 let tenths = (now_ms - p.t_ms + 50) / 100;
                 if tenths == 0 {
@@ -471,11 +482,11 @@ impl History {
             out.push(']');
             for (j, name) in SERIES.iter().enumerate() {
                 let _ = write!(out, ",\"{name}\":[");
-                join(&mut out, &pts, |o, p| number(o, p.v[j]));
+                join(&mut out, pts, |o, p| number(o, p.v[j]));
                 out.push(']');
             }
             out.push_str(",\"state\":[");
-            join(&mut out, &pts, |o, p| {
+            join(&mut out, pts, |o, p| {
                 if p.state == NO_STATE {
                     o.push_str("null");
                 } else {
@@ -483,7 +494,7 @@ impl History {
                 }
             });
             out.push_str("],\"air\":[");
-            join(&mut out, &pts, |o, p| {
+            join(&mut out, pts, |o, p| {
                 o.push(if p.flags & 1 == 1 { '1' } else { '0' })
             });
             out.push_str("]}");
@@ -497,7 +508,7 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn join(out: &mut String, pts: &[&Point], mut f: impl FnMut(&mut String, &Point)) {
+fn join(out: &mut String, pts: &[Point], mut f: impl FnMut(&mut String, &Point)) {
     for (i, p) in pts.iter().enumerate() {
         if i > 0 {
             out.push(',');
