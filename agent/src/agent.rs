@@ -210,10 +210,14 @@ pub async fn run_with_web(
         header_read_timeout: cfg.http.header_read_timeout,
         ..Limits::default()
     };
+    // The last half hour of every node, for the status page (bounded,
+    // in memory: coolmesh_exporter::history).
+    let history = coolmesh_exporter::History::new(Default::default());
     let app = Arc::new(App {
         metrics: metrics.clone(),
         snapshot: snap_rx.clone(),
         events: Some(Arc::new(journal.clone())),
+        history: Some(history.clone()),
         control: Some(ctl_tx),
         token,
         limits,
@@ -355,6 +359,8 @@ pub async fn run_with_web(
         recovered: false,
         journal,
         last_machine: None,
+        history,
+        air: (None, None),
     };
     let result = core
         .run(
@@ -422,6 +428,10 @@ struct Core {
     journal: crate::journal::Journal,
     /// The machine as last journaled (transitions are its differences).
     last_machine: Option<Machine>,
+    /// Every node's last half hour (`GET /v1/history`).
+    history: coolmesh_exporter::History,
+    /// This node's hottest inlet and ambient sensors in the last round.
+    air: (Option<f64>, Option<f64>),
 }
 
 impl Core {
@@ -470,6 +480,7 @@ impl Core {
                     last_sensor = tokio::time::Instant::now();
                     let s = sensor_rx.borrow_and_update().clone();
                     self.thermal = s.thermal;
+                    self.air = crate::snapshot::air_temperatures(&s.readings);
                     self.update(|snap| crate::snapshot::apply_sensors(snap, &s));
                     // Without power targets the sensor round is the observation;
                     // with them, each probe round is (it carries the latest
@@ -527,6 +538,9 @@ impl Core {
                 r = machine_rx.changed() => {
                     if r.is_err() { continue; }
                     let m = machine_rx.borrow_and_update().clone();
+                    // A state change gets its point at once (before the
+                    // snapshot says so), however short the state.
+                    self.history.sample_one(unix_ms(), &self.own_history(&m));
                     let fsm_cfg = self.fsm_cfg.clone();
                     let dry_run = self.cfg.shutdown.dry_run;
                     self.update(|snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg, dry_run));
@@ -579,6 +593,11 @@ impl Core {
                     return Err(anyhow::anyhow!("the state machine stopped unexpectedly: {done:?}"));
                 }
                 _ = tick.tick() => {
+                    let m = machine_rx.borrow().clone();
+                    self.history.sample_all(
+                        unix_ms(),
+                        &crate::snapshot::history_samples(self.own_history(&m), &self.view),
+                    );
                     // Feed systemd's watchdog only while this loop runs, the
                     // state machine task is alive (checked above) and the
                     // producers deliver.
@@ -602,6 +621,17 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// This node as the history samples it.
+    fn own_history(&self, m: &Machine) -> coolmesh_exporter::history::NodeSample {
+        crate::snapshot::self_history_sample(
+            &self.cfg.node.name,
+            &self.peer_id,
+            &self.thermal,
+            self.air,
+            m.state.as_str(),
+        )
     }
 
     /// Rebuild the snapshot: apply `f`, then the cluster-derived parts.

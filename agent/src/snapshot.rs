@@ -199,6 +199,84 @@ pub fn apply_cluster(
     snap.cluster.quorum = crate::fsm::cooling_quorum(nodes, fsm.cooling_quorum_min);
 }
 
+/// The hottest inlet and the hottest ambient sensor of a round (sensors
+/// whose role is `inlet` or `ambient`, see [`crate::heating::Role`]).
+pub fn air_temperatures(readings: &[Reading]) -> (Option<f64>, Option<f64>) {
+    use crate::heating::Role;
+    let hottest = |role: Role| {
+        readings
+            .iter()
+            .filter(|r| r.role == role)
+            .map(|r| r.celsius)
+            .max_by(f64::total_cmp)
+    };
+    (hottest(Role::Inlet), hottest(Role::Ambient))
+}
+
+/// This node, for the history: its thermal summary, its air sensors and
+/// its state.
+pub fn self_history_sample(
+    node: &str,
+    peer_id: &str,
+    t: &ThermalSummary,
+    air: (Option<f64>, Option<f64>),
+    state: &str,
+) -> coolmesh_exporter::history::NodeSample {
+    use coolmesh_exporter::history::{known_state, NodeSample, Sample};
+    NodeSample {
+        peer_id: peer_id.to_string(),
+        node: node.to_string(),
+        is_self: true,
+        live: true,
+        sample: Sample {
+            hottest: t.hottest_celsius,
+            inlet: air.0,
+            ambient: air.1,
+            headroom: t.headroom_celsius,
+            trend: t.trend_celsius_per_minute,
+            state: known_state(state),
+            air: t.air,
+        },
+    }
+}
+
+/// Every node of the room for the history: this node, then each peer of
+/// the view with what its record carries (hottest, headroom, trend, its
+/// state, whether it votes by air sensors; no air readings). A peer that
+/// is not alive, or whose record is stale, gets no new point.
+pub fn history_samples(
+    own: coolmesh_exporter::history::NodeSample,
+    view: &crate::cluster::ClusterView,
+) -> Vec<coolmesh_exporter::history::NodeSample> {
+    use coolmesh_exporter::history::{known_state, NodeSample, Sample};
+    let mut out = Vec::with_capacity(view.peers.len() + 1);
+    out.push(own);
+    out.extend(view.peers.values().map(|p| {
+        let peer_id = p.record.peer_id.to_base58();
+        let t = &p.record.thermal;
+        NodeSample {
+            node: if p.record.node.is_empty() {
+                peer_id.clone()
+            } else {
+                p.record.node.clone()
+            },
+            peer_id,
+            is_self: false,
+            live: p.liveness == crate::cluster::Liveness::Alive && !p.stale,
+            sample: Sample {
+                hottest: t.hottest,
+                inlet: None,
+                ambient: None,
+                headroom: t.headroom,
+                trend: t.trend,
+                state: known_state(&p.record.fsm.state),
+                air: t.air,
+            },
+        }
+    }));
+    out
+}
+
 /// `GET /v1/roster`: the roster this node holds, each member's liveness as
 /// this node sees it, and the identities waiting outside.
 pub fn roster_status(
@@ -406,5 +484,73 @@ mod tests {
         // a real loss.
         let all = view.target_votes();
         assert_eq!((all["t"].up, all["t"].down), (4, 2));
+    }
+
+    /// The history gets this node's air sensors by role, and of each peer
+    /// what its record carries; only alive, fresh peers are sampled.
+    #[test]
+    fn history_samples_carry_air_sensors_and_peers_records() {
+        use crate::heating::Role;
+        let mut readings = vec![
+            Reading::new("cpu", "temp1", 60.0, "x"),
+            Reading::new("bmc", "inlet1", 22.0, "x"),
+            Reading::new("bmc", "inlet2", 24.5, "x"),
+            Reading::new("bmc", "room", 27.0, "x"),
+        ];
+        readings[1].role = Role::Inlet;
+        readings[2].role = Role::Inlet;
+        readings[3].role = Role::Ambient;
+        assert_eq!(air_temperatures(&readings), (Some(24.5), Some(27.0)));
+        assert_eq!(air_temperatures(&readings[..1]), (None, None));
+
+        let own_t = ThermalSummary {
+            hottest_celsius: Some(60.0),
+            headroom_celsius: Some(30.0),
+            trend_celsius_per_minute: Some(0.2),
+            air: true,
+            ..ThermalSummary::default()
+        };
+        let own = self_history_sample("me", "ME", &own_t, (Some(24.5), None), "pre_fail");
+        assert_eq!(own.sample.state, Some("pre_fail"));
+        assert_eq!((own.sample.inlet, own.sample.air), (Some(24.5), true));
+
+        let mut hot = peer(1, true, Liveness::Alive, true);
+        hot.record.node = "hot".into();
+        hot.record.thermal.hottest = Some(88.0);
+        hot.record.thermal.headroom = Some(2.0);
+        hot.record.thermal.air = true;
+        hot.record.fsm.state = "shutdown".into();
+        let mut gone = peer(2, false, Liveness::Dead, true);
+        gone.stale = true;
+        gone.record.fsm.state = "something new".into();
+        let mut view = ClusterView::default();
+        for p in [hot.clone(), gone.clone()] {
+            view.peers.insert(p.record.peer_id, p);
+        }
+        let all = history_samples(own, &view);
+        assert_eq!(all.len(), 3);
+        assert!(all[0].is_self);
+        let h = all.iter().find(|n| n.node == "hot").expect("the hot peer");
+        assert!(h.live && !h.is_self);
+        assert_eq!(h.peer_id, hot.record.peer_id.to_base58());
+        assert_eq!(
+            (
+                h.sample.hottest,
+                h.sample.headroom,
+                h.sample.state,
+                h.sample.air
+            ),
+            (Some(88.0), Some(2.0), Some("shutdown"), true)
+        );
+        assert_eq!((h.sample.inlet, h.sample.ambient), (None, None));
+        let g = all
+            .iter()
+            .find(|n| n.peer_id == gone.record.peer_id.to_base58())
+            .expect("the dead peer");
+        // No name in its record: the PeerId stands in; an unknown state
+        // is no state.
+        assert_eq!(g.node, g.peer_id);
+        assert!(!g.live);
+        assert_eq!(g.sample.state, None);
     }
 }

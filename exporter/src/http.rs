@@ -154,6 +154,8 @@ pub struct App {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     /// The decision journal (`GET /v1/events`); `None`: 404.
     pub events: Option<Arc<dyn EventSource>>,
+    /// The last half hour of every node (`GET /v1/history`); `None`: 404.
+    pub history: Option<crate::history::History>,
     /// Where operator commands go; `None` disables them (503).
     pub control: Option<mpsc::Sender<ControlRequest>>,
     /// The operator token; `None` disables mutating endpoints (403).
@@ -377,6 +379,40 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
             json_plain(StatusCode::OK, &events.page_json(since_ms, before, limit))
         }
         "/v1/events" => method_not_allowed("GET"),
+        "/v1/history" if get => {
+            let Some(history) = &app.history else {
+                return error(StatusCode::NOT_FOUND, "this process keeps no history");
+            };
+            let q = query(&req);
+            let limit = match param(&q, "limit") {
+                None => None,
+                Some(raw) => match raw.parse::<usize>() {
+                    Ok(l) if l >= 1 => Some(l),
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("bad `limit` {raw:?}: a number of nodes, 1 or more"),
+                        )
+                    }
+                },
+            };
+            let node = param(&q, "node").map(str::to_string);
+            let asked = crate::history::Query {
+                node: node.clone(),
+                limit,
+            };
+            match history.to_json(&asked) {
+                Some(body) => text(StatusCode::OK, "application/json", body),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "no history of node {:?}: not in this node's view (GET /v1/peers)",
+                        node.unwrap_or_default()
+                    ),
+                ),
+            }
+        }
+        "/v1/history" => method_not_allowed("GET"),
         "/v1/roster" if get => {
             let snap = app.snapshot.borrow().clone();
             match &snap.roster {
@@ -828,7 +864,7 @@ async fn tls_accept(
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

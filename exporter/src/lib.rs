@@ -9,6 +9,8 @@
 //! - [`http`]: hyper server, routes, operator commands, the decision journal
 //!   (`GET /v1/events` through [`http::EventSource`]), room commands.
 //! - [`auth`]: bearer token check in constant time.
+//! - [`history`]: the last half hour of every node, in memory
+//!   (`GET /v1/history`, the status page's sparklines).
 //! - [`status_page`]: the self-contained HTML status page.
 //! - [`web_config`]: `--web.config.file` (exporter-toolkit format): TLS,
 //!   basic auth, extra response headers; a folder: `format` (the YAML
@@ -19,6 +21,7 @@
 
 pub mod auth;
 pub mod collector;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -26,6 +29,7 @@ pub mod status_page;
 pub mod text;
 pub mod web_config;
 
+pub use history::History;
 pub use http::{serve, App, Command, ControlRequest, EventSource, Limits};
 pub use metrics::{BuildInfo, Metrics};
 pub use model::Snapshot;

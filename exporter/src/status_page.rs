@@ -1,5 +1,7 @@
 //! The status page at `/`: one self-contained HTML document (no external
-//! assets) that polls `/v1/state` and `/v1/peers`. It is tested in headless
+//! assets) that polls `/v1/state` and `/v1/peers`, and `/v1/history` and
+//! `/v1/events` for each node's sparklines, state band and this node's
+//! decision journal (inline SVG drawn by its own script). It is tested in headless
 //! Chromium against real agents by `.ci/status-page.sh`
 //! (`tests/browser/status-page.test.mjs`); the tests here keep it
 //! self-contained.
@@ -50,8 +52,31 @@ mod tests {
             "class=\"legend\"",
             "role=\"alert\"",
             "id=\"announce\"",
+            "\"/v1/history?limit=\"",
+            "\"/v1/events?limit=\"",
+            "id=\"history\"",
+            "id=\"journal\"",
+            "el(\"details\")",
+            "<template id=\"svg-parts\"><svg>",
         ] {
             assert!(STATUS_PAGE.contains(needle), "status page lacks {needle:?}");
+        }
+    }
+
+    /// Every state has its colour in the band, the same as the cards'.
+    #[test]
+    fn the_state_band_has_a_colour_for_every_state() {
+        for state in crate::model::FSM_STATES {
+            assert!(
+                STATUS_PAGE.contains(&format!(".s-{state} {{ fill: var(--st-")),
+                "no band colour for {state}"
+            );
+        }
+        for var in ["--st-pre", "--st-down", "--st-fault", "--st-maint"] {
+            assert!(
+                STATUS_PAGE.matches(&format!("var({var})")).count() >= 2,
+                "{var} should colour both the cards and the band"
+            );
         }
     }
 

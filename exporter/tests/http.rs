@@ -21,6 +21,14 @@ struct Server {
 }
 
 async fn start(token: Option<&str>, limits: Limits) -> Server {
+    start_with(token, limits, None).await
+}
+
+async fn start_with(
+    token: Option<&str>,
+    limits: Limits,
+    history: Option<coolmesh_exporter::History>,
+) -> Server {
     let (snap, rx) = watch::channel(Arc::new(Snapshot {
         node: "n1".into(),
         ..Default::default()
@@ -35,6 +43,7 @@ async fn start(token: Option<&str>, limits: Limits) -> Server {
     let app = Arc::new(App {
         metrics,
         events: None,
+        history,
         snapshot: rx,
         control: Some(tx),
         token: token.map(|t| Token::from_file_content(t).expect("token")),
@@ -411,4 +420,91 @@ async fn room_commands_need_the_token_and_a_bounded_body_and_answer_the_agents_r
             }
         ]
     );
+}
+
+/// `GET /v1/history`: compact arrays per node, exactly this shape; `node`
+/// and `limit` select; bad parameters and unknown nodes are said so.
+#[tokio::test]
+async fn history_is_served_as_compact_arrays() {
+    use coolmesh_exporter::history::{HistoryConfig, NodeSample, Sample};
+    let t0: u64 = 1_700_000_000_000;
+    let history =
+        coolmesh_exporter::History::with_clock(HistoryConfig::default(), Arc::new(move || t0));
+    let sample = |peer_id: &str, node: &str, hottest: f64, state: &'static str| NodeSample {
+        peer_id: peer_id.into(),
+        node: node.into(),
+        is_self: peer_id == "ME",
+        live: true,
+        sample: Sample {
+            hottest: Some(hottest),
+            ambient: (peer_id == "ME").then_some(24.0),
+            headroom: Some(90.0 - hottest),
+            trend: Some(0.0),
+            state: Some(state),
+            ..Sample::default()
+        },
+    };
+    history.sample_all(
+        t0 - 20_000,
+        &[
+            sample("ME", "n1", 40.0, "normal"),
+            sample("P2", "n2", 50.5, "normal"),
+        ],
+    );
+    history.sample_all(
+        t0 - 10_000,
+        &[
+            sample("ME", "n1", 41.0, "normal"),
+            sample("P2", "n2", 51.0, "normal"),
+        ],
+    );
+    // The power goes: this node's state change is a point of its own.
+    history.sample_one(t0 - 9_500, &sample("ME", "n1", 41.0, "pre_fail"));
+    let s = start_with(None, Limits::default(), Some(history)).await;
+
+    let (st, body) = req(s.addr, "GET", "/v1/history", None).await;
+    assert_eq!(st, 200, "{body}");
+    let want = concat!(
+        "{\"now_ms\":1700000000000,\"window_seconds\":1800,\"period_seconds\":10,",
+        "\"points_per_node\":240,\"max_nodes\":1000,",
+        "\"states\":[\"normal\",\"pre_fail\",\"shutdown\",\"local_fault\",\"maintenance\"],",
+        "\"tracked\":2,\"untracked\":0,\"omitted\":0,\"nodes\":[",
+        "{\"node\":\"n1\",\"peer_id\":\"ME\",\"self\":true,\"t\":[-20.0,-10.0,-9.5],",
+        "\"hottest\":[40,41,41],\"inlet\":[null,null,null],\"ambient\":[24,24,24],",
+        "\"headroom\":[50,49,49],\"trend\":[0,0,0],\"state\":[0,0,1],\"air\":[0,0,0]},",
+        "{\"node\":\"n2\",\"peer_id\":\"P2\",\"self\":false,\"t\":[-20.0,-10.0],",
+        "\"hottest\":[50.5,51],\"inlet\":[null,null],\"ambient\":[null,null],",
+        "\"headroom\":[39.5,39],\"trend\":[0,0],\"state\":[0,0],\"air\":[0,0]}]}"
+    );
+    assert_eq!(body, want);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["nodes"][0]["t"].as_array().map(Vec::len), Some(3));
+
+    // One node, by name or PeerId.
+    let (st, body) = req(s.addr, "GET", "/v1/history?node=n2", None).await;
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["nodes"][0]["peer_id"], "P2");
+    // The most telling first, the rest counted.
+    let (st, body) = req(s.addr, "GET", "/v1/history?limit=1", None).await;
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["nodes"][0]["node"], "n1");
+    assert_eq!(
+        (v["omitted"].as_u64(), v["tracked"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    let (st, body) = req(s.addr, "GET", "/v1/history?node=nope", None).await;
+    assert_eq!(st, 404);
+    assert!(body.contains("no history of node \\\"nope\\\""), "{body}");
+    for bad in ["/v1/history?limit=0", "/v1/history?limit=x"] {
+        let (st, body) = req(s.addr, "GET", bad, None).await;
+        assert_eq!(st, 400, "{bad}: {body}");
+    }
+    assert_eq!(req(s.addr, "POST", "/v1/history", None).await.0, 405);
+    // Without a history: 404.
+    let plain = start(None, Limits::default()).await;
+    assert_eq!(req(plain.addr, "GET", "/v1/history", None).await.0, 404);
 }

@@ -46,6 +46,7 @@ async fn start(limits: Limits) -> Server {
     let app = Arc::new(App {
         metrics,
         events: None,
+        history: None,
         snapshot: rx,
         control: Some(tx),
         token: Some(Token::from_file_content(TOKEN).expect("token")),

@@ -118,6 +118,7 @@ async fn start(yaml: &str, dir: &Path, limits: Limits) -> Server {
     let app = Arc::new(App {
         metrics,
         events: None,
+        history: None,
         snapshot: rx,
         control: Some(tx),
         token: Some(Token::from_file_content(TOKEN).expect("token")),

@@ -22,6 +22,8 @@ const BIN = process.env.COOLMESH_BIN;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOT_DIR = path.resolve(process.env.SCREENSHOT_DIR || ".");
 const NODES = ["demo-1", "demo-2", "demo-3"];
+// The demo's agents probe power every second (and sample sensors as often).
+const PROBE_MS = 1000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -154,6 +156,88 @@ test("the grid shows the three nodes, each with its state", async () => {
   assert.match(await page.textContent("#room li.node.self"), /demo-1 \(this node\)/);
 });
 
+test("history: the sparklines draw for this node and in every card, peers' too", async () => {
+  // This node's detail (picked by default): lines of the hottest sensor and
+  // the headroom, a point every 10 s and the live one.
+  await page.waitForFunction(() => {
+    const n = (sel) => Number(document.querySelector(sel)?.dataset.points || 0);
+    return document.querySelector("#history").dataset.node === "demo-1" &&
+      n("#history svg.spark path.hottest") >= 3 && n("#history svg.spark path.headroom") >= 3;
+  }, null, { timeout: 30000 });
+  for (const series of ["hottest", "headroom"]) {
+    const d = await page.getAttribute(`#history svg.spark path.${series}`, "d");
+    const pts = d.match(/[ML]-?[\d.]+ -?[\d.]+/g);
+    assert.ok(pts && pts.length >= 3, `${series}: ${d}`);
+    for (const p of pts) {
+      const [x, y] = p.slice(1).split(" ").map(Number);
+      assert.ok(x >= 0 && x <= 300.5 && y >= 0 && y <= 40, `${series} point ${p} outside the chart`);
+    }
+    // Inside the last few minutes of the 30 shown, the newest at the right edge.
+    const xs = pts.map((p) => Number(p.slice(1).split(" ")[0]));
+    assert.ok(xs[xs.length - 1] > 295, `${series} ends at ${xs[xs.length - 1]}`);
+  }
+  assert.match(await page.getAttribute("#history svg.spark", "aria-label"), /demo-1 \(this node\): hottest sensor over the last \d+m \d\ds, now \d+\.\d/);
+  // The demo's sensor is a CPU: no air sensor, and the page says so.
+  assert.match(await page.textContent("#history"), /no sensor with the role inlet or ambient on this node/);
+  // The state band: normal so far, in the state colour of the legend.
+  const states = await page.$$eval("#history svg.band rect[data-state]", (rs) => rs.map((r) => r.dataset.state));
+  assert.deepEqual([...new Set(states)], ["normal"]);
+  const [fill, swatch] = await page.evaluate(() => [
+    getComputedStyle(document.querySelector("#history svg.band rect.s-normal")).fill,
+    getComputedStyle(document.querySelector("#band-legend li"), "::before").backgroundColor,
+  ]);
+  assert.equal(fill, swatch);
+  // Every card has its small multiple: a line (peers' from their records) and a band.
+  await page.waitForFunction(() => [...document.querySelectorAll("#room li.node")]
+    .every((l) => Number(l.querySelector(".mini svg.spark path.hottest")?.dataset.points || 0) >= 2 &&
+      l.querySelector(".mini svg.band rect[data-state=normal]")), null, { timeout: 20000 });
+  // A peer's history: picked in the list; a click on a card picks too.
+  await page.selectOption("#history-node", { label: "demo-2" });
+  await page.waitForFunction(() => document.querySelector("#history").dataset.node === "demo-2" &&
+    Number(document.querySelector("#history svg.spark path.hottest")?.dataset.points || 0) >= 2, null, { timeout: 10000 });
+  assert.match(await page.textContent("#history"), /a peer's record carries no air readings/);
+  assert.match(await page.textContent("#journal-note"), /demo-2's own decisions are in its journal/);
+  await page.click('#room li.node[data-node="demo-1"] .name');
+  await page.waitForFunction(() => document.querySelector("#history").dataset.node === "demo-1", null, { timeout: 5000 });
+  assert.equal(await page.$eval("#history-node", (s) => s.selectedOptions[0].textContent), "demo-1 (this node)");
+  // The journal: this node's start, newest first.
+  await page.waitForFunction(() => document.querySelector("#journal li[data-kind=started]"), null, { timeout: 10000 });
+  assert.match(await page.textContent("#journal li[data-kind=started]"), /agent started \(coolmesh [^)]+\), state normal/);
+  // What the page drew from: compact arrays, one per series, of equal length.
+  const h = await api(0, "/v1/history");
+  assert.deepEqual(h.nodes.map((n) => n.node).sort(), NODES);
+  assert.equal(h.nodes[0].node, "demo-1");
+  for (const n of h.nodes) {
+    for (const k of ["hottest", "inlet", "ambient", "headroom", "trend", "state", "air"]) {
+      assert.ok(Array.isArray(n[k]) && n[k].length === n.t.length, `${n.node}.${k}`);
+    }
+    assert.ok(n.t.every((t, i) => typeof t === "number" && t <= 0 && (i === 0 || t >= n.t[i - 1])), `${n.node}.t ${n.t}`);
+  }
+});
+
+test("a room of 1,000 nodes: the nodes not normal and the hottest first, the rest counted", async () => {
+  const r = await page.evaluate(() => {
+    const all = [];
+    for (let i = 0; i < 1000; i++) {
+      all.push({ node: "n" + i, peer_id: "p" + i, self: i === 500, liveness: i === 7 ? "dead" : "alive", stale: false,
+        state: i % 100 === 3 ? "pre_fail" : "normal", thermal: { headroom_celsius: 50 - (i % 37), hottest_celsius: 40 + (i % 37) } });
+    }
+    const v = roomView(all, MAX_CARDS);
+    const hr = (n) => n.thermal.headroom_celsius;
+    return { max: MAX_CARDS, shown: v.shown.map((n) => n.node), shownHr: v.shown.map(hr), restHr: v.rest.map(hr),
+      rest: v.rest.length, text: restText(v.rest) };
+  });
+  assert.equal(r.max, 60);
+  assert.equal(r.shown.length, 60);
+  assert.equal(r.rest, 940);
+  assert.equal(r.shown[0], "n500", "this node first");
+  assert.deepEqual(r.shown.slice(1, 12).sort(), ["n103", "n203", "n3", "n303", "n403", "n503", "n603", "n7", "n703", "n803", "n903"]);
+  const hot = r.shownHr.slice(12);
+  assert.ok(hot.every((h, i) => i === 0 || h >= hot[i - 1]), "then the least headroom first");
+  assert.ok(Math.max(...hot) <= Math.min(...r.restHr), "none left out is hotter than one shown");
+  assert.match(r.text, /^\+ 940 more nodes not shown: all normal and alive, headroom \d+\.\d\s°C or more\./);
+});
+
 test("power votes: one row per target, every node voting up", async () => {
   await page.waitForFunction(() => {
     const r = document.querySelector("#power tbody tr");
@@ -206,9 +290,54 @@ test("power cut: every node counts down to its shutdown, the banner says so", as
   assert.equal(votes[4], "3", "3 down votes");
   assert.match(votes[6], /down votes reach quorum/);
   assert.match(await page.textContent("title"), /PRE_FAIL/);
+
+  // History: the transition is in this node's state band and journal at the
+  // time the state machine made it (a point of its own, not the next 10 s
+  // slot), so within a probe interval; each card's band ends in pre_fail.
+  const since = (await api(0, "/v1/state")).fsm.since_ms;
+  await page.waitForFunction(() => {
+    const rs = [...document.querySelectorAll("#history svg.band rect[data-state]")];
+    return rs.length && rs[rs.length - 1].dataset.state === "pre_fail";
+  }, null, { timeout: 10000 });
+  const bandFrom = await page.$$eval("#history svg.band rect[data-state=pre_fail]", (rs) => Number(rs[0].dataset.fromMs));
+  assert.ok(Math.abs(bandFrom - since) <= PROBE_MS, `band: pre_fail from ${bandFrom}, the machine's since ${since}`);
+  await page.waitForFunction(() => [...document.querySelectorAll("#room li.node")].every((l) => {
+    const rs = l.querySelectorAll(".mini svg.band rect[data-state]");
+    return rs.length && rs[rs.length - 1].dataset.state === "pre_fail";
+  }), null, { timeout: 10000 });
+  // Peers' state changes reach this node by gossip and are sampled every second.
+  const h = await api(0, "/v1/history");
+  for (const [i, name] of NODES.entries()) {
+    const peerSince = (await api(i, "/v1/state")).fsm.since_ms;
+    const n = h.nodes.find((x) => x.node === name);
+    const first = n.state.findIndex((st) => h.states[st] === "pre_fail");
+    assert.ok(first >= 0, `${name}: no pre_fail point in ${JSON.stringify(n.state)}`);
+    const at = h.now_ms + n.t[first] * 1000;
+    const slack = i === 0 ? PROBE_MS : 2 * PROBE_MS;
+    assert.ok(Math.abs(at - peerSince) <= slack, `${name}: pre_fail point at ${at}, its since ${peerSince}`);
+  }
+  // The journal: the transition, its time, its evidence behind <details>.
+  await page.waitForFunction(() => [...document.querySelectorAll("#journal li[data-kind=transition]")]
+    .some((li) => /→ pre_fail \(power\)/.test(li.textContent)), null, { timeout: 10000 });
+  const entry = await page.$$eval("#journal li[data-kind=transition]", (ls) => {
+    const li = ls.find((l) => /→ pre_fail \(power\)/.test(l.textContent));
+    return { at: Number(li.dataset.atMs), seq: li.dataset.seq, summary: li.querySelector("details summary").textContent,
+      evidence: li.querySelector("details pre").textContent, open: li.querySelector("details").open };
+  });
+  assert.ok(Math.abs(entry.at - since) <= PROBE_MS, `journal: at ${entry.at}, the machine's since ${since}`);
+  assert.match(entry.summary, /\d:\d\d.*→ pre_fail \(power\)/);
+  assert.equal(entry.open, false, "evidence folded");
+  assert.match(entry.evidence, /^power: own probe round down; \d voting peers/);
+  assert.match(entry.evidence, new RegExp(`tcp://127\\.0\\.0\\.1:${base + 2 * NODES.length}: own down; peers down`));
+  assert.match(entry.evidence, /thermal: hottest \d+\.\d\s°C, headroom \d+\.\d\s°C/);
+  assert.match(entry.evidence, /cooling quorum: weight 0 of \d voting \(needs \d\): not formed/);
+  // Unfolded, it stays open across refreshes (the screenshot shows it).
+  await page.click(`#journal li[data-seq="${entry.seq}"] summary`);
+  assert.equal(await page.$eval(`#journal li[data-seq="${entry.seq}"] details`, (d) => d.open), true);
 });
 
 test("a killed agent turns dead, then the screenshot", async () => {
+  const killedAt = Date.now();
   process.kill(agentPid(2), "SIGKILL");
   await page.waitForFunction(() => document.querySelector('#room li.node[data-node="demo-3"]')?.dataset.liveness === "dead",
     null, { timeout: 20000 });
@@ -217,6 +346,16 @@ test("a killed agent turns dead, then the screenshot", async () => {
   // What a dead peer last said is not a live countdown.
   assert.match(await page.textContent('#room li.node[data-node="demo-3"] .deadline'), /^last known: shutdown in /);
   await page.waitForFunction(() => document.querySelector("#banner").textContent.startsWith("2 nodes will shut down"), null, { timeout: 5000 });
+  // The dead peer's band stops where its records did: it no longer grows.
+  const bandEnd = () => page.$$eval('#room li.node[data-node="demo-3"] .mini svg.band rect[data-state]',
+    (rs) => Number(rs[rs.length - 1].dataset.toMs));
+  const end = await bandEnd();
+  // Sampled until it turned suspect (4 s), its last point drawn for one period (10 s).
+  assert.ok(end <= killedAt + 4000 + 10000 + PROBE_MS, `demo-3's band runs to ${end}, killed at ${killedAt}`);
+  await sleep(2500); // a refresh
+  // (Times in /v1/history are tenths of a second before its answer.)
+  assert.ok(Math.abs(await bandEnd() - end) <= 100, "demo-3's band keeps growing");
+  assert.equal(await page.$eval("#journal details[open] summary", (s) => /→ pre_fail/.test(s.textContent)), true);
   fs.mkdirSync(SHOT_DIR, { recursive: true });
   const shot = path.join(SHOT_DIR, "status-page.png");
   await page.screenshot({ path: shot, fullPage: true });
@@ -230,7 +369,7 @@ test("only this agent's API was asked; an unreachable agent is said so", async (
   assert.deepEqual(foreign, [], "requests outside the agent");
   assert.deepEqual(pageErrors, [], "JavaScript errors on the page");
   const paths = new Set(requests.map((u) => new URL(u).pathname));
-  assert.deepEqual([...paths].sort(), ["/", "/v1/peers", "/v1/state"]);
+  assert.deepEqual([...paths].sort(), ["/", "/v1/events", "/v1/history", "/v1/peers", "/v1/state"]);
   process.kill(agentPid(0), "SIGKILL");
   await page.waitForFunction(() => document.body.classList.contains("unreachable"), null, { timeout: 10000 });
   assert.match(await page.textContent("#banner"), /Cannot reach this agent/);

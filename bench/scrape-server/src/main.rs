@@ -158,6 +158,8 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             local: i as i64,
         })
         .collect(),
+        // No roster: /metrics does not read it.
+        roster: None,
     }
 }
 
@@ -269,6 +271,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let app = Arc::new(App {
             metrics,
             events: None,
+            history: None,
             snapshot: rx,
             control: None,
             token: None,
