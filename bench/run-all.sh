@@ -3,7 +3,7 @@
 # namespaces, iptables, chrt), a Debian-like system and the tools below.
 #
 #   sudo bash bench/run-all.sh            # everything (about 25 minutes)
-#   sudo bash bench/run-all.sh scrape     # one of: build encode scrape gossip detect footprint
+#   sudo bash bench/run-all.sh scrape     # one of: build encode scrape gossip detect footprint rules
 #
 # Results: markdown tables on stdout, raw JSON (and wrk output) in bench/out/.
 set -euo pipefail
@@ -43,6 +43,12 @@ for step in "${steps[@]}"; do
     footprint)
         python3 bench/gossip.py --nodes 100 --rate 0 --seconds 0 --idle 30 --label footprint |
             tee bench/out/footprint.txt
+        ;;
+    # Prometheus rules and dashboard queries at 1,000 synthetic agents,
+    # main's against the work tree's (about 20 minutes; not in "all").
+    rules)
+        need prometheus prometheus
+        python3 bench/rules.py | tee bench/out/rules.txt
         ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
     esac
