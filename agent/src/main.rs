@@ -26,6 +26,16 @@ fn log_filter(level: &str) -> String {
     f
 }
 
+/// Colour in the logs: only on a terminal, never with `NO_COLOR` set to
+/// anything (<https://no-color.org>) or `TERM=dumb`, as the other commands.
+fn log_colour(
+    tty: bool,
+    no_color: Option<std::ffi::OsString>,
+    term: Option<std::ffi::OsString>,
+) -> bool {
+    tty && no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb")
+}
+
 fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level)).unwrap_or_else(|e| {
         eprintln!("bad log level {level:?} ({e}); using info");
@@ -34,7 +44,11 @@ fn init_logging(level: &str, json: bool) {
     use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(log_colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+            std::env::var_os("TERM"),
+        ))
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
@@ -485,7 +499,27 @@ fn counter(args: CounterArgs) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{log_colour, log_filter};
+
+    #[test]
+    fn log_colour_follows_the_terminal_no_color_and_term() {
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        let table = [
+            (true, None, os("xterm"), true),
+            (false, None, os("xterm"), false),
+            (true, os("1"), os("xterm"), false),
+            (true, os(""), os("xterm"), true),
+            (true, None, os("dumb"), false),
+            (true, None, None, true),
+        ];
+        for (tty, no_color, term, want) in table {
+            assert_eq!(
+                log_colour(tty, no_color.clone(), term.clone()),
+                want,
+                "{tty} {no_color:?} {term:?}"
+            );
+        }
+    }
 
     #[test]
     fn log_filter_quiets_per_stream_warnings_unless_asked_for() {
