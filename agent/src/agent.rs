@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 pub fn build_info() -> BuildInfo {
     BuildInfo {
         version: env!("CARGO_PKG_VERSION"),
-        revision: option_env!("COOLMESH_REVISION").unwrap_or("unknown"),
-        rustc: option_env!("COOLMESH_RUSTC").unwrap_or("unknown"),
+        revision: env!("COOLMESH_REVISION"),
+        rustc: env!("COOLMESH_RUSTC"),
     }
 }
 

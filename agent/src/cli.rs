@@ -6,9 +6,25 @@ use crate::config::{Config, SourceKind};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// `coolmesh --version`, laid out as the Prometheus exporters print it
+/// (`-V` prints the short form). Filled in by `build.rs`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (branch: ",
+    env!("COOLMESH_BRANCH"),
+    ", revision: ",
+    env!("COOLMESH_REVISION"),
+    ")\n  build date:       ",
+    env!("COOLMESH_BUILD_DATE"),
+    "\n  rust version:     ",
+    env!("COOLMESH_RUSTC"),
+    "\n  platform:         ",
+    env!("COOLMESH_TARGET"),
+);
+
 /// coolmesh: a peer-to-peer thermal and power watchdog for machine rooms.
 #[derive(Debug, Parser)]
-#[command(name = "coolmesh", version, about, long_about = None)]
+#[command(name = "coolmesh", version, long_version = LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

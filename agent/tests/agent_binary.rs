@@ -644,3 +644,43 @@ fn serves_https_with_basic_auth_and_the_cli_follows() {
         .expect("user");
     assert!(bcrypt::verify("change-me", hash).expect("hash"));
 }
+
+/// `coolmesh --version` prints what the Prometheus exporters print
+/// (version, branch, revision, build date, toolchain, platform), and
+/// `coolmesh_build_info` carries the same revision and toolchain.
+#[test]
+fn version_and_build_info_agree() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .arg("--version")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let first = lines[0];
+    assert!(
+        first.starts_with(&format!("coolmesh {} (branch: ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let revision = first
+        .split("revision: ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(')'))
+        .expect("revision");
+    assert!(!revision.is_empty());
+    assert!(lines[1].starts_with("  build date:       "), "{text}");
+    assert!(lines[2].starts_with("  rust version:     rustc "), "{text}");
+    assert!(lines[3].starts_with("  platform:         "), "{text}");
+    let rustc = lines[2].trim_start_matches("  rust version:     ");
+
+    let sysfs = fixtures().join("sysfs");
+    let a = start_agent(&["--path.sysfs", sysfs.to_str().expect("path")]);
+    let (_, metrics) = http(a.addr, "GET", "/metrics", None);
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("coolmesh_build_info{"))
+        .expect("build_info");
+    assert!(info.contains(&format!("revision=\"{revision}\"")), "{info}");
+    assert!(info.contains(&format!("rustc=\"{rustc}\"")), "{info}");
+}
