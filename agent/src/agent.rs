@@ -188,6 +188,15 @@ pub async fn run_with_web(
         ""
     };
     metrics.set_identity(&cfg.node.name, cluster_name, &peer_id);
+    // process_* (CPU, memory, file descriptors, start time), as every
+    // Prometheus exporter has. Registered here, not in `Metrics::new`, so
+    // that the golden /metrics stays free of values that change.
+    metrics
+        .registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .context("registering process metrics")?;
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -683,4 +683,19 @@ fn version_and_build_info_agree() {
         .expect("build_info");
     assert!(info.contains(&format!("revision=\"{revision}\"")), "{info}");
     assert!(info.contains(&format!("rustc=\"{rustc}\"")), "{info}");
+    // The process collector, as in every Prometheus exporter.
+    for name in [
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_resident_memory_bytes ",
+        "process_start_time_seconds ",
+    ] {
+        let v = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name}missing:\n{metrics}"));
+        assert!(v >= 0.0, "{name}{v}");
+    }
 }
