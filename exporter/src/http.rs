@@ -287,11 +287,31 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let get = method == Method::GET || method == Method::HEAD;
     match path.as_str() {
         "/metrics" if get => match app.metrics.encode() {
-            Ok(body) => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
-            ),
+            Ok(body) => {
+                let ctype = "text/plain; version=0.0.4; charset=utf-8";
+                // Prometheus asks for gzip; the page shrinks about 8x, which
+                // matters for 1,000 agents scraped every 10 s.
+                if accepts_gzip(req.headers()) {
+                    if let Some(z) = gzip(body.as_ref()) {
+                        let mut r = text(StatusCode::OK, ctype, z);
+                        r.headers_mut().insert(
+                            hyper::header::CONTENT_ENCODING,
+                            HeaderValue::from_static("gzip"),
+                        );
+                        r.headers_mut().insert(
+                            hyper::header::VARY,
+                            HeaderValue::from_static("Accept-Encoding"),
+                        );
+                        return r;
+                    }
+                }
+                let mut r = text(StatusCode::OK, ctype, body);
+                r.headers_mut().insert(
+                    hyper::header::VARY,
+                    HeaderValue::from_static("Accept-Encoding"),
+                );
+                r
+            }
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("encoding metrics: {e}"),
@@ -869,4 +889,36 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Does the request accept gzip (`Accept-Encoding: gzip` or `*`, with a
+/// non-zero q)?
+pub fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+        })
+}
+
+/// gzip at the fast level (the cost is on every scrape); `None` if it fails.
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    e.write_all(body).ok()?;
+    e.finish().ok()
 }

@@ -508,3 +508,75 @@ async fn history_is_served_as_compact_arrays() {
     let plain = start(None, Limits::default()).await;
     assert_eq!(req(plain.addr, "GET", "/v1/history", None).await.0, 404);
 }
+
+/// Raw bytes of a response (a gzip body is not UTF-8).
+async fn raw_bytes(addr: std::net::SocketAddr, req: &[u8]) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(req).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
+    (
+        String::from_utf8_lossy(&buf[..split]).into_owned(),
+        buf[split + 4..].to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn metrics_are_gzipped_when_the_scraper_accepts_it() {
+    use std::io::Read;
+    let s = start(None, Limits::default()).await;
+    let get = |enc: &str| {
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{enc}\r\n").into_bytes()
+    };
+    let (head, plain) = raw_bytes(s.addr, &get("")).await;
+    assert!(!head.to_lowercase().contains("content-encoding"), "{head}");
+    assert!(
+        head.to_lowercase().contains("vary: accept-encoding"),
+        "{head}"
+    );
+    // What Prometheus sends.
+    let (head, zipped) = raw_bytes(s.addr, &get("Accept-Encoding: gzip\r\n")).await;
+    assert!(
+        head.to_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .expect("gunzip");
+    // Same page (the build_info line is first and stable; the rest may
+    // differ only in scrape-time counters, so compare the families).
+    let families = |b: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .filter(|l| l.starts_with("# TYPE "))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(families(&unzipped), families(&plain));
+    assert!(!families(&plain).is_empty());
+    // Refused or absent: plain.
+    for enc in [
+        "Accept-Encoding: gzip;q=0\r\n",
+        "Accept-Encoding: br\r\n",
+        "Accept-Encoding: identity\r\n",
+    ] {
+        let (head, _) = raw_bytes(s.addr, &get(enc)).await;
+        assert!(
+            !head.to_lowercase().contains("content-encoding"),
+            "{enc}: {head}"
+        );
+    }
+    for enc in [
+        "Accept-Encoding: br, gzip;q=0.5\r\n",
+        "Accept-Encoding: *\r\n",
+        "Accept-Encoding: GZIP\r\n",
+    ] {
+        let (head, _) = raw_bytes(s.addr, &get(enc)).await;
+        assert!(
+            head.to_lowercase().contains("content-encoding: gzip"),
+            "{enc}: {head}"
+        );
+    }
+}
