@@ -9,8 +9,13 @@
 //! status itself:
 //!
 //! ```text
-//! exec:sh -c 'upsc ups@localhost ups.status 2>/dev/null | grep -qw OL'
+//! exec:sh -c 's=$(upsc ups@localhost ups.status 2>/dev/null) || exit 127; case " $s " in *" OL "*) exit 0;; esac; exit 1'
 //! ```
+//!
+//! Exit status 126 or 127 (the shell's "cannot run" and "not found", and
+//! the example's answer when `upsc` cannot read the UPS) is *unknown*, a
+//! local problem, never a "down" vote: a script broken the same way on
+//! every server must not say "mains lost" for the whole room.
 //!
 //! The command runs without a shell unless one is named, with stdin and
 //! stdout on /dev/null, in its own process group. On timeout (or when the
@@ -138,11 +143,21 @@ fn outcome(status: ExitStatus, stderr: &[u8]) -> Result<(), ProbeError> {
     };
     let text = String::from_utf8_lossy(stderr);
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    Err(ProbeError::Down(if text.is_empty() {
+    let msg = if text.is_empty() {
         what
     } else {
         format!("{what}: {text}")
-    }))
+    };
+    // 126 and 127 are the shell's "cannot run" and "not found": the script
+    // could not run a command of its own (a tool missing after an upgrade,
+    // a typo), which says nothing about mains. Every server with the same
+    // script would otherwise vote "down" at once.
+    if matches!(status.code(), Some(126 | 127)) {
+        return Err(ProbeError::Local(format!(
+            "{msg} (a command the probe runs could not be run or found: a local problem, not a power verdict)"
+        )));
+    }
+    Err(ProbeError::Down(msg))
 }
 
 /// Kills a process group on drop unless disarmed.
@@ -383,6 +398,28 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         sh("sleep 5 & exit 0").probe(T).await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A script that cannot run a command of its own (126, 127) is a local
+    /// problem, never "down": the same broken script on every server would
+    /// otherwise vote mains lost everywhere at once.
+    #[tokio::test]
+    async fn a_script_whose_own_command_is_missing_is_unknown_not_down() {
+        for script in [
+            "exit 127",
+            "exit 126",
+            "no-such-command-coolmesh-test",
+            "s=$(no-such-command-coolmesh-test) || exit 127; exit 1",
+        ] {
+            let e = sh(script).probe(T).await.unwrap_err();
+            assert!(matches!(e, ProbeError::Local(_)), "{script}: {e:?}");
+            assert!(e.to_string().contains("not a power verdict"), "{e}");
+        }
+        // Other non-zero statuses stay "down".
+        for script in ["exit 1", "exit 2", "exit 125", "exit 128"] {
+            let e = sh(script).probe(T).await.unwrap_err();
+            assert!(matches!(e, ProbeError::Down(_)), "{script}: {e:?}");
+        }
     }
 
     #[tokio::test]

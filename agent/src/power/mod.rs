@@ -40,7 +40,7 @@
 //! icmp://10.0.0.254
 //! tcp://10.0.0.253:22
 //! http://pdu.local/status
-//! exec:sh -c 'upsc ups@localhost ups.status 2>/dev/null | grep -qw OL'
+//! exec:sh -c 's=$(upsc ups@localhost ups.status 2>/dev/null) || exit 127; case " $s " in *" OL "*) exit 0;; esac; exit 1'
 //! ```
 //!
 //! # Failure semantics
