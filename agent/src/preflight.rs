@@ -300,7 +300,7 @@ fn sanity(r: &mut Report<'_>, c: &Config) {
                     r.error(
                         &format!("power.targets[{i}]"),
                         format!(
-                            "{t}: upsc exits 0 whenever it can read the UPS, on battery too, so this target never sees mains fail; test the status: exec:sh -c 'upsc ups@localhost ups.status | grep -qw OL'"
+                            "{t}: upsc exits 0 whenever it can read the UPS, on battery too, so this target never sees mains fail; test the status: exec:sh -c 's=$(upsc ups@localhost ups.status 2>/dev/null) || exit 127; case \" $s \" in *\" OL \"*) exit 0;; esac; exit 1'"
                         ),
                     );
                 }
