@@ -699,3 +699,51 @@ fn version_and_build_info_agree() {
         assert!(v >= 0.0, "{name}{v}");
     }
 }
+
+/// SIGHUP does not stop the agent (its default action would): the agent
+/// re-reads its config, says whether it changed (and that a change takes a
+/// restart) or does not load, and keeps serving.
+#[test]
+fn sighup_rereads_the_config_and_keeps_running() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sysfs = fixtures().join("sysfs");
+    let cfg = tmp.path().join("coolmesh.toml");
+    let text = format!(
+        "[node]\nstate_dir = \"{}\"\n[sensors]\nsysfs = \"{}\"\ninterval = \"1s\"\n[cluster]\nenabled = false\n",
+        tmp.path().join("state").display(),
+        sysfs.display()
+    );
+    std::fs::write(&cfg, &text).expect("config");
+    let mut a = start_agent(&["--config", cfg.to_str().expect("p")]);
+    let hup = |a: &Agent| {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &a.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok);
+    };
+    hup(&a);
+    a.wait_log(
+        &["SIGHUP: the config is unchanged"],
+        Duration::from_secs(10),
+    );
+    std::fs::write(&cfg, text.replace("interval = \"1s\"", "interval = \"2s\"")).expect("config");
+    hup(&a);
+    let f = a.wait_log(
+        &["SIGHUP: the config changed and loads; restart the agent to apply it (systemctl restart coolmesh); nothing is applied while it runs"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(f["changed"], "sensors", "{f}");
+    std::fs::write(&cfg, "[sensors\n").expect("config");
+    hup(&a);
+    a.wait_log(
+        &["SIGHUP: the config does not load; the agent keeps running with the config it started with"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        a.child.try_wait().expect("wait").is_none(),
+        "the agent exited"
+    );
+    assert_eq!(http(a.addr, "GET", "/-/healthy", None).0, 200);
+}
