@@ -61,8 +61,10 @@ echo "package: dpkg -i"
 dpkg -i "$deb"
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-[ "$(coolmesh --version)" = "coolmesh $version" ] || fail "coolmesh --version says '$(coolmesh --version)', want 'coolmesh $version'"
-ok "coolmesh --version: $(coolmesh --version)"
+[ "$(coolmesh -V)" = "coolmesh $version" ] || fail "coolmesh -V says '$(coolmesh -V)', want 'coolmesh $version'"
+coolmesh --version | head -n 1 | grep -q "^coolmesh $version (branch: .*, revision: .*)$" \
+  || fail "coolmesh --version's first line is '$(coolmesh --version | head -n 1)'"
+ok "coolmesh --version: $(coolmesh --version | head -n 1)"
 # The fresh install's preflight, as root, for the service user coolmesh:
 # config, token, cluster key, programs, power-off permission. Exit 0
 # (warnings only: the dry run, no power targets yet, no roster).
