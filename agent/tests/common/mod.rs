@@ -30,6 +30,9 @@ pub struct Agent {
     pub logs: mpsc::Receiver<String>,
     /// Log lines [`start_agent`] read while waiting for the HTTP address.
     pub early_logs: Vec<String>,
+    /// The state directory [`start_agent`] made when the test gave none
+    /// (never the default /var/lib/coolmesh of the machine running tests).
+    pub _state: Option<tempfile::TempDir>,
 }
 
 impl Drop for Agent {
@@ -100,10 +103,19 @@ pub fn start_agent_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent
             "--cluster.insecure-no-psk",
         ];
     }
+    // Without a state directory of its own (flag or config), an agent
+    // would write its identity and journal to /var/lib/coolmesh.
+    let state = (!args.iter().any(|a| *a == "--state-dir" || *a == "--config"))
+        .then(|| tempfile::tempdir().expect("state dir"));
+    let state_args: Vec<String> = state
+        .iter()
+        .flat_map(|d| ["--state-dir".to_string(), d.path().display().to_string()])
+        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_coolmesh"))
         .envs(env.iter().copied())
         .arg("agent")
         .args(cluster_args)
+        .args(&state_args)
         .args([
             "--web.listen-address",
             "127.0.0.1:0",
@@ -130,6 +142,7 @@ pub fn start_agent_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         logs: rx,
         early_logs: Vec::new(),
+        _state: state,
     };
     // The HTTP line, by its message: the cluster's "listening" line has an
     // `address` too (a multiaddr).
