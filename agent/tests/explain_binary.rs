@@ -17,23 +17,6 @@ use coolmesh_agent::cluster::generate_psk;
 
 const TOKEN: &str = "explain-test-token-0123456789";
 
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
-        .args(args)
-        .output()
-        .expect("run coolmesh")
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn explain_tells_why_after_a_restart_and_reports_a_torn_entry() {
     let tmp = tempfile::tempdir().expect("tempdir");

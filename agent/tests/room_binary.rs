@@ -21,13 +21,6 @@ use coolmesh_agent::cluster::generate_psk;
 
 const TOKEN: &str = "room-test-token-0123456789";
 
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
-        .args(args)
-        .output()
-        .expect("run coolmesh")
-}
-
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -33,23 +33,6 @@ use libp2p::{Multiaddr, Swarm};
 
 const TOKEN: &str = "roster-test-token-0123456789";
 
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
-        .args(args)
-        .output()
-        .expect("run coolmesh")
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `coolmesh roster keygen`: the private key file and the config line.
 fn operator_key(dir: &Path) -> (String, String) {
     let key = dir.join("operator.key");

@@ -1097,6 +1097,25 @@ impl Node {
         }
     }
 
+    /// Take a token from `peer`'s inbound bucket (sync and room requests
+    /// share it); a request over the rate is counted and refused.
+    fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
+        let (rate, burst) = (
+            f64::from(self.cfg.inbound_rate),
+            f64::from(self.cfg.inbound_burst),
+        );
+        let bucket = self.buckets.entry(peer).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        if bucket.take(now, rate, burst) {
+            true
+        } else {
+            self.metrics.reject(RejectReason::RateLimited);
+            false
+        }
+    }
+
     fn on_sync_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
         use request_response::{Event, Message};
         match ev {
@@ -1109,16 +1128,7 @@ impl Node {
                 ..
             } => {
                 let now = Now::system();
-                let (rate, burst) = (
-                    f64::from(self.cfg.inbound_rate),
-                    f64::from(self.cfg.inbound_burst),
-                );
-                let bucket = self.buckets.entry(peer).or_insert(Bucket {
-                    tokens: burst,
-                    last: now.mono,
-                });
-                if !bucket.take(now.mono, rate, burst) {
-                    self.metrics.reject(RejectReason::RateLimited);
+                if !self.admit(peer, now.mono) {
                     return; // dropping the channel refuses the request
                 }
                 let req = match SyncRequest::from_bytes(&request) {
@@ -1458,17 +1468,8 @@ impl Node {
                 ..
             } => {
                 let now = Now::system();
-                let (rate, burst) = (
-                    f64::from(self.cfg.inbound_rate),
-                    f64::from(self.cfg.inbound_burst),
-                );
-                let bucket = self.buckets.entry(peer).or_insert(Bucket {
-                    tokens: burst,
-                    last: now.mono,
-                });
-                if !bucket.take(now.mono, rate, burst) {
-                    self.metrics.reject(RejectReason::RateLimited);
-                    return;
+                if !self.admit(peer, now.mono) {
+                    return; // dropping the channel refuses the request
                 }
                 let refuse = |node: &mut Node, channel, why: String| {
                     tracing::warn!(%peer, reason = %why, "refused a room command");

@@ -447,3 +447,22 @@ pub fn wait_probe_rounds(agent: SocketAddr, since: f64, n: u32, within: Duration
         (probe_rounds(agent) >= since + f64::from(n)).then_some(())
     });
 }
+
+/// Run the `coolmesh` binary with `args` (a command, not the agent).
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_coolmesh"))
+        .args(args)
+        .output()
+        .expect("run coolmesh")
+}
+
+/// The stdout of a command that must have succeeded (else both streams).
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
