@@ -33,34 +33,21 @@
 //! - [`rlimit`]: raises the soft open-file limit at startup, as Go services do.
 //! - [`supervisor`]: the async loop that owns the state machine and carries out its actions.
 //!
-//! The command line (the front door):
-//!
-//! - [`cli`]: argument parsing (clap) for every command.
-//! - [`report`]: the HTTP(S) client of the commands and the text renderers of `state`.
-//! - [`demo`]: `coolmesh demo`, a local cluster with simulated sensors and power.
-//! - [`explain`]: `coolmesh explain`, the journal as a story.
-//! - [`preflight`]: `coolmesh check-config` / `preflight`: the config, and what this host must provide for it.
-//! - [`room_cmd`]: `coolmesh room cancel|maintenance|state`, one operator action for every member.
-//! - [`roster_cmd`]: `coolmesh roster keygen|list|add|remove`, the operator's side of the room roster.
+//! The command line (`coolmesh state`, `demo`, `preflight`, ...) is not
+//! here: it is the binary's own module tree, `agent/cli` (its own Layout
+//! map), which uses this library and is never used by it.
 
 pub mod agent;
-pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod counter_store;
-pub mod demo;
-pub mod explain;
 pub mod fsm;
 pub mod heating;
 pub mod journal;
 pub mod perms;
 pub mod persist;
 pub mod power;
-pub mod preflight;
-pub mod report;
 pub mod rlimit;
-pub mod room_cmd;
-pub mod roster_cmd;
 pub mod sampler;
 pub mod shutdown;
 pub mod snapshot;

@@ -176,7 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = arg(&args, "--listen", "127.0.0.1:9990");
     let peers: usize = arg(&args, "--peers", "100").parse()?;
     let sensors: usize = arg(&args, "--sensors", "64").parse()?;
-    // The agent's runtime: multi-threaded, 2 workers (agent/src/main.rs).
+    // The agent's runtime: multi-threaded, 2 workers (agent/cli/main.rs).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,5 +1,5 @@
 //! `coolmesh room cancel|maintenance|state`: one operator action for every
-//! member of the room ([`crate::cluster::room`]).
+//! member of the room ([`coolmesh_agent::cluster::room`]).
 //!
 //! The command is built here (a random id, the time, who asks), signed
 //! with the operator key when `--key` is given, and posted to one agent
@@ -16,9 +16,12 @@ use anyhow::Context;
 use coolmesh_exporter::Snapshot;
 use rand::Rng;
 
-use crate::cli::{ListFormat, RoomAction as Cli, RoomArgs, RoomSendFlags};
-use crate::cluster::room::{Outcome, RoomAction, RoomCommand, RoomReport, MAX_MAINTENANCE};
-use crate::report::{self, Endpoint};
+use crate::args::{ListFormat, RoomAction as Cli, RoomArgs, RoomSendFlags};
+use crate::client::{self, Endpoint};
+use crate::render;
+use coolmesh_agent::cluster::room::{
+    Outcome, RoomAction, RoomCommand, RoomReport, MAX_MAINTENANCE,
+};
 
 /// Run a `coolmesh room` command.
 pub fn main(args: RoomArgs) -> ExitCode {
@@ -92,13 +95,13 @@ fn default_requester() -> String {
 async fn run(ep: &Endpoint, action: &Cli) -> anyhow::Result<(String, bool)> {
     let (send, action) = match action {
         Cli::State { format, .. } => {
-            let snap = report::fetch_state_from(ep).await?;
+            let snap = client::fetch_state_from(ep).await?;
             return Ok(match format {
                 ListFormat::Json => (
                     format!("{}\n", serde_json::to_string_pretty(&room_nodes(&snap))?),
                     true,
                 ),
-                ListFormat::Table => (render_state(&snap, crate::agent::unix_ms()), true),
+                ListFormat::Table => (render_state(&snap, coolmesh_agent::agent::unix_ms()), true),
             });
         }
         Cli::Cancel { send } => (send, RoomAction::Cancel),
@@ -138,10 +141,10 @@ async fn send_command(
         )
     })?;
     let key = match &send.key {
-        Some(k) => Some(crate::roster_cmd::load_key(k)?),
+        Some(k) => Some(crate::roster::load_key(k)?),
         None => None,
     };
-    let snap = report::fetch_state_from(ep).await?;
+    let snap = client::fetch_state_from(ep).await?;
     if snap.cluster.name.is_empty() {
         anyhow::bail!(
             "{} runs without a cluster; use `curl -X POST .../v1/shutdown/cancel` on each node",
@@ -152,14 +155,14 @@ async fn send_command(
         cluster: snap.cluster.name.clone(),
         id: rand::rng().random(),
         action,
-        issued_ms: crate::agent::unix_ms(),
+        issued_ms: coolmesh_agent::agent::unix_ms(),
         requester: send.requester.clone().unwrap_or_else(default_requester),
     };
     let body = match &key {
         Some(k) => cmd.sign(k).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => cmd.to_unsigned(),
     };
-    let answer = report::request_with_body(
+    let answer = client::request_with_body(
         hyper::Method::POST,
         ep,
         "/v1/room",
@@ -185,7 +188,7 @@ pub fn render_report(r: &RoomReport) -> String {
             ]
         })
         .collect();
-    out.push_str(&report::table(
+    out.push_str(&render::table(
         &["NODE", "OUTCOME", "WAS", "MESSAGE"],
         &rows,
         &[],
@@ -207,7 +210,7 @@ pub fn render_report(r: &RoomReport) -> String {
                 ]
             })
             .collect();
-        out.push_str(&report::table(&["NODE", "PEER ID", "WHY"], &rows, &[]));
+        out.push_str(&render::table(&["NODE", "PEER ID", "WHY"], &rows, &[]));
     }
     let count = |o| r.answers.iter().filter(|a| a.ack.outcome == o).count();
     let _ = writeln!(
@@ -310,7 +313,7 @@ pub fn render_state(s: &Snapshot, now_ms: u64) -> String {
             "next shutdown: {} ({}) in {}; `coolmesh room cancel` cancels it on every member",
             next.1.node,
             next.1.reason,
-            report::secs(next.0.saturating_sub(now_ms) / 1000)
+            render::secs(next.0.saturating_sub(now_ms) / 1000)
         );
     }
     let rows: Vec<[String; 5]> = nodes
@@ -322,12 +325,12 @@ pub fn render_state(s: &Snapshot, now_ms: u64) -> String {
                 n.state.clone(),
                 n.reason.clone(),
                 n.deadline_ms
-                    .map(|d| report::secs(d.saturating_sub(now_ms) / 1000))
+                    .map(|d| render::secs(d.saturating_sub(now_ms) / 1000))
                     .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    out.push_str(&report::table(
+    out.push_str(&render::table(
         &["NODE", "LIVENESS", "STATE", "REASON", "SHUTDOWN IN"],
         &rows,
         &[],
@@ -338,7 +341,7 @@ pub fn render_state(s: &Snapshot, now_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::room::{NodeAnswer, RoomAck, Unreached};
+    use coolmesh_agent::cluster::room::{NodeAnswer, RoomAck, Unreached};
     use coolmesh_exporter::model::PeerStatus;
 
     #[test]

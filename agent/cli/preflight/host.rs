@@ -1,320 +1,11 @@
-//! `coolmesh check-config` / `coolmesh preflight`: everything the agent
-//! checks when it starts, and what would make it miss or fake a shutdown
-//! later, reported all at once.
-//!
-//! Two layers:
-//!
-//! - **the file** ([`check_config`]): every key ([`crate::config::parse_report`]),
-//!   the cluster's trust ([`crate::config::cluster_trust_error`]) and the
-//!   durations that only make sense together ([`sanity`]);
-//! - **this host** ([`check_host`], skipped with `--syntax-only`): the files
-//!   the config names (token, cluster key, web config, the config itself)
-//!   exist, parse with the agent's own parsers and follow the permission
-//!   rule ([`crate::perms`]) for the service user; the programs it runs
-//!   (shutdown command, pre-command, `exec:` probes, sensor commands) are
-//!   found in the unit's `PATH`; and the shutdown is allowed for the
-//!   service user (polkit or sudo).
-//!
-//! Every [`Problem`] names the config key and its line when the key is in
-//! the file. Errors are what the agent refuses at start, or what would
-//! make it miss or fake a shutdown; warnings are worth reading but do not
-//! fail the check.
+//! What this host must provide for the config: programs, permissions to
+//! power off (logind/polkit, sudo), ICMP, the state directory, and the
+//! secrets' owners and modes.
 
-use crate::config::{self, Config, ConfigError, KeyLines, SourceKind};
-use crate::perms::{self, Account, FileInfo};
-use std::ffi::OsString;
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// The `PATH` systemd gives a system service that sets none
-/// (`coolmesh.service` does not): programs are looked up there.
-pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// How bad a problem is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    /// The agent would refuse to start, or miss or fake a shutdown.
-    Error,
-    /// Worth a look; does not fail the check.
-    Warning,
-}
-
-/// One finding.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    /// Error or warning.
-    pub severity: Severity,
-    /// The config key it comes from (dotted, `key[i]` for elements), or
-    /// `(host)` for what is not in the config.
-    pub key: String,
-    /// 1-based line of the key in the config file; `None`: not in the file
-    /// (the default applies).
-    pub line: Option<usize>,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.severity == Severity::Warning {
-            f.write_str("warning: ")?;
-        }
-        match self.line {
-            Some(l) => write!(f, "line {l}: {}: {}", self.key, self.message),
-            None => write!(f, "{}: {}", self.key, self.message),
-        }
-    }
-}
-
-impl From<ConfigError> for Problem {
-    fn from(e: ConfigError) -> Problem {
-        Problem {
-            severity: Severity::Error,
-            key: e.key,
-            line: e.line,
-            message: e.message,
-        }
-    }
-}
-
-/// Collects problems, with the lines of the config's keys at hand.
-struct Report<'a> {
-    lines: &'a KeyLines,
-    problems: Vec<Problem>,
-}
-
-impl Report<'_> {
-    fn push(&mut self, severity: Severity, key: &str, message: impl Into<String>) {
-        let e = self.lines.error(key, message);
-        self.problems.push(Problem {
-            severity,
-            ..Problem::from(e)
-        });
-    }
-    fn error(&mut self, key: &str, message: impl Into<String>) {
-        self.push(Severity::Error, key, message);
-    }
-    fn warn(&mut self, key: &str, message: impl Into<String>) {
-        self.push(Severity::Warning, key, message);
-    }
-}
-
-/// What the host checks look at. [`Host::system`] is this machine; tests
-/// point the directories elsewhere.
-#[derive(Debug, Clone)]
-pub struct Host {
-    /// The user the agent runs as; `None` when the default user does not
-    /// exist here (then only modes are judged, and a warning says so).
-    pub user: Option<Account>,
-    /// The name asked for (`--user`, default `coolmesh`).
-    pub user_name: String,
-    /// `PATH` in which bare program names are looked up.
-    pub path: OsString,
-    /// polkit JavaScript rule directories.
-    pub polkit_rules: Vec<PathBuf>,
-    /// polkit local-authority (`.pkla`) directories (older polkit).
-    pub polkit_pkla: Vec<PathBuf>,
-    /// Where polkitd may be installed; none existing: not installed.
-    pub polkitd: Vec<PathBuf>,
-    /// The unit file candidates, first existing wins.
-    pub unit_files: Vec<PathBuf>,
-    /// Drop-in directories of the unit (`*.conf`, in name order, later wins).
-    pub unit_dropins: Vec<PathBuf>,
-    /// Whether this process runs as root (can ask sudo about another user).
-    pub as_root: bool,
-}
-
-impl Host {
-    /// This machine, for the service user `user_name`.
-    pub fn system(user_name: &str) -> Host {
-        Host {
-            user: Account::lookup(user_name),
-            user_name: user_name.to_string(),
-            path: OsString::from(SERVICE_PATH),
-            polkit_rules: vec![
-                "/etc/polkit-1/rules.d".into(),
-                "/usr/share/polkit-1/rules.d".into(),
-                "/usr/local/share/polkit-1/rules.d".into(),
-            ],
-            polkit_pkla: vec![
-                "/etc/polkit-1/localauthority".into(),
-                "/var/lib/polkit-1/localauthority".into(),
-            ],
-            polkitd: vec![
-                "/usr/lib/polkit-1/polkitd".into(),
-                "/usr/libexec/polkitd".into(),
-                "/usr/lib/policykit-1/polkitd".into(),
-            ],
-            unit_files: vec![
-                "/etc/systemd/system/coolmesh.service".into(),
-                "/usr/lib/systemd/system/coolmesh.service".into(),
-                "/lib/systemd/system/coolmesh.service".into(),
-            ],
-            unit_dropins: vec![
-                "/usr/lib/systemd/system/coolmesh.service.d".into(),
-                "/lib/systemd/system/coolmesh.service.d".into(),
-                "/run/systemd/system/coolmesh.service.d".into(),
-                "/etc/systemd/system/coolmesh.service.d".into(),
-            ],
-            as_root: rustix::process::geteuid().is_root(),
-        }
-    }
-}
-
-/// The outcome of a check.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    /// Errors first, then warnings, each in the order found.
-    pub problems: Vec<Problem>,
-}
-
-impl Outcome {
-    /// How many errors.
-    pub fn errors(&self) -> usize {
-        self.problems
-            .iter()
-            .filter(|p| p.severity == Severity::Error)
-            .count()
-    }
-    /// How many warnings.
-    pub fn warnings(&self) -> usize {
-        self.problems.len() - self.errors()
-    }
-}
-
-/// Check a config file's text (`file` is its path, for the host checks
-/// of the file itself); `host: None` checks the file alone.
-pub fn check_config(file: &Path, src: &str, host: Option<&Host>) -> Outcome {
-    let parsed = match config::parse_report(src) {
-        Ok(p) => p,
-        Err(errs) => {
-            return Outcome {
-                problems: errs.0.into_iter().map(Problem::from).collect(),
-            }
-        }
-    };
-    let mut r = Report {
-        lines: &parsed.lines,
-        problems: parsed.errors.into_iter().map(Problem::from).collect(),
-    };
-    let cfg = &parsed.config;
-    if let Some(e) = config::cluster_trust_error(cfg) {
-        r.error("cluster.psk_file", e);
-    }
-    for w in config::trust_warnings(cfg) {
-        let key = if w.starts_with("cluster.insecure_no_psk") {
-            "cluster.insecure_no_psk"
-        } else {
-            "cluster"
-        };
-        r.warn(key, w);
-    }
-    sanity(&mut r, cfg);
-    if let Some(h) = host {
-        check_host(&mut r, file, cfg, h);
-    }
-    let mut problems = r.problems;
-    // Stable: errors first, each group in the order found.
-    problems.sort_by_key(|p| p.severity);
-    Outcome { problems }
-}
-
-fn fmt_d(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-/// Durations and settings that parse but would make a false or missed
-/// shutdown (errors) or are worth a second look (warnings).
-fn sanity(r: &mut Report<'_>, c: &Config) {
-    let s = &c.shutdown;
-    if !c.power.targets.is_empty() {
-        // Recovery needs recovery_probes good rounds in a row; if that
-        // takes the whole grace, mains that returns is never seen back in
-        // time and the server powers off anyway.
-        let rounds = c.power.interval.mul_f64(1.0 + c.power.jitter) * s.recovery_probes;
-        if rounds >= s.grace {
-            r.error(
-                "shutdown.grace",
-                format!(
-                    "{} is not longer than the time a recovery takes (shutdown.recovery_probes {} x power.interval {} with its jitter = {}): mains that comes back during the grace is not seen in time and the server powers off anyway; make the grace longer or the interval shorter",
-                    fmt_d(s.grace),
-                    s.recovery_probes,
-                    fmt_d(c.power.interval),
-                    fmt_d(rounds)
-                ),
-            );
-        }
-    } else {
-        r.warn(
-            "power.targets",
-            "no power targets: mains power is not watched, only overheating and a room-wide cooling failure can shut this server down (operator guide, section 2)",
-        );
-    }
-    if s.duration >= s.grace {
-        r.warn(
-            "shutdown.duration",
-            format!(
-                "{} is not shorter than shutdown.grace ({}): the UPS must carry this server for grace + duration ({}); check its runtime covers that, or whether one of the two is mistyped",
-                fmt_d(s.duration),
-                fmt_d(s.grace),
-                fmt_d(s.grace + s.duration)
-            ),
-        );
-    }
-    if !s.pre_command.is_empty() && s.duration < s.pre_command_timeout {
-        r.warn(
-            "shutdown.duration",
-            format!(
-                "{} is shorter than shutdown.pre_command_timeout ({}): the pre-command runs before the power-off, so a shutdown predicted from the temperature trend may start too late; make duration at least pre_command_timeout plus the power-off itself",
-                fmt_d(s.duration),
-                fmt_d(s.pre_command_timeout)
-            ),
-        );
-    }
-    if s.cancel_hold.is_zero() {
-        r.warn(
-            "shutdown.cancel_hold",
-            "zero: an operator's cancel holds nothing, the trigger starts a new grace at once (default 30m)",
-        );
-    }
-    if c.sensors.interval > Duration::from_secs(3) {
-        r.warn(
-            "sensors.interval",
-            format!(
-                "{}: the cooling detector needs ten samples in its 30 s window, and dense racks reach critical about a minute after cooling stops; 2s (the default) detects in time",
-                fmt_d(c.sensors.interval)
-            ),
-        );
-    }
-    if s.dry_run {
-        r.warn(
-            "shutdown.dry_run",
-            "true: nothing is powered off; run the drill, then go live with dry_run = false (operator guide, \"Room quick-start\")",
-        );
-    }
-    for (i, t) in c.power.targets.iter().enumerate() {
-        if let Ok(spec) = crate::power::parse_target(t) {
-            if let crate::power::TargetKind::Exec { program, .. } = &spec.kind {
-                if basename(program) == "upsc" {
-                    r.error(
-                        &format!("power.targets[{i}]"),
-                        format!(
-                            "{t}: upsc exits 0 whenever it can read the UPS, on battery too, so this target never sees mains fail; test the status: exec:sh -c 's=$(upsc ups@localhost ups.status 2>/dev/null) || exit 127; case \" $s \" in *\" OL \"*) exit 0;; esac; exit 1'"
-                        ),
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn basename(p: &str) -> &str {
-    p.rsplit('/').next().unwrap_or(p)
-}
+use super::*;
 
 /// What this host must provide for the config to work.
-fn check_host(r: &mut Report<'_>, file: &Path, c: &Config, h: &Host) {
+pub(super) fn check_host(r: &mut Report<'_>, file: &Path, c: &Config, h: &Host) {
     let user = h.user.as_ref();
     if user.is_none() {
         r.warn(
@@ -345,7 +36,7 @@ fn check_host(r: &mut Report<'_>, file: &Path, c: &Config, h: &Host) {
     if c.cluster.enabled {
         if let Some(p) = &c.cluster.psk_file {
             check_secret(r, "cluster.psk_file", p, user, |text| {
-                crate::cluster::parse_psk(text).map(|_| ()).map_err(|e| {
+                coolmesh_agent::cluster::parse_psk(text).map(|_| ()).map_err(|e| {
                     format!("{e}; write one with `coolmesh keygen --psk --out FILE` and copy the same file to every server")
                 })
             });
@@ -357,7 +48,7 @@ fn check_host(r: &mut Report<'_>, file: &Path, c: &Config, h: &Host) {
     check_state_paths(r, c, h);
 }
 
-fn check_web_config(r: &mut Report<'_>, c: &Config, user: Option<&Account>) {
+pub(super) fn check_web_config(r: &mut Report<'_>, c: &Config, user: Option<&Account>) {
     let Some(p) = &c.http.web_config_file else {
         return;
     };
@@ -383,7 +74,7 @@ fn check_web_config(r: &mut Report<'_>, c: &Config, user: Option<&Account>) {
 
 /// A secret file: exists, parses with the agent's own parser, follows
 /// the permission rule for the service user.
-fn check_secret(
+pub(super) fn check_secret(
     r: &mut Report<'_>,
     key: &str,
     path: &Path,
@@ -455,7 +146,7 @@ fn check_secret(
 }
 
 /// Every program the agent may run: found, a file, executable.
-fn check_programs(r: &mut Report<'_>, c: &Config, h: &Host) {
+pub(super) fn check_programs(r: &mut Report<'_>, c: &Config, h: &Host) {
     let path_note = |h: &Host| {
         format!(
             "looked up in the PATH the unit gives the agent ({})",
@@ -463,7 +154,7 @@ fn check_programs(r: &mut Report<'_>, c: &Config, h: &Host) {
         )
     };
     let program = |r: &mut Report<'_>, key: &str, argv0: &str, what: &str| {
-        if let Err(e) = crate::power::exec::check_program_in(argv0, &h.path) {
+        if let Err(e) = coolmesh_agent::power::exec::check_program_in(argv0, &h.path) {
             let e = if argv0.contains('/') {
                 e
             } else {
@@ -489,8 +180,8 @@ fn check_programs(r: &mut Report<'_>, c: &Config, h: &Host) {
         );
     }
     for (i, t) in c.power.targets.iter().enumerate() {
-        if let Ok(spec) = crate::power::parse_target(t) {
-            if let crate::power::TargetKind::Exec { program: p, .. } = &spec.kind {
+        if let Ok(spec) = coolmesh_agent::power::parse_target(t) {
+            if let coolmesh_agent::power::TargetKind::Exec { program: p, .. } = &spec.kind {
                 program(
                     r,
                     &format!("power.targets[{i}]"),
@@ -552,13 +243,13 @@ fn check_programs(r: &mut Report<'_>, c: &Config, h: &Host) {
 /// or unprivileged ping (`net.ipv4.ping_group_range` covering the user's
 /// group); without either the agent does not start. A warning: file
 /// capabilities on the binary would do too, and are not looked at.
-fn check_icmp(r: &mut Report<'_>, c: &Config, h: &Host) {
+pub(super) fn check_icmp(r: &mut Report<'_>, c: &Config, h: &Host) {
     let Some(u) = &h.user else {
         return;
     };
     let first = c.power.targets.iter().position(|t| {
-        crate::power::parse_target(t)
-            .is_ok_and(|s| matches!(s.kind, crate::power::TargetKind::Icmp { .. }))
+        coolmesh_agent::power::parse_target(t)
+            .is_ok_and(|s| matches!(s.kind, coolmesh_agent::power::TargetKind::Icmp { .. }))
     });
     let Some(i) = first else {
         return;
@@ -599,7 +290,7 @@ fn check_icmp(r: &mut Report<'_>, c: &Config, h: &Host) {
 /// a unit without `NoNewPrivileges=yes`. Warnings: only a drill tells
 /// for sure, and `busctl ... CanPowerOff` as the user shows what logind
 /// says.
-fn check_poweroff_permission(r: &mut Report<'_>, c: &Config, h: &Host) {
+pub(super) fn check_poweroff_permission(r: &mut Report<'_>, c: &Config, h: &Host) {
     let Some(u) = &h.user else {
         return;
     };
@@ -665,7 +356,7 @@ fn check_poweroff_permission(r: &mut Report<'_>, c: &Config, h: &Host) {
 /// `systemctl poweroff|halt|reboot`, `shutdown`, `poweroff`, `halt`, or
 /// a D-Bus call of logind's PowerOff: all end at logind, which asks polkit
 /// about a caller that is not root.
-fn powers_off_through_logind(argv: &[String]) -> bool {
+pub(super) fn powers_off_through_logind(argv: &[String]) -> bool {
     let Some(first) = argv.first() else {
         return false;
     };
@@ -682,7 +373,7 @@ fn powers_off_through_logind(argv: &[String]) -> bool {
 
 /// A polkit rule that names `u` (or its group) and logind's power-off
 /// action; also the directories that could not be read.
-fn polkit_rule_for(h: &Host, u: &Account) -> (Option<PathBuf>, Vec<PathBuf>) {
+pub(super) fn polkit_rule_for(h: &Host, u: &Account) -> (Option<PathBuf>, Vec<PathBuf>) {
     let mut unreadable = Vec::new();
     let names_user = |text: &str| {
         [&u.name, &u.group]
@@ -721,7 +412,7 @@ fn polkit_rule_for(h: &Host, u: &Account) -> (Option<PathBuf>, Vec<PathBuf>) {
 
 /// Files `*.EXT` in `dir`, sorted; an existing directory that cannot be
 /// read is added to `unreadable`.
-fn files_in(dir: &Path, ext: &str, unreadable: &mut Vec<PathBuf>) -> Vec<PathBuf> {
+pub(super) fn files_in(dir: &Path, ext: &str, unreadable: &mut Vec<PathBuf>) -> Vec<PathBuf> {
     match std::fs::read_dir(dir) {
         Ok(rd) => {
             let mut v: Vec<PathBuf> = rd
@@ -745,7 +436,7 @@ fn files_in(dir: &Path, ext: &str, unreadable: &mut Vec<PathBuf>) -> Vec<PathBuf
 /// the agent as the user checked: its sandbox applies only then. Empty
 /// without a unit file, or for another user (`--user` someone else: the
 /// agent does not run under this unit).
-fn unit_settings(h: &Host) -> Vec<(String, String)> {
+pub(super) fn unit_settings(h: &Host) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let Some(unit) = h.unit_files.iter().find(|p| p.exists()) else {
         return out;
@@ -779,7 +470,7 @@ fn unit_settings(h: &Host) -> Vec<(String, String)> {
     out
 }
 
-fn unit_setting(settings: &[(String, String)], key: &str) -> Option<String> {
+pub(super) fn unit_setting(settings: &[(String, String)], key: &str) -> Option<String> {
     settings
         .iter()
         .rev()
@@ -787,11 +478,11 @@ fn unit_setting(settings: &[(String, String)], key: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-fn truthy(v: &str) -> bool {
+pub(super) fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on")
 }
 
-fn check_sudo(r: &mut Report<'_>, argv: &[String], u: &Account, h: &Host) {
+pub(super) fn check_sudo(r: &mut Report<'_>, argv: &[String], u: &Account, h: &Host) {
     let key = "shutdown.command";
     // The command sudo would run: skip sudo's options (and the values of
     // those that take one).
@@ -857,7 +548,7 @@ fn check_sudo(r: &mut Report<'_>, argv: &[String], u: &Account, h: &Host) {
 
 /// The state directory and the dry-run marker: writable by the service
 /// user, and inside what the unit's sandbox lets it write.
-fn check_state_paths(r: &mut Report<'_>, c: &Config, h: &Host) {
+pub(super) fn check_state_paths(r: &mut Report<'_>, c: &Config, h: &Host) {
     let settings = unit_settings(h);
     let strict = unit_setting(&settings, "ProtectSystem").as_deref() == Some("strict");
     let writable: Vec<PathBuf> = settings
@@ -886,7 +577,7 @@ fn check_state_paths(r: &mut Report<'_>, c: &Config, h: &Host) {
         // service user at every start; another directory must be theirs.
         let managed = !settings.is_empty() && dir == Path::new("/var/lib/coolmesh");
         if !managed {
-            let id = dir.join(crate::cluster::identity::IDENTITY_FILE);
+            let id = dir.join(coolmesh_agent::cluster::identity::IDENTITY_FILE);
             if let Err(e) = u.can_open(dir, 2 | 1) {
                 r.error(
                     "node.state_dir",
@@ -937,175 +628,5 @@ fn check_state_paths(r: &mut Report<'_>, c: &Config, h: &Host) {
                 );
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host_in(dir: &Path, user: Option<Account>) -> Host {
-        Host {
-            user,
-            user_name: "coolmesh".into(),
-            path: OsString::from(dir.join("bin")),
-            polkit_rules: vec![dir.join("rules.d")],
-            polkit_pkla: vec![dir.join("localauthority")],
-            polkitd: vec![dir.join("polkitd")],
-            unit_files: vec![dir.join("coolmesh.service")],
-            unit_dropins: vec![dir.join("coolmesh.service.d")],
-            as_root: false,
-        }
-    }
-
-    fn svc() -> Account {
-        Account {
-            name: "coolmesh".into(),
-            uid: 4242,
-            gid: 4242,
-            group: "coolmesh".into(),
-            groups: vec![],
-        }
-    }
-
-    fn messages(o: &Outcome) -> String {
-        o.problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    #[test]
-    fn systemctl_poweroff_without_a_polkit_rule_is_named_with_the_fix() {
-        let d = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(d.path().join("bin")).expect("bin");
-        let systemctl = d.path().join("bin/systemctl");
-        std::fs::write(&systemctl, "#!/bin/sh\n").expect("write");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let h = host_in(d.path(), Some(svc()));
-        let src =
-            "[cluster]\nenabled = false\n[shutdown]\ncommand = [\"systemctl\", \"poweroff\"]\n";
-        let file = d.path().join("c.toml");
-        let o = check_config(&file, src, Some(&h));
-        let m = messages(&o);
-        assert!(
-            m.contains("warning: line 4: shutdown.command: systemctl poweroff runs as user coolmesh, and no polkit rule lets coolmesh power off")
-                && m.contains("50-coolmesh.rules")
-                && m.contains("NOPASSWD"),
-            "{m}"
-        );
-        // With the package's rule (and polkitd): no warning.
-        std::fs::create_dir_all(d.path().join("rules.d")).expect("rules.d");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/polkit/50-coolmesh.rules"),
-            d.path().join("rules.d/50-coolmesh.rules"),
-        )
-        .expect("copy rule");
-        std::fs::write(d.path().join("polkitd"), "").expect("polkitd");
-        let m = messages(&check_config(&file, src, Some(&h)));
-        assert!(!m.contains("shutdown.command"), "{m}");
-        // The rule without polkitd: logind refuses.
-        std::fs::remove_file(d.path().join("polkitd")).expect("rm");
-        let m = messages(&check_config(&file, src, Some(&h)));
-        assert!(m.contains("polkitd is not installed"), "{m}");
-        // sudo under the packaged unit (NoNewPrivileges=yes).
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coolmesh.service"),
-            d.path().join("coolmesh.service"),
-        )
-        .expect("copy unit");
-        let sudo = d.path().join("bin/sudo");
-        std::fs::write(&sudo, "#!/bin/sh\n").expect("write");
-        std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let src_sudo = "[cluster]\nenabled = false\n[shutdown]\ncommand = [\"sudo\", \"-n\", \"/usr/bin/systemctl\", \"poweroff\"]\n";
-        let m = messages(&check_config(&file, src_sudo, Some(&h)));
-        assert!(m.contains("NoNewPrivileges=yes"), "{m}");
-        std::fs::create_dir_all(d.path().join("coolmesh.service.d")).expect("d");
-        std::fs::write(
-            d.path().join("coolmesh.service.d/sudo.conf"),
-            "[Service]\nNoNewPrivileges=no\n",
-        )
-        .expect("dropin");
-        let m = messages(&check_config(&file, src_sudo, Some(&h)));
-        assert!(!m.contains("NoNewPrivileges=yes"), "{m}");
-        assert!(m.contains("run the preflight as root"), "{m}");
-        // Root needs neither.
-        let root = Account {
-            name: "root".into(),
-            uid: 0,
-            gid: 0,
-            group: "root".into(),
-            groups: vec![],
-        };
-        let m = messages(&check_config(
-            &file,
-            src,
-            Some(&host_in(d.path(), Some(root))),
-        ));
-        assert!(!m.contains("shutdown.command"), "{m}");
-    }
-
-    #[test]
-    fn logind_commands() {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(powers_off_through_logind(&v(&["systemctl", "poweroff"])));
-        assert!(powers_off_through_logind(&v(&[
-            "/usr/bin/systemctl",
-            "poweroff",
-            "-i"
-        ])));
-        assert!(powers_off_through_logind(&v(&[
-            "/sbin/shutdown",
-            "-h",
-            "now"
-        ])));
-        assert!(powers_off_through_logind(&v(&[
-            "dbus-send",
-            "--system",
-            "--print-reply",
-            "--dest=org.freedesktop.login1",
-            "/org/freedesktop/login1",
-            "org.freedesktop.login1.Manager.PowerOff",
-            "boolean:false"
-        ])));
-        assert!(!powers_off_through_logind(&v(&["systemctl", "status"])));
-        assert!(!powers_off_through_logind(&v(&[
-            "/usr/local/bin/drain-and-off"
-        ])));
-    }
-
-    #[test]
-    fn durations_that_fake_or_miss_a_shutdown() {
-        let f = Path::new("c.toml");
-        let src = "[power]\ntargets = [\"tcp://10.0.0.1:22\"]\ninterval = \"10s\"\ntimeout = \"1s\"\n[shutdown]\ngrace = \"15s\"\nduration = \"1m\"\npre_command = [\"/bin/true\"]\npre_command_timeout = \"2m\"\ncancel_hold = \"0s\"\n[sensors]\ninterval = \"10s\"\ntimeout = \"1s\"\n[cluster]\nenabled = false\n";
-        let o = check_config(f, src, None);
-        let m = messages(&o);
-        for want in [
-            "line 6: shutdown.grace: 15s is not longer than the time a recovery takes",
-            "warning: line 7: shutdown.duration: 1m is not shorter than shutdown.grace",
-            "warning: line 7: shutdown.duration: 1m is shorter than shutdown.pre_command_timeout",
-            "warning: line 10: shutdown.cancel_hold: zero",
-            "warning: line 12: sensors.interval: 10s",
-        ] {
-            assert!(m.contains(want), "{want}\n{m}");
-        }
-        assert_eq!(o.errors(), 1, "{m}");
-        // The defaults are sane (warnings only: no targets, no roster).
-        let o = check_config(f, "[cluster]\ninsecure_no_psk = true\n", None);
-        assert_eq!(o.errors(), 0, "{}", messages(&o));
-        // A bare upsc never sees mains fail.
-        let o = check_config(
-            f,
-            "[cluster]\nenabled = false\n[power]\ntargets = [\n  \"tcp://10.0.0.1:22\",\n  \"exec:/usr/bin/upsc ups@localhost ups.status\",\n]\n",
-            None,
-        );
-        assert!(
-            messages(&o).contains("line 6: power.targets[1]: exec:/usr/bin/upsc ups@localhost ups.status: upsc exits 0"),
-            "{}",
-            messages(&o)
-        );
     }
 }

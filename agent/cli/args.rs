@@ -2,8 +2,8 @@
 //! where they overlap (`--web.listen-address`, `--path.sysfs`) and override
 //! the config file.
 
-use crate::config::{Config, SourceKind};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use coolmesh_agent::config::{Config, SourceKind};
 use std::path::PathBuf;
 
 /// `coolmesh --version`, laid out as the Prometheus exporters print it
@@ -564,7 +564,8 @@ impl SourceFlags {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                crate::config::parse(&text).map_err(|e| anyhow::anyhow!("{}:\n{e}", p.display()))?
+                coolmesh_agent::config::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("{}:\n{e}", p.display()))?
             }
             None => Config::default(),
         };
@@ -595,7 +596,7 @@ impl AgentArgs {
     pub fn load(&self) -> anyhow::Result<Config> {
         let mut c = self.src.load()?;
         if let Some(a) = &self.listen_address {
-            crate::config::normalize_listen(a)
+            coolmesh_agent::config::normalize_listen(a)
                 .map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
             c.http.listen_address = a.clone();
         }
@@ -648,7 +649,8 @@ impl AgentArgs {
             c.cluster.insecure_no_psk = true;
         }
         if let Some(l) = &self.log_level {
-            crate::config::check_log_level(l).map_err(|e| anyhow::anyhow!("--log.level: {e}"))?;
+            coolmesh_agent::config::check_log_level(l)
+                .map_err(|e| anyhow::anyhow!("--log.level: {e}"))?;
             c.log.level = l.clone();
         }
         if let Some(f) = self.log_format {

@@ -1,4 +1,4 @@
-//! `coolmesh explain`: the decision journal ([`crate::journal`]) as a story
+//! `coolmesh explain`: the decision journal ([`coolmesh_agent::journal`]) as a story
 //! a person can read the morning after.
 //!
 //! The journal comes from the running agent (`GET /v1/events`, every page
@@ -12,9 +12,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::cli::{ExplainArgs, ExplainFormat};
-use crate::journal::{Entry, Event, Evidence, Page, Problem};
-use crate::report::{self, Endpoint};
+use crate::args::{ExplainArgs, ExplainFormat};
+use crate::client::{self, Endpoint};
+use coolmesh_agent::journal::{Entry, Event, Evidence, Page, Problem};
 
 /// Run `coolmesh explain`.
 pub fn main(args: ExplainArgs) -> ExitCode {
@@ -33,11 +33,11 @@ pub fn main(args: ExplainArgs) -> ExitCode {
 fn run(args: &ExplainArgs) -> anyhow::Result<String> {
     let since = humantime::parse_duration(&args.since)
         .map_err(|e| anyhow::anyhow!("bad --since {:?}: {e} (e.g. 24h, 7d)", args.since))?;
-    let now = crate::agent::unix_ms();
+    let now = coolmesh_agent::agent::unix_ms();
     let floor = now.saturating_sub(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
     let (entries, problems, source) = match &args.state_dir {
         Some(dir) => {
-            let (e, p) = crate::journal::read_dir(dir)
+            let (e, p) = coolmesh_agent::journal::read_dir(dir)
                 .with_context(|| format!("reading the journal in {}", dir.display()))?;
             let e: Vec<Entry> = e.into_iter().filter(|e| e.at_ms >= floor).collect();
             (e, p, dir.display().to_string())
@@ -76,7 +76,7 @@ async fn fetch(ep: &Endpoint, since: &str) -> anyhow::Result<(Vec<Entry>, Vec<Pr
         if let Some(b) = before {
             let _ = write!(path, "&before={b}");
         }
-        let body = report::request_to(hyper::Method::GET, ep, &path, None).await?;
+        let body = client::request_to(hyper::Method::GET, ep, &path, None).await?;
         let page: Page = serde_json::from_slice(&body)
             .with_context(|| format!("{}{path} is not a page of the journal", ep.url))?;
         problems = page.problems;
@@ -295,7 +295,7 @@ pub fn render(entries: &[Entry], problems: &[Problem], source: &str, since: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{CoolingEvidence, TargetEvidence, ThermalEvidence};
+    use coolmesh_agent::journal::{CoolingEvidence, TargetEvidence, ThermalEvidence};
 
     #[test]
     fn the_story_names_the_votes_and_the_readings() {

@@ -1,5 +1,5 @@
 //! `coolmesh roster keygen|list|add|remove`: the operator's side of the room
-//! roster ([`crate::cluster::roster`]).
+//! roster ([`coolmesh_agent::cluster::roster`]).
 //!
 //! A change reads the roster the node holds (`GET /v1/roster`), checks that
 //! it was signed by the operator's key, edits the member list, signs a new
@@ -20,9 +20,10 @@ use coolmesh_exporter::model::RosterStatus;
 use libp2p::identity::Keypair;
 use libp2p::PeerId;
 
-use crate::cli::{ListFormat, RosterAction, RosterArgs};
-use crate::cluster::roster::{format_operator_key, parse_operator_key, Roster};
-use crate::report::{self, Endpoint};
+use crate::args::{ListFormat, RosterAction, RosterArgs};
+use crate::client::{self, Endpoint};
+use crate::render;
+use coolmesh_agent::cluster::roster::{format_operator_key, parse_operator_key, Roster};
 
 /// Run a `coolmesh roster` command.
 pub fn main(args: RosterArgs) -> ExitCode {
@@ -131,7 +132,7 @@ fn parse_peers(list: &[String]) -> anyhow::Result<Vec<PeerId>> {
 }
 
 async fn fetch(ep: &Endpoint) -> anyhow::Result<RosterStatus> {
-    let body = report::request_to(hyper::Method::GET, ep, "/v1/roster", None).await?;
+    let body = client::request_to(hyper::Method::GET, ep, "/v1/roster", None).await?;
     serde_json::from_slice(&body).context("the agent's /v1/roster is not a roster")
 }
 
@@ -225,7 +226,7 @@ async fn change(
     }
     let before = members.len();
     edit(&mut members);
-    let now_ms = crate::agent::unix_ms();
+    let now_ms = coolmesh_agent::agent::unix_ms();
     let version = st.version.saturating_add(1).max(now_ms);
     let r = Roster::sign(&key, &st.cluster, version, now_ms, members)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -235,7 +236,7 @@ async fn change(
             token_file.display()
         )
     })?;
-    let body = report::request_with_body(
+    let body = client::request_with_body(
         hyper::Method::POST,
         ep,
         "/v1/roster",
@@ -286,7 +287,7 @@ pub fn render(st: &RosterStatus) -> String {
                 ]
             })
             .collect();
-        out.push_str(&report::table(&["MEMBER", "NODE", "LIVENESS"], &rows, &[]));
+        out.push_str(&render::table(&["MEMBER", "NODE", "LIVENESS"], &rows, &[]));
     }
     if st.pending.is_empty() {
         out.push_str("no identities waiting outside the roster\n");
@@ -307,7 +308,7 @@ pub fn render(st: &RosterStatus) -> String {
                 ]
             })
             .collect();
-        out.push_str(&report::table(
+        out.push_str(&render::table(
             &["WAITING", "CLAIMS NODE", "ADDRESS", "LAST SEEN"],
             &rows,
             &[3],
