@@ -8,6 +8,7 @@
 //! its trend. A failed source contributes no readings that round: stale
 //! values are never presented as current; its `source_up` goes to 0 instead.
 
+use crate::clock::unix_ms;
 use crate::config::{apply_thresholds, ThresholdRule};
 use crate::heating::{HeatConfig, HeatTracker, RoleRule};
 use crate::sources::Source;
@@ -16,7 +17,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -133,13 +134,6 @@ pub fn parse_load(text: &str) -> Option<f64> {
         None => t.parse::<f64>().ok()?,
     };
     (v.is_finite() && (0.0..=1.0).contains(&v)).then_some(v)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Read every source once, concurrently, each under `timeout`.

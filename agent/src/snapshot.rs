@@ -66,11 +66,7 @@ pub fn apply_power(snap: &mut Snapshot, policy: &str, obs: &crate::power::PowerO
                 error: t.error.clone(),
             })
             .collect(),
-        at_ms: obs
-            .at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        at_ms: crate::clock::to_unix_ms(obs.at),
     };
 }
 
@@ -130,7 +126,7 @@ pub fn apply_cluster(
     own_thermal: &ThermalSummary,
 ) {
     use coolmesh_exporter::model::{PeerStatus, PowerVote};
-    let now = crate::agent::unix_ms();
+    let now = crate::clock::unix_ms();
     snap.cluster.name = name.to_string();
     snap.cluster.peers = view
         .peers
@@ -192,7 +188,7 @@ pub fn apply_cluster(
         .collect();
     let peers_hot = voters
         .iter()
-        .filter(|p| crate::agent::peer_votes_cooling(&p.record.thermal, fsm))
+        .filter(|p| crate::votes::peer_votes_cooling(&p.record.thermal, fsm))
         .count();
     snap.cluster.overheating = n(peers_hot) + u32::from(fsm.is_heating(own_thermal));
     let nodes = n(voters.len()).saturating_add(1);

@@ -1,6 +1,6 @@
 //! The safety suite: real-room scenarios replayed through the real cooling
 //! detector ([`HeatTracker`]), the real peer corroboration
-//! ([`coolmesh_agent::agent::peer_view`]) and one real [`Supervisor`] per
+//! ([`coolmesh_agent::votes::peer_view`]) and one real [`Supervisor`] per
 //! node, on a paused tokio clock (hours of machine-room time in seconds),
 //! plus a property test over thousands of random traces with an oracle.
 //!
@@ -22,7 +22,6 @@
 //! Every scenario states its expected outcome ([`Expect`]) and the harness
 //! always checks that no node ran its shutdown twice.
 
-use coolmesh_agent::agent::peer_view;
 use coolmesh_agent::cluster::record::{LocalState, PowerObservation, Record};
 use coolmesh_agent::cluster::view::{ClusterView, Liveness, PeerView as ClusterPeer};
 use coolmesh_agent::fsm::{
@@ -35,6 +34,7 @@ use coolmesh_agent::power::Policy;
 use coolmesh_agent::shutdown::{ExecStats, Executor, ShutdownConfig};
 use coolmesh_agent::supervisor::{Supervisor, TokioClock};
 use coolmesh_agent::thermal::{Reading, ThermalSummary};
+use coolmesh_agent::votes::peer_view;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
