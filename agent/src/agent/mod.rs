@@ -18,11 +18,11 @@
 //!
 //! - `mod.rs` (this file): the wiring: builds every part from the config,
 //!   starts the tasks, runs until shutdown and stops them in order; the
-//!   operator commands the state machine answers ([`control`]).
-//! - [`core`](self::core): the core loop, the only writer of the snapshot the
+//!   operator commands the state machine answers (`control`).
+//! - `core`: the core loop, the only writer of the snapshot the
 //!   exporter serves, of this node's counter slots and of the record peers
 //!   see (its own map).
-//! - [`settings`]: the config turned into each part's runtime settings.
+//! - `settings`: the config turned into each part's runtime settings.
 
 mod core;
 mod settings;
