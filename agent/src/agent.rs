@@ -359,6 +359,7 @@ pub async fn run_with_web(
         peer_id,
         thermal: Default::default(),
         power: None,
+        battery: None,
         power_targets: Vec::new(),
         view: ClusterView::default(),
         policy: power_policy,
@@ -421,6 +422,9 @@ struct Core {
     /// The last probe round as the state machine reads it (`None` before
     /// the first round).
     power: Option<PowerReading>,
+    /// The last round's UPS battery, when it was down with a UPS on
+    /// battery (`PowerObservation::battery`).
+    battery: Option<crate::fsm::Battery>,
     /// The last round's known per-target results, as published to peers.
     power_targets: Vec<cluster::record::PowerObservation>,
     view: ClusterView,
@@ -510,6 +514,7 @@ impl Core {
                     // down: the machine reads it as a local fault, and peers
                     // get no vote from us.
                     self.power = Some(obs.up.map_or(PowerReading::Unknown, PowerReading::from));
+                    self.battery = obs.battery;
                     let at_ms = obs.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
                     // The record has no "unknown" per target: an unknown
                     // target is left out rather than published as "down",
@@ -710,6 +715,7 @@ impl Core {
             power: self.power,
             thermal: self.thermal,
             peers,
+            battery: self.battery,
         };
         // Bounded: if the machine is behind, this observation is dropped
         // (the next one supersedes it) rather than queueing stale data.

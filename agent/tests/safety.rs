@@ -579,6 +579,7 @@ async fn run(sc: &Scenario) -> Outcome {
                     power: if has_targets { n.power } else { None },
                     thermal: n.thermal,
                     peers,
+                    battery: None,
                 };
                 n.events
                     .send(Event::Observe(input))
