@@ -299,9 +299,11 @@ pub struct FsmConfig {
     /// critical; shorter powers off on transient hot spots.
     pub overheat_grace: Duration,
     /// How long a shutdown takes from the command to power off. Default 60 s.
-    /// Used only by the prediction: the command must start this long before
-    /// the projected critical time. Too short and the node reaches critical
-    /// mid-shutdown; too long and predictions shut down earlier than needed.
+    /// Used by the prediction and the battery rule: the command must start
+    /// this long before the projected critical time, and before a UPS on
+    /// battery runs out (module documentation, "Battery"). Too short and
+    /// the node reaches critical or loses power mid-shutdown; too long and
+    /// predictions and UPS runtimes shut down earlier than needed.
     pub shutdown_duration: Duration,
     /// Consecutive observations without any trigger needed to leave
     /// `pre_fail` or `local_fault`. Default 2. Higher resists flapping power

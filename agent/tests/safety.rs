@@ -1965,6 +1965,7 @@ mod property {
                         power: n.power,
                         thermal: n.thermal,
                         peers,
+                        battery: None,
                     };
                     let clear = !triggering(&input, &cfg);
                     n.apply(&Event::Observe(input), t, &cfg);
