@@ -216,7 +216,13 @@ pub struct ShutdownConfig {
     pub pre_command_timeout: Duration,
     /// Timeout of one attempt of `command`. Default 2 m.
     pub command_timeout: Duration,
-    /// How long a shutdown takes, used by prediction. Default 60 s.
+    /// How long a shutdown takes (command to power off, drain included).
+    /// Default 60 s. The prediction starts the command this long before the
+    /// projected critical time, and a `nut://` UPS on battery this long
+    /// before its `battery.runtime` runs out. Longer keeps more margin on
+    /// an optimistic runtime estimate (old batteries) and shuts down
+    /// earlier in an outage that ends; shorter risks the battery or the
+    /// heat ending the shutdown halfway.
     pub duration: Duration,
     /// Consecutive good probes needed to recover. Default 2.
     pub recovery_probes: u32,

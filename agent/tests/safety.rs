@@ -579,6 +579,7 @@ async fn run(sc: &Scenario) -> Outcome {
                     power: if has_targets { n.power } else { None },
                     thermal: n.thermal,
                     peers,
+                    battery: None,
                 };
                 n.events
                     .send(Event::Observe(input))
@@ -1964,6 +1965,7 @@ mod property {
                         power: n.power,
                         thermal: n.thermal,
                         peers,
+                        battery: None,
                     };
                     let clear = !triggering(&input, &cfg);
                     n.apply(&Event::Observe(input), t, &cfg);

@@ -374,6 +374,7 @@ pub async fn run_with_web(
         peer_id,
         thermal: Default::default(),
         power: None,
+        battery: None,
         power_targets: Vec::new(),
         view: ClusterView::default(),
         policy: power_policy,

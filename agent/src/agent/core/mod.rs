@@ -48,6 +48,9 @@ pub(super) struct Core {
     /// The last probe round as the state machine reads it (`None` before
     /// the first round).
     pub(super) power: Option<PowerReading>,
+    /// The last round's UPS battery, when it was down with a UPS on
+    /// battery (`PowerObservation::battery`).
+    pub(super) battery: Option<crate::fsm::Battery>,
     /// The last round's known per-target results, as published to peers.
     pub(super) power_targets: Vec<cluster::record::PowerObservation>,
     pub(super) view: ClusterView,
@@ -137,6 +140,7 @@ impl Core {
                     // down: the machine reads it as a local fault, and peers
                     // get no vote from us.
                     self.power = Some(obs.up.map_or(PowerReading::Unknown, PowerReading::from));
+                    self.battery = obs.battery;
                     let at_ms = crate::clock::to_unix_ms(obs.at);
                     // The record has no "unknown" per target: an unknown
                     // target is left out rather than published as "down",
@@ -337,6 +341,7 @@ impl Core {
             power: self.power,
             thermal: self.thermal,
             peers,
+            battery: self.battery,
         };
         // Bounded: if the machine is behind, this observation is dropped
         // (the next one supersedes it) rather than queueing stale data.
