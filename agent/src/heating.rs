@@ -64,7 +64,7 @@ pub struct RoleRule {
 
 /// `*`-glob match (the same rule as threshold patterns).
 pub fn glob(pattern: &str, s: &str) -> bool {
-    crate::config::glob_match(pattern, s)
+    crate::thermal::glob_match(pattern, s)
 }
 
 impl RoleRule {

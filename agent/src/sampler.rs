@@ -9,9 +9,9 @@
 //! values are never presented as current; its `source_up` goes to 0 instead.
 
 use crate::clock::unix_ms;
-use crate::config::{apply_thresholds, ThresholdRule};
 use crate::heating::{HeatConfig, HeatTracker, RoleRule};
 use crate::sources::Source;
+use crate::thermal::{apply_thresholds, ThresholdRule};
 use crate::thermal::{Reading, ThermalSummary};
 use std::collections::HashSet;
 use std::future::Future;

@@ -157,9 +157,92 @@ impl TrendWindow {
     }
 }
 
+/// A threshold rule (`[[sensors.thresholds]]` in the config): override or
+/// fill in the thresholds of matching sensors, or drop them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdRule {
+    /// Chip pattern (`*` matches any run of characters).
+    pub chip: String,
+    /// Sensor pattern.
+    pub sensor: String,
+    /// Max threshold to set.
+    pub max: Option<f64>,
+    /// Critical threshold to set.
+    pub critical: Option<f64>,
+    /// `true`: only fill thresholds the hardware does not report.
+    pub fill_only: bool,
+    /// Drop matching sensors entirely (a broken probe).
+    pub ignore: bool,
+}
+
+/// Does a `*` pattern match `s`?
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Apply threshold rules to readings (in place); drops ignored sensors.
+pub fn apply_thresholds(rules: &[ThresholdRule], readings: &mut Vec<Reading>) {
+    if rules.is_empty() {
+        return;
+    }
+    readings.retain_mut(|r| {
+        for rule in rules {
+            if !glob_match(&rule.chip, &r.chip) || !glob_match(&rule.sensor, &r.sensor) {
+                continue;
+            }
+            if rule.ignore {
+                return false;
+            }
+            if let Some(m) = rule.max {
+                if !rule.fill_only || r.max_celsius.is_none() {
+                    r.max_celsius = Some(m);
+                }
+            }
+            if let Some(c) = rule.critical {
+                if !rule.fill_only || r.critical_celsius.is_none() {
+                    r.critical_celsius = Some(c);
+                }
+            }
+        }
+        true
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_table() {
+        for (p, s, want) in [
+            ("*", "anything", true),
+            ("nvme*", "nvme_0", true),
+            ("nvme*", "xnvme", false),
+            ("*temp*", "platform_coretemp_0", true),
+            ("temp1", "temp1", true),
+            ("temp1", "temp10", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(glob_match(p, s), want, "{p} ~ {s}");
+        }
+    }
 
     #[test]
     fn plausibility_table() {

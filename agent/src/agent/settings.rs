@@ -169,4 +169,51 @@ mod tests {
         assert_eq!(from_config.command_timeout, d.command_timeout);
         assert_eq!(from_config.dry_run, d.dry_run);
     }
+
+    /// An empty config runs every part with that part's own defaults: the
+    /// config defines none of its own (the derived timers aside: the
+    /// observe interval, the prediction floor and the restore wait follow
+    /// other settings).
+    #[test]
+    fn an_empty_config_gives_each_part_its_own_defaults() {
+        let c = Config::default();
+        let f = fsm_config(&c);
+        assert_eq!(
+            FsmConfig {
+                observe_interval: FsmConfig::default().observe_interval,
+                prediction_floor: FsmConfig::default().prediction_floor,
+                restore_wait: FsmConfig::default().restore_wait,
+                ..f
+            },
+            FsmConfig::default()
+        );
+        assert_eq!(heat_config(&c), crate::heating::HeatConfig::default());
+        let cl = cluster_config(&Config {
+            cluster: crate::config::ClusterSection {
+                insecure_no_psk: true,
+                listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+                ..c.cluster.clone()
+            },
+            ..c.clone()
+        })
+        .expect("the default cluster settings are valid");
+        let d = cluster::ClusterConfig::default();
+        assert_eq!(
+            (cl.name, cl.mdns, cl.mdns_query_interval, cl.room_commands),
+            (d.name, d.mdns, d.mdns_query_interval, d.room_commands)
+        );
+        assert_eq!(
+            (cl.sync_interval, cl.anti_entropy_interval, cl.fanout),
+            (d.sync_interval, d.anti_entropy_interval, d.fanout)
+        );
+        assert_eq!(
+            (cl.suspect_after, cl.dead_after, cl.retention),
+            (d.suspect_after, d.dead_after, d.retention)
+        );
+        assert_eq!(
+            c.cluster.listen,
+            d.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "the cluster listens on loopback unless told otherwise"
+        );
+    }
 }
