@@ -556,6 +556,22 @@ fn stable(crossings: &VecDeque<Option<f64>>, ttc: f64) -> bool {
     hi - lo <= (0.25 * ttc).max(15.0)
 }
 
+/// The summary of the latest readings with the detector's assessment.
+pub fn summary(readings: &[Reading], a: &Assessment) -> crate::thermal::ThermalSummary {
+    let (hottest, headroom, critical) = crate::thermal::instant_summary(readings);
+    crate::thermal::ThermalSummary {
+        hottest_celsius: hottest,
+        headroom_celsius: headroom,
+        trend_celsius_per_minute: a.rate,
+        time_to_critical_seconds: a.time_to_critical,
+        critical,
+        cooling_vote: a.vote,
+        air: a.air,
+        workload: a.workload,
+        load: a.load,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,7 +232,7 @@ pub async fn run(
             }
         }
         let a = heat.push(origin.elapsed().as_secs_f64(), &readings, load.read());
-        let thermal = crate::thermal::summary(&readings, &a);
+        let thermal = crate::heating::summary(&readings, &a);
         round += 1;
         tx.send_replace(SensorState {
             round,

@@ -13,22 +13,6 @@ pub use coolmesh_exporter::model::{
     plausible, Reading, ThermalSummary, PLAUSIBLE_MAX_C, PLAUSIBLE_MIN_C,
 };
 
-/// The summary of the latest readings with the detector's assessment.
-pub fn summary(readings: &[Reading], a: &crate::heating::Assessment) -> ThermalSummary {
-    let (hottest, headroom, critical) = instant_summary(readings);
-    ThermalSummary {
-        hottest_celsius: hottest,
-        headroom_celsius: headroom,
-        trend_celsius_per_minute: a.rate,
-        time_to_critical_seconds: a.time_to_critical,
-        critical,
-        cooling_vote: a.vote,
-        air: a.air,
-        workload: a.workload,
-        load: a.load,
-    }
-}
-
 /// Hottest value and headroom over a set of readings.
 pub fn instant_summary(readings: &[Reading]) -> (Option<f64>, Option<f64>, bool) {
     let hottest = readings

@@ -541,7 +541,7 @@ async fn run(sc: &Scenario) -> Outcome {
                 assign_roles(&[], &mut rs);
                 let n = &mut nodes[i];
                 let a = n.heat.push(t, &rs, load);
-                n.thermal = coolmesh_agent::thermal::summary(&rs, &a);
+                n.thermal = coolmesh_agent::heating::summary(&rs, &a);
                 n.publish(k, sc.gossip_delay, wall(t));
                 observe |= !has_targets;
             }
@@ -1926,7 +1926,7 @@ mod property {
                     let (rs, load) = tr.readings(i, t);
                     let n = &mut nodes[i];
                     let a = n.heat.push(t, &rs, load);
-                    n.thermal = coolmesh_agent::thermal::summary(&rs, &a);
+                    n.thermal = coolmesh_agent::heating::summary(&rs, &a);
                     if n.thermal.critical {
                         n.critical.push(t);
                     }

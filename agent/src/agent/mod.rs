@@ -73,11 +73,32 @@ pub fn build_sources(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Source>>> {
                 Arc::new(sources::file::FileSource::new(p))
             }
             SourceKind::Exec => Arc::new(sources::exec::ExecSource::new(s.exec.clone())),
-            SourceKind::LmSensors => crate::sources::lm_sensors_from_config(s)?,
+            SourceKind::LmSensors => lm_sensors_from_config(s)?,
         };
         out.push(src);
     }
     Ok(out)
+}
+
+/// Build the lm-sensors source from the `[sensors]` config: a saved file
+/// when `lm_sensors_file` is set, else the `lm_sensors_command`.
+fn lm_sensors_from_config(s: &crate::config::SensorsConfig) -> anyhow::Result<Arc<dyn Source>> {
+    let format: sources::lm_sensors::Format = s
+        .lm_sensors_format
+        .parse()
+        .map_err(|e| anyhow::anyhow!("sensors.lm_sensors_format: {e}"))?;
+    if let Some(path) = &s.lm_sensors_file {
+        return Ok(Arc::new(sources::lm_sensors::LmSensors::file(path, format)));
+    }
+    let (program, args) = s
+        .lm_sensors_command
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("sensors.lm_sensors_command is empty"))?;
+    Ok(Arc::new(sources::lm_sensors::LmSensors::command_with_args(
+        program,
+        args.iter().cloned(),
+        format,
+    )))
 }
 
 /// Load the operator token, if configured. A configured but missing or bad

@@ -379,7 +379,7 @@ impl Record {
         // The built-in counters first, so that user counters can never push
         // them out of the record (the agent refuses new names past the
         // limit anyway, see `CounterStore::add`).
-        let builtin = |n: &str| crate::counter_store::BUILTIN.contains(&n);
+        let builtin = |n: &str| super::counters::BUILTIN.contains(&n);
         let mut names: Vec<(&String, &CounterSlot)> = local
             .counters
             .iter()
