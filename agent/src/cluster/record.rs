@@ -17,7 +17,7 @@ use libp2p::identity::{Keypair, PublicKey};
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
-use super::counters::{CounterKind, CounterSlot};
+use super::counters::{CounterKind, CounterSlot, BUILTIN};
 
 /// Record format written by this implementation (payload key 0). Bumped only
 /// for incompatible changes; compatible additions use new keys instead.
@@ -379,7 +379,7 @@ impl Record {
         // The built-in counters first, so that user counters can never push
         // them out of the record (the agent refuses new names past the
         // limit anyway, see `CounterStore::add`).
-        let builtin = |n: &str| crate::counter_store::BUILTIN.contains(&n);
+        let builtin = |n: &str| BUILTIN.contains(&n);
         let mut names: Vec<(&String, &CounterSlot)> = local
             .counters
             .iter()

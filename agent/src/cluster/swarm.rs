@@ -1277,7 +1277,7 @@ impl Node {
         bytes: Vec<u8>,
         reply: tokio::sync::oneshot::Sender<Result<RoomReport, String>>,
     ) {
-        let cmd = match room::verify(&bytes, &self.room_policy(), crate::agent::unix_ms()) {
+        let cmd = match room::verify(&bytes, &self.room_policy(), super::engine::unix_ms()) {
             Ok(c) => c,
             Err(e) => {
                 let _ = reply.send(Err(e.to_string()));
