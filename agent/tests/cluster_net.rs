@@ -9,9 +9,11 @@ use common::raw_codec::RawCodec;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use coolmesh_agent::cluster::record::wire::{RecordPayload, SlotW};
-use coolmesh_agent::cluster::record::{Record, SignedRecord};
+use coolmesh_agent::cluster::record::Record;
 use coolmesh_agent::cluster::swarm::build_transport;
+use coolmesh_agent::cluster::wire::record::SlotW;
+use coolmesh_agent::cluster::wire::RecordPayload;
+use coolmesh_agent::cluster::wire::SignedRecord;
 use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, SyncResponse, PROTOCOL};
 use coolmesh_agent::cluster::{
     generate_psk, parse_psk, ClusterConfig, ClusterHandle, ClusterView, CounterKind, CounterSlot,

@@ -215,8 +215,8 @@ fn doc_hex(section: &str, label: &str) -> Vec<u8> {
 /// it, and encodes the same record and request to the same bytes.
 #[test]
 fn protocol_doc_test_vector() {
-    use coolmesh_agent::cluster::record::wire::RecordPayload;
-    use coolmesh_agent::cluster::record::SignedRecord;
+    use coolmesh_agent::cluster::wire::RecordPayload;
+    use coolmesh_agent::cluster::wire::SignedRecord;
     use coolmesh_agent::cluster::wire::{read_frame, RequestKind, SyncRequest};
     use coolmesh_agent::cluster::CounterKind;
     use libp2p::identity::Keypair;

@@ -20,8 +20,9 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coolmesh_agent::cluster::record::{PowerObservation, Record, SignedRecord};
+use coolmesh_agent::cluster::record::{PowerObservation, Record};
 use coolmesh_agent::cluster::swarm::{build_transport, swarm_config};
+use coolmesh_agent::cluster::wire::SignedRecord;
 use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, PROTOCOL};
 use coolmesh_agent::cluster::{generate_psk, parse_psk, LocalState};
 use futures::StreamExt;

@@ -9,9 +9,9 @@
 
 use std::collections::HashSet;
 
-use coolmesh_agent::cluster::record::wire::RecordPayload;
-use coolmesh_agent::cluster::record::{SignedRecord, MAX_RECORD_BYTES, MAX_SIGNATURE_BYTES};
+use coolmesh_agent::cluster::wire::RecordPayload;
 use coolmesh_agent::cluster::wire::{read_frame, SyncRequest, SyncResponse, MAX_DIGEST_ENTRIES};
+use coolmesh_agent::cluster::wire::{SignedRecord, MAX_RECORD_BYTES, MAX_SIGNATURE_BYTES};
 use coolmesh_agent::thermal::{plausible, Reading};
 use futures::executor::block_on;
 use futures::io::Cursor;

@@ -27,11 +27,10 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::counters::Counters;
-use super::record::wire::SignedW;
-use super::record::{LocalState, Record, RejectReason, SignedRecord};
+use super::record::{LocalState, Record, RejectReason};
 use super::roster::{Roster, RosterError};
 use super::view::{ClusterView, Liveness, LivenessTimeouts, PeerView};
-use super::wire::{RequestKind, SyncRequest, SyncResponse};
+use super::wire::{RequestKind, SignedRecord, SignedW, SyncRequest, SyncResponse};
 
 /// Engine settings (a subset of `ClusterConfig`).
 #[derive(Clone, Debug)]
@@ -1435,14 +1434,14 @@ mod tests {
             &[],
             0,
         );
-        let payload = crate::cluster::record::wire::RecordPayload::from_record(&rec)
+        let payload = crate::cluster::wire::RecordPayload::from_record(&rec)
             .encode()
             .unwrap();
         let forged = SignedRecord::sign_payload(payload, &a.key).unwrap();
         // a's own record with a slot owned by the victim.
         rec.peer_id = a.me;
-        let mut p = crate::cluster::record::wire::RecordPayload::from_record(&rec);
-        p.counters.push(crate::cluster::record::wire::SlotW {
+        let mut p = crate::cluster::wire::RecordPayload::from_record(&rec);
+        p.counters.push(crate::cluster::wire::record::SlotW {
             name: "x".into(),
             kind: 0,
             owner: victim.public().to_peer_id().to_bytes(),

@@ -11,16 +11,18 @@
 //!   trade-off.
 //! - [`identity`]: persistent Ed25519 identity (`identity.key`, 0600, atomic
 //!   write) and the private-network key (`swarm.key`).
-//! - [`record`]: [`LocalState`] (what the agent publishes), [`Record`], its
-//!   versioned CBOR schema (`record::wire`), [`SignedRecord`] signing and
-//!   verification, field limits, [`RejectReason`].
+//! - [`record`]: [`LocalState`] (what the agent publishes), [`Record`] (a
+//!   verified record in memory), field limits, [`RejectReason`].
 //! - [`room`]: room commands (cancel, maintenance) carried to every member,
 //!   their wire form, who may send them, the report.
 //! - [`roster`]: the operator-signed list of members ([`roster::Roster`]),
 //!   the operator key's text form, the stored copy.
 //! - [`counters`]: G and PN counters, one slot per node, merge = per-slot max.
-//! - [`wire`]: the `/coolmesh/sync/1.0.0` messages, varint framing and the
-//!   request-response codec.
+//! - [`wire`]: everything on the wire, and the one place that converts it
+//!   to and from the in-memory types: the record payload's versioned CBOR
+//!   schema (`wire::record`), [`SignedRecord`] signing and verification
+//!   (`wire::signed`), the `/coolmesh/sync/1.0.0` messages (`wire::sync`),
+//!   varint framing and the request-response codec (`wire::frame`).
 //! - [`engine`]: the gossip protocol without I/O: digests, deltas, what each
 //!   neighbour has, hub selection, liveness, retention. Driven by [`swarm`]
 //!   and by the simulation in `tests/cluster_sim.rs`.
@@ -69,8 +71,7 @@ pub use config::ClusterConfig;
 pub use counters::{CounterKind, CounterSlot, Counters};
 pub use identity::{generate_psk, load_or_create_identity, load_psk, parse_psk};
 pub use metrics::GossipMetrics;
-pub use record::{
-    FsmSummary, LocalState, PowerObservation, Record, RejectReason, SignedRecord, Thermal,
-};
+pub use record::{FsmSummary, LocalState, PowerObservation, Record, RejectReason, Thermal};
 pub use swarm::{run, Cluster, ClusterHandle, Control};
 pub use view::{ClusterView, Liveness, PeerView, PowerVotes};
+pub use wire::SignedRecord;
