@@ -422,7 +422,7 @@ struct Core {
     /// the first round).
     power: Option<PowerReading>,
     /// The last round's known per-target results, as published to peers.
-    power_targets: Vec<cluster::record::PowerObservation>,
+    power_targets: Vec<cluster::record::TargetObservation>,
     view: ClusterView,
     /// This node's power policy (parsed once; applied to peers' votes).
     policy: power::Policy,
@@ -518,7 +518,7 @@ impl Core {
                         .targets
                         .iter()
                         .filter(|t| !t.unknown)
-                        .map(|t| cluster::record::PowerObservation { target: t.target.clone(), up: t.up, at_ms })
+                        .map(|t| cluster::record::TargetObservation { target: t.target.clone(), up: t.up, at_ms })
                         .collect();
                     let policy = self.cfg.power.policy.clone();
                     self.update(|snap| crate::snapshot::apply_power(snap, &policy, &obs));
@@ -894,7 +894,7 @@ impl Core {
     fn evidence(&self) -> crate::journal::Evidence {
         use crate::journal::{CoolingEvidence, Evidence, TargetEvidence, ThermalEvidence};
         let voters = self.view.voters();
-        let name = |p: &cluster::PeerView| {
+        let name = |p: &cluster::ClusterPeer| {
             if p.record.node.is_empty() {
                 p.record.peer_id.to_base58()
             } else {
@@ -1242,7 +1242,7 @@ fn clamp(v: i128) -> i64 {
 pub fn peer_view(
     view: &ClusterView,
     cfg: &FsmConfig,
-    own: &[cluster::record::PowerObservation],
+    own: &[cluster::record::TargetObservation],
     policy: power::Policy,
 ) -> PeerView {
     let down: Vec<String> = own
@@ -1280,7 +1280,7 @@ pub fn peer_view(
 /// Does a peer's record vote "cooling lost"? Its own verdict when it sent
 /// one (format 1.1), else the old rule (critical, or a trend at least
 /// `heating_fast_c_per_min`).
-pub fn peer_votes_cooling(t: &cluster::record::Thermal, cfg: &FsmConfig) -> bool {
+pub fn peer_votes_cooling(t: &cluster::record::ThermalReport, cfg: &FsmConfig) -> bool {
     t.critical
         || t.vote
             .unwrap_or_else(|| t.trend.is_some_and(|c| c >= cfg.heating_fast_c_per_min))

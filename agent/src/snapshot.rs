@@ -94,7 +94,7 @@ pub fn apply_machine(
 }
 
 /// The thermal summary of a peer's record, in the agent's own terms.
-pub fn thermal_of(t: &crate::cluster::record::Thermal) -> ThermalSummary {
+pub fn thermal_of(t: &crate::cluster::record::ThermalReport) -> ThermalSummary {
     ThermalSummary {
         hottest_celsius: t.hottest,
         headroom_celsius: t.headroom,
@@ -335,13 +335,13 @@ pub fn roster_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::record::{LocalState, Record, Thermal as RecordThermal};
-    use crate::cluster::{ClusterView, Liveness, PeerView};
+    use crate::cluster::record::{LocalState, Record, ThermalReport as RecordThermal};
+    use crate::cluster::{ClusterPeer, ClusterView, Liveness};
     use crate::fsm::FsmConfig;
     use std::time::{Duration, Instant};
 
     /// A peer at host `10.0.0.<host>`, voting "cooling lost" if `hot`.
-    fn peer(host: u8, hot: bool, liveness: Liveness, connected: bool) -> PeerView {
+    fn peer(host: u8, hot: bool, liveness: Liveness, connected: bool) -> ClusterPeer {
         let key = libp2p::identity::Keypair::generate_ed25519();
         let local = LocalState {
             thermal: RecordThermal {
@@ -351,7 +351,7 @@ mod tests {
             },
             ..Default::default()
         };
-        PeerView {
+        ClusterPeer {
             record: Record::from_local(&local, "c", key.public().to_peer_id(), 1, &[], 0),
             liveness,
             stale: false,
@@ -362,7 +362,7 @@ mod tests {
         }
     }
 
-    fn cluster(peers: Vec<PeerView>, self_hot: bool) -> (u32, u32) {
+    fn cluster(peers: Vec<ClusterPeer>, self_hot: bool) -> (u32, u32) {
         let mut view = ClusterView::default();
         for p in peers {
             view.peers.insert(p.record.peer_id, p);
@@ -416,8 +416,8 @@ mod tests {
     }
 
     /// Sees `target` up or down.
-    fn probing(mut p: PeerView, target: &str, up: bool) -> PeerView {
-        p.record.power = vec![crate::cluster::record::PowerObservation {
+    fn probing(mut p: ClusterPeer, target: &str, up: bool) -> ClusterPeer {
+        p.record.power = vec![crate::cluster::record::TargetObservation {
             target: target.to_string(),
             up,
             at_ms: 1,

@@ -17,7 +17,7 @@ use coolmesh_agent::cluster::wire::SignedRecord;
 use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, SyncResponse, PROTOCOL};
 use coolmesh_agent::cluster::{
     generate_psk, parse_psk, ClusterConfig, ClusterHandle, ClusterView, CounterKind, CounterSlot,
-    GossipMetrics, Liveness, LocalState, RejectReason, Thermal,
+    GossipMetrics, Liveness, LocalState, RejectReason, ThermalReport,
 };
 use futures::StreamExt;
 use libp2p::identity::Keypair;
@@ -86,7 +86,7 @@ fn config() -> ClusterConfig {
 fn spawn(cfg: ClusterConfig, key: Keypair, name: &str) -> TestNode {
     let local = LocalState {
         node: name.to_string(),
-        thermal: Thermal {
+        thermal: ThermalReport {
             hottest: Some(50.0),
             headroom: Some(40.0),
             ..Default::default()

@@ -29,7 +29,7 @@ use rand::Rng;
 use super::counters::Counters;
 use super::record::{LocalState, Record, RejectReason};
 use super::roster::{Roster, RosterError};
-use super::view::{ClusterView, Liveness, LivenessTimeouts, PeerView};
+use super::view::{ClusterPeer, ClusterView, Liveness, LivenessTimeouts};
 use super::wire::{RequestKind, SignedRecord, SignedW, SyncRequest, SyncResponse};
 
 /// Engine settings (a subset of `ClusterConfig`).
@@ -1174,7 +1174,7 @@ impl Engine {
                 let liveness = self.cfg.timeouts.liveness(age);
                 (
                     *p,
-                    PeerView {
+                    ClusterPeer {
                         record: e.record.clone(),
                         liveness,
                         stale: liveness == Liveness::Dead,

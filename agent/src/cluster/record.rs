@@ -44,7 +44,7 @@ pub mod limits {
 
 /// This node's thermal summary as published to peers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Thermal {
+pub struct ThermalReport {
     /// Hottest sensor, degrees C.
     pub hottest: Option<f64>,
     /// Minimum over sensors of (critical - current), degrees C.
@@ -63,9 +63,9 @@ pub struct Thermal {
     pub air: bool,
 }
 
-impl From<&crate::thermal::ThermalSummary> for Thermal {
+impl From<&crate::thermal::ThermalSummary> for ThermalReport {
     fn from(s: &crate::thermal::ThermalSummary) -> Self {
-        Thermal {
+        ThermalReport {
             hottest: s.hottest_celsius,
             headroom: s.headroom_celsius,
             trend: s.trend_celsius_per_minute,
@@ -79,7 +79,7 @@ impl From<&crate::thermal::ThermalSummary> for Thermal {
 
 /// One power target as this node sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PowerObservation {
+pub struct TargetObservation {
     /// Target as configured (e.g. `icmp://10.0.0.254`).
     pub target: String,
     /// Last probe succeeded.
@@ -106,9 +106,9 @@ pub struct LocalState {
     /// Human-readable node name (default: hostname).
     pub node: String,
     /// Thermal summary.
-    pub thermal: Thermal,
+    pub thermal: ThermalReport,
     /// Per-target power observations.
-    pub power: Vec<PowerObservation>,
+    pub power: Vec<TargetObservation>,
     /// Result of the power policy (any/all/majority), `None` if unknown.
     pub power_up: Option<bool>,
     /// State machine.
@@ -130,9 +130,9 @@ pub struct Record {
     #[serde(serialize_with = "ser_peer_id")]
     pub peer_id: PeerId,
     /// Thermal summary.
-    pub thermal: Thermal,
+    pub thermal: ThermalReport,
     /// Power observations.
-    pub power: Vec<PowerObservation>,
+    pub power: Vec<TargetObservation>,
     /// Power policy result.
     pub power_up: Option<bool>,
     /// State machine.
@@ -277,7 +277,7 @@ impl Record {
             cluster: truncate(cluster, limits::CLUSTER),
             node: truncate(&local.node, limits::NODE),
             peer_id,
-            thermal: Thermal {
+            thermal: ThermalReport {
                 hottest: finite(local.thermal.hottest),
                 headroom: finite(local.thermal.headroom),
                 trend: finite(local.thermal.trend),
@@ -290,7 +290,7 @@ impl Record {
                 .power
                 .iter()
                 .take(limits::POWER)
-                .map(|o| PowerObservation {
+                .map(|o| TargetObservation {
                     target: truncate(&o.target, limits::TARGET),
                     up: o.up,
                     at_ms: o.at_ms,
@@ -341,7 +341,7 @@ pub(crate) mod testing {
         );
         LocalState {
             node: "rack3-srv12".into(),
-            thermal: Thermal {
+            thermal: ThermalReport {
                 hottest: Some(71.5),
                 headroom: Some(28.5),
                 trend: Some(0.4),
@@ -350,7 +350,7 @@ pub(crate) mod testing {
                 vote: Some(false),
                 air: true,
             },
-            power: vec![PowerObservation {
+            power: vec![TargetObservation {
                 target: "icmp://10.0.0.254".into(),
                 up: true,
                 at_ms: 1_700_000_000_000,

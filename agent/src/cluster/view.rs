@@ -66,7 +66,7 @@ impl LivenessTimeouts {
 
 /// One peer as seen by this node.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PeerView {
+pub struct ClusterPeer {
     /// Latest verified record.
     pub record: Record,
     /// Alive, suspect or dead.
@@ -125,7 +125,7 @@ pub struct ClusterView {
     pub local: Option<Record>,
     /// Every other known peer (including stale ones within retention).
     #[serde(serialize_with = "ser_peers")]
-    pub peers: BTreeMap<PeerId, PeerView>,
+    pub peers: BTreeMap<PeerId, ClusterPeer>,
     /// Merged counters of all nodes ever seen (slots are kept when a dead
     /// peer's record is dropped, so totals never go backwards).
     pub counters: Counters,
@@ -170,7 +170,7 @@ fn ser_opt_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok,
 }
 
 fn ser_peers<S: serde::Serializer>(
-    m: &BTreeMap<PeerId, PeerView>,
+    m: &BTreeMap<PeerId, ClusterPeer>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_map(m.iter().map(|(k, v)| (k.to_base58(), v)))
@@ -182,7 +182,7 @@ fn ser_addrs<S: serde::Serializer>(a: &[Multiaddr], s: S) -> Result<S::Ok, S::Er
 
 impl ClusterView {
     /// Peers whose liveness is `Alive`.
-    pub fn alive_peers(&self) -> impl Iterator<Item = &PeerView> {
+    pub fn alive_peers(&self) -> impl Iterator<Item = &ClusterPeer> {
         self.peers
             .values()
             .filter(|p| p.liveness == Liveness::Alive)
@@ -250,7 +250,7 @@ impl ClusterView {
     /// never vote. Loopback addresses are not merged: peers on this very
     /// machine are tests and the demo. With a room roster, every alive
     /// member votes instead (see [`crate::cluster::roster`]).
-    pub fn voters(&self) -> Vec<&PeerView> {
+    pub fn voters(&self) -> Vec<&ClusterPeer> {
         if self.roster.is_some() {
             // The operator vouched for every identity in the roster, and no
             // other identity's record is kept: each alive member votes once,
@@ -283,7 +283,7 @@ impl ClusterView {
 
 /// [`ClusterView::votes_on`] over voters already selected.
 pub fn votes_among(
-    voters: &[&PeerView],
+    voters: &[&ClusterPeer],
     targets: &[String],
     policy: crate::power::Policy,
 ) -> PowerVotes {
@@ -316,8 +316,8 @@ impl ClusterView {
 
     /// Offload candidates: alive (not suspect, not stale), not overheating
     /// peers with a known headroom, largest headroom first (ties by PeerId).
-    pub fn ranked_by_headroom(&self) -> Vec<&PeerView> {
-        let mut v: Vec<&PeerView> = self
+    pub fn ranked_by_headroom(&self) -> Vec<&ClusterPeer> {
+        let mut v: Vec<&ClusterPeer> = self
             .alive_peers()
             .filter(|p| !p.record.thermal.critical && p.record.thermal.headroom.is_some())
             .collect();
@@ -347,7 +347,7 @@ impl ClusterView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::record::{LocalState, Thermal};
+    use crate::cluster::record::{LocalState, ThermalReport};
 
     #[test]
     fn liveness_table() {
@@ -383,10 +383,10 @@ mod tests {
         critical: bool,
         liveness: Liveness,
         power_up: Option<bool>,
-    ) -> PeerView {
+    ) -> ClusterPeer {
         let key = libp2p::identity::Keypair::generate_ed25519();
         let local = LocalState {
-            thermal: Thermal {
+            thermal: ThermalReport {
                 headroom,
                 critical,
                 ..Default::default()
@@ -394,7 +394,7 @@ mod tests {
             power_up,
             ..Default::default()
         };
-        PeerView {
+        ClusterPeer {
             record: Record::from_local(&local, "c", key.public().to_peer_id(), 1, &[], 0),
             liveness,
             stale: liveness == Liveness::Dead,
@@ -413,7 +413,7 @@ mod tests {
             let mut p = peer(Some(20.0), false, Liveness::Alive, Some(up));
             p.remote_ip = remote_ip;
             p.connected = connected;
-            p.record.power = vec![crate::cluster::record::PowerObservation {
+            p.record.power = vec![crate::cluster::record::TargetObservation {
                 target: "tcp://ups:1".into(),
                 up,
                 at_ms: 1,

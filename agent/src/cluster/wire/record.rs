@@ -14,7 +14,9 @@ use minicbor::data::Type;
 use minicbor::{Decode, Decoder, Encode, Encoder};
 
 use crate::cluster::counters::{CounterKind, CounterSlot};
-use crate::cluster::record::{limits, FsmSummary, PowerObservation, Record, RejectReason, Thermal};
+use crate::cluster::record::{
+    limits, FsmSummary, Record, RejectReason, TargetObservation, ThermalReport,
+};
 
 /// Record format written by this implementation (payload key 0). Bumped only
 /// for incompatible changes; compatible additions use new keys instead.
@@ -326,7 +328,7 @@ impl RecordPayload {
             if o.target.len() > limits::TARGET {
                 return Err(Malformed);
             }
-            power.push(PowerObservation {
+            power.push(TargetObservation {
                 target: o.target,
                 up: o.up,
                 at_ms: o.at_ms,
@@ -350,7 +352,7 @@ impl RecordPayload {
             cluster: self.cluster,
             node: self.node,
             peer_id: peer,
-            thermal: Thermal {
+            thermal: ThermalReport {
                 hottest: unnum(t.hottest)?,
                 headroom: unnum(t.headroom)?,
                 trend: unnum(t.trend)?,
@@ -442,7 +444,7 @@ mod tests {
                     n: u64::MAX,
                 },
             );
-            local.power.push(PowerObservation {
+            local.power.push(TargetObservation {
                 target: "t".repeat(1000),
                 up: false,
                 at_ms: u64::MAX,
