@@ -895,10 +895,10 @@ impl Core {
         use crate::journal::{CoolingEvidence, Evidence, TargetEvidence, ThermalEvidence};
         let voters = self.view.voters();
         let name = |p: &cluster::ClusterPeer| {
-            if p.record.node.is_empty() {
+            if p.record.state.node.is_empty() {
                 p.record.peer_id.to_base58()
             } else {
-                p.record.node.clone()
+                p.record.state.node.clone()
             }
         };
         let targets = self
@@ -917,7 +917,7 @@ impl Core {
                     ..Default::default()
                 };
                 for p in &voters {
-                    if let Some(o) = p.record.power.iter().find(|o| &o.target == t) {
+                    if let Some(o) = p.record.state.power.iter().find(|o| &o.target == t) {
                         if o.up {
                             te.up.push(name(p));
                         } else {
@@ -957,9 +957,9 @@ impl Core {
         );
         let voting = voters
             .iter()
-            .filter(|p| peer_votes_cooling(&p.record.thermal, &self.fsm_cfg))
+            .filter(|p| peer_votes_cooling(&p.record.state.thermal, &self.fsm_cfg))
             .map(|p| {
-                let t = &p.record.thermal;
+                let t = &p.record.state.thermal;
                 ThermalEvidence {
                     node: name(p),
                     hottest: t.hottest,
@@ -1267,9 +1267,9 @@ pub fn peer_view(
         ..PeerView::default()
     };
     for p in voters {
-        let w = if p.record.thermal.air { 2 } else { 1 };
+        let w = if p.record.state.thermal.air { 2 } else { 1 };
         pv.weight = pv.weight.saturating_add(w);
-        if peer_votes_cooling(&p.record.thermal, cfg) {
+        if peer_votes_cooling(&p.record.state.thermal, cfg) {
             pv.overheating = pv.overheating.saturating_add(1);
             pv.overheating_weight = pv.overheating_weight.saturating_add(w);
         }

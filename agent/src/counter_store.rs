@@ -201,9 +201,9 @@ mod tests {
             &[],
             0,
         );
-        assert_eq!(rec.counters.len(), MAX_NAMES);
+        assert_eq!(rec.state.counters.len(), MAX_NAMES);
         for b in BUILTIN {
-            assert!(rec.counters.contains_key(b), "{b} pushed out");
+            assert!(rec.state.counters.contains_key(b), "{b} pushed out");
         }
     }
 

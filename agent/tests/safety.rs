@@ -1815,8 +1815,12 @@ mod property {
             // Only a change of the power part can change what a peer
             // change event decides: re-evaluate peer views only then.
             let power = (
-                rec.power_up,
-                rec.power.iter().map(|o| (o.target.clone(), o.up)).collect(),
+                rec.state.power_up,
+                rec.state
+                    .power
+                    .iter()
+                    .map(|o| (o.target.clone(), o.up))
+                    .collect(),
             );
             let changed = power != self.last_power;
             self.last_power = power;

@@ -640,7 +640,7 @@ impl Engine {
                 .signed_records()
                 .find(|s| s.peek().is_ok_and(|h| h.0 == from))
                 .and_then(|s| s.verify(&self.cfg.cluster).ok())
-                .map(|r| r.node);
+                .map(|r| r.state.node);
             self.note_candidate(from, now.mono, name);
             if !req.records.is_empty() {
                 out.rejected.push(RejectReason::NotInRoster);
@@ -875,7 +875,7 @@ impl Engine {
                 match s.verify(&self.cfg.cluster) {
                     Ok(r) => {
                         self.own_version = version;
-                        self.counters.merge_slots(&self.me_b58, &r.counters);
+                        self.counters.merge_slots(&self.me_b58, &r.state.counters);
                         self.dirty = true;
                         out.changed = true;
                     }
@@ -939,7 +939,7 @@ impl Engine {
         };
         self.tombstones.remove(&peer);
         self.counters
-            .merge_slots(&peer.to_base58(), &record.counters);
+            .merge_slots(&peer.to_base58(), &record.state.counters);
         let last_liveness = self
             .cfg
             .timeouts
@@ -1373,7 +1373,10 @@ mod tests {
         assert!(a2.refresh(t, false));
         let rec = a2.own_record().unwrap();
         assert!(rec.version > old_version);
-        assert_eq!(rec.counters["jobs"].p, 5, "published with the old slot");
+        assert_eq!(
+            rec.state.counters["jobs"].p, 5,
+            "published with the old slot"
+        );
         // A lone node is held only until the deadline.
         let mut lone = engine();
         lone.hold_own_record(at(base, 3000).mono);

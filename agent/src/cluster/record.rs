@@ -99,8 +99,10 @@ pub struct FsmSummary {
     pub deadline_ms: Option<u64>,
 }
 
-/// What the agent publishes; the cluster layer turns it into this node's
-/// record (adding version, identity, addresses and timestamp).
+/// What a node publishes about itself: the content of its record. The
+/// agent hands this node's over; the cluster layer makes it a [`Record`]
+/// (adding version, identity, addresses and timestamp), and every peer's
+/// record carries one.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LocalState {
     /// Human-readable node name (default: hostname).
@@ -113,32 +115,25 @@ pub struct LocalState {
     pub power_up: Option<bool>,
     /// State machine.
     pub fsm: FsmSummary,
-    /// This node's own counter slots (name -> slot).
+    /// The owner's own counter slots (name -> slot).
     pub counters: BTreeMap<String, CounterSlot>,
 }
 
-/// A verified record of one node.
+/// A verified record of one node: what the owner published ([`LocalState`],
+/// within the [`limits`]) and the envelope that identifies and orders it.
+/// The signature stays with the bytes ([`SignedRecord`](super::wire::SignedRecord)).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Record {
     /// Monotonic per owner; larger wins.
     pub version: u64,
     /// Cluster name; records of another cluster are rejected.
     pub cluster: String,
-    /// Owner's node name.
-    pub node: String,
     /// Owner (and signer).
     #[serde(serialize_with = "ser_peer_id")]
     pub peer_id: PeerId,
-    /// Thermal summary.
-    pub thermal: ThermalReport,
-    /// Power observations.
-    pub power: Vec<TargetObservation>,
-    /// Power policy result.
-    pub power_up: Option<bool>,
-    /// State machine.
-    pub fsm: FsmSummary,
-    /// Owner's counter slots.
-    pub counters: BTreeMap<String, CounterSlot>,
+    /// What the owner published.
+    #[serde(flatten)]
+    pub state: LocalState,
     /// Owner's listen addresses (used to complete the mesh).
     #[serde(serialize_with = "ser_addrs")]
     pub addrs: Vec<Multiaddr>,
@@ -275,34 +270,36 @@ impl Record {
         Record {
             version,
             cluster: truncate(cluster, limits::CLUSTER),
-            node: truncate(&local.node, limits::NODE),
             peer_id,
-            thermal: ThermalReport {
-                hottest: finite(local.thermal.hottest),
-                headroom: finite(local.thermal.headroom),
-                trend: finite(local.thermal.trend),
-                time_to_critical: finite(local.thermal.time_to_critical),
-                critical: local.thermal.critical,
-                vote: local.thermal.vote,
-                air: local.thermal.air,
+            state: LocalState {
+                node: truncate(&local.node, limits::NODE),
+                thermal: ThermalReport {
+                    hottest: finite(local.thermal.hottest),
+                    headroom: finite(local.thermal.headroom),
+                    trend: finite(local.thermal.trend),
+                    time_to_critical: finite(local.thermal.time_to_critical),
+                    critical: local.thermal.critical,
+                    vote: local.thermal.vote,
+                    air: local.thermal.air,
+                },
+                power: local
+                    .power
+                    .iter()
+                    .take(limits::POWER)
+                    .map(|o| TargetObservation {
+                        target: truncate(&o.target, limits::TARGET),
+                        up: o.up,
+                        at_ms: o.at_ms,
+                    })
+                    .collect(),
+                power_up: local.power_up,
+                fsm: FsmSummary {
+                    state: truncate(&local.fsm.state, limits::FSM_STATE),
+                    reason: truncate(&local.fsm.reason, limits::FSM_REASON),
+                    deadline_ms: local.fsm.deadline_ms,
+                },
+                counters,
             },
-            power: local
-                .power
-                .iter()
-                .take(limits::POWER)
-                .map(|o| TargetObservation {
-                    target: truncate(&o.target, limits::TARGET),
-                    up: o.up,
-                    at_ms: o.at_ms,
-                })
-                .collect(),
-            power_up: local.power_up,
-            fsm: FsmSummary {
-                state: truncate(&local.fsm.state, limits::FSM_STATE),
-                reason: truncate(&local.fsm.reason, limits::FSM_REASON),
-                deadline_ms: local.fsm.deadline_ms,
-            },
-            counters,
             addrs: addrs
                 .iter()
                 .filter(|a| a.as_ref().len() <= limits::ADDR)

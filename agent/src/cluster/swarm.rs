@@ -1405,7 +1405,7 @@ impl Node {
             .borrow()
             .peers
             .get(p)
-            .map(|v| v.record.node.clone())
+            .map(|v| v.record.state.node.clone())
             .unwrap_or_default()
     }
 
@@ -1501,7 +1501,7 @@ impl Node {
                     .borrow()
                     .peers
                     .get(&peer)
-                    .map(|v| v.record.node.clone())
+                    .map(|v| v.record.state.node.clone())
                     .unwrap_or_default();
                 tracing::warn!(
                     id = %format!("{:016x}", cmd.id),

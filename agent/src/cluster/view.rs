@@ -193,7 +193,7 @@ impl ClusterView {
     pub fn power_votes(&self) -> PowerVotes {
         let mut v = PowerVotes::default();
         for p in self.alive_peers() {
-            match p.record.power_up {
+            match p.record.state.power_up {
                 Some(true) => v.up += 1,
                 Some(false) => v.down += 1,
                 None => v.unknown += 1,
@@ -205,7 +205,7 @@ impl ClusterView {
     /// Alive peers reporting a sensor at or above critical.
     pub fn overheating(&self) -> Vec<PeerId> {
         self.alive_peers()
-            .filter(|p| p.record.thermal.critical)
+            .filter(|p| p.record.state.thermal.critical)
             .map(|p| p.record.peer_id)
             .collect()
     }
@@ -216,8 +216,9 @@ impl ClusterView {
         let limit = within.as_secs_f64();
         self.alive_peers()
             .filter(|p| {
-                p.record.thermal.critical
+                p.record.state.thermal.critical
                     || p.record
+                        .state
                         .thermal
                         .time_to_critical
                         .is_some_and(|t| t <= limit)
@@ -231,7 +232,7 @@ impl ClusterView {
     pub fn target_votes(&self) -> BTreeMap<String, PowerVotes> {
         let mut m: BTreeMap<String, PowerVotes> = BTreeMap::new();
         for p in self.alive_peers() {
-            for o in &p.record.power {
+            for o in &p.record.state.power {
                 let v = m.entry(o.target.clone()).or_default();
                 if o.up {
                     v.up += 1;
@@ -291,6 +292,7 @@ pub fn votes_among(
     for p in voters {
         let seen: Vec<Option<bool>> = p
             .record
+            .state
             .power
             .iter()
             .filter(|o| targets.contains(&o.target))
@@ -319,11 +321,13 @@ impl ClusterView {
     pub fn ranked_by_headroom(&self) -> Vec<&ClusterPeer> {
         let mut v: Vec<&ClusterPeer> = self
             .alive_peers()
-            .filter(|p| !p.record.thermal.critical && p.record.thermal.headroom.is_some())
+            .filter(|p| {
+                !p.record.state.thermal.critical && p.record.state.thermal.headroom.is_some()
+            })
             .collect();
         v.sort_by(|a, b| {
-            let ha = a.record.thermal.headroom.unwrap_or(f64::NEG_INFINITY);
-            let hb = b.record.thermal.headroom.unwrap_or(f64::NEG_INFINITY);
+            let ha = a.record.state.thermal.headroom.unwrap_or(f64::NEG_INFINITY);
+            let hb = b.record.state.thermal.headroom.unwrap_or(f64::NEG_INFINITY);
             hb.total_cmp(&ha)
                 .then_with(|| a.record.peer_id.cmp(&b.record.peer_id))
         });
@@ -413,7 +417,7 @@ mod tests {
             let mut p = peer(Some(20.0), false, Liveness::Alive, Some(up));
             p.remote_ip = remote_ip;
             p.connected = connected;
-            p.record.power = vec![crate::cluster::record::TargetObservation {
+            p.record.state.power = vec![crate::cluster::record::TargetObservation {
                 target: "tcp://ups:1".into(),
                 up,
                 at_ms: 1,
@@ -461,7 +465,7 @@ mod tests {
         let ranked: Vec<f64> = v
             .ranked_by_headroom()
             .iter()
-            .filter_map(|p| p.record.thermal.headroom)
+            .filter_map(|p| p.record.state.thermal.headroom)
             .collect();
         assert_eq!(ranked, vec![30.0, 10.0]);
         assert_eq!(v.overheating().len(), 1);

@@ -15,7 +15,7 @@ use minicbor::{Decode, Decoder, Encode, Encoder};
 
 use crate::cluster::counters::{CounterKind, CounterSlot};
 use crate::cluster::record::{
-    limits, FsmSummary, Record, RejectReason, TargetObservation, ThermalReport,
+    limits, FsmSummary, LocalState, Record, RejectReason, TargetObservation, ThermalReport,
 };
 
 /// Record format written by this implementation (payload key 0). Bumped only
@@ -224,23 +224,24 @@ impl RecordPayload {
     /// The wire form of a record.
     pub fn from_record(r: &Record) -> Self {
         let owner = r.peer_id.to_bytes();
+        let st = &r.state;
         RecordPayload {
             format: RECORD_FORMAT,
             cluster: r.cluster.clone(),
             peer_id: owner.clone(),
             version: r.version,
-            node: r.node.clone(),
+            node: st.node.clone(),
             updated_ms: r.updated_ms,
             thermal: Some(ThermalW {
-                hottest: num(r.thermal.hottest),
-                headroom: num(r.thermal.headroom),
-                trend: num(r.thermal.trend),
-                time_to_critical: num(r.thermal.time_to_critical),
-                critical: Some(r.thermal.critical),
-                vote: r.thermal.vote,
-                air: r.thermal.air.then_some(true),
+                hottest: num(st.thermal.hottest),
+                headroom: num(st.thermal.headroom),
+                trend: num(st.thermal.trend),
+                time_to_critical: num(st.thermal.time_to_critical),
+                critical: Some(st.thermal.critical),
+                vote: st.thermal.vote,
+                air: st.thermal.air.then_some(true),
             }),
-            power: r
+            power: st
                 .power
                 .iter()
                 .map(|o| PowerW {
@@ -249,13 +250,13 @@ impl RecordPayload {
                     at_ms: o.at_ms,
                 })
                 .collect(),
-            power_up: r.power_up,
+            power_up: st.power_up,
             fsm: Some(FsmW {
-                state: r.fsm.state.clone(),
-                reason: r.fsm.reason.clone(),
-                deadline_ms: r.fsm.deadline_ms,
+                state: st.fsm.state.clone(),
+                reason: st.fsm.reason.clone(),
+                deadline_ms: st.fsm.deadline_ms,
             }),
-            counters: r
+            counters: st
                 .counters
                 .iter()
                 .map(|(name, s)| SlotW {
@@ -350,25 +351,27 @@ impl RecordPayload {
         Ok(Record {
             version: self.version,
             cluster: self.cluster,
-            node: self.node,
             peer_id: peer,
-            thermal: ThermalReport {
-                hottest: unnum(t.hottest)?,
-                headroom: unnum(t.headroom)?,
-                trend: unnum(t.trend)?,
-                time_to_critical: unnum(t.time_to_critical)?,
-                critical: t.critical.unwrap_or(false),
-                vote: t.vote,
-                air: t.air.unwrap_or(false),
+            state: LocalState {
+                node: self.node,
+                thermal: ThermalReport {
+                    hottest: unnum(t.hottest)?,
+                    headroom: unnum(t.headroom)?,
+                    trend: unnum(t.trend)?,
+                    time_to_critical: unnum(t.time_to_critical)?,
+                    critical: t.critical.unwrap_or(false),
+                    vote: t.vote,
+                    air: t.air.unwrap_or(false),
+                },
+                power,
+                power_up: self.power_up,
+                fsm: FsmSummary {
+                    state: fsm.state,
+                    reason: fsm.reason,
+                    deadline_ms: fsm.deadline_ms,
+                },
+                counters,
             },
-            power,
-            power_up: self.power_up,
-            fsm: FsmSummary {
-                state: fsm.state,
-                reason: fsm.reason,
-                deadline_ms: fsm.deadline_ms,
-            },
-            counters,
             addrs,
             updated_ms: self.updated_ms,
         })
@@ -472,9 +475,9 @@ mod tests {
         let s = SignedRecord::sign(&r, &key).expect("worst case fits in the record limit");
         assert!(s.payload.len() <= MAX_RECORD_BYTES);
         let back = s.verify(&r.cluster).unwrap();
-        assert_eq!(back.thermal.hottest, None);
-        assert_eq!(back.counters.len(), limits::COUNTERS);
-        assert_eq!(back.node.len(), limits::NODE);
+        assert_eq!(back.state.thermal.hottest, None);
+        assert_eq!(back.state.counters.len(), limits::COUNTERS);
+        assert_eq!(back.state.node.len(), limits::NODE);
     }
 
     #[test]
@@ -507,11 +510,11 @@ mod tests {
         let s = SignedRecord::sign_payload(buf, &key).unwrap();
         let r = s.verify("room-1").unwrap();
         assert_eq!(r.version, 42);
-        assert_eq!(r.thermal.hottest, Some(70.0));
-        assert_eq!(r.thermal.headroom, Some(30.5));
-        assert_eq!(r.thermal.trend, None);
-        assert_eq!(r.power_up, None);
-        assert!(r.counters.is_empty());
+        assert_eq!(r.state.thermal.hottest, Some(70.0));
+        assert_eq!(r.state.thermal.headroom, Some(30.5));
+        assert_eq!(r.state.thermal.trend, None);
+        assert_eq!(r.state.power_up, None);
+        assert!(r.state.counters.is_empty());
     }
 
     #[test]
