@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use libp2p::PeerId;
 
-use super::{first_sight_age, Engine, Entry, Now, Outcome};
+use super::{first_sight_age, remove_oldest, Engine, Entry, Now, Outcome};
 use crate::cluster::record::RejectReason;
 use crate::cluster::view::Liveness;
 use crate::cluster::wire::SignedRecord;
@@ -177,14 +177,7 @@ impl Engine {
         self.tombstones.insert(p, (version, at));
         let cap = self.cfg.max_members.saturating_mul(4).max(16);
         if self.tombstones.len() > cap {
-            if let Some(oldest) = self
-                .tombstones
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(p, _)| *p)
-            {
-                self.tombstones.remove(&oldest);
-            }
+            remove_oldest(&mut self.tombstones, |(_, at)| *at);
         }
     }
 }

@@ -124,18 +124,7 @@ impl Engine {
         self.last_contact.insert(from, now.mono);
         let mut out = Outcome::default();
         // The roster first: it decides whom the rest of the message is from.
-        if let Some(b) = &req.roster {
-            self.roster_from_peer(from, b.as_ref(), now, &mut out);
-        }
-        let theirs_roster = req
-            .roster_version
-            .unwrap_or(0)
-            .max(if req.roster.is_some() {
-                self.roster_version()
-            } else {
-                0
-            });
-        self.roster_of.insert(from, theirs_roster);
+        self.peer_roster(from, req.roster_version, req.roster.as_ref(), now, &mut out);
         if !self.is_member(&from) {
             // Outside the roster: nothing it sends is stored or relayed, and
             // it gets only the roster back (which tells it so).
@@ -246,18 +235,13 @@ impl Engine {
     ) -> (Option<(SyncRequest, Sent)>, Outcome) {
         let mut out = Outcome::default();
         self.last_contact.insert(from, now.mono);
-        if let Some(b) = &resp.roster {
-            self.roster_from_peer(from, b.as_ref(), now, &mut out);
-        }
-        let theirs_roster = resp
-            .roster_version
-            .unwrap_or(0)
-            .max(if resp.roster.is_some() {
-                self.roster_version()
-            } else {
-                0
-            });
-        self.roster_of.insert(from, theirs_roster);
+        let theirs_roster = self.peer_roster(
+            from,
+            resp.roster_version,
+            resp.roster.as_ref(),
+            now,
+            &mut out,
+        );
         if !self.is_member(&from) {
             // Outside the roster: its records are neither stored nor relayed.
             if !resp.records.is_empty() {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use libp2p::PeerId;
 use minicbor::bytes::ByteVec;
 
-use super::{Engine, Now, Outcome, MAX_CANDIDATES};
+use super::{remove_oldest, Engine, Now, Outcome, MAX_CANDIDATES};
 use crate::cluster::record::RejectReason;
 use crate::cluster::roster::{Roster, RosterError};
 
@@ -123,17 +123,34 @@ impl Engine {
         }
     }
 
+    /// What a message says of its sender's roster: take the roster it
+    /// carries (if newer), and remember the version the sender holds
+    /// (ours, when it just sent us the one we adopted or hold). Returns
+    /// that version.
+    pub(super) fn peer_roster(
+        &mut self,
+        from: PeerId,
+        version: Option<u64>,
+        roster: Option<&ByteVec>,
+        now: Now,
+        out: &mut Outcome,
+    ) -> u64 {
+        if let Some(b) = roster {
+            self.roster_from_peer(from, b.as_ref(), now, out);
+        }
+        let theirs = version.unwrap_or(0).max(if roster.is_some() {
+            self.roster_version()
+        } else {
+            0
+        });
+        self.roster_of.insert(from, theirs);
+        theirs
+    }
+
     /// Remember a non-member that contacted us directly (bounded).
     pub(super) fn note_candidate(&mut self, p: PeerId, now: Instant, name: Option<String>) {
         if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&p) {
-            if let Some(oldest) = self
-                .candidates
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(p, _)| *p)
-            {
-                self.candidates.remove(&oldest);
-            }
+            remove_oldest(&mut self.candidates, |(t, _)| *t);
         }
         let e = self.candidates.entry(p).or_insert((now, None));
         e.0 = now;

@@ -139,6 +139,13 @@ pub fn first_sight_age(now_unix_ms: u64, updated_ms: u64, t: &LivenessTimeouts) 
     }
 }
 
+/// Drop the entry of a bounded table that is the oldest by `at`.
+fn remove_oldest<V>(m: &mut HashMap<PeerId, V>, at: impl Fn(&V) -> Instant) {
+    if let Some(oldest) = m.iter().min_by_key(|(_, v)| at(v)).map(|(p, _)| *p) {
+        m.remove(&oldest);
+    }
+}
+
 /// Result of comparing two digests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delta {

@@ -14,6 +14,7 @@ use libp2p::PeerId;
 use minicbor::{Decode, Encode};
 
 use super::record::{RecordPayload, MAX_RECORD_BYTES, RECORD_FORMAT};
+use crate::cluster::identity::domain_message;
 use crate::cluster::record::{Record, RejectReason};
 
 /// Maximum signature length accepted (Ed25519 signatures are 64 bytes).
@@ -32,10 +33,7 @@ pub struct SignedRecord {
 
 /// The signed message for a payload.
 pub fn signing_input(payload: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SIGNATURE_DOMAIN.len() + payload.len());
-    m.extend_from_slice(SIGNATURE_DOMAIN);
-    m.extend_from_slice(payload);
-    m
+    domain_message(SIGNATURE_DOMAIN, payload)
 }
 
 /// The public key embedded in a PeerId (identity multihash), if any.
@@ -105,14 +103,7 @@ impl SignedRecord {
         if self.payload.len() > MAX_RECORD_BYTES || self.signature.len() > MAX_SIGNATURE_BYTES {
             return Err(RejectReason::Oversized);
         }
-        let p = RecordPayload::decode(&self.payload)?;
-        if p.format != RECORD_FORMAT {
-            return Err(RejectReason::Malformed);
-        }
-        if p.cluster != cluster {
-            return Err(RejectReason::Unauthorized);
-        }
-        let peer = PeerId::from_bytes(&p.peer_id).map_err(|_| RejectReason::Malformed)?;
+        let (p, peer) = self.decode_for(cluster)?;
         let key = public_key_of(&peer).ok_or(RejectReason::BadSignature)?;
         if !key.verify(&signing_input(&self.payload), &self.signature) {
             return Err(RejectReason::BadSignature);
@@ -124,6 +115,13 @@ impl SignedRecord {
     /// simulations only.
     #[doc(hidden)]
     pub fn verify_unsigned(&self, cluster: &str) -> Result<Record, RejectReason> {
+        let (p, peer) = self.decode_for(cluster)?;
+        p.into_record(peer)
+    }
+
+    /// Decode the payload of a record of `cluster` in a format this node
+    /// reads, with its owner.
+    fn decode_for(&self, cluster: &str) -> Result<(RecordPayload, PeerId), RejectReason> {
         let p = RecordPayload::decode(&self.payload)?;
         if p.format != RECORD_FORMAT {
             return Err(RejectReason::Malformed);
@@ -132,7 +130,7 @@ impl SignedRecord {
             return Err(RejectReason::Unauthorized);
         }
         let peer = PeerId::from_bytes(&p.peer_id).map_err(|_| RejectReason::Malformed)?;
-        p.into_record(peer)
+        Ok((p, peer))
     }
 }
 
