@@ -20,7 +20,7 @@ use crate::power;
 pub fn peer_view(
     view: &ClusterView,
     cfg: &FsmConfig,
-    own: &[cluster::record::PowerObservation],
+    own: &[cluster::record::TargetObservation],
     policy: power::Policy,
 ) -> PeerView {
     let down: Vec<String> = own
@@ -45,9 +45,9 @@ pub fn peer_view(
         ..PeerView::default()
     };
     for p in voters {
-        let w = if p.record.thermal.air { 2 } else { 1 };
+        let w = if p.record.state.thermal.air { 2 } else { 1 };
         pv.weight = pv.weight.saturating_add(w);
-        if peer_votes_cooling(&p.record.thermal, cfg) {
+        if peer_votes_cooling(&p.record.state.thermal, cfg) {
             pv.overheating = pv.overheating.saturating_add(1);
             pv.overheating_weight = pv.overheating_weight.saturating_add(w);
         }
@@ -58,7 +58,7 @@ pub fn peer_view(
 /// Does a peer's record vote "cooling lost"? Its own verdict when it sent
 /// one (format 1.1), else the old rule (critical, or a trend at least
 /// `heating_fast_c_per_min`).
-pub fn peer_votes_cooling(t: &cluster::record::Thermal, cfg: &FsmConfig) -> bool {
+pub fn peer_votes_cooling(t: &cluster::record::ThermalReport, cfg: &FsmConfig) -> bool {
     t.critical
         || t.vote
             .unwrap_or_else(|| t.trend.is_some_and(|c| c >= cfg.heating_fast_c_per_min))

@@ -22,8 +22,8 @@
 //! Every scenario states its expected outcome ([`Expect`]) and the harness
 //! always checks that no node ran its shutdown twice.
 
-use coolmesh_agent::cluster::record::{LocalState, PowerObservation, Record};
-use coolmesh_agent::cluster::view::{ClusterView, Liveness, PeerView as ClusterPeer};
+use coolmesh_agent::cluster::record::{LocalState, Record, TargetObservation};
+use coolmesh_agent::cluster::view::{ClusterPeer, ClusterView, Liveness};
 use coolmesh_agent::fsm::{
     self, Event, FsmConfig, Input, Machine, Millis, PeerView, PowerReading, PowerVerdict, Reason,
     State,
@@ -336,7 +336,7 @@ struct Node {
     heat: HeatTracker,
     thermal: ThermalSummary,
     power: Option<PowerReading>,
-    power_targets: Vec<PowerObservation>,
+    power_targets: Vec<TargetObservation>,
     sent_peers: Option<PeerView>,
     peer_id: libp2p::PeerId,
     version: u64,
@@ -556,7 +556,7 @@ async fn run(sc: &Scenario) -> Outcome {
                     .iter()
                     .zip(&results)
                     .filter_map(|(tg, r)| {
-                        r.map(|up| PowerObservation {
+                        r.map(|up| TargetObservation {
                             target: tg.clone(),
                             up,
                             at_ms,
@@ -1753,7 +1753,7 @@ mod property {
         heat: HeatTracker,
         thermal: ThermalSummary,
         power: Option<PowerReading>,
-        targets: Vec<PowerObservation>,
+        targets: Vec<TargetObservation>,
         sent: Option<PeerView>,
         m: Machine,
         peer_id: libp2p::PeerId,
@@ -1816,8 +1816,12 @@ mod property {
             // Only a change of the power part can change what a peer
             // change event decides: re-evaluate peer views only then.
             let power = (
-                rec.power_up,
-                rec.power.iter().map(|o| (o.target.clone(), o.up)).collect(),
+                rec.state.power_up,
+                rec.state
+                    .power
+                    .iter()
+                    .map(|o| (o.target.clone(), o.up))
+                    .collect(),
             );
             let changed = power != self.last_power;
             self.last_power = power;
@@ -1936,7 +1940,7 @@ mod property {
                     let r = tr.probe(i, t);
                     let n = &mut nodes[i];
                     n.targets = r
-                        .map(|up| PowerObservation {
+                        .map(|up| TargetObservation {
                             target: MAINS.into(),
                             up,
                             at_ms: T0 + k * 1000,

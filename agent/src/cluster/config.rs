@@ -223,7 +223,7 @@ impl ClusterConfig {
         if self.suspect_after >= self.dead_after {
             return err("suspect_after must be < dead_after");
         }
-        if self.max_frame_bytes < 2 * super::record::MAX_RECORD_BYTES {
+        if self.max_frame_bytes < 2 * super::wire::MAX_RECORD_BYTES {
             return err("max_frame_bytes must be >= 128 KiB (two maximal records)");
         }
         if self.redial_min.is_zero() || self.redial_min > self.redial_max {

@@ -133,11 +133,11 @@ impl Core {
     pub(super) fn evidence(&self) -> crate::journal::Evidence {
         use crate::journal::{CoolingEvidence, Evidence, TargetEvidence, ThermalEvidence};
         let voters = self.view.voters();
-        let name = |p: &cluster::PeerView| {
-            if p.record.node.is_empty() {
+        let name = |p: &cluster::ClusterPeer| {
+            if p.record.state.node.is_empty() {
                 p.record.peer_id.to_base58()
             } else {
-                p.record.node.clone()
+                p.record.state.node.clone()
             }
         };
         let targets = self
@@ -156,7 +156,7 @@ impl Core {
                     ..Default::default()
                 };
                 for p in &voters {
-                    if let Some(o) = p.record.power.iter().find(|o| &o.target == t) {
+                    if let Some(o) = p.record.state.power.iter().find(|o| &o.target == t) {
                         if o.up {
                             te.up.push(name(p));
                         } else {
@@ -196,9 +196,9 @@ impl Core {
         );
         let voting = voters
             .iter()
-            .filter(|p| peer_votes_cooling(&p.record.thermal, &self.fsm_cfg))
+            .filter(|p| peer_votes_cooling(&p.record.state.thermal, &self.fsm_cfg))
             .map(|p| {
-                let t = &p.record.thermal;
+                let t = &p.record.state.thermal;
                 ThermalEvidence {
                     node: name(p),
                     hottest: t.hottest,

@@ -52,7 +52,7 @@ pub(super) struct Core {
     /// battery (`PowerObservation::battery`).
     pub(super) battery: Option<crate::fsm::Battery>,
     /// The last round's known per-target results, as published to peers.
-    pub(super) power_targets: Vec<cluster::record::PowerObservation>,
+    pub(super) power_targets: Vec<cluster::record::TargetObservation>,
     pub(super) view: ClusterView,
     /// This node's power policy (parsed once; applied to peers' votes).
     pub(super) policy: power::Policy,
@@ -149,7 +149,7 @@ impl Core {
                         .targets
                         .iter()
                         .filter(|t| !t.unknown)
-                        .map(|t| cluster::record::PowerObservation { target: t.target.clone(), up: t.up, at_ms })
+                        .map(|t| cluster::record::TargetObservation { target: t.target.clone(), up: t.up, at_ms })
                         .collect();
                     let policy = self.cfg.power.policy.clone();
                     self.update(|snap| crate::snapshot::apply_power(snap, &policy, &obs));
