@@ -3,9 +3,65 @@
 //! certificate and basic auth flags, bounded requests, and errors that name
 //! the innermost cause.
 
+use crate::args::ClientFlags;
 use coolmesh_exporter::Snapshot;
 use http_body_util::{BodyExt, Full, Limited};
+use std::future::Future;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Run one command against the agent that `url` and `flags` name, print
+/// what it answers and give the exit status every such command has: 2 when
+/// the flags cannot work (a bad URL, an unreadable certificate), 1 when
+/// the request fails or `work` says the answer is incomplete, 0 otherwise.
+/// `work` returns the text for stdout and whether it is complete.
+pub fn run_against<F, Fut>(url: &str, flags: &ClientFlags, work: F) -> ExitCode
+where
+    F: FnOnce(Endpoint) -> Fut,
+    Fut: Future<Output = anyhow::Result<(String, bool)>>,
+{
+    // One request at a time: a current-thread runtime is enough.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coolmesh: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ep = match Endpoint::from_flags(url, flags) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("coolmesh: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = rt.block_on(work(ep));
+    // A request stuck in a dead TCP connection must not hold up the exit.
+    rt.shutdown_timeout(Duration::from_millis(300));
+    print_outcome(r)
+}
+
+/// Print a command's text (stdout) or error (stderr) and give its status.
+pub fn print_outcome(r: anyhow::Result<(String, bool)>) -> ExitCode {
+    match r {
+        Ok((text, complete)) => {
+            print!("{text}");
+            if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("coolmesh: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// How to reach a running agent: its URL plus, for an agent with a web
 /// config file, the CA to trust, a client certificate and basic auth.

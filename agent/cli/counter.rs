@@ -2,24 +2,10 @@
 
 use crate::args::{CounterAction, CounterArgs};
 use std::process::ExitCode;
-use std::time::Duration;
 
 pub fn main(args: CounterArgs) -> ExitCode {
-    let rt = match crate::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("coolmesh: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let ep = match crate::client::Endpoint::from_flags(&args.url, &args.client) {
-        Ok(ep) => ep,
-        Err(e) => {
-            eprintln!("coolmesh: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let r = rt.block_on(async {
+    let args = &args;
+    crate::client::run_against(&args.url, &args.client, |ep| async move {
         match &args.action {
             CounterAction::List => {
                 let snap = crate::client::fetch_state_from(&ep).await?;
@@ -28,10 +14,9 @@ pub fn main(args: CounterArgs) -> ExitCode {
                     .iter()
                     .map(|c| [c.name.clone(), c.value.to_string(), c.local.to_string()])
                     .collect();
-                anyhow::Ok(crate::render::table(
-                    &["NAME", "CLUSTER", "THIS NODE"],
-                    &rows,
-                    &[1, 2],
+                anyhow::Ok((
+                    crate::render::table(&["NAME", "CLUSTER", "THIS NODE"], &rows, &[1, 2]),
+                    true,
                 ))
             }
             CounterAction::Inc {
@@ -50,19 +35,8 @@ pub fn main(args: CounterArgs) -> ExitCode {
                     crate::client::request_to(hyper::Method::POST, &ep, &path, Some(token.trim()))
                         .await?;
                 let v: serde_json::Value = serde_json::from_slice(&body)?;
-                Ok(format!("{}\n", v["ok"].as_str().unwrap_or("ok")))
+                Ok((format!("{}\n", v["ok"].as_str().unwrap_or("ok")), true))
             }
         }
-    });
-    rt.shutdown_timeout(Duration::from_millis(300));
-    match r {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("coolmesh: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -18,16 +18,7 @@ use coolmesh_agent::journal::{Entry, Event, Evidence, Page, Problem};
 
 /// Run `coolmesh explain`.
 pub fn main(args: ExplainArgs) -> ExitCode {
-    match run(&args) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("coolmesh: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    client::print_outcome(run(&args).map(|text| (text, true)))
 }
 
 fn run(args: &ExplainArgs) -> anyhow::Result<String> {

@@ -25,43 +25,14 @@ use coolmesh_agent::cluster::room::{
 
 /// Run a `coolmesh room` command.
 pub fn main(args: RoomArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("coolmesh: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let args = &args;
     let node = match &args.action {
         Cli::Cancel { send } | Cli::Maintenance { send, .. } => &send.node,
         Cli::State { node, .. } => node,
     };
-    let ep = match Endpoint::from_flags(&node.url, &node.client) {
-        Ok(ep) => ep,
-        Err(e) => {
-            eprintln!("coolmesh: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let r = rt.block_on(run(&ep, &args.action));
-    rt.shutdown_timeout(Duration::from_millis(300));
-    match r {
-        Ok((text, complete)) => {
-            print!("{text}");
-            if complete {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("coolmesh: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    client::run_against(&node.url, &node.client, |ep| async move {
+        run(&ep, &args.action).await
+    })
 }
 
 /// Parse `maintenance`'s DURATION: `off` or a duration within the limit.

@@ -27,6 +27,7 @@ use coolmesh_agent::cluster::roster::{format_operator_key, parse_operator_key, R
 
 /// Run a `coolmesh roster` command.
 pub fn main(args: RosterArgs) -> ExitCode {
+    let args = &args;
     if let RosterAction::Keygen { out } = &args.action {
         return match keygen(out) {
             Ok(line) => {
@@ -45,35 +46,9 @@ pub fn main(args: RosterArgs) -> ExitCode {
         | RosterAction::Remove { node, .. } => node,
         RosterAction::Keygen { .. } => unreachable!("handled above"),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("coolmesh: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let ep = match Endpoint::from_flags(&node.url, &node.client) {
-        Ok(ep) => ep,
-        Err(e) => {
-            eprintln!("coolmesh: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let r = rt.block_on(run(&ep, &args.action));
-    rt.shutdown_timeout(Duration::from_millis(300));
-    match r {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("coolmesh: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    client::run_against(&node.url, &node.client, |ep| async move {
+        Ok((run(&ep, &args.action).await?, true))
+    })
 }
 
 /// Write a new operator key (never over an existing file) and return the

@@ -222,7 +222,7 @@ fn ms(d: Duration) -> u64 {
 impl History {
     /// An empty history that answers requests at the wall clock.
     pub fn new(cfg: HistoryConfig) -> History {
-        History::with_clock(cfg, Arc::new(crate::http::unix_ms))
+        History::with_clock(cfg, Arc::new(crate::clock::unix_ms))
     }
 
     /// An empty history that answers requests at `clock` (unix ms).

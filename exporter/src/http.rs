@@ -358,7 +358,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
                 None => None,
                 Some(raw) => match humantime::parse_duration(raw) {
                     Ok(d) => Some(
-                        unix_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        crate::clock::unix_ms()
+                            .saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                     ),
                     Err(e) => {
                         return error(
@@ -882,13 +883,6 @@ async fn tls_accept(
             None
         }
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Does the request accept gzip (`Accept-Encoding: gzip` or `*`, with a

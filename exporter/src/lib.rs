@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: the snapshot, plain data the agent publishes.
+//! - [`model`]: the snapshot, plain data the agent publishes; its reading,
+//!   sensor role, thermal summary and source status are the agent's own
+//!   types too (one model of each thing).
+//! - [`clock`]: the wall clock in unix milliseconds (the agent's too).
 //! - [`collector`]: scrape-time metrics computed from the snapshot.
 //! - [`text`]: the text exposition writer for the snapshot families.
 //! - [`metrics`]: the registry, registered once at startup.
@@ -20,6 +23,7 @@
 //! The exporter never does I/O on a scrape beyond serialising the snapshot.
 
 pub mod auth;
+pub mod clock;
 pub mod collector;
 pub mod history;
 pub mod http;
