@@ -141,7 +141,7 @@ local g = import '../lib/grafana.libsonnet';
                         options: {
                           excludeByName: { Time: true },
                           indexByName: {
-                            ['%(room)s' % L]: 0,
+                            [L.room]: 0,
                             target: 1,
                             'Value #A': 2,
                             'Value #B': 3,
@@ -371,7 +371,7 @@ local g = import '../lib/grafana.libsonnet';
                     fieldConfig: {
                       overrides: [
                         {
-                          matcher: { id: 'byName', options: ('%(node)s' % L) },
+                          matcher: { id: 'byName', options: L.node },
                           properties: [
                             {
                               id: 'links',
@@ -473,9 +473,9 @@ local g = import '../lib/grafana.libsonnet';
                         options: {
                           excludeByName: { Time: true },
                           indexByName: {
-                            ['%(node)s' % L]: 0,
-                            ['%(instance)s' % L]: 1,
-                            ['%(room)s' % L]: 2,
+                            [L.node]: 0,
+                            [L.instance]: 1,
+                            [L.room]: 2,
                             'Value #A': 3,
                             'Value #B': 4,
                             'Value #C': 5,
@@ -509,7 +509,7 @@ local g = import '../lib/grafana.libsonnet';
                       defaults: { decimals: 1 },
                       overrides: [
                         {
-                          matcher: { id: 'byName', options: ('%(node)s' % L) },
+                          matcher: { id: 'byName', options: L.node },
                           properties: [
                             {
                               id: 'links',
@@ -563,9 +563,9 @@ local g = import '../lib/grafana.libsonnet';
                         options: {
                           excludeByName: { Time: true },
                           indexByName: {
-                            ['%(node)s' % L]: 0,
-                            ['%(instance)s' % L]: 1,
-                            ['%(room)s' % L]: 2,
+                            [L.node]: 0,
+                            [L.instance]: 1,
+                            [L.room]: 2,
                             'Value #A': 3,
                             'Value #B': 4,
                             'Value #C': 5,
