@@ -2,8 +2,12 @@
 # Checks coolmesh's observability assets: Prometheus rules and their unit
 # tests, the example Alertmanager configuration, and the Grafana dashboards.
 #
+# The rule files and dashboards are generated from mixin/; the first check
+# is that they are up to date (.ci/mixin.sh).
+#
 # Needs promtool and amtool on PATH (Debian: apt-get install prometheus
-# prometheus-alertmanager) and python3 with PyYAML (Debian: python3-yaml).
+# prometheus-alertmanager), jsonnet (Debian: jsonnet) and python3 with PyYAML
+# (Debian: python3-yaml).
 # Usage: .ci/check-observability.sh        (from anywhere in the repository)
 # Ends with "observability: N passed, M failed"; exits non-zero on any failure.
 set -euo pipefail
@@ -52,11 +56,11 @@ done
 
 check_tools() {
   local missing=0
-  for tool in promtool amtool; do
+  for tool in promtool amtool jsonnet; do
     if command -v "$tool" >/dev/null 2>&1; then
       echo "$tool: $("$tool" --version 2>&1 | head -n1)"
     else
-      echo "$tool not found on PATH (Debian: apt-get install -y prometheus prometheus-alertmanager)"
+      echo "$tool not found on PATH (Debian: apt-get install -y prometheus prometheus-alertmanager jsonnet)"
       missing=1
     fi
   done
@@ -65,6 +69,10 @@ check_tools() {
     missing=1
   fi
   return "$missing"
+}
+
+check_generated() {
+  bash .ci/mixin.sh || return 1
 }
 
 check_rules() {
@@ -88,11 +96,12 @@ route_test() {
 
 check_alertmanager() {
   amtool check-config "$AM_CONFIG" || return 1
-  # Pages go to the pager, warnings (and anything else) to chat, the
-  # watchdog to the dead man's switch.
-  route_test pager severity=page alertname=CoolmeshPowerLost cluster=room-1 || return 1
-  route_test pager severity=page alertname=CoolmeshShutdownPending cluster=room-1 instance=a:9876 || return 1
+  # Critical alerts go to the pager, warnings and info (and anything else)
+  # to chat, the watchdog to the dead man's switch.
+  route_test pager severity=critical alertname=CoolmeshPowerLost coolmesh_cluster=room-1 || return 1
+  route_test pager severity=critical alertname=CoolmeshShutdownPending coolmesh_cluster=room-1 instance=a:9876 || return 1
   route_test chat severity=warning alertname=CoolmeshAgentDown instance=a:9876 || return 1
+  route_test chat severity=info alertname=CoolmeshShutdownDryRun coolmesh_cluster=room-1 instance=a:9876 || return 1
   route_test deadman severity=none alertname=CoolmeshWatchdog job=coolmesh || return 1
   route_test chat alertname=SomethingElse || return 1
   "$PY" - "$AM_CONFIG" <<'PY' || return 1
@@ -126,13 +135,13 @@ def route_for(labels):
 
 # Grouping: one notification per alert and room, whatever the route.
 for name in ("CoolmeshShutdownPending", "CoolmeshAgentDown", "CoolmeshPowerLost"):
-    got = route_for({"alertname": name, "severity": "page", "cluster": "room-1", "instance": "a:9876"})
-    if sorted(got.get("group_by") or []) != ["alertname", "cluster"]:
-        errors.append(f"{name}: group_by {got.get('group_by')}, want [alertname, cluster]")
+    got = route_for({"alertname": name, "severity": "critical", "coolmesh_cluster": "room-1", "instance": "a:9876"})
+    if sorted(got.get("group_by") or []) != ["alertname", "coolmesh_cluster"]:
+        errors.append(f"{name}: group_by {got.get('group_by')}, want [alertname, coolmesh_cluster]")
 # Pages that stay firing while servers are off page once a day at most.
 for name in ("CoolmeshPowerLost", "CoolmeshCoolingFailure", "CoolmeshAgentsDown",
              "CoolmeshShutdownExecuted", "CoolmeshShutdownUnconfirmed"):
-    got = route_for({"alertname": name, "severity": "page", "cluster": "room-1"})
+    got = route_for({"alertname": name, "severity": "critical", "coolmesh_cluster": "room-1"})
     if got.get("receiver") != "pager" or seconds(got.get("repeat_interval", "0s")) < 86400:
         errors.append(f"{name}: routed to {got.get('receiver')} with repeat_interval {got.get('repeat_interval')}, want pager and >= 24h")
     else:
@@ -143,7 +152,7 @@ for name in ("CoolmeshPowerLost", "CoolmeshCoolingFailure", "CoolmeshAgentsDown"
 def matcher_hits(matchers, labels):
     return matches({"matchers": matchers}, labels)
 for source in ("CoolmeshShutdownExecuted", "CoolmeshShutdownUnconfirmed"):
-    if any(matcher_hits(rule.get("source_matchers"), {"alertname": source, "severity": "page"})
+    if any(matcher_hits(rule.get("source_matchers"), {"alertname": source, "severity": "critical"})
            and matcher_hits(rule.get("target_matchers"), {"alertname": "CoolmeshAgentDown", "severity": "warning"})
            for rule in doc.get("inhibit_rules") or []):
         errors.append(f"{source} inhibits CoolmeshAgentDown (for as long as it fires, up to a day)")
@@ -215,9 +224,16 @@ if os.path.exists("docs/metrics.md"):
 else:
     print("note: docs/metrics.md not found, metric names not checked against the contract")
 
+def without_labels(promql):
+    """PromQL without strings, label lists (by, on, ...) and matcher names:
+    what is left of coolmesh_* are metric names (labels such as
+    coolmesh_cluster are not)."""
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', promql)
+    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", r"\1 ()", bare)
+    return re.sub(r"[A-Za-z_]\w*\s*(=~|!~|!=|=)\s*\"\"", "", bare)
+
 def metric_names(expr):
-    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    return set(re.findall(r"(?<![\w:])(coolmesh_[a-z0-9_]+)(?![\w:])", bare))
+    return set(re.findall(r"(?<![\w:])(coolmesh_[a-z0-9_]+)(?![\w:])", without_labels(expr)))
 
 alerts, records = [], []
 for path in rule_files:
@@ -242,20 +258,21 @@ for path, rule in alerts:
     severity = (rule.get("labels") or {}).get("severity")
     # "none": the watchdog only, which always fires (a dead man's switch).
     watchdog = name == "CoolmeshWatchdog"
-    if severity not in ("page", "warning") and not (watchdog and severity == "none"):
-        errors.append(f"{where}: label severity must be page or warning (none for CoolmeshWatchdog)")
+    if (severity not in ("critical", "warning", "info") or watchdog) and not (watchdog and severity == "none"):
+        errors.append(f"{where}: label severity must be critical, warning or info (none for CoolmeshWatchdog only)")
     ann = rule.get("annotations") or {}
     if not ann.get("summary"):
         errors.append(f"{where}: missing summary")
     desc = ann.get("description", "")
     if "$value" not in desc:
         errors.append(f"{where}: description does not show {{{{ $value }}}}")
-    scope = "instance" if instance_scoped.get(name, True) else "cluster"
+    scope = "instance" if instance_scoped.get(name, True) else "coolmesh_cluster"
     if not watchdog and f"$labels.{scope}" not in desc:
         errors.append(f"{where}: description does not name {{{{ $labels.{scope} }}}}")
-    want = f"alerts/README.md#{name.lower()}"
-    if ann.get("runbook_url") != want:
-        errors.append(f"{where}: runbook_url must be {want}")
+    # Absolute (mixin: runbookURLPattern), to the alert's section.
+    url = ann.get("runbook_url") or ""
+    if not re.fullmatch(rf"https?://[^\s#]+/alerts/README\.md#{name.lower()}", url):
+        errors.append(f"{where}: runbook_url must be an absolute URL ending in alerts/README.md#{name.lower()}, not {url!r}")
     if name.lower() not in anchors:
         errors.append(f"{where}: alerts/README.md has no section '{name}'")
     if name not in fired:
@@ -405,7 +422,9 @@ for path in dashboards:
             if rec not in records:
                 errors.append(f"{where}: recording rule {rec} is not defined in {', '.join(rule_files)}")
         if contract is not None:
-            for m in set(re.findall(r"(?<![\w:])(coolmesh_[a-z0-9_]+)(?![\w:])", bare)):
+            bare_metrics = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", r"\1 ()", bare)
+            bare_metrics = re.sub(r"[A-Za-z_]\w*\s*(=~|!~|!=|=)\s*\"\"", "", bare_metrics)
+            for m in set(re.findall(r"(?<![\w:])(coolmesh_[a-z0-9_]+)(?![\w:])", bare_metrics)):
                 if m not in contract and re.sub(r"_(bucket|sum|count)$", "", m) not in contract:
                     errors.append(f"{where}: {m} is not in docs/metrics.md")
         rules.append({"record": "dashboard_check:" + re.sub(r"\W", "_", f"{d.get('uid', name)}_{label}"),
@@ -465,6 +484,7 @@ if [ -z "$PY" ] || ! command -v promtool >/dev/null 2>&1 || ! command -v amtool 
   echo "observability: ${passed} passed, ${failed} failed"
   exit 1
 fi
+check "generated files up to date with mixin/ (.ci/mixin.sh)" check_generated
 check "promtool check rules" check_rules
 check "promtool test rules" check_rule_tests
 check "alert rule lint (labels, annotations, runbooks, tests, metric contract)" check_rule_lint

@@ -277,7 +277,7 @@ power_off() { stop target || true; echo "power target closed"; }
 pending_held_back() {
   local n
   for n in b c; do
-    py wait-alert "$tmp" CoolmeshShutdownPending --source prometheus --match instance=@$n --match node=e2e-$n \
+    py wait-alert "$tmp" CoolmeshShutdownPending --source prometheus --match instance=@$n --match coolmesh_node=e2e-$n \
       --timeout "$TIMEOUT" || return 1
     py wait-am "$tmp" CoolmeshShutdownPending --by CoolmeshPowerLost --match instance=@$n --timeout "$TIMEOUT" || return 1
   done
@@ -416,13 +416,13 @@ say "--- heat agent $HOT: inlet 62 C (critical 60 C)"
 py readings "$tmp" "$HOT" 62
 check "CoolmeshTemperatureCritical fires for agent $HOT and reaches the pager webhook" \
   alert_fires CoolmeshTemperatureCritical /coolmesh/pager \
-    instance=@$HOT node=e2e-$HOT cluster=e2e trigger=threshold chip=inlet sensor=t || true
+    instance=@$HOT coolmesh_node=e2e-$HOT coolmesh_cluster=e2e trigger=threshold chip=inlet sensor=t || true
 
 say "--- close the power target"
 power_off
 check "agents b and c enter pre_fail for power" pre_fail_for_power || true
 check "CoolmeshPowerLost fires and reaches the pager webhook" \
-  alert_fires CoolmeshPowerLost /coolmesh/pager cluster=e2e target="$POWER_TARGET" || true
+  alert_fires CoolmeshPowerLost /coolmesh/pager coolmesh_cluster=e2e target="$POWER_TARGET" || true
 check "CoolmeshShutdownPending fires for agents b and c; Alertmanager holds it back, inhibited by CoolmeshPowerLost" \
   pending_held_back || true
 check "agent $HOT reaches its dry-run shutdown (marker, no command, CoolmeshShutdownDryRun to chat)" \
@@ -543,13 +543,13 @@ T_OFF=$(date +%s.%N)
 say "--- room: mains power lost (the power target closes)"
 power_off
 check "room: CoolmeshPowerLost fires and reaches the pager webhook" \
-  alert_fires CoolmeshPowerLost /coolmesh/pager cluster=e2e target="$POWER_TARGET" || true
+  alert_fires CoolmeshPowerLost /coolmesh/pager coolmesh_cluster=e2e target="$POWER_TARGET" || true
 check "room: every agent runs its shutdown command after the grace, and its server powers off (agent killed)" \
   servers_power_off || true
 check "room: the agents are gone; their shutdown pages fire and are held back by CoolmeshPowerLost; no AgentDown" \
   servers_gone || true
 check "room: with every agent off, CoolmeshPowerLost keeps firing for 30s and nothing says RESOLVED" \
-  py hold "$tmp" 30 --name CoolmeshPowerLost --match cluster=e2e --since "$T_OFF" || true
+  py hold "$tmp" 30 --name CoolmeshPowerLost --match coolmesh_cluster=e2e --since "$T_OFF" || true
 T_ON=$(date +%s.%N)
 check "room: while power was out the pager got one page, CoolmeshPowerLost, and no notification said RESOLVED" \
   py pages "$tmp" --since "$T_OFF" --resolved-after "$T_ON" --expect CoolmeshPowerLost=firing || true
@@ -557,7 +557,7 @@ say "--- room: power is back, the servers boot"
 check "room: power back; the agents start again in normal" servers_boot || true
 check "room: CoolmeshPowerLost resolves and its RESOLVED reaches the pager" \
   py wait-alert "$tmp" CoolmeshPowerLost --source webhook --path /coolmesh/pager --status resolved \
-    --match cluster=e2e --timeout 150 || true
+    --match coolmesh_cluster=e2e --timeout 150 || true
 # For a pager group_interval (1m) more: the servers' shutdown pages, held
 # back while the room page fired, resolved when the agents came back and
 # were never sent, so nothing follows once the room page's inhibition ends.

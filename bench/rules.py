@@ -165,7 +165,11 @@ class Room:
         return f"{self.names[i]}:9876"
 
     def node_info_labels(self, i):
-        return f'cluster="{self.cluster[i]}",node="{self.names[i]}",peer_id="12D3KooW{self.names[i]}"'
+        # The identity under both names: coolmesh_cluster and coolmesh_node
+        # since issue 17, cluster and node before (--before may be older).
+        return (f'cluster="{self.cluster[i]}",node="{self.names[i]}",'
+                f'coolmesh_cluster="{self.cluster[i]}",coolmesh_node="{self.names[i]}",'
+                f'peer_id="12D3KooW{self.names[i]}"')
 
     def _page(self, i, rng):
         name, kind = self.names[i], self.kind[i]
@@ -373,9 +377,16 @@ def long_ranges(texts):
 
 # ------------------------------------------------------------------ history
 
+def room_label(rule_texts):
+    """The room label a rule set reads from coolmesh_node_info: coolmesh_cluster
+    since issue 17, cluster before."""
+    return "coolmesh_cluster" if any("coolmesh_cluster" in t for t in rule_texts) else "cluster"
+
+
 def write_history(room, path, start, end, names):
     """OpenMetrics input for promtool: coolmesh_node_info for every agent
-    and the room-level records in `names`, from start to end."""
+    and the room-level records in `names` ({name: its room label}), from
+    start to end."""
     with open(path, "w") as f:
         f.write("# HELP coolmesh_node_info identity\n# TYPE coolmesh_node_info gauge\n")
         for i in range(room.n):
@@ -385,10 +396,11 @@ def write_history(room, path, start, end, names):
             f.write("".join(f"{lab}{t}\n" for t in range(int(start), stop, SCRAPE)))
         ets = range(int(start), int(end), EVAL)
         for name in names:
+            rl = names[name]
             if name.endswith("cluster_power_votes:lost"):
-                sets = [f'cluster="{c}",job="{JOB}",target="{t}"' for c in room.members for t in room.targets]
+                sets = [f'{rl}="{c}",job="{JOB}",target="{t}"' for c in room.members for t in room.targets]
             elif name.endswith("cluster_overheating_peers:failing"):
-                sets = [f'cluster="{c}",job="{JOB}"' for c in room.members]
+                sets = [f'{rl}="{c}",job="{JOB}"' for c in room.members]
             else:
                 continue
             f.write(f"# HELP {name} backfill\n# TYPE {name} gauge\n")
@@ -568,15 +580,17 @@ def main():
         if hist:
             t = time.time()
             now = time.time()
-            names = sorted({n for n, _ in ranges if n.startswith("cluster:")}
-                           | {PREFIX + n for n, _ in ranges if n.startswith("cluster:") and n in brecs})
+            rl_before, rl_after = room_label(before.values()), room_label(after.values())
+            names = {n: rl_after for n, _ in ranges if n.startswith("cluster:")}
+            names.update({PREFIX + n: rl_before for n, _ in ranges if n.startswith("cluster:") and n in brecs})
+            names = dict(sorted(names.items()))
             om = os.path.join(tmp, "history.om")
             write_history(room, om, now - hist, now - 30, names)
             subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "-q", om, data],
                            check=True)
             os.remove(om)
             result["backfilled"] = ["coolmesh_node_info", *names]
-            log(f"backfilled {a.history} of coolmesh_node_info and {names} ({time.time() - t:.0f}s)")
+            log(f"backfilled {a.history} of coolmesh_node_info and {list(names)} ({time.time() - t:.0f}s)")
 
         # Server and Prometheus.
         sport, pport = free_port(), free_port()

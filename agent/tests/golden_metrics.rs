@@ -76,3 +76,69 @@ async fn metrics_for_fixture_tree_match_golden_file() {
         );
     }
 }
+
+/// Target labels that Prometheus, Kubernetes service discovery, the
+/// Prometheus Operator and multi-cluster setups (external labels) put on
+/// every series. A scraped label of the same name is renamed `exported_*`
+/// (or, with `honor_labels`, replaces the target's; an external label is not
+/// applied to a series that has it), which breaks the rules' joins: the
+/// agent must not use any of them (docs/metrics.md, "Labels").
+const TARGET_LABELS: &[&str] = &[
+    "job",
+    "instance",
+    "cluster",
+    "node",
+    "namespace",
+    "pod",
+    "container",
+    "service",
+    "endpoint",
+    "region",
+    "zone",
+    "datacenter",
+    "env",
+    "host",
+    "hostname",
+];
+
+#[test]
+fn no_metric_label_collides_with_a_common_target_label() {
+    let golden = std::fs::read_to_string(fixtures().join("golden-metrics.prom")).expect("golden");
+    // The power probe metrics live outside the golden registry.
+    let pm = coolmesh_agent::power::PowerMetrics::new().expect("power metrics");
+    pm.duration.with_label_values(&["x"]).observe(0.1);
+    pm.failures.with_label_values(&["x", "local"]).inc();
+    let reg = prometheus::Registry::new();
+    pm.register(&reg).expect("register");
+    let power = prometheus::TextEncoder::new()
+        .encode_to_string(&reg.gather())
+        .expect("encode");
+    let mut labels = std::collections::BTreeSet::new();
+    for line in golden.lines().chain(power.lines()) {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((_, rest)) = line.split_once('{') else {
+            continue;
+        };
+        let Some((inner, _)) = rest.rsplit_once('}') else {
+            continue;
+        };
+        // name="value",... (values in the golden file hold no `",`)
+        for pair in inner.split("\",") {
+            if let Some((name, _)) = pair.split_once('=') {
+                labels.insert(name.trim().to_string());
+            }
+        }
+    }
+    assert!(labels.contains("coolmesh_cluster"), "{labels:?}");
+    assert!(labels.contains("target"), "{labels:?}");
+    let bad: Vec<&String> = labels
+        .iter()
+        .filter(|l| TARGET_LABELS.contains(&l.as_str()))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "labels that collide with target labels: {bad:?}"
+    );
+}

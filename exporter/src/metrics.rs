@@ -40,7 +40,11 @@ pub struct Metrics {
     pub shutdown_command_failures: IntCounter,
     /// `coolmesh_shutdown_command_outcome_unknown_total`.
     pub shutdown_command_outcome_unknown: IntCounter,
-    /// `coolmesh_node_info{node,cluster,peer_id}`.
+    /// `coolmesh_node_info{coolmesh_node,coolmesh_cluster,peer_id}`: not
+    /// `node` and `cluster`, which Kubernetes service discovery and
+    /// multi-cluster setups add as target labels (a scraped label of the same
+    /// name would be renamed `exported_*`, or, with `honor_labels`, replace
+    /// theirs).
     pub node_info: IntGaugeVec,
     /// The HTTP server's connection metrics (`coolmesh_http_*`).
     pub http: crate::http::HttpMetrics,
@@ -75,7 +79,7 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         let node_info = IntGaugeVec::new(
             Opts::new("coolmesh_node_info", "Identity of this agent; always 1."),
-            &["node", "cluster", "peer_id"],
+            &["coolmesh_node", "coolmesh_cluster", "peer_id"],
         )?;
         registry.register(Box::new(node_info.clone()))?;
         let fsm_transitions = IntCounterVec::new(
