@@ -186,7 +186,7 @@ pub fn render_cluster(s: &Snapshot, now_ms: u64) -> String {
 /// resolve on the Prometheus server, and every agent of the room is assumed to
 /// serve HTTP on `port`. Labels are `__meta_coolmesh_{node,cluster,peer_id}`:
 /// available to relabelling, dropped afterwards, so they never collide with
-/// the `node` and `cluster` labels of `coolmesh_node_info`.
+/// the `coolmesh_node` and `coolmesh_cluster` labels of `coolmesh_node_info`.
 pub fn render_file_sd(s: &Snapshot, cluster: bool, port: u16) -> String {
     let mut nodes: Vec<(&str, &str)> = vec![(s.node.as_str(), s.peer_id.as_str())];
     if cluster {
