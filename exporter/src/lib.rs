@@ -9,6 +9,8 @@
 //! - [`collector`]: scrape-time metrics computed from the snapshot.
 //! - [`text`]: the text exposition writer for the snapshot families.
 //! - [`metrics`]: the registry, registered once at startup.
+//! - [`conn_metrics`]: the HTTP server's connection limits and deadlines as
+//!   labels, and their metrics (below both `http` and `metrics`).
 //! - [`http`]: hyper server, routes, operator commands, the decision journal
 //!   (`GET /v1/events` through [`http::EventSource`]), room commands.
 //! - [`auth`]: bearer token check in constant time.
@@ -25,6 +27,7 @@
 pub mod auth;
 pub mod clock;
 pub mod collector;
+pub mod conn_metrics;
 pub mod history;
 pub mod http;
 pub mod metrics;

@@ -47,7 +47,7 @@ pub struct Metrics {
     /// theirs).
     pub node_info: IntGaugeVec,
     /// The HTTP server's connection metrics (`coolmesh_http_*`).
-    pub http: crate::http::HttpMetrics,
+    pub http: crate::conn_metrics::HttpMetrics,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     max_peer_series: usize,
     // Size of the last page, to allocate the next one at once: a 10k-series
@@ -100,7 +100,7 @@ impl Metrics {
             "Runs of the shutdown command whose outcome is unknown: the agent restarted while one ran.",
         )?;
         registry.register(Box::new(shutdown_command_outcome_unknown.clone()))?;
-        let http = crate::http::HttpMetrics::new()?;
+        let http = crate::conn_metrics::HttpMetrics::new()?;
         http.register(&registry)?;
         registry.register(Box::new(SnapshotNames::new()?))?;
         Ok(Metrics {

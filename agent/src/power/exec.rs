@@ -245,32 +245,6 @@ mod tests {
         ExecProbe::new("exec:test", "/bin/sh", vec!["-c".into(), script.into()])
     }
 
-    /// Poll `fut` until the command it started wrote its pid (`echo $$ >
-    /// pidfile`), at most 10 s; a future that ends first is a failure.
-    async fn until_pid<F: std::future::Future + Unpin>(
-        fut: &mut F,
-        pidfile: &std::path::Path,
-    ) -> u32 {
-        let pid = async {
-            loop {
-                let written = std::fs::read_to_string(pidfile).unwrap_or_default();
-                if let Some(pid) = written.strip_suffix('\n').and_then(|p| p.parse().ok()) {
-                    return pid;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        let raced = async {
-            tokio::select! {
-                _ = fut => panic!("ended before the command wrote its pid"),
-                pid = pid => pid,
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), raced)
-            .await
-            .expect("the command wrote its pid within 10 s")
-    }
-
     /// Whether `pid` is still a live (not zombie) process.
     fn alive(pid: u32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -373,7 +347,7 @@ mod tests {
         let probe = sh(&format!("echo $$ > {}; exec sleep 30", pidfile.display()));
         let mut fut = probe.probe(T);
         // Drop the probe future once the command runs (runner shutdown).
-        let pid = until_pid(&mut fut, &pidfile).await;
+        let pid = crate::sources::child::test_support::until_pid(&mut fut, &pidfile).await;
         drop(fut);
         let mut gone = false;
         for _ in 0..50 {

@@ -150,3 +150,36 @@ mod tests {
         assert_eq!(o.stderr.len(), 16);
     }
 }
+
+/// For the tests of the programs run through here (exec sources and
+/// probes): wait for a child to write its pid.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::Duration;
+
+    /// Poll `fut` until the command it started wrote its pid (`echo $$ >
+    /// pidfile`), at most 10 s; a future that ends first is a failure.
+    pub(crate) async fn until_pid<F: std::future::Future + Unpin>(
+        fut: &mut F,
+        pidfile: &std::path::Path,
+    ) -> u32 {
+        let pid = async {
+            loop {
+                let written = std::fs::read_to_string(pidfile).unwrap_or_default();
+                if let Some(pid) = written.strip_suffix('\n').and_then(|p| p.parse().ok()) {
+                    return pid;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let raced = async {
+            tokio::select! {
+                _ = fut => panic!("ended before the command wrote its pid"),
+                pid = pid => pid,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), raced)
+            .await
+            .expect("the command wrote its pid within 10 s")
+    }
+}

@@ -81,32 +81,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Poll `fut` until the command it started wrote its pid (`echo $$ >
-    /// pidfile`), at most 10 s; a future that ends first is a failure.
-    async fn until_pid<F: std::future::Future + Unpin>(
-        fut: &mut F,
-        pidfile: &std::path::Path,
-    ) -> u32 {
-        let pid = async {
-            loop {
-                let written = std::fs::read_to_string(pidfile).unwrap_or_default();
-                if let Some(pid) = written.strip_suffix('\n').and_then(|p| p.parse().ok()) {
-                    return pid;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        let raced = async {
-            tokio::select! {
-                _ = fut => panic!("ended before the command wrote its pid"),
-                pid = pid => pid,
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), raced)
-            .await
-            .expect("the command wrote its pid within 10 s")
-    }
-
     fn sh(script: &str) -> Arc<ExecSource> {
         Arc::new(ExecSource::new(vec![
             "sh".into(),
@@ -175,7 +149,7 @@ mod tests {
         let script = format!("echo $$ > {}; exec sleep 600", pidfile.display());
         let mut fut = sh(&script).read();
         // Once it runs, it hangs: not done within 500 ms.
-        let pid = until_pid(&mut fut, &pidfile).await;
+        let pid = crate::sources::child::test_support::until_pid(&mut fut, &pidfile).await;
         let r = tokio::time::timeout(Duration::from_millis(500), &mut fut).await;
         assert!(r.is_err(), "should time out");
         // kill_on_drop: the child must be gone shortly after the future is dropped.
