@@ -208,15 +208,26 @@ impl<'a> Walker<'a> {
                 return None;
             }
         };
-        if !range.contains(&v) {
-            self.err(
-                key,
-                item.span(),
-                format!("{v} is out of range {}..={}", range.start(), range.end()),
-            );
-            return None;
+        self.in_range(key, item, v, range)
+    }
+
+    /// `v` when `range` holds it, else an error naming the range.
+    fn in_range<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        key: &str,
+        item: &Item,
+        v: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Option<T> {
+        if range.contains(&v) {
+            return Some(v);
         }
-        Some(v)
+        self.err(
+            key,
+            item.span(),
+            format!("{v} is out of range {}..={}", range.start(), range.end()),
+        );
+        None
     }
 
     pub(super) fn int(
@@ -233,15 +244,7 @@ impl<'a> Walker<'a> {
             );
             return None;
         };
-        if !range.contains(&v) {
-            self.err(
-                key,
-                item.span(),
-                format!("{v} is out of range {}..={}", range.start(), range.end()),
-            );
-            return None;
-        }
-        Some(v)
+        self.in_range(key, item, v, range)
     }
 
     pub(super) fn duration(
