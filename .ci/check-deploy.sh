@@ -66,10 +66,10 @@ deadline = time.time() + 30
 while time.time() < deadline:
     for line in open(sys.argv[1], errors="replace").read().splitlines():
         try:
-            f = json.loads(line)["fields"]
+            f = json.loads(line)
         except (ValueError, KeyError, TypeError):
             continue
-        if f.get("message") == "serving HTTP":
+        if f.get("msg") == "serving HTTP":
             print(f["address"].rsplit(":", 1)[1])
             sys.exit(0)
     time.sleep(0.1)

@@ -84,8 +84,8 @@ while time.time() < deadline:
         lines = []
     for line in lines:
         try:
-            f = json.loads(line)["fields"]
-            if f.get("message") in ("serving HTTP", "serving HTTPS"):
+            f = json.loads(line)
+            if f.get("msg") in ("serving HTTP", "serving HTTPS"):
                 print(f["address"])
                 sys.exit(0)
         except (ValueError, KeyError, TypeError):

@@ -142,9 +142,9 @@ pub struct AgentArgs {
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable.
+    /// `time=… level=INFO source=file.rs:12 msg="…" key=value`, as Prometheus 3 writes it.
     Logfmt,
-    /// One JSON object per line.
+    /// One flat JSON object per line: `time`, `level`, `source`, `msg`, then the fields.
     Json,
 }
 

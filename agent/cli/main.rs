@@ -8,7 +8,7 @@
 //! - `main` (this file): dispatch and the runtime.
 //! - [`args`]: argument parsing (clap) for every command.
 //! - [`daemon`]: `coolmesh agent`: config checks, then the library's daemon; signals, SIGHUP.
-//! - [`logging`]: the daemon's log format, level filter and colour rules.
+//! - [`logging`]: the daemon's log level filter and colour rules; [`logformat`]: its lines (logfmt or JSON, Prometheus' keys).
 //! - [`sensors`], [`state`], [`counter`], [`keygen`]: one module per one-shot command.
 //! - [`client`]: the HTTP(S) client of the commands.
 //! - [`render`]: tables, colour and the text views of `sensors` and `state`.
@@ -25,6 +25,7 @@ mod daemon;
 mod demo;
 mod explain;
 mod keygen;
+mod logformat;
 mod logging;
 mod preflight;
 mod render;

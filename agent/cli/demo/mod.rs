@@ -68,7 +68,7 @@
 //!   exits) as single lines. The table is printed every 2 s while something
 //!   happens (a simulated fault, a node not `normal`, temperatures not back
 //!   at ambient, a change) and on `s`; a calm demo stays quiet. Colour only
-//!   when stdout is a terminal and `NO_COLOR` is unset.
+//!   when stdout is a terminal, `NO_COLOR` is unset and `TERM` is not `dumb`.
 
 mod agents;
 mod screen;
