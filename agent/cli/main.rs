@@ -83,4 +83,47 @@ mod tests {
             );
         }
     }
+
+    /// The default HTTP port is one number: the agent's listen address, the
+    /// commands' `--url`, the demo's first port, the example config and the
+    /// reference agree.
+    #[test]
+    fn the_default_port_agrees_everywhere() {
+        use clap::CommandFactory;
+        let port = coolmesh_agent::config::DEFAULT_HTTP_PORT;
+        let cfg = coolmesh_agent::config::Config::default();
+        assert_eq!(cfg.http.listen_address, format!("127.0.0.1:{port}"));
+        let mut urls = 0;
+        let mut stack = vec![crate::args::Cli::command()];
+        while let Some(cmd) = stack.pop() {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                let default: Vec<_> = a
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                if id == "url" && !default.is_empty() {
+                    assert_eq!(
+                        default,
+                        [format!("http://127.0.0.1:{port}")],
+                        "{} --url",
+                        cmd.get_name()
+                    );
+                    urls += 1;
+                }
+                if id == "base_port" {
+                    assert_eq!(default, [port.to_string()], "demo --base-port");
+                }
+            }
+            stack.extend(cmd.get_subcommands().cloned());
+        }
+        assert!(urls >= 4, "only {urls} commands have a default --url");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let example =
+            std::fs::read_to_string(root.join("deploy/coolmesh.example.toml")).expect("example");
+        assert!(example.contains(&format!("listen_address = \":{port}\"")));
+        let reference = std::fs::read_to_string(root.join("docs/reference.md")).expect("reference");
+        assert!(reference.contains(&format!("`127.0.0.1:{port}`")));
+    }
 }

@@ -31,7 +31,7 @@
 //!
 //! Ports, from `--base-port B` with N nodes, all on 127.0.0.1: HTTP of
 //! demo-i on `B+i-1`, its libp2p listener on `B+N+i-1`, the power node on
-//! `B+2N`. With the defaults, demo-1 serves on 9876 like a lone agent.
+//! `B+2N`. With the defaults, demo-1 serves on 10027 like a lone agent.
 //!
 //! Decisions:
 //!
