@@ -57,6 +57,39 @@ pub enum Cmd {
     Explain(ExplainArgs),
     /// Run a local cluster with simulated sensors and power; drive it from the keyboard.
     Demo(DemoArgs),
+    /// Write the man pages or a shell's completions, generated from this
+    /// command line (for packagers: .ci/package.sh ships them).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+/// `coolmesh generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to write.
+    #[command(subcommand)]
+    pub what: GenerateWhat,
+}
+
+/// What `coolmesh generate` writes.
+#[derive(Debug, Subcommand)]
+pub enum GenerateWhat {
+    /// Man pages: coolmesh.1, and coolmesh-COMMAND.1 for every command.
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// The completion script of a shell.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        /// Write it into DIR under the name the shell looks for (bash:
+        /// coolmesh, zsh: _coolmesh, fish: coolmesh.fish) instead of stdout.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Flags shared by `agent` and `sensors`.

@@ -14,6 +14,7 @@
 //! - [`render`]: tables, colour and the text views of `sensors` and `state`.
 //! - [`demo`]: `coolmesh demo`, a local cluster with simulated sensors and power.
 //! - [`explain`]: `coolmesh explain`, the journal as a story.
+//! - [`generate`]: `coolmesh generate man|completions` (hidden): man pages and shell completions from the clap tree, for the package.
 //! - [`preflight`]: `coolmesh check-config` / `preflight`: the config, and what this host must provide for it.
 //! - [`room`]: `coolmesh room cancel|maintenance|state`, one operator action for every member.
 //! - [`roster`]: `coolmesh roster keygen|list|add|remove`, the operator's side of the room roster.
@@ -24,6 +25,7 @@ mod counter;
 mod daemon;
 mod demo;
 mod explain;
+mod generate;
 mod keygen;
 mod logformat;
 mod logging;
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Cmd::Room(args) => room::main(args),
         Cmd::Explain(args) => explain::main(args),
         Cmd::Demo(args) => demo::main(args),
+        Cmd::Generate(args) => generate::main(args),
     }
 }
 
