@@ -17,7 +17,8 @@
 //!   (Prometheus 3 does not lower-case them), and `TRACE`, which slog lacks.
 //! - `source`: the file's name and line (`agent.rs:412`); for `mod.rs`,
 //!   `lib.rs` and `main.rs`, which say nothing alone, with their folder
-//!   (`cluster/mod.rs:40`).
+//!   (`cluster/mod.rs:40`), and a dependency's with its crate
+//!   (`libp2p-swarm-0.48.0/src/lib.rs:1005`).
 //! - logfmt values are quoted when empty or when they hold a space, `=`,
 //!   `"`, a control or other invisible character; inside quotes `"` and
 //!   `\` are backslash-escaped, and newlines, tabs and other control or
@@ -253,12 +254,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// `source` from a file path and line: the file's name, with its folder
-/// for the names that say nothing alone.
+/// for the names that say nothing alone, and the crate's folder above a
+/// `src` (`libp2p-swarm-0.48.0/src/lib.rs`: which dependency logged).
 pub fn source(file: &str, line: Option<u32>) -> String {
-    let mut parts = file.rsplit(['/', '\\']);
+    let mut parts = file.rsplit(['/', '\\']).filter(|p| !p.is_empty());
     let name = parts.next().unwrap_or(file);
-    let mut s = match (name, parts.next()) {
-        ("mod.rs" | "lib.rs" | "main.rs", Some(dir)) if !dir.is_empty() => format!("{dir}/{name}"),
+    let mut s = match (name, parts.next(), parts.next()) {
+        ("mod.rs" | "lib.rs" | "main.rs", Some("src"), Some(krate)) => {
+            format!("{krate}/src/{name}")
+        }
+        ("mod.rs" | "lib.rs" | "main.rs", Some(dir), _) => format!("{dir}/{name}"),
         _ => name.to_string(),
     };
     if let Some(l) = line {
@@ -597,11 +602,12 @@ mod tests {
         );
         assert_eq!(
             source(
-                "/root/.cargo/registry/src/x/libp2p-swarm-0.47.0/src/lib.rs",
+                "/root/.cargo/registry/src/x/libp2p-swarm-0.48.0/src/lib.rs",
                 Some(7)
             ),
-            "src/lib.rs:7"
+            "libp2p-swarm-0.48.0/src/lib.rs:7"
         );
+        assert_eq!(source("agent/cli/main.rs", Some(3)), "cli/main.rs:3");
         assert_eq!(source("main.rs", None), "main.rs");
     }
 
