@@ -51,9 +51,9 @@ def fail(msg):
 
 
 def default_port():
-    m = re.search(r"pub const DEFAULT_HTTP_PORT: u16 = (\d+);", (ROOT / "agent/src/config.rs").read_text())
+    m = re.search(r"pub const DEFAULT_HTTP_PORT: u16 = (\d+);", (ROOT / "agent/src/config/mod.rs").read_text())
     if not m:
-        fail("DEFAULT_HTTP_PORT not found in agent/src/config.rs")
+        fail("DEFAULT_HTTP_PORT not found in agent/src/config/mod.rs")
     return int(m.group(1))
 
 

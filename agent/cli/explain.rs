@@ -33,7 +33,7 @@ pub fn main(args: ExplainArgs) -> ExitCode {
 fn run(args: &ExplainArgs) -> anyhow::Result<String> {
     let since = humantime::parse_duration(&args.since)
         .map_err(|e| anyhow::anyhow!("bad --since {:?}: {e} (e.g. 24h, 7d)", args.since))?;
-    let now = coolmesh_agent::agent::unix_ms();
+    let now = coolmesh_agent::clock::unix_ms();
     let floor = now.saturating_sub(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
     let (entries, problems, source) = match &args.state_dir {
         Some(dir) => {

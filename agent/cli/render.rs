@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn cluster_table_ranks_by_headroom() {
-        use coolmesh_exporter::model::{PeerStatus, Thermal};
+        use coolmesh_exporter::model::{PeerStatus, ThermalSummary};
         let mut s = Snapshot {
             node: "me".into(),
             ..Default::default()
@@ -451,7 +451,7 @@ mod tests {
             liveness: "alive".into(),
             last_seen_ms: 0,
             version: 1,
-            thermal: Thermal {
+            thermal: ThermalSummary {
                 headroom_celsius: Some(h),
                 ..Default::default()
             },

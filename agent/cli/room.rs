@@ -101,7 +101,7 @@ async fn run(ep: &Endpoint, action: &Cli) -> anyhow::Result<(String, bool)> {
                     format!("{}\n", serde_json::to_string_pretty(&room_nodes(&snap))?),
                     true,
                 ),
-                ListFormat::Table => (render_state(&snap, coolmesh_agent::agent::unix_ms()), true),
+                ListFormat::Table => (render_state(&snap, coolmesh_agent::clock::unix_ms()), true),
             });
         }
         Cli::Cancel { send } => (send, RoomAction::Cancel),
@@ -155,7 +155,7 @@ async fn send_command(
         cluster: snap.cluster.name.clone(),
         id: rand::rng().random(),
         action,
-        issued_ms: coolmesh_agent::agent::unix_ms(),
+        issued_ms: coolmesh_agent::clock::unix_ms(),
         requester: send.requester.clone().unwrap_or_else(default_requester),
     };
     let body = match &key {

@@ -226,7 +226,7 @@ async fn change(
     }
     let before = members.len();
     edit(&mut members);
-    let now_ms = coolmesh_agent::agent::unix_ms();
+    let now_ms = coolmesh_agent::clock::unix_ms();
     let version = st.version.saturating_add(1).max(now_ms);
     let r = Roster::sign(&key, &st.cluster, version, now_ms, members)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

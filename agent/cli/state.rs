@@ -49,7 +49,7 @@ pub fn main(args: StateArgs) -> ExitCode {
                     print!("{}", render::render_file_sd(&snap, args.cluster, port));
                 }
                 StateFormat::Text => {
-                    let now = coolmesh_agent::agent::unix_ms();
+                    let now = coolmesh_agent::clock::unix_ms();
                     let text = if args.cluster {
                         render::render_cluster(&snap, now)
                     } else {

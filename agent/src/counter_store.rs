@@ -11,13 +11,7 @@ use crate::cluster::counters::{CounterKind, Counters};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Built-in counters the agent maintains itself (grow-only).
-pub const BUILTIN: [&str; 4] = [
-    "overheat_events",
-    "power_loss_events",
-    "shutdowns",
-    "probe_failures",
-];
+pub use crate::cluster::counters::BUILTIN;
 
 /// Counter names one node's record carries (the wire limit).
 pub const MAX_NAMES: usize = crate::cluster::record::limits::COUNTERS;
@@ -207,9 +201,9 @@ mod tests {
             &[],
             0,
         );
-        assert_eq!(rec.counters.len(), MAX_NAMES);
+        assert_eq!(rec.state.counters.len(), MAX_NAMES);
         for b in BUILTIN {
-            assert!(rec.counters.contains_key(b), "{b} pushed out");
+            assert!(rec.state.counters.contains_key(b), "{b} pushed out");
         }
     }
 

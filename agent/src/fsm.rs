@@ -76,6 +76,25 @@
 //! critical already (projection zero), and the overheat grace is the
 //! deliberate wait for fans or throttling to bring it back.
 //!
+//! # Battery
+//!
+//! A UPS read through NUT says how long its battery lasts
+//! ([`Input::battery`]). In `pre_fail` with the **power** trigger active
+//! (a corroborated loss, not held by a cancel), the deadline moves to
+//! `now + max(0, runtime - shutdown_duration)` when that is earlier: the
+//! command must start [`FsmConfig::shutdown_duration`] before the battery
+//! runs out. A UPS that says low battery (`OB LB`) or forced shutdown
+//! (`FSD OB`) is *urgent*: the deadline moves to now. Either move is never
+//! earlier than [`FsmConfig::prediction_floor`] after entering `pre_fail`,
+//! so one odd reading at the start of an outage leaves the recovery probes
+//! a chance, as for the prediction. The battery only ever brings a running
+//! grace forward: it never starts one (a UPS on battery is a power "down"
+//! vote and goes through the same corroboration as any other), it means
+//! nothing without the power trigger (on mains, `OL`, the runner gives no
+//! battery at all), and the grace deadline it sets is the power trigger's
+//! own: a cleared power trigger gives it back with the rest, a prediction
+//! that releases comes back to it, not past it.
+//!
 //! # Grace end while recovering
 //!
 //! When the deadline passes while a recovery is in progress (the last
@@ -280,9 +299,11 @@ pub struct FsmConfig {
     /// critical; shorter powers off on transient hot spots.
     pub overheat_grace: Duration,
     /// How long a shutdown takes from the command to power off. Default 60 s.
-    /// Used only by the prediction: the command must start this long before
-    /// the projected critical time. Too short and the node reaches critical
-    /// mid-shutdown; too long and predictions shut down earlier than needed.
+    /// Used by the prediction and the battery rule: the command must start
+    /// this long before the projected critical time, and before a UPS on
+    /// battery runs out (module documentation, "Battery"). Too short and
+    /// the node reaches critical or loses power mid-shutdown; too long and
+    /// predictions and UPS runtimes shut down earlier than needed.
     pub shutdown_duration: Duration,
     /// Consecutive observations without any trigger needed to leave
     /// `pre_fail` or `local_fault`. Default 2. Higher resists flapping power
@@ -464,6 +485,17 @@ impl PowerReading {
     }
 }
 
+/// What the UPSes that say "on battery" report, for a round whose policy
+/// result is "down" (see [`Input::battery`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Battery {
+    /// A UPS says low battery (`OB LB`) or forced shutdown (`FSD OB`): shut
+    /// down as soon as the rules allow.
+    pub urgent: bool,
+    /// The shortest `battery.runtime` among them, if any reports one.
+    pub runtime: Option<Duration>,
+}
+
 /// One observation: local power probe, local thermal summary, peers.
 ///
 /// The agent sends one per power probe round (or per sensor read when no
@@ -477,6 +509,11 @@ pub struct Input {
     pub thermal: ThermalSummary,
     /// What fresh peers report.
     pub peers: PeerView,
+    /// The battery of this node's UPS targets that are on battery, when
+    /// the round is down; `None` otherwise (and for targets that are not a
+    /// UPS). It can only bring the deadline of a running power grace
+    /// earlier (module documentation, "Battery").
+    pub battery: Option<Battery>,
 }
 
 /// Everything the machine reacts to.
@@ -1051,6 +1088,53 @@ impl Step<'_> {
         }
     }
 
+    /// The battery rule (module documentation, "Battery"): with the power
+    /// trigger active in `pre_fail`, the UPS's runtime less the shutdown
+    /// duration (now, if urgent) bounds the deadline, not before the floor.
+    fn battery(&mut self, battery: Option<&Battery>) {
+        let Some(b) = battery else {
+            return;
+        };
+        if self.m.state != State::PreFail
+            || self.m.power_lost_since.is_none()
+            || self.held(Reason::Power)
+        {
+            return;
+        }
+        let Some(current) = self.m.deadline else {
+            return;
+        };
+        let (at, why) = if b.urgent {
+            (
+                self.now,
+                "UPS on battery says low battery or forced shutdown".to_string(),
+            )
+        } else if let Some(runtime) = b.runtime {
+            (
+                self.now
+                    .plus(runtime.saturating_sub(self.cfg.shutdown_duration)),
+                format!(
+                    "UPS battery runtime {} - shutdown duration {}",
+                    human(runtime),
+                    human(self.cfg.shutdown_duration)
+                ),
+            )
+        } else {
+            return;
+        };
+        let at = at.max(self.m.since.plus(self.cfg.prediction_floor));
+        // The power trigger's own deadline: a prediction that lets go
+        // comes back here, not to the longer grace.
+        self.m.grace_deadline = Some(self.m.grace_deadline.map_or(at, |g| g.min(at)));
+        // As for the prediction: a runtime that ticks down by a second per
+        // second is not a new decision each probe.
+        if at <= current.minus(PREDICTION_MIN_STEP) {
+            self.m.deadline = Some(at);
+            let detail = format!("{why}: shutdown moved from {current} to {at}");
+            self.go(State::PreFail, Reason::Power, detail);
+        }
+    }
+
     fn predict(&mut self, thermal: &ThermalSummary) {
         if !self.cfg.prediction
             || self.m.state != State::PreFail
@@ -1199,6 +1283,7 @@ impl Step<'_> {
             State::Normal => {
                 if !unheld.is_empty() {
                     self.enter_pre_fail(&unheld, &input.thermal);
+                    self.battery(input.battery.as_ref());
                 } else if matches!(verdict, PowerVerdict::LocalFault | PowerVerdict::LocalError) {
                     self.go(
                         State::LocalFault,
@@ -1210,6 +1295,7 @@ impl Step<'_> {
             State::LocalFault => {
                 if !unheld.is_empty() {
                     self.enter_pre_fail(&unheld, &input.thermal);
+                    self.battery(input.battery.as_ref());
                 } else if matches!(verdict, PowerVerdict::Up | PowerVerdict::Unknown) {
                     self.m.good_streak = self.m.good_streak.saturating_add(1);
                     if self.m.good_streak >= cfg.recovery_probes {
@@ -1265,6 +1351,7 @@ impl Step<'_> {
                     self.m.good_streak = 0;
                     self.release(&before, &triggers, &input.thermal);
                     self.tighten(&triggers);
+                    self.battery(input.battery.as_ref());
                     self.predict(&input.thermal);
                 }
             }
@@ -1276,7 +1363,9 @@ impl Step<'_> {
             && !self.m.unconfirmed
             && self.m.deadline.is_some_and(|d| now >= d)
         {
-            self.enter_shutdown("predicted time to critical leaves no time to wait");
+            self.enter_shutdown(
+                "the deadline a prediction or the UPS battery set leaves no time to wait",
+            );
         }
     }
 
@@ -1382,7 +1471,7 @@ impl Step<'_> {
 
 fn local_fault_detail(verdict: PowerVerdict, peers: &PeerView) -> String {
     if verdict == PowerVerdict::LocalError {
-        return "local power probes failed on this node (local error, e.g. no file descriptor left): result unknown, not a vote; local fault, no shutdown".to_string();
+        return "local power probes failed on this node (local error, e.g. no file descriptor left) or the UPS gave no reading (upsd down, stale data, access denied): result unknown, not a vote; local fault, no shutdown".to_string();
     }
     format!(
         "local probe failed but fresh peers see the target up ({} up / {} down): local fault, no shutdown",

@@ -41,59 +41,11 @@
 use crate::thermal::{time_to_critical, Reading};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
-/// What a sensor measures, for the cooling detector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// A chip's own temperature (CPU, DIMM, NVMe, NIC): follows the workload.
-    #[default]
-    Component,
-    /// Air entering the server (BMC "Inlet Temp"): follows the cooling.
-    Inlet,
-    /// Room or board ambient: follows the cooling.
-    Ambient,
-    /// Air leaving the server: follows both; counted as a component.
-    Exhaust,
-}
-
-impl Role {
-    /// Every role.
-    pub const ALL: [Role; 4] = [Role::Component, Role::Inlet, Role::Ambient, Role::Exhaust];
-
-    /// The config and label name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::Component => "component",
-            Role::Inlet => "inlet",
-            Role::Ambient => "ambient",
-            Role::Exhaust => "exhaust",
-        }
-    }
-
-    /// Does this sensor follow the cooling rather than the workload?
-    pub const fn is_air(self) -> bool {
-        matches!(self, Role::Inlet | Role::Ambient)
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (component, inlet, ambient or exhaust)"))
-    }
-}
+/// What a sensor measures, for the cooling detector (shared with the
+/// exporter's model, which labels readings with it).
+pub use coolmesh_exporter::model::Role;
 
 /// `[[sensors.roles]]`: give matching sensors a role. Patterns use `*` for
 /// any run of characters; `label` matches case-insensitively. The first
@@ -112,7 +64,7 @@ pub struct RoleRule {
 
 /// `*`-glob match (the same rule as threshold patterns).
 pub fn glob(pattern: &str, s: &str) -> bool {
-    crate::config::glob_match(pattern, s)
+    crate::thermal::glob_match(pattern, s)
 }
 
 impl RoleRule {
@@ -602,6 +554,22 @@ fn stable(crossings: &VecDeque<Option<f64>>, ttc: f64) -> bool {
         hi = hi.max(*v);
     }
     hi - lo <= (0.25 * ttc).max(15.0)
+}
+
+/// The summary of the latest readings with the detector's assessment.
+pub fn summary(readings: &[Reading], a: &Assessment) -> crate::thermal::ThermalSummary {
+    let (hottest, headroom, critical) = crate::thermal::instant_summary(readings);
+    crate::thermal::ThermalSummary {
+        hottest_celsius: hottest,
+        headroom_celsius: headroom,
+        trend_celsius_per_minute: a.rate,
+        time_to_critical_seconds: a.time_to_critical,
+        critical,
+        cooling_vote: a.vote,
+        air: a.air,
+        workload: a.workload,
+        load: a.load,
+    }
 }
 
 #[cfg(test)]

@@ -531,7 +531,7 @@ impl coolmesh_exporter::EventSource for Journal {
         before: Option<u64>,
         limit: usize,
     ) -> serde_json::Value {
-        serde_json::to_value(self.page(crate::agent::unix_ms(), since_ms, before, limit))
+        serde_json::to_value(self.page(crate::clock::unix_ms(), since_ms, before, limit))
             .unwrap_or_default()
     }
 }

@@ -10,6 +10,7 @@
 //! - [`agent`]: starts every task and runs the core loop (sensor rounds,
 //!   probe rounds, the peer view and operator commands in; observations to
 //!   the state machine, the snapshot and the published record out).
+//! - [`clock`]: the wall clock in unix milliseconds (records, journal, snapshot).
 //! - [`config`]: the TOML config: every key with its default, errors with
 //!   key and line.
 //! - [`sampler`]: runs the sources on an interval under a timeout.
@@ -25,6 +26,7 @@
 //! - [`heating`]: tells a workload from a cooling failure (sensor roles, sustained rise, CPU load) and decides this node's cooling vote.
 //! - [`sources`]: one file per thermal source behind the `Source` trait.
 //! - [`power`]: one file per power probe behind the `Probe` trait, plus policy.
+//! - [`votes`]: the cluster's view in the state machine's terms (power votes, cooling quorum).
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
@@ -38,6 +40,7 @@
 //! map), which uses this library and is never used by it.
 
 pub mod agent;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod counter_store;
@@ -54,4 +57,5 @@ pub mod snapshot;
 pub mod sources;
 pub mod supervisor;
 pub mod thermal;
+pub mod votes;
 pub mod watchdog;

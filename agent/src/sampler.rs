@@ -8,34 +8,22 @@
 //! its trend. A failed source contributes no readings that round: stale
 //! values are never presented as current; its `source_up` goes to 0 instead.
 
-use crate::config::{apply_thresholds, ThresholdRule};
+use crate::clock::unix_ms;
 use crate::heating::{HeatConfig, HeatTracker, RoleRule};
 use crate::sources::Source;
+use crate::thermal::{apply_thresholds, ThresholdRule};
 use crate::thermal::{Reading, ThermalSummary};
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Status of one source after a round.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceStatus {
-    /// Source name.
-    pub name: String,
-    /// The read succeeded.
-    pub up: bool,
-    /// How long it took (or the timeout).
-    pub duration: Duration,
-    /// Readings it produced.
-    pub readings: usize,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Unix ms of the read.
-    pub at_ms: u64,
-}
+/// The health of one source in the last round (the exporter's model:
+/// one type from the sampler to `/metrics`).
+pub use coolmesh_exporter::model::SourceStatus;
 
 /// What one round produced.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -135,13 +123,6 @@ pub fn parse_load(text: &str) -> Option<f64> {
     (v.is_finite() && (0.0..=1.0).contains(&v)).then_some(v)
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Read every source once, concurrently, each under `timeout`.
 pub async fn read_all(
     sources: &[Arc<dyn Source>],
@@ -180,20 +161,20 @@ pub async fn read_all(
                 statuses.push(SourceStatus {
                     name,
                     up: true,
-                    duration,
+                    duration_seconds: duration.as_secs_f64(),
                     readings: n,
                     error: None,
-                    at_ms,
+                    last_read_ms: at_ms,
                 });
             }
             Err(e) => {
                 statuses.push(SourceStatus {
                     name,
                     up: false,
-                    duration,
+                    duration_seconds: duration.as_secs_f64(),
                     readings: 0,
                     error: Some(e),
-                    at_ms,
+                    last_read_ms: at_ms,
                 });
             }
         }
@@ -253,7 +234,7 @@ pub async fn run(
             }
         }
         let a = heat.push(origin.elapsed().as_secs_f64(), &readings, load.read());
-        let thermal = ThermalSummary::from_assessment(&readings, &a);
+        let thermal = crate::heating::summary(&readings, &a);
         round += 1;
         tx.send_replace(SensorState {
             round,
@@ -301,7 +282,7 @@ mod tests {
             !st[0].up && st[0].error.as_deref() == Some("timed out after 2s"),
             "{st:?}"
         );
-        assert_eq!(st[0].duration, Duration::from_secs(2));
+        assert_eq!(st[0].duration_seconds, 2.0);
         assert!(st[1].up);
     }
 

@@ -376,19 +376,6 @@ fn wait_child(mut child: Child, kill: &AtomicBool) -> io::Result<ExitStatus> {
 mod tests {
     use super::*;
 
-    /// The executor's defaults and the config's defaults are one set: an
-    /// agent built from an empty config runs with these.
-    #[test]
-    fn defaults_agree_with_the_config() {
-        let from_config = crate::agent::shutdown_config(&crate::config::Config::default());
-        let d = ShutdownConfig::default();
-        assert_eq!(from_config.command, d.command);
-        assert_eq!(from_config.pre_command, d.pre_command);
-        assert_eq!(from_config.pre_command_timeout, d.pre_command_timeout);
-        assert_eq!(from_config.command_timeout, d.command_timeout);
-        assert_eq!(from_config.dry_run, d.dry_run);
-    }
-
     fn ctx() -> RunContext {
         RunContext {
             reason: Reason::Power,

@@ -2,52 +2,15 @@
 
 use crate::sampler::SensorState;
 use crate::thermal::{Reading, ThermalSummary};
-use coolmesh_exporter::model::{
-    FsmView, PowerView, SensorReading, SourceStatus, TargetStatus, Thermal,
-};
+use coolmesh_exporter::model::{FsmView, PowerView, TargetStatus};
 use coolmesh_exporter::Snapshot;
-
-/// Exporter view of a reading.
-pub fn reading(r: &Reading) -> SensorReading {
-    SensorReading {
-        chip: r.chip.clone(),
-        sensor: r.sensor.clone(),
-        label: r.label.clone(),
-        celsius: r.celsius,
-        max_celsius: r.max_celsius,
-        critical_celsius: r.critical_celsius,
-        source: r.source.clone(),
-    }
-}
-
-/// Exporter view of a thermal summary.
-pub fn thermal(t: &ThermalSummary) -> Thermal {
-    Thermal {
-        hottest_celsius: t.hottest_celsius,
-        headroom_celsius: t.headroom_celsius,
-        trend_celsius_per_minute: t.trend_celsius_per_minute,
-        time_to_critical_seconds: t.time_to_critical_seconds,
-        critical: t.critical,
-    }
-}
 
 /// Fill the sensor part of a snapshot.
 pub fn apply_sensors(snap: &mut Snapshot, s: &SensorState) {
     snap.ready = s.round > 0;
-    snap.readings = s.readings.iter().map(reading).collect();
-    snap.sources = s
-        .sources
-        .iter()
-        .map(|st| SourceStatus {
-            name: st.name.clone(),
-            up: st.up,
-            duration_seconds: st.duration.as_secs_f64(),
-            readings: st.readings,
-            error: st.error.clone(),
-            last_read_ms: st.at_ms,
-        })
-        .collect();
-    snap.thermal = thermal(&s.thermal);
+    snap.readings = s.readings.clone();
+    snap.sources = s.sources.clone();
+    snap.thermal = s.thermal;
 }
 
 /// Fill the power part of a snapshot from one probe round.
@@ -66,11 +29,7 @@ pub fn apply_power(snap: &mut Snapshot, policy: &str, obs: &crate::power::PowerO
                 error: t.error.clone(),
             })
             .collect(),
-        at_ms: obs
-            .at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        at_ms: crate::clock::to_unix_ms(obs.at),
     };
 }
 
@@ -94,7 +53,7 @@ pub fn apply_machine(
 }
 
 /// The thermal summary of a peer's record, in the agent's own terms.
-pub fn thermal_of(t: &crate::cluster::record::Thermal) -> ThermalSummary {
+pub fn thermal_of(t: &crate::cluster::record::ThermalReport) -> ThermalSummary {
     ThermalSummary {
         hottest_celsius: t.hottest,
         headroom_celsius: t.headroom,
@@ -130,22 +89,22 @@ pub fn apply_cluster(
     own_thermal: &ThermalSummary,
 ) {
     use coolmesh_exporter::model::{PeerStatus, PowerVote};
-    let now = crate::agent::unix_ms();
+    let now = crate::clock::unix_ms();
     snap.cluster.name = name.to_string();
     snap.cluster.peers = view
         .peers
         .values()
         .map(|p| PeerStatus {
-            node: p.record.node.clone(),
+            node: p.record.state.node.clone(),
             peer_id: p.record.peer_id.to_base58(),
             liveness: p.liveness.as_str().to_string(),
             last_seen_ms: now.saturating_sub(p.age.as_millis() as u64),
             version: p.record.version,
-            thermal: thermal(&thermal_of(&p.record.thermal)),
-            power_up: p.record.power_up,
-            state: p.record.fsm.state.clone(),
-            reason: p.record.fsm.reason.clone(),
-            deadline_ms: p.record.fsm.deadline_ms,
+            thermal: thermal_of(&p.record.state.thermal),
+            power_up: p.record.state.power_up,
+            state: p.record.state.fsm.state.clone(),
+            reason: p.record.state.fsm.reason.clone(),
+            deadline_ms: p.record.state.fsm.deadline_ms,
             stale: p.stale,
         })
         .collect();
@@ -159,7 +118,7 @@ pub fn apply_cluster(
     let voters = view.voters();
     let mut votes: std::collections::BTreeMap<String, crate::cluster::view::PowerVotes> = voters
         .iter()
-        .flat_map(|p| p.record.power.iter().map(|o| o.target.clone()))
+        .flat_map(|p| p.record.state.power.iter().map(|o| o.target.clone()))
         .collect::<std::collections::BTreeSet<String>>()
         .into_iter()
         .map(|t| {
@@ -192,7 +151,7 @@ pub fn apply_cluster(
         .collect();
     let peers_hot = voters
         .iter()
-        .filter(|p| crate::agent::peer_votes_cooling(&p.record.thermal, fsm))
+        .filter(|p| crate::votes::peer_votes_cooling(&p.record.state.thermal, fsm))
         .count();
     snap.cluster.overheating = n(peers_hot) + u32::from(fsm.is_heating(own_thermal));
     let nodes = n(voters.len()).saturating_add(1);
@@ -253,12 +212,12 @@ pub fn history_samples(
     out.push(own);
     out.extend(view.peers.values().map(|p| {
         let peer_id = p.record.peer_id.to_base58();
-        let t = &p.record.thermal;
+        let t = &p.record.state.thermal;
         NodeSample {
-            node: if p.record.node.is_empty() {
+            node: if p.record.state.node.is_empty() {
                 peer_id.clone()
             } else {
-                p.record.node.clone()
+                p.record.state.node.clone()
             },
             peer_id,
             is_self: false,
@@ -269,7 +228,7 @@ pub fn history_samples(
                 ambient: None,
                 headroom: t.headroom,
                 trend: t.trend,
-                state: known_state(&p.record.fsm.state),
+                state: known_state(&p.record.state.fsm.state),
                 air: t.air,
             },
         }
@@ -315,14 +274,14 @@ pub fn roster_status(
             if view.local_peer_id == Some(*p) {
                 return RosterMember {
                     peer_id: p.to_base58(),
-                    node: view.local.as_ref().map(|l| l.node.clone()),
+                    node: view.local.as_ref().map(|l| l.state.node.clone()),
                     liveness: "self".into(),
                 };
             }
             let pv = view.peers.get(p);
             RosterMember {
                 peer_id: p.to_base58(),
-                node: pv.map(|v| v.record.node.clone()),
+                node: pv.map(|v| v.record.state.node.clone()),
                 liveness: pv
                     .map(|v| v.liveness.as_str().to_string())
                     .unwrap_or_else(|| "unknown".into()),
@@ -335,13 +294,13 @@ pub fn roster_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::record::{LocalState, Record, Thermal as RecordThermal};
-    use crate::cluster::{ClusterView, Liveness, PeerView};
+    use crate::cluster::record::{LocalState, Record, ThermalReport as RecordThermal};
+    use crate::cluster::{ClusterPeer, ClusterView, Liveness};
     use crate::fsm::FsmConfig;
     use std::time::{Duration, Instant};
 
     /// A peer at host `10.0.0.<host>`, voting "cooling lost" if `hot`.
-    fn peer(host: u8, hot: bool, liveness: Liveness, connected: bool) -> PeerView {
+    fn peer(host: u8, hot: bool, liveness: Liveness, connected: bool) -> ClusterPeer {
         let key = libp2p::identity::Keypair::generate_ed25519();
         let local = LocalState {
             thermal: RecordThermal {
@@ -351,7 +310,7 @@ mod tests {
             },
             ..Default::default()
         };
-        PeerView {
+        ClusterPeer {
             record: Record::from_local(&local, "c", key.public().to_peer_id(), 1, &[], 0),
             liveness,
             stale: false,
@@ -362,7 +321,7 @@ mod tests {
         }
     }
 
-    fn cluster(peers: Vec<PeerView>, self_hot: bool) -> (u32, u32) {
+    fn cluster(peers: Vec<ClusterPeer>, self_hot: bool) -> (u32, u32) {
         let mut view = ClusterView::default();
         for p in peers {
             view.peers.insert(p.record.peer_id, p);
@@ -416,8 +375,8 @@ mod tests {
     }
 
     /// Sees `target` up or down.
-    fn probing(mut p: PeerView, target: &str, up: bool) -> PeerView {
-        p.record.power = vec![crate::cluster::record::PowerObservation {
+    fn probing(mut p: ClusterPeer, target: &str, up: bool) -> ClusterPeer {
+        p.record.state.power = vec![crate::cluster::record::TargetObservation {
             target: target.to_string(),
             up,
             at_ms: 1,
@@ -515,14 +474,14 @@ mod tests {
         assert_eq!((own.sample.inlet, own.sample.air), (Some(24.5), true));
 
         let mut hot = peer(1, true, Liveness::Alive, true);
-        hot.record.node = "hot".into();
-        hot.record.thermal.hottest = Some(88.0);
-        hot.record.thermal.headroom = Some(2.0);
-        hot.record.thermal.air = true;
-        hot.record.fsm.state = "shutdown".into();
+        hot.record.state.node = "hot".into();
+        hot.record.state.thermal.hottest = Some(88.0);
+        hot.record.state.thermal.headroom = Some(2.0);
+        hot.record.state.thermal.air = true;
+        hot.record.state.fsm.state = "shutdown".into();
         let mut gone = peer(2, false, Liveness::Dead, true);
         gone.stale = true;
-        gone.record.fsm.state = "something new".into();
+        gone.record.state.fsm.state = "something new".into();
         let mut view = ClusterView::default();
         for p in [hot.clone(), gone.clone()] {
             view.peers.insert(p.record.peer_id, p);

@@ -4,136 +4,14 @@
 //! Everything here is pure: sources produce `Reading`s, the sampler feeds
 //! them in with a timestamp, and the summary is derived on demand.
 
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// Plausible temperatures, in degrees Celsius. Anything outside is a broken
-/// sensor or a sentinel (an NVMe "high" of 65261.8, a -273 "no sensor"), and
-/// is ignored rather than trusted.
-pub const PLAUSIBLE_MIN_C: f64 = -40.0;
-/// Upper end of the plausible range, see [`PLAUSIBLE_MIN_C`].
-pub const PLAUSIBLE_MAX_C: f64 = 200.0;
-
-/// Is `c` a temperature a real sensor could report?
-pub fn plausible(c: f64) -> bool {
-    c.is_finite() && (PLAUSIBLE_MIN_C..=PLAUSIBLE_MAX_C).contains(&c)
-}
-
-/// One temperature sensor, as read by a source.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reading {
-    /// Stable chip id, e.g. `platform_coretemp_0` (hwmon naming follows
-    /// node_exporter so that dashboards line up).
-    pub chip: String,
-    /// Sensor id within the chip, e.g. `temp1`.
-    pub sensor: String,
-    /// Human label, e.g. `Core 0`, when the hardware provides one.
-    pub label: Option<String>,
-    /// Current value in degrees Celsius.
-    pub celsius: f64,
-    /// The chip's "high"/max threshold, if known and plausible.
-    pub max_celsius: Option<f64>,
-    /// The chip's critical threshold, if known and plausible.
-    pub critical_celsius: Option<f64>,
-    /// Name of the source that produced it (`hwmon`, `thermal_zone`, ...).
-    pub source: String,
-    /// What the sensor measures (component, inlet or ambient air), set by
-    /// the sampler from `[[sensors.roles]]` and the defaults
-    /// ([`crate::heating::default_role`]).
-    #[serde(default)]
-    pub role: crate::heating::Role,
-}
-
-impl Reading {
-    /// A reading with only the mandatory fields.
-    pub fn new(
-        chip: impl Into<String>,
-        sensor: impl Into<String>,
-        celsius: f64,
-        source: &str,
-    ) -> Self {
-        Reading {
-            chip: chip.into(),
-            sensor: sensor.into(),
-            label: None,
-            celsius,
-            max_celsius: None,
-            critical_celsius: None,
-            source: source.to_string(),
-            role: crate::heating::Role::default(),
-        }
-    }
-
-    /// Apply the plausibility rule: an implausible current value drops the
-    /// whole reading (`None`); an implausible threshold drops only that
-    /// threshold.
-    pub fn sanitized(mut self) -> Option<Self> {
-        if !plausible(self.celsius) {
-            return None;
-        }
-        self.max_celsius = self.max_celsius.filter(|v| plausible(*v));
-        self.critical_celsius = self.critical_celsius.filter(|v| plausible(*v));
-        Some(self)
-    }
-
-    /// Degrees left before critical, if the critical threshold is known.
-    pub fn headroom(&self) -> Option<f64> {
-        self.critical_celsius.map(|c| c - self.celsius)
-    }
-
-    /// At or above the critical threshold.
-    pub fn is_critical(&self) -> bool {
-        self.critical_celsius.is_some_and(|c| self.celsius >= c)
-    }
-}
-
-/// The thermal summary of one node, as shared with peers and exported.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct ThermalSummary {
-    /// Hottest plausible sensor, degrees Celsius.
-    pub hottest_celsius: Option<f64>,
-    /// Minimum over sensors of (critical - current).
-    pub headroom_celsius: Option<f64>,
-    /// Slope of the hottest temperature over the trend window, C/min.
-    pub trend_celsius_per_minute: Option<f64>,
-    /// Projected seconds until the headroom is used up, while rising.
-    pub time_to_critical_seconds: Option<f64>,
-    /// Some sensor is at or above its critical threshold right now.
-    pub critical: bool,
-    /// This node votes "cooling lost" in the cooling quorum: a sustained
-    /// rise not explained by its workload ([`crate::heating`]).
-    #[serde(default)]
-    pub cooling_vote: bool,
-    /// The node has inlet or ambient sensors and votes by them (double
-    /// weight in the quorum).
-    #[serde(default)]
-    pub air: bool,
-    /// The component rise is attributed to a recent CPU load step.
-    #[serde(default)]
-    pub workload: bool,
-    /// CPU load (0..1) in the last round, if known.
-    #[serde(default)]
-    pub load: Option<f64>,
-}
-
-impl ThermalSummary {
-    /// The summary of the latest readings with the detector's assessment.
-    pub fn from_assessment(readings: &[Reading], a: &crate::heating::Assessment) -> Self {
-        let (hottest, headroom, critical) = instant_summary(readings);
-        ThermalSummary {
-            hottest_celsius: hottest,
-            headroom_celsius: headroom,
-            trend_celsius_per_minute: a.rate,
-            time_to_critical_seconds: a.time_to_critical,
-            critical,
-            cooling_vote: a.vote,
-            air: a.air,
-            workload: a.workload,
-            load: a.load,
-        }
-    }
-}
+// One model of a reading and of a node's summary, shared with the
+// exporter (which serves them): the types live in its model.
+pub use coolmesh_exporter::model::{
+    plausible, Reading, ThermalSummary, PLAUSIBLE_MAX_C, PLAUSIBLE_MIN_C,
+};
 
 /// Hottest value and headroom over a set of readings.
 pub fn instant_summary(readings: &[Reading]) -> (Option<f64>, Option<f64>, bool) {
@@ -263,9 +141,92 @@ impl TrendWindow {
     }
 }
 
+/// A threshold rule (`[[sensors.thresholds]]` in the config): override or
+/// fill in the thresholds of matching sensors, or drop them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdRule {
+    /// Chip pattern (`*` matches any run of characters).
+    pub chip: String,
+    /// Sensor pattern.
+    pub sensor: String,
+    /// Max threshold to set.
+    pub max: Option<f64>,
+    /// Critical threshold to set.
+    pub critical: Option<f64>,
+    /// `true`: only fill thresholds the hardware does not report.
+    pub fill_only: bool,
+    /// Drop matching sensors entirely (a broken probe).
+    pub ignore: bool,
+}
+
+/// Does a `*` pattern match `s`?
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Apply threshold rules to readings (in place); drops ignored sensors.
+pub fn apply_thresholds(rules: &[ThresholdRule], readings: &mut Vec<Reading>) {
+    if rules.is_empty() {
+        return;
+    }
+    readings.retain_mut(|r| {
+        for rule in rules {
+            if !glob_match(&rule.chip, &r.chip) || !glob_match(&rule.sensor, &r.sensor) {
+                continue;
+            }
+            if rule.ignore {
+                return false;
+            }
+            if let Some(m) = rule.max {
+                if !rule.fill_only || r.max_celsius.is_none() {
+                    r.max_celsius = Some(m);
+                }
+            }
+            if let Some(c) = rule.critical {
+                if !rule.fill_only || r.critical_celsius.is_none() {
+                    r.critical_celsius = Some(c);
+                }
+            }
+        }
+        true
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_table() {
+        for (p, s, want) in [
+            ("*", "anything", true),
+            ("nvme*", "nvme_0", true),
+            ("nvme*", "xnvme", false),
+            ("*temp*", "platform_coretemp_0", true),
+            ("temp1", "temp1", true),
+            ("temp1", "temp10", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(glob_match(p, s), want, "{p} ~ {s}");
+        }
+    }
 
     #[test]
     fn plausibility_table() {

@@ -9,13 +9,15 @@ use common::raw_codec::RawCodec;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use coolmesh_agent::cluster::record::wire::{RecordPayload, SlotW};
-use coolmesh_agent::cluster::record::{Record, SignedRecord};
+use coolmesh_agent::cluster::record::Record;
 use coolmesh_agent::cluster::swarm::build_transport;
+use coolmesh_agent::cluster::wire::record::SlotW;
+use coolmesh_agent::cluster::wire::RecordPayload;
+use coolmesh_agent::cluster::wire::SignedRecord;
 use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, SyncResponse, PROTOCOL};
 use coolmesh_agent::cluster::{
     generate_psk, parse_psk, ClusterConfig, ClusterHandle, ClusterView, CounterKind, CounterSlot,
-    GossipMetrics, Liveness, LocalState, RejectReason, Thermal,
+    GossipMetrics, Liveness, LocalState, RejectReason, ThermalReport,
 };
 use futures::StreamExt;
 use libp2p::identity::Keypair;
@@ -84,7 +86,7 @@ fn config() -> ClusterConfig {
 fn spawn(cfg: ClusterConfig, key: Keypair, name: &str) -> TestNode {
     let local = LocalState {
         node: name.to_string(),
-        thermal: Thermal {
+        thermal: ThermalReport {
             hottest: Some(50.0),
             headroom: Some(40.0),
             ..Default::default()
@@ -186,7 +188,9 @@ async fn cluster_five_nodes_bootstrap_and_converge() {
     converge(&mut nodes, Duration::from_secs(15), |v| {
         all_alive(v, 5)
             && v.connected == 4
-            && v.peers.values().all(|p| p.record.node.starts_with("node-"))
+            && v.peers
+                .values()
+                .all(|p| p.record.state.node.starts_with("node-"))
     })
     .await;
     let elapsed = start.elapsed();
@@ -196,7 +200,11 @@ async fn cluster_five_nodes_bootstrap_and_converge() {
     let hubs: HashSet<_> = nodes.iter().map(|n| n.view.borrow().relay).collect();
     assert_eq!(hubs.len(), 1, "one hub: {hubs:?}");
     let v = nodes[2].view.borrow().clone();
-    let names: HashSet<String> = v.peers.values().map(|p| p.record.node.clone()).collect();
+    let names: HashSet<String> = v
+        .peers
+        .values()
+        .map(|p| p.record.state.node.clone())
+        .collect();
     assert_eq!(names.len(), 4);
     assert_eq!(v.power_votes().up, 4);
     assert_eq!(v.ranked_by_headroom().len(), 4);
@@ -217,7 +225,7 @@ async fn cluster_five_nodes_bootstrap_and_converge() {
         v.local_peer_id == Some(id)
             || v.peers
                 .get(&id)
-                .is_some_and(|p| p.record.fsm.state == "pre_fail")
+                .is_some_and(|p| p.record.state.fsm.state == "pre_fail")
     })
     .await;
     println!(

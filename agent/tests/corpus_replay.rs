@@ -215,8 +215,8 @@ fn doc_hex(section: &str, label: &str) -> Vec<u8> {
 /// it, and encodes the same record and request to the same bytes.
 #[test]
 fn protocol_doc_test_vector() {
-    use coolmesh_agent::cluster::record::wire::RecordPayload;
-    use coolmesh_agent::cluster::record::SignedRecord;
+    use coolmesh_agent::cluster::wire::RecordPayload;
+    use coolmesh_agent::cluster::wire::SignedRecord;
     use coolmesh_agent::cluster::wire::{read_frame, RequestKind, SyncRequest};
     use coolmesh_agent::cluster::CounterKind;
     use libp2p::identity::Keypair;
@@ -236,13 +236,13 @@ fn protocol_doc_test_vector() {
     assert!(section.contains(&format!("peer_id: `{}`", r.peer_id)));
     assert_eq!(r.version, 1_700_000_000_123);
     assert_eq!(r.updated_ms, 1_700_000_000_123);
-    assert_eq!(r.node, "rack3-srv12");
-    assert_eq!(r.thermal.hottest, Some(71.5));
-    assert_eq!(r.thermal.time_to_critical, Some(4275.5));
-    assert_eq!(r.power[0].target, "icmp://10.0.0.254");
-    assert_eq!(r.power_up, Some(true));
-    assert_eq!(r.fsm.state, "normal");
-    let jobs = r.counters["jobs"];
+    assert_eq!(r.state.node, "rack3-srv12");
+    assert_eq!(r.state.thermal.hottest, Some(71.5));
+    assert_eq!(r.state.thermal.time_to_critical, Some(4275.5));
+    assert_eq!(r.state.power[0].target, "icmp://10.0.0.254");
+    assert_eq!(r.state.power_up, Some(true));
+    assert_eq!(r.state.fsm.state, "normal");
+    let jobs = r.state.counters["jobs"];
     assert_eq!((jobs.kind, jobs.p, jobs.n), (CounterKind::PN, 10, 4));
     assert_eq!(r.addrs[0].to_string(), "/ip4/127.0.0.1/tcp/9877");
 

@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coolmesh_agent::cluster::record::wire::{RecordPayload, SignedW};
-use coolmesh_agent::cluster::record::{Record, SignedRecord};
+use coolmesh_agent::cluster::record::Record;
 use coolmesh_agent::cluster::swarm::{build_transport, swarm_config};
+use coolmesh_agent::cluster::wire::SignedRecord;
 use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, PROTOCOL};
+use coolmesh_agent::cluster::wire::{RecordPayload, SignedW};
 use coolmesh_agent::cluster::{generate_psk, parse_psk, CounterKind, CounterSlot, LocalState};
 use futures::StreamExt;
 use libp2p::identity::Keypair;

@@ -412,6 +412,7 @@ async fn prediction_shuts_down_early_enough_to_finish_before_critical() {
                 ..ThermalSummary::default()
             },
             peers: PeerView::default(),
+            battery: None,
         }
     };
     let trace = drive(&w, &a, &mut rng, 600.0, world).await;
@@ -1160,6 +1161,7 @@ async fn cooling_quorum_shuts_down_after_the_cooling_grace() {
             overheating: 1,
             ..PeerView::default()
         },
+        battery: None,
     };
     let trace = drive(&w, &a, &mut rng, 1200.0, minority).await;
     assert!(!trace.ever(State::PreFail));
@@ -1174,6 +1176,7 @@ async fn cooling_quorum_shuts_down_after_the_cooling_grace() {
             overheating: 2,
             ..PeerView::default()
         },
+        battery: None,
     };
     let trace = drive(&w, &a, &mut rng, 1500.0, quorum).await;
     let pre_fail = trace.first(State::PreFail).expect("pre_fail");

@@ -24,8 +24,8 @@ async fn metrics_for_fixture_tree_match_golden_file() {
     let sources = coolmesh_agent::agent::build_sources(&cfg).expect("sources");
     let (readings, mut statuses) = read_all(&sources, Duration::from_secs(5), &[]).await;
     for s in &mut statuses {
-        s.duration = Duration::from_millis(1);
-        s.at_ms = 0;
+        s.duration_seconds = 0.001;
+        s.last_read_ms = 0;
     }
     let mut trend = coolmesh_agent::thermal::TrendWindow::new(Duration::from_secs(120), 10);
     trend.push(0.0, 57.0, Some(45.0));

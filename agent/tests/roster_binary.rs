@@ -20,8 +20,9 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coolmesh_agent::cluster::record::{PowerObservation, Record, SignedRecord};
+use coolmesh_agent::cluster::record::{Record, TargetObservation};
 use coolmesh_agent::cluster::swarm::{build_transport, swarm_config};
+use coolmesh_agent::cluster::wire::SignedRecord;
 use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, PROTOCOL};
 use coolmesh_agent::cluster::{generate_psk, parse_psk, LocalState};
 use futures::StreamExt;
@@ -92,7 +93,7 @@ async fn impostor(
                     let now = coolmesh_agent::cluster::engine::unix_ms();
                     let local = LocalState {
                         node: "impostor".into(),
-                        power: vec![PowerObservation { target: power_target.clone(), up: true, at_ms: now }],
+                        power: vec![TargetObservation { target: power_target.clone(), up: true, at_ms: now }],
                         power_up: Some(true),
                         ..Default::default()
                     };

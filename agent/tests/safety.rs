@@ -1,6 +1,6 @@
 //! The safety suite: real-room scenarios replayed through the real cooling
 //! detector ([`HeatTracker`]), the real peer corroboration
-//! ([`coolmesh_agent::agent::peer_view`]) and one real [`Supervisor`] per
+//! ([`coolmesh_agent::votes::peer_view`]) and one real [`Supervisor`] per
 //! node, on a paused tokio clock (hours of machine-room time in seconds),
 //! plus a property test over thousands of random traces with an oracle.
 //!
@@ -22,9 +22,8 @@
 //! Every scenario states its expected outcome ([`Expect`]) and the harness
 //! always checks that no node ran its shutdown twice.
 
-use coolmesh_agent::agent::peer_view;
-use coolmesh_agent::cluster::record::{LocalState, PowerObservation, Record};
-use coolmesh_agent::cluster::view::{ClusterView, Liveness, PeerView as ClusterPeer};
+use coolmesh_agent::cluster::record::{LocalState, Record, TargetObservation};
+use coolmesh_agent::cluster::view::{ClusterPeer, ClusterView, Liveness};
 use coolmesh_agent::fsm::{
     self, Event, FsmConfig, Input, Machine, Millis, PeerView, PowerReading, PowerVerdict, Reason,
     State,
@@ -35,6 +34,7 @@ use coolmesh_agent::power::Policy;
 use coolmesh_agent::shutdown::{ExecStats, Executor, ShutdownConfig};
 use coolmesh_agent::supervisor::{Supervisor, TokioClock};
 use coolmesh_agent::thermal::{Reading, ThermalSummary};
+use coolmesh_agent::votes::peer_view;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -336,7 +336,7 @@ struct Node {
     heat: HeatTracker,
     thermal: ThermalSummary,
     power: Option<PowerReading>,
-    power_targets: Vec<PowerObservation>,
+    power_targets: Vec<TargetObservation>,
     sent_peers: Option<PeerView>,
     peer_id: libp2p::PeerId,
     version: u64,
@@ -541,7 +541,7 @@ async fn run(sc: &Scenario) -> Outcome {
                 assign_roles(&[], &mut rs);
                 let n = &mut nodes[i];
                 let a = n.heat.push(t, &rs, load);
-                n.thermal = ThermalSummary::from_assessment(&rs, &a);
+                n.thermal = coolmesh_agent::heating::summary(&rs, &a);
                 n.publish(k, sc.gossip_delay, wall(t));
                 observe |= !has_targets;
             }
@@ -556,7 +556,7 @@ async fn run(sc: &Scenario) -> Outcome {
                     .iter()
                     .zip(&results)
                     .filter_map(|(tg, r)| {
-                        r.map(|up| PowerObservation {
+                        r.map(|up| TargetObservation {
                             target: tg.clone(),
                             up,
                             at_ms,
@@ -579,6 +579,7 @@ async fn run(sc: &Scenario) -> Outcome {
                     power: if has_targets { n.power } else { None },
                     thermal: n.thermal,
                     peers,
+                    battery: None,
                 };
                 n.events
                     .send(Event::Observe(input))
@@ -1752,7 +1753,7 @@ mod property {
         heat: HeatTracker,
         thermal: ThermalSummary,
         power: Option<PowerReading>,
-        targets: Vec<PowerObservation>,
+        targets: Vec<TargetObservation>,
         sent: Option<PeerView>,
         m: Machine,
         peer_id: libp2p::PeerId,
@@ -1815,8 +1816,12 @@ mod property {
             // Only a change of the power part can change what a peer
             // change event decides: re-evaluate peer views only then.
             let power = (
-                rec.power_up,
-                rec.power.iter().map(|o| (o.target.clone(), o.up)).collect(),
+                rec.state.power_up,
+                rec.state
+                    .power
+                    .iter()
+                    .map(|o| (o.target.clone(), o.up))
+                    .collect(),
             );
             let changed = power != self.last_power;
             self.last_power = power;
@@ -1925,7 +1930,7 @@ mod property {
                     let (rs, load) = tr.readings(i, t);
                     let n = &mut nodes[i];
                     let a = n.heat.push(t, &rs, load);
-                    n.thermal = ThermalSummary::from_assessment(&rs, &a);
+                    n.thermal = coolmesh_agent::heating::summary(&rs, &a);
                     if n.thermal.critical {
                         n.critical.push(t);
                     }
@@ -1935,7 +1940,7 @@ mod property {
                     let r = tr.probe(i, t);
                     let n = &mut nodes[i];
                     n.targets = r
-                        .map(|up| PowerObservation {
+                        .map(|up| TargetObservation {
                             target: MAINS.into(),
                             up,
                             at_ms: T0 + k * 1000,
@@ -1964,6 +1969,7 @@ mod property {
                         power: n.power,
                         thermal: n.thermal,
                         peers,
+                        battery: None,
                     };
                     let clear = !triggering(&input, &cfg);
                     n.apply(&Event::Observe(input), t, &cfg);

@@ -14,8 +14,9 @@ use common::*;
 
 use std::time::{Duration, Instant};
 
-use coolmesh_agent::cluster::record::{PowerObservation, Record, SignedRecord, Thermal};
+use coolmesh_agent::cluster::record::{Record, TargetObservation, ThermalReport};
 use coolmesh_agent::cluster::swarm::{build_transport, swarm_config};
+use coolmesh_agent::cluster::wire::SignedRecord;
 use coolmesh_agent::cluster::wire::{varint, RequestKind, SyncRequest, PROTOCOL};
 use coolmesh_agent::cluster::{generate_psk, parse_psk, LocalState};
 use futures::StreamExt;
@@ -45,14 +46,14 @@ fn push(keys: &[Keypair], target: &str, version: u64) -> Vec<u8> {
         .map(|k| {
             let local = LocalState {
                 node: "minted".into(),
-                thermal: Thermal {
+                thermal: ThermalReport {
                     hottest: Some(99.0),
                     headroom: Some(-1.0),
                     critical: true,
                     vote: Some(true),
                     ..Default::default()
                 },
-                power: vec![PowerObservation {
+                power: vec![TargetObservation {
                     target: target.to_string(),
                     up: true,
                     at_ms: now,

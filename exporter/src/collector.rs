@@ -25,7 +25,7 @@
 //! are not alive are kept first, so a lost peer is always reported while
 //! fewer than the cap are lost. Cluster-wide figures are aggregates.
 
-use crate::model::{PeerStatus, SensorReading, Snapshot, FSM_REASONS, FSM_STATES, PEER_STATES};
+use crate::model::{PeerStatus, Reading, Snapshot, FSM_REASONS, FSM_STATES, PEER_STATES};
 use crate::text;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -64,7 +64,7 @@ pub struct Scrape<'s> {
     pub snap: &'s Snapshot,
     /// The readings, in snapshot order or, for the text writer, in label
     /// order (see [`Scrape::label_ordered`]).
-    pub readings: Vec<&'s SensorReading>,
+    pub readings: Vec<&'s Reading>,
     /// The peers that get per-peer series: suspect and dead first, then
     /// alive, each by name, at most `max_peer_series` of them. The cut is
     /// stable from scrape to scrape and never hides a peer that is not
@@ -99,7 +99,7 @@ impl<'s> Scrape<'s> {
     /// Stable, so a subsequence (readings without a max, say) is in the
     /// order a stable sort of that family alone would give.
     pub fn label_ordered(snap: &'s Snapshot, max_peer_series: usize) -> Self {
-        fn key(r: &SensorReading) -> (&str, &str) {
+        fn key(r: &Reading) -> (&str, &str) {
             (&r.chip, &r.sensor)
         }
         let mut scrape = Scrape::new(snap, max_peer_series);
@@ -508,7 +508,7 @@ impl Collector for SnapshotNames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CounterStatus, PowerVote, SensorReading, SourceStatus, TargetStatus};
+    use crate::model::{CounterStatus, PowerVote, Reading, SourceStatus, TargetStatus};
 
     #[test]
     fn defs_are_consistent() {
@@ -528,7 +528,7 @@ mod tests {
     #[test]
     fn unused_label_slots_are_empty() {
         let mut s = Snapshot::default();
-        s.readings.push(SensorReading {
+        s.readings.push(Reading {
             chip: "c".into(),
             sensor: "s".into(),
             label: None,
@@ -536,6 +536,7 @@ mod tests {
             max_celsius: Some(2.0),
             critical_celsius: Some(3.0),
             source: "file".into(),
+            role: Default::default(),
         });
         s.sources.push(SourceStatus {
             name: "file".into(),
@@ -568,7 +569,7 @@ mod tests {
             liveness: "alive".into(),
             last_seen_ms: 0,
             version: 0,
-            thermal: crate::model::Thermal {
+            thermal: crate::model::ThermalSummary {
                 headroom_celsius: Some(1.0),
                 ..Default::default()
             },

@@ -26,23 +26,134 @@ pub const FSM_REASONS: [&str; 6] = [
 /// Peer liveness states, in exposition order.
 pub const PEER_STATES: [&str; 3] = ["alive", "suspect", "dead"];
 
-/// One temperature sensor.
+/// What a sensor measures, for the cooling detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A chip's own temperature (CPU, DIMM, NVMe, NIC): follows the workload.
+    #[default]
+    Component,
+    /// Air entering the server (BMC "Inlet Temp"): follows the cooling.
+    Inlet,
+    /// Room or board ambient: follows the cooling.
+    Ambient,
+    /// Air leaving the server: follows both; counted as a component.
+    Exhaust,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Component, Role::Inlet, Role::Ambient, Role::Exhaust];
+
+    /// The config and label name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Component => "component",
+            Role::Inlet => "inlet",
+            Role::Ambient => "ambient",
+            Role::Exhaust => "exhaust",
+        }
+    }
+
+    /// Does this sensor follow the cooling rather than the workload?
+    pub const fn is_air(self) -> bool {
+        matches!(self, Role::Inlet | Role::Ambient)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?} (component, inlet, ambient or exhaust)"))
+    }
+}
+
+/// Plausible temperatures, in degrees Celsius. Anything outside is a broken
+/// sensor or a sentinel (an NVMe "high" of 65261.8, a -273 "no sensor"), and
+/// is ignored rather than trusted.
+pub const PLAUSIBLE_MIN_C: f64 = -40.0;
+/// Upper end of the plausible range, see [`PLAUSIBLE_MIN_C`].
+pub const PLAUSIBLE_MAX_C: f64 = 200.0;
+
+/// Is `c` a temperature a real sensor could report?
+pub fn plausible(c: f64) -> bool {
+    c.is_finite() && (PLAUSIBLE_MIN_C..=PLAUSIBLE_MAX_C).contains(&c)
+}
+
+/// One temperature sensor, as read by a source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SensorReading {
-    /// Chip id.
+pub struct Reading {
+    /// Stable chip id, e.g. `platform_coretemp_0` (hwmon naming follows
+    /// node_exporter so that dashboards line up).
     pub chip: String,
-    /// Sensor id within the chip.
+    /// Sensor id within the chip, e.g. `temp1`.
     pub sensor: String,
-    /// Human label, if any.
+    /// Human label, e.g. `Core 0`, when the hardware provides one.
     pub label: Option<String>,
-    /// Current value, degrees Celsius.
+    /// Current value in degrees Celsius.
     pub celsius: f64,
-    /// Max/high threshold.
+    /// The chip's "high"/max threshold, if known and plausible.
     pub max_celsius: Option<f64>,
-    /// Critical threshold.
+    /// The chip's critical threshold, if known and plausible.
     pub critical_celsius: Option<f64>,
-    /// Source that produced it.
+    /// Name of the source that produced it (`hwmon`, `thermal_zone`, ...).
     pub source: String,
+    /// What the sensor measures (component, inlet or ambient air), set by
+    /// the agent's sampler from `[[sensors.roles]]` and its defaults.
+    #[serde(default)]
+    pub role: Role,
+}
+
+impl Reading {
+    /// A reading with only the mandatory fields.
+    pub fn new(
+        chip: impl Into<String>,
+        sensor: impl Into<String>,
+        celsius: f64,
+        source: &str,
+    ) -> Self {
+        Reading {
+            chip: chip.into(),
+            sensor: sensor.into(),
+            label: None,
+            celsius,
+            max_celsius: None,
+            critical_celsius: None,
+            source: source.to_string(),
+            role: Role::default(),
+        }
+    }
+
+    /// Apply the plausibility rule: an implausible current value drops the
+    /// whole reading (`None`); an implausible threshold drops only that
+    /// threshold.
+    pub fn sanitized(mut self) -> Option<Self> {
+        if !plausible(self.celsius) {
+            return None;
+        }
+        self.max_celsius = self.max_celsius.filter(|v| plausible(*v));
+        self.critical_celsius = self.critical_celsius.filter(|v| plausible(*v));
+        Some(self)
+    }
+
+    /// Degrees left before critical, if the critical threshold is known.
+    pub fn headroom(&self) -> Option<f64> {
+        self.critical_celsius.map(|c| c - self.celsius)
+    }
+
+    /// At or above the critical threshold.
+    pub fn is_critical(&self) -> bool {
+        self.critical_celsius.is_some_and(|c| self.celsius >= c)
+    }
 }
 
 /// Health of one thermal source.
@@ -62,19 +173,33 @@ pub struct SourceStatus {
     pub last_read_ms: u64,
 }
 
-/// Per-node thermal summary.
+/// The thermal summary of one node, as shared with peers and exported.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Thermal {
-    /// Hottest sensor.
+pub struct ThermalSummary {
+    /// Hottest plausible sensor, degrees Celsius.
     pub hottest_celsius: Option<f64>,
-    /// Min over sensors of critical - current.
+    /// Minimum over sensors of (critical - current).
     pub headroom_celsius: Option<f64>,
-    /// C/min over the trend window.
+    /// Slope of the hottest temperature over the trend window, C/min.
     pub trend_celsius_per_minute: Option<f64>,
-    /// Projected seconds to critical while rising.
+    /// Projected seconds until the headroom is used up, while rising.
     pub time_to_critical_seconds: Option<f64>,
-    /// A sensor is at or above critical.
+    /// Some sensor is at or above its critical threshold right now.
     pub critical: bool,
+    /// This node votes "cooling lost" in the cooling quorum: a sustained
+    /// rise not explained by its workload (the agent's cooling detector).
+    #[serde(default)]
+    pub cooling_vote: bool,
+    /// The node has inlet or ambient sensors and votes by them (double
+    /// weight in the quorum).
+    #[serde(default)]
+    pub air: bool,
+    /// The component rise is attributed to a recent CPU load step.
+    #[serde(default)]
+    pub workload: bool,
+    /// CPU load (0..1) in the last round, if known.
+    #[serde(default)]
+    pub load: Option<f64>,
 }
 
 /// The state machine as seen from outside.
@@ -158,7 +283,7 @@ pub struct PeerStatus {
     /// Its record version.
     pub version: u64,
     /// Its thermal summary.
-    pub thermal: Thermal,
+    pub thermal: ThermalSummary,
     /// Its power policy result.
     pub power_up: Option<bool>,
     /// Its state machine state.
@@ -224,11 +349,11 @@ pub struct Snapshot {
     /// The first sensor round has completed.
     pub ready: bool,
     /// All plausible readings.
-    pub readings: Vec<SensorReading>,
+    pub readings: Vec<Reading>,
     /// Per-source health.
     pub sources: Vec<SourceStatus>,
     /// Thermal summary.
-    pub thermal: Thermal,
+    pub thermal: ThermalSummary,
     /// State machine.
     pub fsm: FsmView,
     /// Power observation.

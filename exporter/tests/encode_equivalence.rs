@@ -9,8 +9,8 @@
 use coolmesh_exporter::collector::{families, DEFAULT_MAX_PEER_SERIES};
 use coolmesh_exporter::metrics::encode_families;
 use coolmesh_exporter::model::{
-    ClusterStatus, CounterStatus, FsmView, PeerStatus, PowerView, PowerVote, SensorReading,
-    SourceStatus, TargetStatus, Thermal, FSM_REASONS, FSM_STATES, PEER_STATES,
+    ClusterStatus, CounterStatus, FsmView, PeerStatus, PowerView, PowerVote, Reading, SourceStatus,
+    TargetStatus, ThermalSummary, FSM_REASONS, FSM_STATES, PEER_STATES,
 };
 use coolmesh_exporter::{BuildInfo, Metrics, Snapshot};
 use prometheus::core::{Collector, Desc};
@@ -245,8 +245,8 @@ const HOSTILE: &[&str] = &[
     "alive",
 ];
 
-fn reading(chip: &str, sensor: &str, celsius: f64, max: Option<f64>) -> SensorReading {
-    SensorReading {
+fn reading(chip: &str, sensor: &str, celsius: f64, max: Option<f64>) -> Reading {
+    Reading {
         chip: chip.into(),
         sensor: sensor.into(),
         label: None,
@@ -254,6 +254,7 @@ fn reading(chip: &str, sensor: &str, celsius: f64, max: Option<f64>) -> SensorRe
         max_celsius: max,
         critical_celsius: Some(100.0),
         source: "file".into(),
+        role: Default::default(),
     }
 }
 
@@ -264,7 +265,7 @@ fn peer(node: &str, liveness: &str, headroom: Option<f64>) -> PeerStatus {
         liveness: liveness.into(),
         last_seen_ms: 0,
         version: 0,
-        thermal: Thermal {
+        thermal: ThermalSummary {
             headroom_celsius: headroom,
             ..Default::default()
         },
@@ -316,12 +317,13 @@ fn hostile_snapshot() -> Snapshot {
                 last_read_ms: 0,
             })
             .collect(),
-        thermal: Thermal {
+        thermal: ThermalSummary {
             hottest_celsius: Some(f64::NAN),
             headroom_celsius: Some(-0.0),
             trend_celsius_per_minute: Some(f64::INFINITY),
             time_to_critical_seconds: Some(1e-7),
             critical: false,
+            ..Default::default()
         },
         fsm: FsmView {
             state: "pre_fail".into(),
@@ -486,10 +488,11 @@ fn liveness() -> impl Strategy<Value = String> {
 prop_compose! {
     fn arb_reading()(chip in string(), sensor in string(), c in float(),
                      max in proptest::option::of(float()),
-                     crit in proptest::option::of(float())) -> SensorReading {
-        SensorReading {
+                     crit in proptest::option::of(float())) -> Reading {
+        Reading {
             chip, sensor, label: None, celsius: c, max_celsius: max,
             critical_celsius: crit, source: "file".into(),
+            role: Default::default(),
         }
     }
 }
@@ -526,12 +529,13 @@ prop_compose! {
             sources: sources.into_iter().map(|(name, up, d, n)| SourceStatus {
                 name, up, duration_seconds: d, readings: n, error: None, last_read_ms: 0,
             }).collect(),
-            thermal: Thermal {
+            thermal: ThermalSummary {
                 hottest_celsius: thermal[0],
                 headroom_celsius: thermal[1],
                 trend_celsius_per_minute: thermal[2],
                 time_to_critical_seconds: thermal[3],
                 critical: false,
+                ..Default::default()
             },
             fsm: FsmView {
                 state, reason: reason.into(), deadline_ms: deadline,

@@ -2,7 +2,7 @@
 //! limits and graceful shutdown.
 
 use coolmesh_exporter::auth::Token;
-use coolmesh_exporter::model::{PeerStatus, Thermal};
+use coolmesh_exporter::model::{PeerStatus, ThermalSummary};
 use coolmesh_exporter::{App, BuildInfo, Command, ControlRequest, Limits, Metrics, Snapshot};
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,7 +131,7 @@ async fn offload_ranks_live_peers_by_headroom() {
         liveness: liveness.into(),
         last_seen_ms: 0,
         version: 1,
-        thermal: Thermal {
+        thermal: ThermalSummary {
             headroom_celsius: Some(headroom),
             critical,
             ..Default::default()

@@ -9,9 +9,9 @@
 
 use std::collections::HashSet;
 
-use coolmesh_agent::cluster::record::wire::RecordPayload;
-use coolmesh_agent::cluster::record::{SignedRecord, MAX_RECORD_BYTES, MAX_SIGNATURE_BYTES};
+use coolmesh_agent::cluster::wire::RecordPayload;
 use coolmesh_agent::cluster::wire::{read_frame, SyncRequest, SyncResponse, MAX_DIGEST_ENTRIES};
+use coolmesh_agent::cluster::wire::{SignedRecord, MAX_RECORD_BYTES, MAX_SIGNATURE_BYTES};
 use coolmesh_agent::thermal::{plausible, Reading};
 use futures::executor::block_on;
 use futures::io::Cursor;
@@ -80,11 +80,11 @@ fn signed_record(s: &SignedRecord) {
             assert_eq!(r.peer_id, *peer);
             assert_eq!(r.version, *version);
             assert_eq!(&r.cluster, cluster);
-            assert!(r.thermal.hottest.is_none_or(f64::is_finite));
-            assert!(r.thermal.headroom.is_none_or(f64::is_finite));
-            assert!(r.thermal.trend.is_none_or(f64::is_finite));
-            assert!(r.thermal.time_to_critical.is_none_or(f64::is_finite));
-            assert!(r.counters.values().all(|c| c.kind.code() <= 1));
+            assert!(r.state.thermal.hottest.is_none_or(f64::is_finite));
+            assert!(r.state.thermal.headroom.is_none_or(f64::is_finite));
+            assert!(r.state.thermal.trend.is_none_or(f64::is_finite));
+            assert!(r.state.thermal.time_to_critical.is_none_or(f64::is_finite));
+            assert!(r.state.counters.values().all(|c| c.kind.code() <= 1));
         }
         // Signature check (fails for almost every input; must not panic).
         let verified = s.verify(cluster);

@@ -367,7 +367,7 @@ impl Demo {
             }
         });
         let results = futures::future::join_all(fetches).await;
-        let now = coolmesh_agent::agent::unix_ms();
+        let now = coolmesh_agent::clock::unix_ms();
         let others = self.nodes.len().saturating_sub(1);
         let mut rows = Vec::new();
         let mut changed = false;

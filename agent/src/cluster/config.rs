@@ -21,7 +21,8 @@ pub struct ClusterConfig {
     /// requests of another cluster are rejected (`unauthorized`). Default
     /// `"coolmesh"`. Keeps two rooms on one LAN apart even without a PSK.
     pub name: String,
-    /// Listen addresses. Default `/ip4/0.0.0.0/tcp/9877`. TCP only (no QUIC).
+    /// Listen addresses. Default `/ip4/127.0.0.1/tcp/9877` (a room needs a
+    /// routable address, which the operator names). TCP only (no QUIC).
     pub listen: Vec<Multiaddr>,
     /// Bootstrap peers, dialled at start and redialled with backoff while
     /// not connected. A `/p2p/<id>` suffix is optional. Default empty.
@@ -166,8 +167,10 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             name: "coolmesh".to_string(),
+            // Loopback: nothing listens on a wide address unless the
+            // operator asks for it (`cluster.listen`).
             listen: vec![Multiaddr::empty()
-                .with(libp2p::multiaddr::Protocol::Ip4([0, 0, 0, 0].into()))
+                .with(libp2p::multiaddr::Protocol::Ip4([127, 0, 0, 1].into()))
                 .with(libp2p::multiaddr::Protocol::Tcp(9877))],
             bootstrap: Vec::new(),
             mdns: true,
@@ -220,7 +223,7 @@ impl ClusterConfig {
         if self.suspect_after >= self.dead_after {
             return err("suspect_after must be < dead_after");
         }
-        if self.max_frame_bytes < 2 * super::record::MAX_RECORD_BYTES {
+        if self.max_frame_bytes < 2 * super::wire::MAX_RECORD_BYTES {
             return err("max_frame_bytes must be >= 128 KiB (two maximal records)");
         }
         if self.redial_min.is_zero() || self.redial_min > self.redial_max {
@@ -280,7 +283,7 @@ mod tests {
         let c = ClusterConfig::default();
         c.validate().unwrap();
         assert!(c.dead_after <= Duration::from_secs(10));
-        assert_eq!(c.listen[0].to_string(), "/ip4/0.0.0.0/tcp/9877");
+        assert_eq!(c.listen[0].to_string(), "/ip4/127.0.0.1/tcp/9877");
     }
 
     #[test]

@@ -31,6 +31,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Built-in counters the agent maintains itself (grow-only). A record
+/// carries them before any user counter, so user counters can never push
+/// them out of it.
+pub const BUILTIN: [&str; 4] = [
+    "overheat_events",
+    "power_loss_events",
+    "shutdowns",
+    "probe_failures",
+];
+
 /// The kind of a named counter.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

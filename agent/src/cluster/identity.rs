@@ -10,6 +10,16 @@ use libp2p::identity::{KeyType, Keypair};
 use libp2p::pnet::PreSharedKey;
 use rand::RngCore;
 
+/// What a key signs: a domain prefix, then the bytes. Each kind of signed
+/// thing (record, roster, room command) has its own prefix, so a signature
+/// made for one is never valid as another.
+pub fn domain_message(domain: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(domain.len() + body.len());
+    m.extend_from_slice(domain);
+    m.extend_from_slice(body);
+    m
+}
+
 /// File name of the identity key inside the state directory. It holds the
 /// key in the libp2p protobuf private-key encoding (also read by go- and
 /// js-libp2p).

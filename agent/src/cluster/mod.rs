@@ -11,25 +11,41 @@
 //!   trade-off.
 //! - [`identity`]: persistent Ed25519 identity (`identity.key`, 0600, atomic
 //!   write) and the private-network key (`swarm.key`).
-//! - [`record`]: [`LocalState`] (what the agent publishes), [`Record`], its
-//!   versioned CBOR schema (`record::wire`), [`SignedRecord`] signing and
-//!   verification, field limits, [`RejectReason`].
+//! - [`record`]: [`LocalState`] (what a node publishes: [`ThermalReport`],
+//!   [`TargetObservation`]s, [`FsmSummary`], its counter slots), [`Record`]
+//!   (a verified record in memory: a `LocalState` in its envelope), field
+//!   limits, [`RejectReason`].
 //! - [`room`]: room commands (cancel, maintenance) carried to every member,
 //!   their wire form, who may send them, the report.
 //! - [`roster`]: the operator-signed list of members ([`roster::Roster`]),
 //!   the operator key's text form, the stored copy.
 //! - [`counters`]: G and PN counters, one slot per node, merge = per-slot max.
-//! - [`wire`]: the `/coolmesh/sync/1.0.0` messages, varint framing and the
-//!   request-response codec.
-//! - [`engine`]: the gossip protocol without I/O: digests, deltas, what each
-//!   neighbour has, hub selection, liveness, retention. Driven by [`swarm`]
+//! - [`wire`]: everything on the wire, and the one place that converts it
+//!   to and from the in-memory types: the record payload's versioned CBOR
+//!   schema (`wire::record`), [`SignedRecord`] signing and verification
+//!   (`wire::signed`), the `/coolmesh/sync/1.0.0` messages (`wire::sync`),
+//!   varint framing and the request-response codec (`wire::frame`).
+//! - [`engine`] (a folder): the gossip protocol without I/O: the engine's
+//!   state and own record (`mod.rs`), one exchange both sides: digests,
+//!   deltas, what each neighbour has (`exchange`), taking one record
+//!   (`accept`), the roster and candidates (`membership`), liveness, hub
+//!   selection, retention and the view (`liveness`). Driven by [`swarm`]
 //!   and by the simulation in `tests/cluster_sim.rs`.
-//! - [`view`]: [`ClusterView`] and its queries (power votes, overheating
-//!   peers, counter totals, offload ranking), liveness timer math.
+//! - [`view`]: [`ClusterView`] of [`ClusterPeer`]s and its queries (power
+//!   votes, overheating peers, counter totals, offload ranking), liveness
+//!   timer math.
 //! - [`metrics`]: [`GossipMetrics`] (`coolmesh_gossip_*`).
-//! - [`swarm`]: transport (TCP + optional pnet + noise + yamux), the one
-//!   `NetworkBehaviour` (allow/block lists, identify, ping, mDNS,
-//!   request-response) and the `tokio::select!` loop: [`Cluster`], [`run`].
+//! - [`swarm`] (a folder): the `tokio::select!` loop and the node's state
+//!   ([`Cluster`], [`run`]; `mod.rs`), transport (TCP + optional pnet +
+//!   noise + yamux) and the one `NetworkBehaviour` (allow/block lists,
+//!   identify, ping, mDNS, request-response; `behaviour`), the sync
+//!   exchanges (`sync`), connections, dialling and discovery
+//!   (`connections`), room commands (`room_commands`).
+//!
+//! Imports run one way: each module uses only those before it in
+//! `counters`, `identity`, `record`, `metrics`, `wire`, `roster`, `room`,
+//! `view`, `engine`, `config`, `swarm`. The cluster imports nothing from the
+//! agent's wiring.
 //!
 //! # Use
 //!
@@ -69,8 +85,7 @@ pub use config::ClusterConfig;
 pub use counters::{CounterKind, CounterSlot, Counters};
 pub use identity::{generate_psk, load_or_create_identity, load_psk, parse_psk};
 pub use metrics::GossipMetrics;
-pub use record::{
-    FsmSummary, LocalState, PowerObservation, Record, RejectReason, SignedRecord, Thermal,
-};
+pub use record::{FsmSummary, LocalState, Record, RejectReason, TargetObservation, ThermalReport};
 pub use swarm::{run, Cluster, ClusterHandle, Control};
-pub use view::{ClusterView, Liveness, PeerView, PowerVotes};
+pub use view::{ClusterPeer, ClusterView, Liveness, PowerVotes};
+pub use wire::SignedRecord;

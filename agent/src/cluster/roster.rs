@@ -100,10 +100,7 @@ pub struct Roster {
 }
 
 fn signed_message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN.len() + body.len());
-    m.extend_from_slice(DOMAIN);
-    m.extend_from_slice(body);
-    m
+    super::identity::domain_message(DOMAIN, body)
 }
 
 impl Roster {

@@ -66,7 +66,7 @@ impl LivenessTimeouts {
 
 /// One peer as seen by this node.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PeerView {
+pub struct ClusterPeer {
     /// Latest verified record.
     pub record: Record,
     /// Alive, suspect or dead.
@@ -125,7 +125,7 @@ pub struct ClusterView {
     pub local: Option<Record>,
     /// Every other known peer (including stale ones within retention).
     #[serde(serialize_with = "ser_peers")]
-    pub peers: BTreeMap<PeerId, PeerView>,
+    pub peers: BTreeMap<PeerId, ClusterPeer>,
     /// Merged counters of all nodes ever seen (slots are kept when a dead
     /// peer's record is dropped, so totals never go backwards).
     pub counters: Counters,
@@ -170,7 +170,7 @@ fn ser_opt_peer<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok,
 }
 
 fn ser_peers<S: serde::Serializer>(
-    m: &BTreeMap<PeerId, PeerView>,
+    m: &BTreeMap<PeerId, ClusterPeer>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_map(m.iter().map(|(k, v)| (k.to_base58(), v)))
@@ -182,7 +182,7 @@ fn ser_addrs<S: serde::Serializer>(a: &[Multiaddr], s: S) -> Result<S::Ok, S::Er
 
 impl ClusterView {
     /// Peers whose liveness is `Alive`.
-    pub fn alive_peers(&self) -> impl Iterator<Item = &PeerView> {
+    pub fn alive_peers(&self) -> impl Iterator<Item = &ClusterPeer> {
         self.peers
             .values()
             .filter(|p| p.liveness == Liveness::Alive)
@@ -193,7 +193,7 @@ impl ClusterView {
     pub fn power_votes(&self) -> PowerVotes {
         let mut v = PowerVotes::default();
         for p in self.alive_peers() {
-            match p.record.power_up {
+            match p.record.state.power_up {
                 Some(true) => v.up += 1,
                 Some(false) => v.down += 1,
                 None => v.unknown += 1,
@@ -205,7 +205,7 @@ impl ClusterView {
     /// Alive peers reporting a sensor at or above critical.
     pub fn overheating(&self) -> Vec<PeerId> {
         self.alive_peers()
-            .filter(|p| p.record.thermal.critical)
+            .filter(|p| p.record.state.thermal.critical)
             .map(|p| p.record.peer_id)
             .collect()
     }
@@ -216,8 +216,9 @@ impl ClusterView {
         let limit = within.as_secs_f64();
         self.alive_peers()
             .filter(|p| {
-                p.record.thermal.critical
+                p.record.state.thermal.critical
                     || p.record
+                        .state
                         .thermal
                         .time_to_critical
                         .is_some_and(|t| t <= limit)
@@ -231,7 +232,7 @@ impl ClusterView {
     pub fn target_votes(&self) -> BTreeMap<String, PowerVotes> {
         let mut m: BTreeMap<String, PowerVotes> = BTreeMap::new();
         for p in self.alive_peers() {
-            for o in &p.record.power {
+            for o in &p.record.state.power {
                 let v = m.entry(o.target.clone()).or_default();
                 if o.up {
                     v.up += 1;
@@ -250,7 +251,7 @@ impl ClusterView {
     /// never vote. Loopback addresses are not merged: peers on this very
     /// machine are tests and the demo. With a room roster, every alive
     /// member votes instead (see [`crate::cluster::roster`]).
-    pub fn voters(&self) -> Vec<&PeerView> {
+    pub fn voters(&self) -> Vec<&ClusterPeer> {
         if self.roster.is_some() {
             // The operator vouched for every identity in the roster, and no
             // other identity's record is kept: each alive member votes once,
@@ -283,7 +284,7 @@ impl ClusterView {
 
 /// [`ClusterView::votes_on`] over voters already selected.
 pub fn votes_among(
-    voters: &[&PeerView],
+    voters: &[&ClusterPeer],
     targets: &[String],
     policy: crate::power::Policy,
 ) -> PowerVotes {
@@ -291,6 +292,7 @@ pub fn votes_among(
     for p in voters {
         let seen: Vec<Option<bool>> = p
             .record
+            .state
             .power
             .iter()
             .filter(|o| targets.contains(&o.target))
@@ -316,14 +318,16 @@ impl ClusterView {
 
     /// Offload candidates: alive (not suspect, not stale), not overheating
     /// peers with a known headroom, largest headroom first (ties by PeerId).
-    pub fn ranked_by_headroom(&self) -> Vec<&PeerView> {
-        let mut v: Vec<&PeerView> = self
+    pub fn ranked_by_headroom(&self) -> Vec<&ClusterPeer> {
+        let mut v: Vec<&ClusterPeer> = self
             .alive_peers()
-            .filter(|p| !p.record.thermal.critical && p.record.thermal.headroom.is_some())
+            .filter(|p| {
+                !p.record.state.thermal.critical && p.record.state.thermal.headroom.is_some()
+            })
             .collect();
         v.sort_by(|a, b| {
-            let ha = a.record.thermal.headroom.unwrap_or(f64::NEG_INFINITY);
-            let hb = b.record.thermal.headroom.unwrap_or(f64::NEG_INFINITY);
+            let ha = a.record.state.thermal.headroom.unwrap_or(f64::NEG_INFINITY);
+            let hb = b.record.state.thermal.headroom.unwrap_or(f64::NEG_INFINITY);
             hb.total_cmp(&ha)
                 .then_with(|| a.record.peer_id.cmp(&b.record.peer_id))
         });
@@ -347,7 +351,7 @@ impl ClusterView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::record::{LocalState, Thermal};
+    use crate::cluster::record::{LocalState, ThermalReport};
 
     #[test]
     fn liveness_table() {
@@ -383,10 +387,10 @@ mod tests {
         critical: bool,
         liveness: Liveness,
         power_up: Option<bool>,
-    ) -> PeerView {
+    ) -> ClusterPeer {
         let key = libp2p::identity::Keypair::generate_ed25519();
         let local = LocalState {
-            thermal: Thermal {
+            thermal: ThermalReport {
                 headroom,
                 critical,
                 ..Default::default()
@@ -394,7 +398,7 @@ mod tests {
             power_up,
             ..Default::default()
         };
-        PeerView {
+        ClusterPeer {
             record: Record::from_local(&local, "c", key.public().to_peer_id(), 1, &[], 0),
             liveness,
             stale: liveness == Liveness::Dead,
@@ -413,7 +417,7 @@ mod tests {
             let mut p = peer(Some(20.0), false, Liveness::Alive, Some(up));
             p.remote_ip = remote_ip;
             p.connected = connected;
-            p.record.power = vec![crate::cluster::record::PowerObservation {
+            p.record.state.power = vec![crate::cluster::record::TargetObservation {
                 target: "tcp://ups:1".into(),
                 up,
                 at_ms: 1,
@@ -461,7 +465,7 @@ mod tests {
         let ranked: Vec<f64> = v
             .ranked_by_headroom()
             .iter()
-            .filter_map(|p| p.record.thermal.headroom)
+            .filter_map(|p| p.record.state.thermal.headroom)
             .collect();
         assert_eq!(ranked, vec![30.0, 10.0]);
         assert_eq!(v.overheating().len(), 1);

@@ -2,8 +2,10 @@
 //! `coolmesh_power_up` are snapshot gauges that the agent computes from the
 //! last [`PowerObservation`](super::PowerObservation); they are not here.
 
-use super::Outcome;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use super::{Outcome, UpsReading};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Histogram buckets for probe latency, in seconds: 1 ms (a LAN ping) to
 /// 10 s (the longest sensible probe timeout).
@@ -28,6 +30,14 @@ pub struct PowerMetrics {
     pub duration: HistogramVec,
     /// Probes that did not see the target up, by `kind` ([`KINDS`]).
     pub failures: IntCounterVec,
+    /// `coolmesh_power_ups_battery_runtime_seconds{target}`: the last
+    /// `battery.runtime` a NUT target reported. No series while the UPS
+    /// gives no reading (a stale value must not look current).
+    pub ups_runtime: GaugeVec,
+    /// `coolmesh_power_ups_battery_low{target}`: 1 while a NUT target is on
+    /// battery with `LB` or `FSD` (urgent), 0 otherwise; no series without
+    /// a reading.
+    pub ups_low: IntGaugeVec,
 }
 
 impl PowerMetrics {
@@ -48,13 +58,59 @@ impl PowerMetrics {
             ),
             &["target", "kind"],
         )?;
-        Ok(Self { duration, failures })
+        let ups_runtime = GaugeVec::new(
+            Opts::new(
+                "coolmesh_power_ups_battery_runtime_seconds",
+                "Battery runtime the UPS of a nut:// power target reported in the last probe (its estimate at the present load); absent when the UPS gave no reading or reports no runtime.",
+            ),
+            &["target"],
+        )?;
+        let ups_low = IntGaugeVec::new(
+            Opts::new(
+                "coolmesh_power_ups_battery_low",
+                "1 while the UPS of a nut:// power target is on battery with low battery (LB) or forced shutdown (FSD): shutdown as soon as the rules allow; absent without a reading.",
+            ),
+            &["target"],
+        )?;
+        Ok(Self {
+            duration,
+            failures,
+            ups_runtime,
+            ups_low,
+        })
     }
 
-    /// Register both metrics with `registry`.
+    /// Record what a UPS said in one probe (`None`: no reading, or not a
+    /// UPS: its series go away).
+    pub fn observe_ups(&self, target: &str, ups: Option<UpsReading>) {
+        match ups {
+            Some(u) => {
+                self.ups_low
+                    .with_label_values(&[target])
+                    .set(i64::from(u.urgent));
+                match u.runtime {
+                    Some(r) => self
+                        .ups_runtime
+                        .with_label_values(&[target])
+                        .set(r.as_secs_f64()),
+                    None => {
+                        let _ = self.ups_runtime.remove_label_values(&[target]);
+                    }
+                }
+            }
+            None => {
+                let _ = self.ups_low.remove_label_values(&[target]);
+                let _ = self.ups_runtime.remove_label_values(&[target]);
+            }
+        }
+    }
+
+    /// Register the metrics with `registry`.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.duration.clone()))?;
         registry.register(Box::new(self.failures.clone()))?;
+        registry.register(Box::new(self.ups_runtime.clone()))?;
+        registry.register(Box::new(self.ups_low.clone()))?;
         Ok(())
     }
 
@@ -109,6 +165,32 @@ mod tests {
         m.observe("tcp://10.0.0.2:22", 1.0, Outcome::Down);
         m.observe("tcp://10.0.0.2:22", 0.0001, Outcome::Unknown);
         m.observe("tcp://10.0.0.2:22", 0.0001, Outcome::Unknown);
+
+        // No UPS reading yet: no UPS series at all.
+        assert!(reg
+            .gather()
+            .iter()
+            .all(|f| !f.name().starts_with("coolmesh_power_ups_")));
+        let nut = "nut://localhost/ups";
+        m.observe_ups(
+            nut,
+            Some(UpsReading {
+                on_battery: true,
+                urgent: true,
+                runtime: Some(std::time::Duration::from_secs(95)),
+            }),
+        );
+        assert_eq!(m.ups_runtime.with_label_values(&[nut]).get(), 95.0);
+        assert_eq!(m.ups_low.with_label_values(&[nut]).get(), 1);
+        // A stale UPS: the last values must not linger.
+        m.observe_ups(nut, None);
+        let left: Vec<String> = reg
+            .gather()
+            .iter()
+            .filter(|f| f.name().starts_with("coolmesh_power_ups_"))
+            .map(|f| format!("{} {}", f.name(), f.get_metric().len()))
+            .collect();
+        assert!(left.iter().all(|l| l.ends_with(" 0")), "{left:?}");
 
         let families = reg.gather();
         let names: Vec<&str> = families.iter().map(|f| f.name()).collect();

@@ -17,6 +17,9 @@
 //! - [`tcp`]: TCP connect ([`TcpProbe`]).
 //! - [`http`]: HTTP/1.1 GET, 2xx = up ([`HttpProbe`]).
 //! - [`exec`]: external command, exit 0 = up ([`ExecProbe`]).
+//! - [`nut`]: a UPS through the NUT network protocol, `OL` = up, `OB` =
+//!   down ([`NutProbe`]); also reports low battery and the runtime left
+//!   ([`UpsReading`]).
 //! - [`policy`]: [`Policy`] any / all / majority.
 //! - [`metrics`]: [`PowerMetrics`] (probe duration histogram, failure counter).
 //! - [`runner`]: the probe loop [`run`] and the pure [`jittered`] interval.
@@ -31,6 +34,7 @@
 //! | `tcp://HOST:PORT` | the TCP handshake completes | refused = down; port required |
 //! | `http://HOST[:PORT]/PATH` | GET answers 2xx | 3xx/4xx/5xx/garbage = down; no redirects; `https://` rejected (use `exec:` with curl) |
 //! | `exec:COMMAND [ARGS...]` | the command exits 0 | POSIX-shell quoting, no shell unless named; process group killed at timeout |
+//! | `nut://[USER@]HOST[:PORT]/UPS` | upsd says `ups.status` has `OL` | `OB` = down (`OB LB`, `FSD OB`: down and urgent); no answer, `ERR ...`, stale data, neither `OL` nor `OB`: *unknown*, never down (see [`nut`]) |
 //!
 //! `HOST` is an IPv4 literal, a bracketed IPv6 literal (`[2001:db8::1]`;
 //! bare `::1` works where no port follows) or a DNS name, resolved on every
@@ -41,6 +45,7 @@
 //! tcp://10.0.0.253:22
 //! http://pdu.local/status
 //! exec:sh -c 's=$(upsc ups@localhost ups.status 2>/dev/null) || exit 127; case " $s " in *" OL "*) exit 0;; esac; exit 1'
+//! nut://ups-host/rack1
 //! ```
 //!
 //! # Failure semantics
@@ -70,6 +75,13 @@
 //! single node that lost its link is caught by peer corroboration instead
 //! (`local_fault`).
 //!
+//! A NUT target inverts the first rule: its signal is what the UPS *says*
+//! (`OB`: on battery), not whether something answers. `upsd` usually runs
+//! on a host the UPS itself keeps running, so its silence says nothing
+//! about mains, and every failure to get a fresh status (no connection, a
+//! timeout, `ERR DATA-STALE`, `ERR ACCESS-DENIED`, garbage) is *unknown*
+//! ([`ProbeError::NoReading`]), never *down*.
+//!
 //! The reason is reported in [`TargetResult::error`] and logged; nothing in
 //! here panics on bad input or a misbehaving target. Errors that can never
 //! go away by themselves (a malformed target, no way to open ICMP sockets at
@@ -86,6 +98,7 @@ pub mod exec;
 pub mod http;
 pub mod icmp;
 pub mod metrics;
+pub mod nut;
 pub mod policy;
 pub mod runner;
 pub mod target;
@@ -97,6 +110,7 @@ pub use exec::ExecProbe;
 pub use http::HttpProbe;
 pub use icmp::{icmp_preflight, IcmpMode, IcmpProbe};
 pub use metrics::PowerMetrics;
+pub use nut::NutProbe;
 pub use policy::Policy;
 pub use runner::{jittered, run, Outcome, PowerObservation, RunConfig, TargetResult};
 pub use target::{parse_target, parse_targets, Host, TargetError, TargetKind, TargetSpec};
@@ -135,6 +149,12 @@ pub enum ProbeError {
     /// started. Says nothing about the target.
     #[error("{0}")]
     Local(String),
+    /// A target whose *answer* is the reading (a UPS through NUT) gave no
+    /// usable answer: no connection, a timeout, `ERR DATA-STALE`, access
+    /// denied, garbage. Says nothing about mains: *unknown*, like a local
+    /// error, never a "down" vote.
+    #[error("{0}")]
+    NoReading(String),
 }
 
 impl ProbeError {
@@ -148,6 +168,27 @@ impl ProbeError {
             _ => false,
         }
     }
+
+    /// Whether the probe result is *unknown* (no vote): a local error
+    /// ([`ProbeError::is_local`]) or a target that gave no reading
+    /// ([`ProbeError::NoReading`]).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, ProbeError::NoReading(_)) || self.is_local()
+    }
+}
+
+/// What a UPS said besides "up" or "down" (NUT targets only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpsReading {
+    /// `ups.status` has `OB`: the UPS runs on its battery.
+    pub on_battery: bool,
+    /// On battery and `LB` (low battery) or `FSD` (forced shutdown): the
+    /// UPS is about to drop its load; shut down as soon as the rules
+    /// allow. Never set on mains (`OL`).
+    pub urgent: bool,
+    /// `battery.runtime`: how long the battery lasts at the present load,
+    /// by the UPS's own estimate. `None` when the UPS does not report it.
+    pub runtime: Option<Duration>,
 }
 
 /// Whether an OS error comes from this node's own limits or policy rather
@@ -190,6 +231,24 @@ pub trait Probe: Send + Sync + 'static {
 
     /// Probe once. `Ok(())` means the target is up.
     fn probe(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProbeError>>;
+
+    /// Probe once, with what a UPS said about its battery (`None` for
+    /// targets that are not a UPS). The runner calls this one; the default
+    /// is [`Probe::probe`] without a reading.
+    fn probe_ups(
+        &self,
+        timeout: Duration,
+    ) -> BoxFuture<'_, (Result<(), ProbeError>, Option<UpsReading>)> {
+        Box::pin(async move { (self.probe(timeout).await, None) })
+    }
+
+    /// What the runner reports when this probe overruns its own timeout
+    /// (its safety net; probes honour their timeout themselves). For a
+    /// device on raw mains, silence is the outage: a timeout, *down*. For
+    /// a NUT target, silence says nothing about mains: *unknown*.
+    fn overrun(&self, timeout: Duration) -> ProbeError {
+        ProbeError::Timeout(timeout)
+    }
 }
 
 /// Host name resolution, pluggable so that tests never touch real DNS.
@@ -344,6 +403,19 @@ pub fn build_probe(
             exec::check_program(program).map_err(setup)?;
             Arc::new(ExecProbe::new(&spec.label, program, args.clone()))
         }
+        TargetKind::Nut {
+            host,
+            port,
+            ups,
+            user,
+        } => Arc::new(NutProbe::new(
+            &spec.label,
+            host.clone(),
+            *port,
+            ups,
+            user.clone(),
+            system_resolver(),
+        )),
     })
 }
 
@@ -472,7 +544,7 @@ mod tests {
         );
         assert!(out.status.success(), "{text}");
         assert!(
-            text.contains("emfile child: 4 probe types unknown"),
+            text.contains("emfile child: 5 probe types unknown"),
             "{text}"
         );
     }
@@ -515,6 +587,14 @@ mod tests {
                 Arc::new(test_util::FakeResolver::Fail),
             )),
             Arc::new(ExecProbe::new("exec", "true", vec![])),
+            Arc::new(NutProbe::new(
+                "nut",
+                test_util::LOOPBACK,
+                port,
+                "ups",
+                None,
+                Arc::new(test_util::FakeResolver::Fail),
+            )),
         ];
         // Lower the soft limit, then use up what is left.
         let old = getrlimit(Resource::Nofile);

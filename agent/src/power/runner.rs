@@ -14,7 +14,8 @@
 //! at most `capacity` older observations before the next fresh one. If the
 //! receiver is gone, the loop ends. A channel of capacity 1 to 4 is right.
 
-use super::{metrics::PowerMetrics, policy::Policy, Probe, ProbeError};
+use super::{metrics::PowerMetrics, policy::Policy, Probe, ProbeError, UpsReading};
+use crate::fsm::Battery;
 use futures::future::join_all;
 use std::future::Future;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ impl Outcome {
     pub fn of(res: &Result<(), ProbeError>) -> Outcome {
         match res {
             Ok(()) => Outcome::Up,
-            Err(e) if e.is_local() => Outcome::Unknown,
+            Err(e) if e.is_unknown() => Outcome::Unknown,
             Err(_) => Outcome::Down,
         }
     }
@@ -76,6 +77,8 @@ pub struct TargetResult {
     pub duration: Duration,
     /// Why it was not up (`None` when up).
     pub error: Option<String>,
+    /// What a UPS said about its battery (NUT targets with a reading).
+    pub ups: Option<UpsReading>,
 }
 
 impl TargetResult {
@@ -100,6 +103,34 @@ pub struct PowerObservation {
     /// [`Policy::evaluate_votes`]); `None` when every target is unknown: this
     /// node cannot tell, and that is neither "up" nor "down".
     pub up: Option<bool>,
+    /// The battery of the UPSes that say "on battery", when the round is
+    /// down ([`battery_of`]); `None` otherwise, so a battery reading never
+    /// reaches the state machine while the policy sees mains.
+    pub battery: Option<Battery>,
+}
+
+/// The battery the state machine should know of, for a round whose policy
+/// result is `up`: `None` unless the round is down and at least one target
+/// that is down is a UPS on battery; then urgent if any of them is, and the
+/// shortest runtime any of them reports (the first UPS to run out takes
+/// this server's power, or half of it, with it: the conservative reading).
+pub fn battery_of(targets: &[TargetResult], up: Option<bool>) -> Option<Battery> {
+    if up != Some(false) {
+        return None;
+    }
+    let on_battery: Vec<UpsReading> = targets
+        .iter()
+        .filter(|t| t.outcome() == Outcome::Down)
+        .filter_map(|t| t.ups)
+        .filter(|u| u.on_battery)
+        .collect();
+    if on_battery.is_empty() {
+        return None;
+    }
+    Some(Battery {
+        urgent: on_battery.iter().any(|u| u.urgent),
+        runtime: on_battery.iter().filter_map(|u| u.runtime).min(),
+    })
 }
 
 /// Timing of the probe loop.
@@ -180,18 +211,20 @@ async fn round(
 ) -> Vec<TargetResult> {
     let futs = probes.iter().map(|p| async move {
         let started = Instant::now();
-        let res = tokio::time::timeout(timeout + TIMEOUT_GRACE, p.probe(timeout))
+        let (res, ups) = tokio::time::timeout(timeout + TIMEOUT_GRACE, p.probe_ups(timeout))
             .await
-            .unwrap_or(Err(ProbeError::Timeout(timeout)));
+            .unwrap_or_else(|_| (Err(p.overrun(timeout)), None));
         let duration = started.elapsed();
         let outcome = Outcome::of(&res);
         metrics.observe(p.target(), duration.as_secs_f64(), outcome);
+        metrics.observe_ups(p.target(), ups);
         TargetResult {
             target: p.target().to_string(),
             up: outcome == Outcome::Up,
             unknown: outcome == Outcome::Unknown,
             duration,
             error: res.err().map(|e| e.to_string()),
+            ups,
         }
     });
     join_all(futs).await
@@ -252,9 +285,11 @@ pub async fn run<S>(
             log_result(r, last);
         }
         let votes: Vec<Option<bool>> = targets.iter().map(|t| t.outcome().vote()).collect();
+        let up = policy.evaluate_votes(&votes);
         let observation = PowerObservation {
             at: SystemTime::now(),
-            up: policy.evaluate_votes(&votes),
+            battery: battery_of(&targets, up),
+            up,
             targets,
         };
         match tx.try_send(observation) {
@@ -744,6 +779,90 @@ mod tests {
     }
 
     #[test]
+    fn battery_reaches_the_machine_only_from_a_down_round() {
+        let s = |secs: u64| Some(Duration::from_secs(secs));
+        let t = |name: &str, outcome: Outcome, ups: Option<UpsReading>| TargetResult {
+            target: name.into(),
+            up: outcome == Outcome::Up,
+            unknown: outcome == Outcome::Unknown,
+            duration: Duration::ZERO,
+            error: None,
+            ups,
+        };
+        let ob = |urgent, runtime| {
+            Some(UpsReading {
+                on_battery: true,
+                urgent,
+                runtime,
+            })
+        };
+        let ol = Some(UpsReading {
+            on_battery: false,
+            urgent: false,
+            runtime: s(900),
+        });
+        let a = t("nut://a/ups", Outcome::Down, ob(false, s(300)));
+        let b = t("nut://b/ups", Outcome::Down, ob(true, s(500)));
+        let c = t("nut://c/ups", Outcome::Down, ob(false, None));
+        let up = t("nut://d/ups", Outcome::Up, ol);
+        let raw = t("icmp://pdu", Outcome::Down, None);
+        let battery = |urgent, runtime| Some(Battery { urgent, runtime });
+        // (targets, round result, battery the machine gets)
+        let cases: Vec<(Vec<TargetResult>, Option<bool>, Option<Battery>)> = vec![
+            (vec![a.clone()], Some(false), battery(false, s(300))),
+            // Mains up by the policy: no battery, whatever a UPS says.
+            (vec![b.clone(), up.clone()], Some(true), None),
+            (vec![a.clone()], None, None),
+            (
+                vec![a.clone(), b.clone()],
+                Some(false),
+                battery(true, s(300)),
+            ),
+            (vec![c.clone()], Some(false), battery(false, None)),
+            (vec![c, a.clone()], Some(false), battery(false, s(300))),
+            // A dark raw-mains device carries no battery.
+            (vec![raw.clone()], Some(false), None),
+            (vec![raw, a], Some(false), battery(false, s(300))),
+            // An up UPS (policy "all" down because of another) adds nothing.
+            (vec![up], Some(false), None),
+        ];
+        for (targets, round, want) in cases {
+            let names: Vec<&str> = targets.iter().map(|t| t.target.as_str()).collect();
+            assert_eq!(battery_of(&targets, round), want, "{names:?} {round:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nut_probe_cut_off_by_the_safety_net_is_unknown() {
+        struct Stuck;
+        impl Probe for Stuck {
+            fn target(&self) -> &str {
+                "nut://stuck/ups"
+            }
+            fn probe(&self, _: Duration) -> BoxFuture<'_, Result<(), ProbeError>> {
+                Box::pin(futures::future::pending())
+            }
+            fn overrun(&self, t: Duration) -> ProbeError {
+                ProbeError::NoReading(format!("upsd did not answer within {t:?}"))
+            }
+        }
+        let (tx, mut rx) = mpsc::channel(1);
+        let runner = tokio::spawn(run(
+            vec![Arc::new(Stuck) as Arc<dyn Probe>],
+            Policy::Any,
+            RunConfig::default(),
+            PowerMetrics::new().unwrap(),
+            tx,
+            futures::future::pending(),
+        ));
+        let obs = rx.recv().await.unwrap();
+        assert_eq!(obs.up, None, "unknown, not down");
+        assert!(obs.targets[0].unknown);
+        assert_eq!(obs.battery, None);
+        runner.abort();
+    }
+
+    #[test]
     fn outcome_of_errors() {
         use std::io::Error;
         let io = |code: i32| ProbeError::Io {
@@ -765,6 +884,10 @@ mod tests {
         }
         assert_eq!(
             Outcome::of(&Err(ProbeError::Local("x".into()))),
+            Outcome::Unknown
+        );
+        assert_eq!(
+            Outcome::of(&Err(ProbeError::NoReading("ERR DATA-STALE".into()))),
             Outcome::Unknown
         );
         for e in [

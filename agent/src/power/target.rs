@@ -1,5 +1,6 @@
-//! Target strings: `icmp://HOST`, `tcp://HOST:PORT`, `http://HOST[:PORT]/PATH`
-//! and `exec:COMMAND [ARGS...]`, parsed into a [`TargetSpec`].
+//! Target strings: `icmp://HOST`, `tcp://HOST:PORT`, `http://HOST[:PORT]/PATH`,
+//! `nut://[USER@]HOST[:PORT]/UPS` and `exec:COMMAND [ARGS...]`, parsed into a
+//! [`TargetSpec`].
 //!
 //! Parsing is strict and every error names the offending string and says
 //! what to write instead: a typo in a power target must fail at startup, not
@@ -10,7 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The syntax summary used in error messages.
 pub const TARGET_SYNTAX: &str =
-    "icmp://HOST, tcp://HOST:PORT, http://HOST[:PORT]/PATH or exec:COMMAND [ARGS...]";
+    "icmp://HOST, tcp://HOST:PORT, http://HOST[:PORT]/PATH, nut://[USER@]HOST[:PORT]/UPS or exec:COMMAND [ARGS...]";
+
+/// The NUT network port (upsd's default, IANA-registered).
+pub const NUT_PORT: u16 = 3493;
 
 /// The exec target shown in error messages. Not `upsc` alone: `upsc`
 /// exits 0 whenever it can read the UPS, on battery too, so a bare
@@ -75,6 +79,20 @@ pub enum TargetKind {
         /// Origin-form request target (path and query), at least `/`.
         path: String,
     },
+    /// A UPS through the NUT network protocol (`upsd`); up when its
+    /// `ups.status` has `OL`, down when it has `OB`, unknown otherwise.
+    Nut {
+        /// The host running `upsd`.
+        host: Host,
+        /// Its port (default [`NUT_PORT`]).
+        port: u16,
+        /// The UPS name as `upsd` knows it (`[name]` in `ups.conf`).
+        ups: String,
+        /// Sent as `USERNAME` before reading, so that upsd knows who asks.
+        /// No password: upsd needs none to read a UPS (it checks one only
+        /// for `LOGIN`, `SET` and `INSTCMD`, which coolmesh never sends).
+        user: Option<String>,
+    },
     /// An external command; up when it exits with status 0.
     Exec {
         /// Program: an absolute path or a name looked up in `PATH`.
@@ -119,6 +137,17 @@ pub fn parse_target(s: &str) -> Result<TargetSpec, TargetError> {
             "icmp" | "ping" => parse_icmp(label, rest)?,
             "tcp" => parse_tcp(label, rest)?,
             "http" => parse_http(label, rest)?,
+            "nut" => parse_nut(label, rest)?,
+            "nuts" | "nut+tls" => {
+                return Err(err(
+                    label,
+                    format!(
+                        "{label}: NUT over TLS (STARTTLS) is not supported yet — use nut:// to a upsd on \
+                         this host or on a trusted management network, e.g. nut://{}",
+                        rest
+                    ),
+                ))
+            }
             "https" => {
                 return Err(err(
                     label,
@@ -146,7 +175,10 @@ pub fn parse_target(s: &str) -> Result<TargetSpec, TargetError> {
         parse_exec(label, rest)?
     } else if let Some((scheme, rest)) = label.split_once(':') {
         let scheme_lc = scheme.to_ascii_lowercase();
-        if matches!(scheme_lc.as_str(), "icmp" | "tcp" | "http" | "https") {
+        if matches!(
+            scheme_lc.as_str(),
+            "icmp" | "tcp" | "http" | "https" | "nut"
+        ) {
             return Err(err(
                 label,
                 format!("{label} is missing the // after the scheme — write {scheme_lc}://{rest}"),
@@ -279,6 +311,95 @@ fn parse_http(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
         authority: authority.to_string(),
         path,
     })
+}
+
+/// `[USER@]HOST[:PORT]/UPS`.
+fn parse_nut(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
+    let syntax = "write nut://[USER@]HOST[:PORT]/UPS, e.g. nut://localhost/ups";
+    if rest.contains('#') {
+        return Err(err(
+            label,
+            format!("nut target must not have a #fragment: {label} — {syntax}"),
+        ));
+    }
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let Some((authority, ups)) = rest.split_once('/') else {
+        // `nut://ups@host` is how upsc names a UPS; say where the name goes.
+        let hint = match rest.split_once('@') {
+            Some((u, h)) if !u.is_empty() && !h.is_empty() => {
+                format!(" (upsc's UPS@HOST is nut://{h}/{u} here)")
+            }
+            _ => String::new(),
+        };
+        return Err(err(
+            label,
+            format!("nut target needs the UPS name after a /: {label} — {syntax}{hint}"),
+        ));
+    };
+    let ups = ups.strip_suffix('/').unwrap_or(ups);
+    if ups.is_empty() {
+        return Err(err(
+            label,
+            format!("nut target has an empty UPS name: {label} — {syntax} (`upsc -l HOST` lists the names)"),
+        ));
+    }
+    if !nut_word_ok(ups) {
+        return Err(err(
+            label,
+            format!(
+                "bad UPS name {ups:?} in {label}: letters, digits, '-', '_' and '.' only, at most 64 \
+                 (the [name] in upsd's ups.conf; `upsc -l HOST` lists them)"
+            ),
+        ));
+    }
+    let (user, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if let Some(u) = user {
+        if u.contains(':') {
+            return Err(err(
+                label,
+                format!(
+                    "nut target must not carry a password: {label} — upsd needs none to read a UPS \
+                     (it checks passwords only for LOGIN, SET and INSTCMD, which coolmesh never sends); \
+                     write nut://{}@HOST/UPS or drop the user",
+                    u.split(':').next().unwrap_or_default()
+                ),
+            ));
+        }
+        if !nut_word_ok(u) {
+            return Err(err(
+                label,
+                format!("bad user name {u:?} in {label}: letters, digits, '-', '_' and '.' only"),
+            ));
+        }
+    }
+    if let Some(q) = query {
+        return Err(err(
+            label,
+            format!("nut target takes no parameters: ?{q} in {label} — {syntax}"),
+        ));
+    }
+    let (host, port) = split_host_port(label, hostport)?;
+    Ok(TargetKind::Nut {
+        host,
+        port: port.unwrap_or(NUT_PORT),
+        ups: ups.to_string(),
+        user: user.map(str::to_string),
+    })
+}
+
+/// A UPS or user name NUT accepts unquoted, with nothing that could end a
+/// protocol line or break its quoting.
+fn nut_word_ok(w: &str) -> bool {
+    !w.is_empty()
+        && w.len() <= 64
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn parse_exec(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
@@ -546,6 +667,33 @@ mod tests {
                 },
             ),
             (
+                "nut://localhost/ups",
+                TargetKind::Nut {
+                    host: Host::Name("localhost".into()),
+                    port: 3493,
+                    ups: "ups".into(),
+                    user: None,
+                },
+            ),
+            (
+                "NUT://10.0.0.5:3494/rack-1.a/",
+                TargetKind::Nut {
+                    host: v4(10, 0, 0, 5),
+                    port: 3494,
+                    ups: "rack-1.a".into(),
+                    user: None,
+                },
+            ),
+            (
+                "nut://mon@[::1]/ups",
+                TargetKind::Nut {
+                    host: Host::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                    port: 3493,
+                    ups: "ups".into(),
+                    user: Some("mon".into()),
+                },
+            ),
+            (
                 "EXEC: /bin/true",
                 TargetKind::Exec {
                     program: "/bin/true".into(),
@@ -636,6 +784,39 @@ mod tests {
             ),
             ("exec:bin/upsc x", &["relative path", "absolute path"]),
             ("exec://usr/bin/upsc", &["exec targets take no //"]),
+            (
+                "nut://ups@localhost",
+                &["needs the UPS name after a /", "nut://localhost/ups"],
+            ),
+            (
+                "nut://localhost",
+                &["needs the UPS name", "nut://[USER@]HOST"],
+            ),
+            ("nut://localhost/", &["empty UPS name", "upsc -l"]),
+            ("nut://localhost/a b", &["bad UPS name \"a b\""]),
+            ("nut://localhost/a/b", &["bad UPS name \"a/b\""]),
+            ("nut://localhost/ups\"x", &["bad UPS name"]),
+            ("nut:///ups", &["has no host"]),
+            ("nut://localhost:0/ups", &["bad port \"0\""]),
+            ("nut://localhost:nut/ups", &["bad port \"nut\""]),
+            (
+                "nut://mon:secret@localhost/ups",
+                &["must not carry a password", "nut://mon@HOST/UPS"],
+            ),
+            (
+                "nut://localhost/ups?tls=1",
+                &["takes no parameters: ?tls=1"],
+            ),
+            ("nut://m o@localhost/ups", &["bad user name"]),
+            ("nut://localhost/ups#x", &["#fragment"]),
+            (
+                "nuts://localhost/ups",
+                &["not supported yet", "nut://localhost/ups"],
+            ),
+            (
+                "nut:localhost/ups",
+                &["missing the //", "nut://localhost/ups"],
+            ),
         ];
         for (s, needles) in cases {
             let e = match parse_target(s) {

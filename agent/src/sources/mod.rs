@@ -123,27 +123,6 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<String, SourceError> {
         .map_err(|_| SourceError::Parse(format!("{}: not UTF-8 text", path.display())))
 }
 
-/// Build the lm-sensors source from the `[sensors]` config: a saved file
-/// when `lm_sensors_file` is set, else the `lm_sensors_command`.
-pub fn lm_sensors_from_config(s: &crate::config::SensorsConfig) -> anyhow::Result<Arc<dyn Source>> {
-    let format: lm_sensors::Format = s
-        .lm_sensors_format
-        .parse()
-        .map_err(|e| anyhow::anyhow!("sensors.lm_sensors_format: {e}"))?;
-    if let Some(path) = &s.lm_sensors_file {
-        return Ok(Arc::new(lm_sensors::LmSensors::file(path, format)));
-    }
-    let (program, args) = s
-        .lm_sensors_command
-        .split_first()
-        .ok_or_else(|| anyhow::anyhow!("sensors.lm_sensors_command is empty"))?;
-    Ok(Arc::new(lm_sensors::LmSensors::command_with_args(
-        program,
-        args.iter().cloned(),
-        format,
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,8 @@
 //! Prints `listening on ADDR, N bytes, M series` and serves until SIGTERM.
 
 use coolmesh_exporter::model::{
-    ClusterStatus, CounterStatus, FsmView, PeerStatus, PowerView, PowerVote, SensorReading,
-    SourceStatus, TargetStatus, Thermal,
+    ClusterStatus, CounterStatus, FsmView, PeerStatus, PowerView, PowerVote, Reading,
+    SourceStatus, TargetStatus, ThermalSummary,
 };
 use coolmesh_exporter::{App, BuildInfo, Limits, Metrics, Snapshot};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
@@ -57,8 +57,8 @@ fn fake_peer_id(i: usize) -> String {
 /// power target and the built-in counters plus one user counter.
 pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
     let now = now_ms();
-    let readings: Vec<SensorReading> = (0..sensors)
-        .map(|i| SensorReading {
+    let readings: Vec<Reading> = (0..sensors)
+        .map(|i| Reading {
             chip: format!("platform_coretemp_{}", i / 16),
             sensor: format!("temp{}", i % 16 + 1),
             label: Some(format!("Core {}", i % 16)),
@@ -66,6 +66,7 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             max_celsius: Some(84.0),
             critical_celsius: Some(100.0),
             source: "file".into(),
+            role: Default::default(),
         })
         .collect();
     let target = "tcp://10.0.0.253:22".to_string();
@@ -76,12 +77,13 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             liveness: "alive".into(),
             last_seen_ms: now,
             version: now,
-            thermal: Thermal {
+            thermal: ThermalSummary {
                 hottest_celsius: Some(55.0 + (i % 10) as f64),
                 headroom_celsius: Some(45.0 - (i % 10) as f64),
                 trend_celsius_per_minute: Some(0.1),
                 time_to_critical_seconds: None,
                 critical: false,
+                ..Default::default()
             },
             power_up: Some(true),
             state: "normal".into(),
@@ -104,12 +106,13 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             error: None,
             last_read_ms: now,
         }],
-        thermal: Thermal {
+        thermal: ThermalSummary {
             hottest_celsius: Some(54.5),
             headroom_celsius: Some(45.5),
             trend_celsius_per_minute: Some(0.2),
             time_to_critical_seconds: None,
             critical: false,
+            ..Default::default()
         },
         fsm: FsmView {
             state: "normal".into(),

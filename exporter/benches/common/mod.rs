@@ -4,8 +4,8 @@
 use coolmesh_exporter::collector::families;
 use coolmesh_exporter::metrics::encode_families;
 use coolmesh_exporter::model::{
-    ClusterStatus, CounterStatus, PeerStatus, PowerView, PowerVote, SensorReading, SourceStatus,
-    TargetStatus, Thermal,
+    ClusterStatus, CounterStatus, PeerStatus, PowerView, PowerVote, Reading, SourceStatus,
+    TargetStatus, ThermalSummary,
 };
 use coolmesh_exporter::{BuildInfo, Metrics, Snapshot};
 use prometheus::core::{Collector, Desc};
@@ -25,7 +25,7 @@ pub fn snapshot(sensors: usize, peers: usize) -> Snapshot {
         updated_ms: now,
         ready: true,
         readings: (0..sensors)
-            .map(|i| SensorReading {
+            .map(|i| Reading {
                 chip: format!("platform_coretemp_{}", i / 16),
                 sensor: format!("temp{}", i % 16 + 1),
                 label: Some(format!("Core {}", i % 16)),
@@ -33,6 +33,7 @@ pub fn snapshot(sensors: usize, peers: usize) -> Snapshot {
                 max_celsius: Some(84.0),
                 critical_celsius: Some(100.0),
                 source: "file".into(),
+                role: Default::default(),
             })
             .collect(),
         sources: vec![SourceStatus {
@@ -43,12 +44,13 @@ pub fn snapshot(sensors: usize, peers: usize) -> Snapshot {
             error: None,
             last_read_ms: now,
         }],
-        thermal: Thermal {
+        thermal: ThermalSummary {
             hottest_celsius: Some(54.5),
             headroom_celsius: Some(45.5),
             trend_celsius_per_minute: Some(0.2),
             time_to_critical_seconds: None,
             critical: false,
+            ..Default::default()
         },
         power: PowerView {
             policy: "any".into(),
@@ -71,7 +73,7 @@ pub fn snapshot(sensors: usize, peers: usize) -> Snapshot {
                     liveness: "alive".into(),
                     last_seen_ms: now,
                     version: now,
-                    thermal: Thermal {
+                    thermal: ThermalSummary {
                         headroom_celsius: Some(45.0 - (i % 10) as f64),
                         ..Default::default()
                     },

@@ -1,0 +1,221 @@
+//! Liveness and what follows from it: the hub, whom to exchange with each
+//! tick, housekeeping (retention, tombstones) and the view for the agent.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::{Engine, Now};
+use crate::cluster::view::{Candidate, ClusterPeer, ClusterView, Liveness};
+
+impl Engine {
+    /// Liveness of a known peer.
+    pub fn liveness(&self, peer: &PeerId, now: Instant) -> Option<Liveness> {
+        self.peers.get(peer).map(|e| {
+            self.cfg
+                .timeouts
+                .liveness(now.saturating_duration_since(e.advanced_at))
+        })
+    }
+
+    /// Known peers with their liveness and published addresses.
+    pub fn members(&self, now: Instant) -> Vec<(PeerId, Liveness, Vec<Multiaddr>)> {
+        self.peers
+            .iter()
+            .map(|(p, e)| {
+                (
+                    *p,
+                    self.cfg
+                        .timeouts
+                        .liveness(now.saturating_duration_since(e.advanced_at)),
+                    e.record.addrs.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The relay: the connected, alive (not suspect) member with the
+    /// smallest base58 PeerId other than this node. A hub that stops
+    /// advancing its version (crashed without closing connections,
+    /// partitioned, overloaded) is replaced after `suspect_after`.
+    pub fn relay(&self, is_connected: impl Fn(&PeerId) -> bool, now: Instant) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(p, e)| {
+                is_connected(p)
+                    && self
+                        .cfg
+                        .timeouts
+                        .liveness(now.saturating_duration_since(e.advanced_at))
+                        == Liveness::Alive
+            })
+            .min_by(|a, b| a.1.b58.cmp(&b.1.b58))
+            .map(|(p, _)| *p)
+    }
+
+    /// The hub: the smallest base58 PeerId among this node and its
+    /// connected, alive members.
+    pub fn hub(&self, is_connected: impl Fn(&PeerId) -> bool, now: Instant) -> PeerId {
+        match self.relay(is_connected, now) {
+            Some(r) if self.peers.get(&r).is_some_and(|e| e.b58 < self.me_b58) => r,
+            _ => self.me,
+        }
+    }
+
+    /// Peers to run a `Sync` exchange with on this `sync_interval` tick.
+    ///
+    /// The hub (see [`Engine::hub`]) drives: it exchanges with every
+    /// connected peer not known to be dead each tick (peers without a
+    /// record yet included, which is how a fresh cluster bootstraps), so all members receive news
+    /// at the same moment (one hop from the hub). A non-hub does nothing
+    /// while the hub keeps contacting it, and polls its relay itself if it
+    /// has not heard from it for 2.5 intervals (views of who the hub is
+    /// disagree, or the hub is overloaded).
+    pub fn sync_targets(
+        &self,
+        connected: &[PeerId],
+        sync_interval: Duration,
+        now: Instant,
+    ) -> Vec<PeerId> {
+        let is_connected = |p: &PeerId| connected.contains(p);
+        let hub = self.hub(is_connected, now);
+        if hub == self.me {
+            return connected
+                .iter()
+                .copied()
+                .filter(|p| self.liveness(p, now) != Some(Liveness::Dead))
+                .collect();
+        }
+        let patience = sync_interval.saturating_mul(5) / 2;
+        let heard = self
+            .last_contact
+            .get(&hub)
+            .is_some_and(|t| now.saturating_duration_since(*t) < patience);
+        if heard {
+            vec![]
+        } else {
+            vec![hub]
+        }
+    }
+
+    /// Peers for a random anti-entropy round: up to `fanout` connected
+    /// peers other than the hub. The hub itself skips the round: it already
+    /// exchanges with every member every `sync_interval`.
+    pub fn anti_entropy_targets<R: Rng>(
+        &self,
+        connected: &[PeerId],
+        fanout: usize,
+        now: Instant,
+        rng: &mut R,
+    ) -> Vec<PeerId> {
+        let hub = self.hub(|p| connected.contains(p), now);
+        if hub == self.me {
+            return Vec::new();
+        }
+        Self::random_peers(connected, fanout, Some(hub), rng)
+    }
+
+    /// Up to `n` random peers from `candidates`, excluding `exclude`.
+    pub fn random_peers<R: Rng>(
+        candidates: &[PeerId],
+        n: usize,
+        exclude: Option<PeerId>,
+        rng: &mut R,
+    ) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = candidates
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != exclude)
+            .collect();
+        v.shuffle(rng);
+        v.truncate(n);
+        v
+    }
+
+    /// Drop records past retention (keeping a tombstone so relayed copies are
+    /// not resurrected) and expire old tombstones. Returns `true` if any
+    /// peer's liveness changed or a record was dropped.
+    pub fn housekeeping(&mut self, now: Now) -> bool {
+        let t = self.cfg.timeouts;
+        let mut changed = false;
+        let mut dropped = Vec::new();
+        for (p, e) in self.peers.iter_mut() {
+            let since = now.mono.saturating_duration_since(e.advanced_at);
+            if t.expired(since) {
+                dropped.push((*p, e.record.version));
+                continue;
+            }
+            let l = t.liveness(since);
+            if l != e.last_liveness {
+                e.last_liveness = l;
+                changed = true;
+            }
+        }
+        for (p, v) in dropped {
+            // Dead longer than the retention: the record goes, and so do its
+            // counter slots (their values stay in the totals).
+            self.peers.remove(&p);
+            self.tombstone(p, v, now.mono);
+            self.counters.retire(&p.to_base58());
+            changed = true;
+        }
+        let keep = t.retention.max(t.dead_after);
+        self.tombstones
+            .retain(|_, (_, at)| now.mono.saturating_duration_since(*at) < keep);
+        changed
+    }
+
+    /// Snapshot for the agent.
+    pub fn view(
+        &self,
+        now: Instant,
+        connected: &HashSet<PeerId>,
+        remote_ips: &HashMap<PeerId, std::net::IpAddr>,
+        listen_addrs: &[Multiaddr],
+        relay: Option<PeerId>,
+    ) -> ClusterView {
+        let peers = self
+            .peers
+            .iter()
+            .map(|(p, e)| {
+                let age = now.saturating_duration_since(e.advanced_at);
+                let liveness = self.cfg.timeouts.liveness(age);
+                (
+                    *p,
+                    ClusterPeer {
+                        record: e.record.clone(),
+                        liveness,
+                        stale: liveness == Liveness::Dead,
+                        last_seen: e.advanced_at,
+                        age,
+                        connected: connected.contains(p),
+                        remote_ip: remote_ips.get(p).copied(),
+                    },
+                )
+            })
+            .collect();
+        ClusterView {
+            local_peer_id: Some(self.me),
+            local: self.own_record().cloned(),
+            peers,
+            counters: self.counters.clone(),
+            listen_addrs: listen_addrs.to_vec(),
+            connected: connected.len(),
+            relay,
+            roster: self.roster.clone(),
+            candidates: self
+                .candidates()
+                .into_iter()
+                .map(|(p, t, node)| Candidate {
+                    peer_id: p,
+                    since: now.saturating_duration_since(t),
+                    node,
+                    remote_ip: remote_ips.get(&p).copied(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,770 @@
+//! `nut://[USER@]HOST[:PORT]/UPS`: a UPS through the NUT network protocol.
+//!
+//! One fresh TCP connection to `upsd` per probe (default port 3493), then:
+//!
+//! ```text
+//! [USERNAME user]                       only with USER@ (no password: see below)
+//! GET VAR ups ups.status        -> VAR ups ups.status "OB DISCHRG LB"
+//! GET VAR ups battery.runtime   -> VAR ups battery.runtime "342"   (or ERR ...)
+//! LOGOUT                        -> OK Goodbye                      (not waited for long)
+//! ```
+//!
+//! # What the status means
+//!
+//! `ups.status` is a list of flags. coolmesh reads three kinds:
+//!
+//! | flags | result |
+//! |---|---|
+//! | `OL` (with anything but `OB`) | *up*: the UPS runs on mains. `LB`, `FSD`, a runtime: ignored on mains, so a battery reading never shuts a server down while mains is there |
+//! | `OB` | *down*: mains is lost at the UPS input ([`ProbeError::Down`]) |
+//! | `OB` with `LB` or `FSD` | *down* and *urgent* ([`UpsReading::urgent`]): the UPS is about to drop its load |
+//! | both `OL` and `OB`, or neither (`OFF`, `WAIT`, empty, garbage) | *unknown* |
+//!
+//! A UPS on battery is what a dark device on raw mains is for the other
+//! probes: evidence that mains is lost for the servers behind it. The state
+//! machine treats it the same way (corroborated by peers that probe the
+//! same UPS); what it adds is the urgency and the runtime left
+//! (`battery.runtime`), which can only bring the shutdown *earlier* once a
+//! corroborated power loss runs (see `fsm`, "Battery").
+//!
+//! # Failures are unknown, never down
+//!
+//! `upsd` normally runs on a host that the UPS keeps running, so its
+//! silence says nothing about mains. No connection, a timeout, a closed
+//! connection, `ERR DATA-STALE` (the driver lost the UPS),
+//! `ERR DRIVER-NOT-CONNECTED`, `ERR ACCESS-DENIED`, `ERR UNKNOWN-UPS`, an
+//! answer that is not NUT, a line longer than [`MAX_LINE`]: all are
+//! [`ProbeError::NoReading`], *unknown*: no vote, `local_fault`, an alert,
+//! never a shutdown. Only a fresh `OB` is a "down" vote.
+//!
+//! # No password
+//!
+//! upsd answers `GET VAR` to anyone its `LISTEN` lines and firewall let in;
+//! it checks a password only for `LOGIN` (upsmon's), `SET` and `INSTCMD`.
+//! coolmesh sends none of these: a `LOGIN` would count the agent as a
+//! power consumer of the UPS, and a primary upsmon waits for those to log
+//! out before it cuts the UPS output. `USER@` is sent as `USERNAME` only.
+//!
+//! # Bounds
+//!
+//! Every answer line is read with a length cap ([`MAX_LINE`]); the whole
+//! probe (resolution, connect, every exchange) runs under the probe timeout;
+//! nothing here panics on hostile input. `LOGOUT` is sent politely and its
+//! answer waited for at most [`LOGOUT_WAIT`] within the same timeout.
+
+use super::{connect_any, resolve, Host, Probe, ProbeError, Resolve, UpsReading};
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// Longest answer line accepted, newline included. upsd's own answers to
+/// `GET VAR` are far shorter (a status is a few flags; upsd caps values at
+/// 256 bytes); anything longer is not upsd, and reading it unbounded would
+/// let a hostile peer grow the agent's memory.
+pub const MAX_LINE: usize = 512;
+
+/// How long `LOGOUT` may wait for upsd's `OK Goodbye` (within the probe
+/// timeout). The answer changes nothing; waiting a little lets upsd close
+/// first, so that it logs a clean logout instead of a dropped client.
+pub const LOGOUT_WAIT: Duration = Duration::from_millis(100);
+
+/// NUT probe.
+pub struct NutProbe {
+    label: String,
+    host: Host,
+    port: u16,
+    ups: String,
+    user: Option<String>,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl NutProbe {
+    /// A probe of UPS `ups` on `upsd` at `host:port`, reported as `label`,
+    /// introducing itself as `user` (`USERNAME`) when given.
+    pub fn new(
+        label: &str,
+        host: Host,
+        port: u16,
+        ups: &str,
+        user: Option<String>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Self {
+        Self {
+            label: label.to_string(),
+            host,
+            port,
+            ups: ups.to_string(),
+            user,
+            resolver,
+        }
+    }
+
+    /// Ask upsd. `Ok((status, runtime))` when it gave a status.
+    async fn ask(&self, timeout: Duration) -> Result<(String, Option<Duration>), ProbeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let addrs = resolve(self.resolver.as_ref(), &self.host, self.port).await?;
+        let stream = connect_any(&addrs).await?;
+        let mut conn = BufReader::new(stream);
+        if let Some(user) = &self.user {
+            command(&mut conn, &format!("USERNAME {user}\n"), "USERNAME").await?;
+        }
+        let status = get_var(&mut conn, &self.ups, "ups.status").await?;
+        // The runtime is extra: a UPS that does not report it
+        // (VAR-NOT-SUPPORTED), or any other failure here, leaves the status
+        // standing, and the grace alone decides.
+        let runtime = match get_var(&mut conn, &self.ups, "battery.runtime").await {
+            Ok(v) => parse_runtime(&v),
+            Err(_) => None,
+        };
+        // Polite, bounded, and never the result's business.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::time::timeout(left.min(LOGOUT_WAIT), async {
+            if conn.get_mut().write_all(b"LOGOUT\n").await.is_ok() {
+                let _ = read_line(&mut conn).await;
+            }
+        })
+        .await;
+        Ok((status, runtime))
+    }
+
+    async fn read(&self, timeout: Duration) -> (Result<(), ProbeError>, Option<UpsReading>) {
+        let answer = match tokio::time::timeout(timeout, self.ask(timeout)).await {
+            Ok(a) => a,
+            Err(_) => Err(ProbeError::NoReading(format!(
+                "upsd did not answer within {timeout:?}"
+            ))),
+        };
+        match answer {
+            Ok((status, runtime)) => judge(&status, runtime),
+            // Local errors stay local (the same kind as other probes', and
+            // unknown too); everything else about upsd is no reading.
+            Err(e) if e.is_local() => (Err(e), None),
+            Err(ProbeError::NoReading(m)) => (Err(ProbeError::NoReading(m)), None),
+            Err(e) => (Err(ProbeError::NoReading(format!("upsd: {e}"))), None),
+        }
+    }
+}
+
+impl Probe for NutProbe {
+    fn target(&self) -> &str {
+        &self.label
+    }
+
+    fn probe(&self, timeout: Duration) -> BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(async move { self.read(timeout).await.0 })
+    }
+
+    fn probe_ups(
+        &self,
+        timeout: Duration,
+    ) -> BoxFuture<'_, (Result<(), ProbeError>, Option<UpsReading>)> {
+        Box::pin(self.read(timeout))
+    }
+
+    fn overrun(&self, timeout: Duration) -> ProbeError {
+        ProbeError::NoReading(format!("upsd did not answer within {timeout:?}"))
+    }
+}
+
+/// Turn a status (and the runtime) into the probe result; pure. See the
+/// module documentation for the table.
+pub fn judge(
+    status: &str,
+    runtime: Option<Duration>,
+) -> (Result<(), ProbeError>, Option<UpsReading>) {
+    let flags: Vec<&str> = status.split_ascii_whitespace().collect();
+    let has = |f: &str| flags.contains(&f);
+    let (ol, ob) = (has("OL"), has("OB"));
+    let shown = shown(status);
+    match (ol, ob) {
+        (true, false) => (
+            Ok(()),
+            Some(UpsReading {
+                on_battery: false,
+                urgent: false,
+                runtime,
+            }),
+        ),
+        (false, true) => {
+            let urgent = has("LB") || has("FSD");
+            let mut why = format!("UPS on battery (ups.status {shown})");
+            if let Some(r) = runtime {
+                why.push_str(&format!(", battery.runtime {}s", r.as_secs()));
+            }
+            if urgent {
+                why.push_str(if has("LB") {
+                    ", low battery"
+                } else {
+                    ", forced shutdown"
+                });
+            }
+            (
+                Err(ProbeError::Down(why)),
+                Some(UpsReading {
+                    on_battery: true,
+                    urgent,
+                    runtime,
+                }),
+            )
+        }
+        (true, true) => (
+            Err(ProbeError::NoReading(format!(
+                "ups.status {shown} says both OL and OB: no reading"
+            ))),
+            None,
+        ),
+        (false, false) => (
+            Err(ProbeError::NoReading(format!(
+                "ups.status {shown} says neither OL nor OB: no reading"
+            ))),
+            None,
+        ),
+    }
+}
+
+/// A value as logged: quoted, escaped, at most 80 characters (a hostile
+/// upsd chooses these bytes).
+fn shown(v: &str) -> String {
+    let mut s: String = v.chars().take(80).collect();
+    if s.len() < v.len() {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+/// `battery.runtime` in seconds (NUT sends an integer, some drivers a
+/// decimal); nonsense (negative, not a number, over a year) is `None`.
+pub fn parse_runtime(v: &str) -> Option<Duration> {
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && (0.0..=365.0 * 86400.0).contains(&secs))
+        .then(|| Duration::from_secs_f64(secs))
+}
+
+/// Send a command that upsd answers with `OK...`.
+async fn command<S>(conn: &mut BufReader<S>, line: &str, what: &str) -> Result<(), ProbeError>
+where
+    S: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    send(conn, line).await?;
+    let answer = read_line(conn).await?;
+    if answer.starts_with("OK") {
+        Ok(())
+    } else {
+        Err(refusal(&answer, what))
+    }
+}
+
+/// `GET VAR ups var`; the value of `VAR ups var "value"`.
+async fn get_var<S>(conn: &mut BufReader<S>, ups: &str, var: &str) -> Result<String, ProbeError>
+where
+    S: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    send(conn, &format!("GET VAR {ups} {var}\n")).await?;
+    let answer = read_line(conn).await?;
+    parse_var(&answer, ups, var).ok_or_else(|| refusal(&answer, var))
+}
+
+/// The value of `VAR <ups> <var> "<value>"`, unescaped; `None` for any
+/// other line (an `ERR`, another variable, garbage, an unclosed quote).
+pub fn parse_var(line: &str, ups: &str, var: &str) -> Option<String> {
+    let rest = line.strip_prefix("VAR ")?.strip_prefix(ups)?;
+    let rest = rest.strip_prefix(' ')?.strip_prefix(var)?;
+    let quoted = rest.strip_prefix(" \"")?;
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return chars.as_str().trim().is_empty().then_some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Why an answer is not the one asked for, as a no-reading error.
+fn refusal(answer: &str, what: &str) -> ProbeError {
+    match answer.strip_prefix("ERR ") {
+        Some(code) => {
+            let code = code.split_ascii_whitespace().next().unwrap_or("");
+            let meaning = match code {
+                "DATA-STALE" => " (the driver lost the UPS: data stale)",
+                "DRIVER-NOT-CONNECTED" => " (upsd has no driver for this UPS running)",
+                "ACCESS-DENIED" => " (upsd refused this client: upsd.conf LISTEN, upsd.users)",
+                "UNKNOWN-UPS" => " (no such UPS on this upsd: `upsc -l HOST` lists them)",
+                "VAR-NOT-SUPPORTED" => " (the UPS does not report it)",
+                _ => "",
+            };
+            ProbeError::NoReading(format!(
+                "upsd answered {what} with ERR {}{meaning}",
+                shown(code).trim_matches('"')
+            ))
+        }
+        None => ProbeError::NoReading(format!(
+            "upsd answered {what} with {}: not the NUT protocol",
+            shown(answer)
+        )),
+    }
+}
+
+async fn send<S>(conn: &mut BufReader<S>, line: &str) -> Result<(), ProbeError>
+where
+    S: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    let w = conn.get_mut();
+    w.write_all(line.as_bytes())
+        .await
+        .map_err(|err| ProbeError::Io {
+            what: "write to upsd".into(),
+            err,
+        })?;
+    w.flush().await.map_err(|err| ProbeError::Io {
+        what: "write to upsd".into(),
+        err,
+    })
+}
+
+/// One answer line, without its `\n` (and `\r`), at most [`MAX_LINE`]
+/// bytes. EOF before the newline, a longer line or bytes that are not
+/// UTF-8 are errors; nothing is buffered beyond the cap.
+pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<String, ProbeError> {
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = r.fill_buf().await.map_err(|err| ProbeError::Io {
+            what: "read from upsd".into(),
+            err,
+        })?;
+        if buf.is_empty() {
+            return Err(ProbeError::NoReading(if line.is_empty() {
+                "upsd closed the connection without an answer".into()
+            } else {
+                "upsd closed the connection in the middle of an answer".into()
+            }));
+        }
+        let room = MAX_LINE - line.len();
+        match buf.iter().take(room).position(|&b| b == b'\n') {
+            Some(i) => {
+                line.extend_from_slice(&buf[..i]);
+                r.consume(i + 1);
+                break;
+            }
+            None if buf.len() >= room => {
+                return Err(ProbeError::NoReading(format!(
+                    "upsd sent a line longer than {MAX_LINE} bytes: not the NUT protocol"
+                )));
+            }
+            None => {
+                let n = buf.len();
+                line.extend_from_slice(buf);
+                r.consume(n);
+            }
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line)
+        .map_err(|_| ProbeError::NoReading("upsd sent bytes that are not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{FakeResolver, LOOPBACK};
+    use super::super::Outcome;
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio::time::Instant;
+
+    const T: Duration = Duration::from_secs(2);
+
+    fn secs(s: u64) -> Option<Duration> {
+        Some(Duration::from_secs(s))
+    }
+
+    #[test]
+    fn status_table() {
+        use Outcome::{Down, Unknown, Up};
+        // status, runtime, outcome, urgent
+        let cases: &[(&str, Option<Duration>, Outcome, bool)] = &[
+            ("OL", secs(900), Up, false),
+            ("OL CHRG", None, Up, false),
+            ("OL CHRG LB", secs(30), Up, false), // recharging after an outage
+            ("OL BYPASS", None, Up, false),
+            ("OL TRIM", None, Up, false),
+            ("FSD OL", None, Up, false), // mains is there: never a shutdown from us
+            ("OL DISCHRG CAL", None, Up, false),
+            ("OB", secs(600), Down, false),
+            ("OB DISCHRG", secs(600), Down, false),
+            ("OB DISCHRG LB", secs(90), Down, true),
+            ("OB LB", None, Down, true),
+            ("FSD OB", None, Down, true),
+            ("FSD OB LB", secs(10), Down, true),
+            ("  OB   LB  ", None, Down, true),
+            ("OL OB", None, Unknown, false),
+            ("", None, Unknown, false),
+            ("OFF", None, Unknown, false),
+            ("WAIT", None, Unknown, false),
+            ("LB", None, Unknown, false),
+            ("FSD", None, Unknown, false),
+            ("ol", None, Unknown, false), // flags are upper case
+            ("OLD", None, Unknown, false),
+            ("OBX LB", None, Unknown, false),
+        ];
+        for (status, runtime, want, urgent) in cases {
+            let (res, ups) = judge(status, *runtime);
+            assert_eq!(Outcome::of(&res), *want, "{status:?}: {res:?}");
+            let got_urgent = ups.is_some_and(|u| u.urgent);
+            assert_eq!(got_urgent, *urgent, "{status:?}");
+            match want {
+                Up => assert_eq!(
+                    ups,
+                    Some(UpsReading {
+                        on_battery: false,
+                        urgent: false,
+                        runtime: *runtime
+                    })
+                ),
+                Down => {
+                    let u = ups.expect("a reading on battery");
+                    assert!(u.on_battery);
+                    assert_eq!(u.runtime, *runtime);
+                    let msg = res.unwrap_err().to_string();
+                    assert!(msg.starts_with("UPS on battery (ups.status "), "{msg}");
+                    assert_eq!(msg.contains("low battery"), status.contains("LB"), "{msg}");
+                }
+                Unknown => {
+                    assert_eq!(ups, None);
+                    assert!(matches!(res, Err(ProbeError::NoReading(_))), "{res:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn var_lines() {
+        let p = |l: &str| parse_var(l, "ups", "ups.status");
+        assert_eq!(p("VAR ups ups.status \"OL\""), Some("OL".into()));
+        assert_eq!(p("VAR ups ups.status \"OB LB\"  "), Some("OB LB".into()));
+        assert_eq!(
+            p("VAR ups ups.status \"a\\\"b\\\\c\""),
+            Some("a\"b\\c".into())
+        );
+        assert_eq!(p("VAR ups ups.status \"\""), Some(String::new()));
+        for bad in [
+            "ERR DATA-STALE",
+            "VAR ups ups.status OL",
+            "VAR ups ups.status \"OL",
+            "VAR ups ups.status \"OL\" trailing",
+            "VAR ups ups.status \"OL\\",
+            "VAR ups2 ups.status \"OL\"",
+            "VAR upsx ups.status \"OL\"",
+            "VAR ups battery.runtime \"OL\"",
+            "VAR ups ups.statusx \"OL\"",
+            "var ups ups.status \"OL\"",
+            "",
+        ] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_runtime("342"), secs(342));
+        assert_eq!(
+            parse_runtime(" 342.50 "),
+            Some(Duration::from_millis(342_500))
+        );
+        for bad in ["", "-1", "NaN", "inf", "1e12", "ten", "0x10"] {
+            assert_eq!(parse_runtime(bad), None, "{bad:?}");
+        }
+    }
+
+    /// What the fake upsd does with each request line.
+    #[derive(Clone)]
+    enum Script {
+        /// Answer like upsd with this status and runtime (`None`: the UPS
+        /// does not report a runtime).
+        Ups(&'static str, Option<&'static str>),
+        /// Answer every request with these bytes.
+        Raw(&'static [u8]),
+        /// Answer the first request with these bytes, then close.
+        RawThenClose(&'static [u8]),
+        /// Accept, read, never answer.
+        Silent,
+        /// Accept and close at once.
+        Close,
+        /// Send one endless line without a newline.
+        Flood,
+        /// Take USERNAME mon, refuse any other user.
+        Login(&'static str),
+    }
+
+    /// A fake upsd on 127.0.0.1 serving `script` to every connection;
+    /// returns the port and the lines it received.
+    async fn fake_upsd(script: Script) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let script = script.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let (rd, mut wr) = s.into_split();
+                    let mut rd = BufReader::new(rd);
+                    match script {
+                        Script::Close => return,
+                        Script::Flood => {
+                            let chunk = [b'A'; 4096];
+                            while wr.write_all(&chunk).await.is_ok() {}
+                            return;
+                        }
+                        _ => {}
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if rd.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_string();
+                        log.lock().unwrap().push(line.clone());
+                        let reply: Vec<u8> = match &script {
+                            Script::Silent => continue,
+                            Script::Raw(b) => b.to_vec(),
+                            Script::RawThenClose(b) => {
+                                let _ = wr.write_all(b).await;
+                                return;
+                            }
+                            Script::Login(status) => {
+                                if line == "USERNAME mon" {
+                                    b"OK\n".to_vec()
+                                } else if line.starts_with("USERNAME") {
+                                    b"ERR ACCESS-DENIED\n".to_vec()
+                                } else if line == "GET VAR ups ups.status" {
+                                    format!("VAR ups ups.status \"{status}\"\n").into_bytes()
+                                } else {
+                                    b"ERR VAR-NOT-SUPPORTED\n".to_vec()
+                                }
+                            }
+                            Script::Ups(status, runtime) => {
+                                if line == "LOGOUT" {
+                                    let _ = wr.write_all(b"OK Goodbye\n").await;
+                                    return;
+                                }
+                                match line.as_str() {
+                                    "GET VAR ups ups.status" => {
+                                        format!("VAR ups ups.status \"{status}\"\n").into_bytes()
+                                    }
+                                    "GET VAR ups battery.runtime" => match runtime {
+                                        Some(r) => format!("VAR ups battery.runtime \"{r}\"\n")
+                                            .into_bytes(),
+                                        None => b"ERR VAR-NOT-SUPPORTED\n".to_vec(),
+                                    },
+                                    l if l.starts_with("GET VAR ") => b"ERR UNKNOWN-UPS\n".to_vec(),
+                                    _ => b"ERR UNKNOWN-COMMAND\n".to_vec(),
+                                }
+                            }
+                            Script::Close | Script::Flood => unreachable!(),
+                        };
+                        if wr.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    fn probe(port: u16, ups: &str) -> NutProbe {
+        NutProbe::new(
+            "nut://test",
+            LOOPBACK,
+            port,
+            ups,
+            None,
+            Arc::new(FakeResolver::Fail),
+        )
+    }
+
+    #[tokio::test]
+    async fn reads_status_and_runtime_and_logs_out() {
+        let (port, seen) = fake_upsd(Script::Ups("OB DISCHRG LB", Some("95"))).await;
+        let (res, ups) = probe(port, "ups").probe_ups(T).await;
+        assert_eq!(Outcome::of(&res), Outcome::Down, "{res:?}");
+        assert_eq!(
+            ups,
+            Some(UpsReading {
+                on_battery: true,
+                urgent: true,
+                runtime: secs(95)
+            })
+        );
+        assert_eq!(
+            res.unwrap_err().to_string(),
+            "UPS on battery (ups.status \"OB DISCHRG LB\"), battery.runtime 95s, low battery"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "GET VAR ups ups.status",
+                "GET VAR ups battery.runtime",
+                "LOGOUT"
+            ]
+        );
+
+        let (port, _) = fake_upsd(Script::Ups("OL CHRG", None)).await;
+        let (res, ups) = probe(port, "ups").probe_ups(T).await;
+        res.unwrap();
+        assert_eq!(ups.and_then(|u| u.runtime), None, "no runtime reported");
+        // The plain probe agrees.
+        probe(port, "ups").probe(T).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_failure_is_unknown_never_down() {
+        let long: &'static [u8] = Box::leak(
+            format!("VAR ups ups.status \"{}\"\n", "OB ".repeat(400))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        // (script, UPS name, words the reason must contain)
+        let cases: Vec<(Script, &str, &str)> = vec![
+            (Script::Raw(b"ERR DATA-STALE\n"), "ups", "data stale"),
+            (
+                Script::Raw(b"ERR ACCESS-DENIED\n"),
+                "ups",
+                "refused this client",
+            ),
+            (
+                Script::Raw(b"ERR DRIVER-NOT-CONNECTED\n"),
+                "ups",
+                "no driver",
+            ),
+            (Script::Ups("OB", None), "other", "no such UPS"),
+            (
+                Script::Raw(b"ERR SOMETHING-NEW extra\n"),
+                "ups",
+                "ERR SOMETHING-NEW",
+            ),
+            (
+                Script::Raw(b"HTTP/1.1 400 Bad Request\r\n"),
+                "ups",
+                "not the NUT protocol",
+            ),
+            (
+                Script::Raw(b"VAR ups ups.status \"OB\n"),
+                "ups",
+                "not the NUT protocol",
+            ),
+            (
+                Script::Raw(b"VAR ups ups.status \"\xff\xfe\"\n"),
+                "ups",
+                "not UTF-8",
+            ),
+            (Script::Raw(long), "ups", "longer than 512"),
+            (
+                Script::RawThenClose(b"VAR ups ups.status \"OB"),
+                "ups",
+                "closed the connection in the middle",
+            ),
+            (Script::Raw(b""), "ups", "did not answer"),
+            (Script::Flood, "ups", "longer than 512"),
+            (Script::Close, "ups", "closed the connection"),
+            (Script::Silent, "ups", "did not answer within"),
+            (Script::Ups("OL OB", None), "ups", "both OL and OB"),
+            (Script::Ups("WAIT", None), "ups", "neither OL nor OB"),
+            (Script::Ups("", Some("300")), "ups", "neither OL nor OB"),
+        ];
+        for (script, ups, needle) in cases {
+            let (port, _) = fake_upsd(script).await;
+            let started = Instant::now();
+            let (res, reading) = probe(port, ups).probe_ups(Duration::from_millis(500)).await;
+            assert!(
+                started.elapsed() < Duration::from_millis(900),
+                "{needle}: bounded by the timeout"
+            );
+            assert_eq!(Outcome::of(&res), Outcome::Unknown, "{needle}: {res:?}");
+            assert_eq!(reading, None, "{needle}");
+            let msg = res.unwrap_err().to_string();
+            assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+            assert!(msg.len() < 300, "bounded message: {msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_or_unresolvable_upsd_is_unknown() {
+        let (_refusing, port) = super::super::test_util::refused_port();
+        let res = probe(port, "ups").probe(T).await;
+        assert_eq!(Outcome::of(&res), Outcome::Unknown, "{res:?}");
+        assert!(res.unwrap_err().to_string().contains("refused"));
+
+        let p = NutProbe::new(
+            "n",
+            Host::Name("ups.test".into()),
+            port,
+            "ups",
+            None,
+            Arc::new(FakeResolver::Fail),
+        );
+        let res = p.probe(T).await;
+        assert_eq!(Outcome::of(&res), Outcome::Unknown, "{res:?}");
+        let hang = NutProbe::new(
+            "n",
+            Host::Name("ups.test".into()),
+            port,
+            "ups",
+            None,
+            Arc::new(FakeResolver::Hang),
+        );
+        let res = hang.probe(Duration::from_millis(100)).await;
+        assert_eq!(Outcome::of(&res), Outcome::Unknown, "{res:?}");
+        // The runner's safety net says the same.
+        assert!(hang.overrun(T).is_unknown());
+    }
+
+    #[tokio::test]
+    async fn sends_the_user_name_and_takes_a_refusal_as_unknown() {
+        let (port, seen) = fake_upsd(Script::Login("OL")).await;
+        let as_user = |user: &str| {
+            NutProbe::new(
+                "n",
+                LOOPBACK,
+                port,
+                "ups",
+                Some(user.into()),
+                Arc::new(FakeResolver::Fail),
+            )
+        };
+        as_user("mon").probe(T).await.unwrap();
+        assert_eq!(
+            seen.lock().unwrap()[..2],
+            ["USERNAME mon", "GET VAR ups ups.status"]
+        );
+        let res = as_user("eve").probe(T).await;
+        assert_eq!(Outcome::of(&res), Outcome::Unknown, "{res:?}");
+        assert!(res
+            .unwrap_err()
+            .to_string()
+            .contains("USERNAME with ERR ACCESS-DENIED"));
+    }
+
+    #[tokio::test]
+    async fn read_line_is_capped_and_strips_crlf() {
+        let mut r = BufReader::with_capacity(7, &b"OK\r\nVAR x\n"[..]);
+        assert_eq!(read_line(&mut r).await.unwrap(), "OK");
+        assert_eq!(read_line(&mut r).await.unwrap(), "VAR x");
+        assert!(read_line(&mut r).await.is_err());
+        // Exactly at the cap (newline included) passes; one more does not.
+        let ok = format!("{}\n", "a".repeat(MAX_LINE - 1));
+        let mut r = BufReader::with_capacity(64, ok.as_bytes());
+        assert_eq!(read_line(&mut r).await.unwrap().len(), MAX_LINE - 1);
+        let bad = format!("{}\n", "a".repeat(MAX_LINE));
+        let mut r = BufReader::with_capacity(64, bad.as_bytes());
+        let e = read_line(&mut r).await.unwrap_err();
+        assert!(e.is_unknown(), "{e:?}");
+        let mut drained = Vec::new();
+        r.read_to_end(&mut drained).await.unwrap();
+        assert!(drained.len() <= bad.len());
+    }
+}
