@@ -31,8 +31,8 @@ deadline = time.time() + 30
 while time.time() < deadline:
     for line in open(sys.argv[1], errors="replace").read().splitlines():
         try:
-            f = json.loads(line)["fields"]
-            if f.get("message") == "serving HTTP":
+            f = json.loads(line)
+            if f.get("msg") == "serving HTTP":
                 print(f["address"])
                 sys.exit(0)
         except (ValueError, KeyError, TypeError):

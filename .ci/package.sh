@@ -11,31 +11,44 @@ fail() { echo "package: FAILED: $*" >&2; exit 1; }
 passed=0
 ok() { echo "package: ok: $*"; passed=$((passed + 1)); }
 
-if ! cargo deb --version >/dev/null 2>&1; then
-  echo "package: installing cargo-deb"
-  cargo install cargo-deb --locked --version 3.8.0 -q
-fi
 export DEBIAN_FRONTEND=noninteractive
-dpkg -s adduser >/dev/null 2>&1 || { apt-get update -q; apt-get install -y -q adduser; }
+need=()
+dpkg -s adduser >/dev/null 2>&1 || need+=(adduser)
+command -v lintian >/dev/null || need+=(lintian)
+command -v man >/dev/null || need+=(man-db)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -q; apt-get install -y -q --no-install-recommends "${need[@]}"; fi
 if dpkg -s coolmesh >/dev/null 2>&1; then
   fail "a coolmesh package is already installed here; remove it first (dpkg -P coolmesh)"
 fi
 
-# Reuses the release build when CI made one already (live-checks).
-# --strip: release builds keep line tables (profile.release debug = 1); the
-# packaged binary does not need them (11 MB installed instead of 82).
-cargo deb -p coolmesh --locked -q --strip
-deb=$(ls -t "$target"/debian/coolmesh_*.deb | head -n1)
+# Release binary, generated man pages, completions and changelog, cargo deb.
+deb=$(bash .ci/build-deb.sh)
 echo "package: built $deb"
 dpkg-deb --info "$deb" | sed -n '/Package:/,$p'
 
 contents=$(dpkg-deb --contents "$deb")
-for f in ./usr/bin/coolmesh ./lib/systemd/system/coolmesh.service ./etc/coolmesh/coolmesh.toml \
+for f in ./usr/bin/coolmesh ./usr/lib/systemd/system/coolmesh.service ./etc/coolmesh/coolmesh.toml \
   ./usr/share/polkit-1/rules.d/50-coolmesh.rules ./usr/share/doc/coolmesh/operator-guide.md \
+  ./usr/share/doc/coolmesh/changelog.Debian.gz ./usr/share/doc/coolmesh/changelog.gz ./usr/share/lintian/overrides/coolmesh \
+  ./usr/share/man/man1/coolmesh.1.gz ./usr/share/man/man1/coolmesh-agent.1.gz ./usr/share/man/man1/coolmesh-room-cancel.1.gz \
+  ./usr/share/bash-completion/completions/coolmesh ./usr/share/zsh/vendor-completions/_coolmesh \
+  ./usr/share/fish/vendor_completions.d/coolmesh.fish \
   ./usr/share/doc/coolmesh/examples/prometheus/prometheus.yml ./usr/share/doc/coolmesh/examples/dashboards/coolmesh-room.json; do
   grep -q " $f\$" <<<"$contents" || fail "$f missing from the package"
 done
-ok "package contents"
+grep -q ' ./lib/systemd/' <<<"$contents" && fail "a file under /lib/systemd (units belong in /usr/lib/systemd)"
+ok "package contents (unit in /usr/lib/systemd, man pages, completions, changelog)"
+
+# lintian, Debian's package checker: every tag it still reports is either
+# fixed or overridden with its reason in deploy/debian/lintian-overrides
+# (shipped as /usr/share/lintian/overrides/coolmesh, where lintian reads it).
+# Errors, warnings and info tags alike fail CI (pedantic and experimental
+# tags are not run).
+out=$(lintian --fail-on error,warning --display-info --tag-display-limit 0 "$deb" 2>&1) \
+  || fail "lintian reports errors or warnings; fix them or override them with a reason:
+$out"
+grep -E '^[EWI]: ' <<<"$out" && fail "lintian reports the info tags above; fix them or override them with a reason"
+ok "lintian: no error, warning or info tag left; $(grep -c '^coolmesh: ' deploy/debian/lintian-overrides) overridden with their reasons (deploy/debian/lintian-overrides)"
 
 # This machine's own /etc/coolmesh and /var/lib/coolmesh (a developer's
 # keygen, another test) are set aside and put back afterwards: the purge at
@@ -65,6 +78,18 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 coolmesh --version | head -n 1 | grep -q "^coolmesh $version (branch: .*, revision: .*)$" \
   || fail "coolmesh --version's first line is '$(coolmesh --version | head -n 1)'"
 ok "coolmesh --version: $(coolmesh --version | head -n 1)"
+# The man pages and completions, installed where man and the shells look.
+page=$(MANPAGER=cat MANWIDTH=100 man coolmesh-agent 2>/dev/null) || fail "man coolmesh-agent finds no page"
+grep -q -- '--web.listen-address' <<<"$page" || fail "man coolmesh-agent does not list --web.listen-address"
+MANPAGER=cat man coolmesh 2>/dev/null | grep -q 'coolmesh-room(1)' || fail "man coolmesh does not point to coolmesh-room(1)"
+# bash-completion loads /usr/share/bash-completion/completions/coolmesh on
+# demand; sourcing it must register the function, which completes commands.
+words=$(bash -c 'source /usr/share/bash-completion/completions/coolmesh
+  COMP_WORDS=(coolmesh ro); COMP_CWORD=1; COMP_LINE="coolmesh ro"; COMP_POINT=${#COMP_LINE}
+  f=$(complete -p coolmesh | sed -n "s/.*-F \([^ ]*\) .*/\1/p"); "$f" coolmesh ro coolmesh; echo "${COMPREPLY[*]}"') \
+  || fail "the bash completion does not load"
+grep -qw room <<<"$words" && grep -qw roster <<<"$words" || fail "bash completes 'coolmesh ro' to '$words', want room and roster"
+ok "man coolmesh, man coolmesh-agent; bash completes 'coolmesh ro' to: $words"
 # The fresh install's preflight, as root, for the service user coolmesh:
 # config, token, cluster key, programs, power-off permission. Exit 0
 # (warnings only: the dry run, no power targets yet, no roster).
@@ -115,7 +140,7 @@ ok "coolmesh user reads sensors"
 if command -v systemd-analyze >/dev/null; then
   # Without a running systemd, verify still parses the unit and checks its
   # directives, the ExecStart binary and the Documentation= file.
-  systemd-analyze verify --man=no /lib/systemd/system/coolmesh.service
+  systemd-analyze verify --man=no /usr/lib/systemd/system/coolmesh.service
   ok "systemd-analyze verify coolmesh.service"
 else
   echo "package: systemd-analyze not available; unit not verified"

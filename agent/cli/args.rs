@@ -57,6 +57,39 @@ pub enum Cmd {
     Explain(ExplainArgs),
     /// Run a local cluster with simulated sensors and power; drive it from the keyboard.
     Demo(DemoArgs),
+    /// Write the man pages or a shell's completions, generated from this
+    /// command line (for packagers: .ci/package.sh ships them).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+/// `coolmesh generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to write.
+    #[command(subcommand)]
+    pub what: GenerateWhat,
+}
+
+/// What `coolmesh generate` writes.
+#[derive(Debug, Subcommand)]
+pub enum GenerateWhat {
+    /// Man pages: coolmesh.1, and coolmesh-COMMAND.1 for every command.
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// The completion script of a shell.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        /// Write it into DIR under the name the shell looks for (bash:
+        /// coolmesh, zsh: _coolmesh, fish: coolmesh.fish) instead of stdout.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Flags shared by `agent` and `sensors`.
@@ -89,7 +122,7 @@ pub struct AgentArgs {
     /// Config file and source selection.
     #[command(flatten)]
     pub src: SourceFlags,
-    /// Address for HTTP (config: http.listen_address; default 127.0.0.1:9876).
+    /// Address for HTTP (config: http.listen_address; default 127.0.0.1:10027).
     #[arg(long = "web.listen-address", value_name = "ADDR")]
     pub listen_address: Option<String>,
     /// TLS and basic auth: web config file in the Prometheus exporter-toolkit
@@ -142,9 +175,9 @@ pub struct AgentArgs {
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable.
+    /// `time=… level=INFO source=file.rs:12 msg="…" key=value`, as Prometheus 3 writes it.
     Logfmt,
-    /// One JSON object per line.
+    /// One flat JSON object per line: `time`, `level`, `source`, `msg`, then the fields.
     Json,
 }
 
@@ -258,7 +291,7 @@ impl CheckConfigArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
     /// The agent's address: http://HOST:PORT, or https://HOST:PORT with TLS.
-    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    #[arg(long, default_value = "http://127.0.0.1:10027")]
     pub url: String,
     /// TLS and basic auth towards the agent.
     #[command(flatten)]
@@ -311,7 +344,7 @@ pub struct KeygenArgs {
 #[derive(Debug, Clone, Args)]
 pub struct CounterArgs {
     /// The agent's address: http://HOST:PORT, or https://HOST:PORT with TLS.
-    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    #[arg(long, default_value = "http://127.0.0.1:10027")]
     pub url: String,
     /// TLS and basic auth towards the agent.
     #[command(flatten)]
@@ -358,7 +391,7 @@ pub struct NodeFlags {
     /// TLS. For roster changes use the same node every time (a change starts
     /// from the roster that node holds); a room command goes from this node
     /// to every member it is connected to.
-    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    #[arg(long, default_value = "http://127.0.0.1:10027")]
     pub url: String,
     /// TLS and basic auth towards the agent.
     #[command(flatten)]
@@ -445,7 +478,7 @@ pub struct ExplainArgs {
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// The agent to ask: http://HOST:PORT, or https://HOST:PORT with TLS.
-    #[arg(long, default_value = "http://127.0.0.1:9876")]
+    #[arg(long, default_value = "http://127.0.0.1:10027")]
     pub url: String,
     /// TLS and basic auth towards the agent.
     #[command(flatten)]
@@ -543,7 +576,7 @@ pub struct DemoArgs {
     pub nodes: u16,
     /// First of 2N+1 consecutive ports on 127.0.0.1: HTTP of the agents,
     /// then their libp2p ports, then the simulated power target.
-    #[arg(long = "base-port", value_name = "PORT", default_value_t = 9876, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long = "base-port", value_name = "PORT", default_value_t = 10027, value_parser = clap::value_parser!(u16).range(1..))]
     pub base_port: u16,
     /// Power grace, also the overheat grace; the cooling grace is twice this (1s-1h).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]

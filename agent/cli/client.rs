@@ -211,7 +211,7 @@ pub async fn request_with_body(
     let url = ep.url.as_str();
     let uri: hyper::Uri = format!("{}{path}", url.trim_end_matches('/'))
         .parse()
-        .map_err(|e| anyhow::anyhow!("bad --url {url:?}: {e} (e.g. http://127.0.0.1:9876)"))?;
+        .map_err(|e| anyhow::anyhow!("bad --url {url:?}: {e} (e.g. http://127.0.0.1:10027)"))?;
     let https = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
@@ -221,7 +221,7 @@ pub async fn request_with_body(
         .host()
         .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
     else {
-        anyhow::bail!("bad --url {url:?}: no host (e.g. http://127.0.0.1:9876)");
+        anyhow::bail!("bad --url {url:?}: no host (e.g. http://127.0.0.1:10027)");
     };
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let mut req = hyper::Request::builder()

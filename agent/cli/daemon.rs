@@ -43,7 +43,12 @@ pub fn main(args: Box<AgentArgs>) -> ExitCode {
         eprintln!("coolmesh: not started");
         return ExitCode::from(2);
     }
-    crate::logging::init(&cfg.log.level, cfg.log.format == "json");
+    let encoding = if cfg.log.format == "json" {
+        crate::logformat::Encoding::Json
+    } else {
+        crate::logformat::Encoding::Logfmt
+    };
+    crate::logging::init(&cfg.log.level, encoding);
     // Before any socket exists: a 1024 soft limit is easy to reach
     // with a large room, and running out must not look like an
     // outage (see coolmesh_agent::rlimit).

@@ -1,4 +1,7 @@
-//! The daemon's logs: level filter, colour rules, text or JSON.
+//! The daemon's logs: level filter, colour rules, and the line format
+//! (logfmt or JSON with Prometheus' keys: [`crate::logformat`]).
+
+use crate::logformat::{Encoding, PromFormat, SpanFields};
 
 /// Log directives added to every `log.level` that does not mention their
 /// target: libp2p's request-response warns once per inbound stream it
@@ -19,8 +22,9 @@ fn log_filter(level: &str) -> String {
     f
 }
 
-/// Colour in the logs: only on a terminal, never with `NO_COLOR` set to
-/// anything (<https://no-color.org>) or `TERM=dumb`, as the other commands.
+/// Colour in the logs (the level of a logfmt line; JSON never has any):
+/// only on a terminal, never with `NO_COLOR` set to anything
+/// (<https://no-color.org>) or `TERM=dumb`, as the other commands.
 fn log_colour(
     tty: bool,
     no_color: Option<std::ffi::OsString>,
@@ -29,25 +33,25 @@ fn log_colour(
     tty && no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb")
 }
 
-pub fn init(level: &str, json: bool) {
+pub fn init(level: &str, encoding: Encoding) {
     let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level)).unwrap_or_else(|e| {
         eprintln!("bad log level {level:?} ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
     use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(log_colour(
+    let colour = encoding == Encoding::Logfmt
+        && log_colour(
             std::io::stderr().is_terminal(),
             std::env::var_os("NO_COLOR"),
             std::env::var_os("TERM"),
-        ))
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
+        );
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .fmt_fields(SpanFields)
+        .event_format(PromFormat { encoding })
+        .init();
 }
 
 #[cfg(test)]

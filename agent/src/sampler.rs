@@ -220,12 +220,14 @@ pub async fn run(
         for (i, st) in statuses.iter().enumerate() {
             if was_up[i] != Some(st.up) {
                 match &st.error {
-                    Some(e) => tracing::warn!(source = %st.name, error = %e, "thermal source down"),
+                    Some(e) => {
+                        tracing::warn!(thermal_source = %st.name, error = %e, "thermal source down")
+                    }
                     None if was_up[i].is_some() => {
-                        tracing::info!(source = %st.name, readings = st.readings, "thermal source up again")
+                        tracing::info!(thermal_source = %st.name, readings = st.readings, "thermal source up again")
                     }
                     None => {
-                        tracing::info!(source = %st.name, readings = st.readings, "thermal source up")
+                        tracing::info!(thermal_source = %st.name, readings = st.readings, "thermal source up")
                     }
                 }
                 was_up[i] = Some(st.up);

@@ -576,7 +576,7 @@ fn run_flood(default_secs: u64) {
     let mut by_msg: BTreeMap<String, usize> = BTreeMap::new();
     for l in &lines {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
-            let key = format!("{} {} {}", v["level"], v["target"], v["fields"]["message"]);
+            let key = format!("{} {} {}", v["level"], v["source"], v["msg"]);
             *by_msg.entry(key.chars().take(160).collect()).or_default() += 1;
         }
     }

@@ -9,7 +9,7 @@
 # here). Settings come from the environment:
 #
 #   COOLMESH_AGENTS  agents to ask, in order, until one answers
-#                    (default: http://127.0.0.1:9876)
+#                    (default: http://127.0.0.1:10027)
 #   COOLMESH_ROOM    room name, part of the output file name (default: room)
 #   FILE_SD_DIR      directory in prometheus.yml's file_sd_configs
 #                    (default: /etc/prometheus/file_sd)
@@ -21,7 +21,7 @@
 # last known room, so AgentDown alerts keep working) and the script exits 1.
 set -eu
 
-agents=${COOLMESH_AGENTS:-http://127.0.0.1:9876}
+agents=${COOLMESH_AGENTS:-http://127.0.0.1:10027}
 room=${COOLMESH_ROOM:-room}
 dir=${FILE_SD_DIR:-/etc/prometheus/file_sd}
 out="$dir/coolmesh-$room.json"

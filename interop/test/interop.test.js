@@ -72,13 +72,13 @@ async function eventually (what, fn, { within = 15000, every = 200 } = {}) {
   }
 }
 
-/** The fields of the agent's first JSON log line with this message. */
+/** The agent's first JSON log line (flat: time, level, source, msg, fields) with this message. */
 function logged (a, message) {
   if (!existsSync(a.log)) return undefined
   for (const line of readFileSync(a.log, 'utf8').split('\n')) {
     try {
-      const f = JSON.parse(line).fields
-      if (f && f.message === message) return f
+      const f = JSON.parse(line)
+      if (f && f.msg === message) return f
     } catch {}
   }
   return undefined

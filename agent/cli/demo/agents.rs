@@ -163,21 +163,22 @@ pub(super) fn log_tail(path: &Path, lines: usize) -> Vec<String> {
         .collect()
 }
 
+/// An agent's JSON log line (`time`, `level`, `source`, `msg`, then the
+/// event's fields, flat) as `LEVEL msg key=value ...` for the screen: the
+/// time and source say nothing in a demo's last-lines report.
 pub(super) fn readable_log_line(line: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_str::<serde_json::Value>(line) else {
         return line.to_string();
     };
-    let level = v["level"].as_str().unwrap_or("");
-    let mut s = format!("{level} {}", v["fields"]["message"].as_str().unwrap_or(""));
-    if let Some(f) = v["fields"].as_object() {
-        for (k, val) in f {
-            if k != "message" {
-                let val = val
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| val.to_string());
-                s.push_str(&format!(" {k}={val}"));
-            }
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
+    let mut s = format!("{} {}", text("level"), text("msg"));
+    for (k, val) in &v {
+        if !matches!(k.as_str(), "time" | "level" | "source" | "msg") {
+            let val = val
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| val.to_string());
+            s.push_str(&format!(" {k}={val}"));
         }
     }
     s.trim().to_string()

@@ -31,7 +31,7 @@
 //!
 //! Ports, from `--base-port B` with N nodes, all on 127.0.0.1: HTTP of
 //! demo-i on `B+i-1`, its libp2p listener on `B+N+i-1`, the power node on
-//! `B+2N`. With the defaults, demo-1 serves on 9876 like a lone agent.
+//! `B+2N`. With the defaults, demo-1 serves on 10027 like a lone agent.
 //!
 //! Decisions:
 //!
@@ -68,7 +68,7 @@
 //!   exits) as single lines. The table is printed every 2 s while something
 //!   happens (a simulated fault, a node not `normal`, temperatures not back
 //!   at ambient, a change) and on `s`; a calm demo stays quiet. Colour only
-//!   when stdout is a terminal and `NO_COLOR` is unset.
+//!   when stdout is a terminal, `NO_COLOR` is unset and `TERM` is not `dumb`.
 
 mod agents;
 mod screen;

@@ -139,11 +139,11 @@ pub struct Style {
 }
 
 impl Style {
-    /// Colour when stdout is a terminal and `NO_COLOR` is unset or empty.
+    /// Colour by the rule of every command (`render::colour_stdout`): a
+    /// terminal, `NO_COLOR` unset or empty, `TERM` not `dumb`.
     pub fn detect() -> Style {
         Style {
-            colour: std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            colour: crate::render::colour_stdout(),
         }
     }
 

@@ -23,7 +23,7 @@ impl Ports {
         let Some(power) = port(2 * u32::from(nodes)) else {
             let n = 2 * u32::from(nodes) + 1;
             return Err(format!(
-                "--base-port {base} with --nodes {nodes} needs {n} ports, {base} to {last}, past 65535; use a lower --base-port, e.g. --base-port 9876"
+                "--base-port {base} with --nodes {nodes} needs {n} ports, {base} to {last}, past 65535; use a lower --base-port, e.g. --base-port 10027"
             ));
         };
         let n = u32::from(nodes);

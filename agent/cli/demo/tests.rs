@@ -215,3 +215,17 @@ fn toml_strings_escape() {
     assert_eq!(toml_str(r#"a"b\c"#), r#""a\"b\\c""#);
     assert_eq!(toml_str("x\ny"), "\"x\\u000Ay\"");
 }
+
+#[test]
+fn agent_log_lines_read_as_level_message_fields() {
+    let line = r#"{"time":"2026-01-02T03:04:05.678Z","level":"WARN","source":"agent.rs:9","msg":"dial failed","peer":"b","attempts":3}"#;
+    assert_eq!(
+        agents::readable_log_line(line),
+        "WARN dial failed attempts=3 peer=b"
+    );
+    // Not JSON (a panic message, say): shown as it is.
+    assert_eq!(
+        agents::readable_log_line("thread main panicked"),
+        "thread main panicked"
+    );
+}

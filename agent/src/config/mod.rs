@@ -72,11 +72,17 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
 }
 
+/// The default HTTP port: free in the Prometheus wiki's "Default port
+/// allocations" next to the last exporters listed there (9876, the old
+/// default, is Sachet's); docs/reference.md, "Flags".
+pub const DEFAULT_HTTP_PORT: u16 = 10027;
+
 /// `[http]`
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
-    /// Listen address. Default `127.0.0.1:9876`: nothing listens on a wide
-    /// address unless the operator asks (`:9876` or `0.0.0.0:9876`).
+    /// Listen address. Default `127.0.0.1:10027` ([`DEFAULT_HTTP_PORT`]):
+    /// nothing listens on a wide address unless the operator asks
+    /// (`:10027` or `0.0.0.0:10027`).
     pub listen_address: String,
     /// File holding the bearer token for POST endpoints. Default none: the
     /// mutating endpoints answer 403.
@@ -317,7 +323,7 @@ impl Default for Config {
                 state_dir: PathBuf::from("/var/lib/coolmesh"),
             },
             http: HttpConfig {
-                listen_address: "127.0.0.1:9876".into(),
+                listen_address: format!("127.0.0.1:{DEFAULT_HTTP_PORT}"),
                 token_file: None,
                 max_connections: 64,
                 max_connections_per_ip: 8,
@@ -454,14 +460,14 @@ pub fn check_log_level(level: &str) -> Result<(), String> {
         .map_err(|e| format!("{level:?} is not a log filter ({e}); {}", allowed()))
 }
 
-/// Turn node_exporter-style `:9876` into `0.0.0.0:9876`, and check the address.
+/// Turn node_exporter-style `:10027` into `0.0.0.0:10027`, and check the address.
 pub fn normalize_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     let full = if s.starts_with(':') {
         format!("0.0.0.0{s}")
     } else {
         s.to_string()
     };
-    full.parse().map_err(|_| format!("{s:?} is not host:port with an IP address (e.g. \"127.0.0.1:9876\", \":9876\", \"[::1]:9876\")"))
+    full.parse().map_err(|_| format!("{s:?} is not host:port with an IP address (e.g. \"127.0.0.1:10027\", \":10027\", \"[::1]:10027\")"))
 }
 
 /// Why the cluster must not start (the agent refuses, `check-config` fails):

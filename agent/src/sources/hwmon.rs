@@ -264,7 +264,7 @@ pub fn read_hwmon(sysfs: &Path) -> Result<Vec<Reading>, SourceError> {
         }
     }
     for e in &errors {
-        tracing::debug!(source = "hwmon", error = %e, "sensor skipped");
+        tracing::debug!(thermal_source = "hwmon", error = %e, "sensor skipped");
     }
     if out.is_empty() && attempted > 0 && !errors.is_empty() {
         return Err(SourceError::Parse(errors.join("; ")));

@@ -42,15 +42,16 @@ impl Drop for Agent {
     }
 }
 
-/// The `fields` of a JSON log line whose message is one of `messages`.
+/// A JSON log line (one flat object: `time`, `level`, `source`, `msg`, then
+/// the event's fields) whose `msg` is one of `messages`.
 fn log_fields(line: &str, messages: &[&str]) -> Option<serde_json::Value> {
     let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
-    let msg = v["fields"]["message"].as_str()?;
-    messages.contains(&msg).then(|| v["fields"].clone())
+    let msg = v["msg"].as_str()?;
+    messages.contains(&msg).then_some(v)
 }
 
 impl Agent {
-    /// The fields of the first log line (since the start) whose message is
+    /// The first log line (since the start) whose message is
     /// one of `messages`, waiting up to `within` for it.
     pub fn wait_log(&mut self, messages: &[&str], within: Duration) -> serde_json::Value {
         if let Some(f) = self.early_logs.iter().find_map(|l| log_fields(l, messages)) {
