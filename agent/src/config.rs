@@ -64,6 +64,8 @@ pub enum SourceKind {
     File,
     /// An external command printing JSON readings.
     Exec,
+    /// The BMC's sensors through `ipmitool` or freeipmi.
+    Ipmi,
 }
 
 impl SourceKind {
@@ -76,6 +78,7 @@ impl SourceKind {
             SourceKind::LmSensors => "lm_sensors",
             SourceKind::File => "file",
             SourceKind::Exec => "exec",
+            SourceKind::Ipmi => "ipmi",
         }
     }
 
@@ -88,6 +91,7 @@ impl SourceKind {
             "lm_sensors" => SourceKind::LmSensors,
             "file" => SourceKind::File,
             "exec" => SourceKind::Exec,
+            "ipmi" => SourceKind::Ipmi,
             _ => return None,
         })
     }
@@ -174,6 +178,9 @@ pub struct SensorsConfig {
     pub lm_sensors_file: Option<PathBuf>,
     /// `auto`, `json` or `text`. Default `auto`.
     pub lm_sensors_format: String,
+    /// `ipmi` source: the IPMI settings (`ipmi_*` keys); see
+    /// [`crate::sources::ipmi`].
+    pub ipmi: IpmiSettings,
     /// Threshold rules, applied in order.
     pub thresholds: Vec<ThresholdRule>,
     /// `[[sensors.roles]]`: which sensors measure inlet or ambient air
@@ -185,6 +192,73 @@ pub struct SensorsConfig {
     /// holding `0.85` or `85%`). The CPU load tells a workload step from a
     /// cooling failure; `none` judges component heating by its shape alone.
     pub cpu_load: crate::sampler::LoadSource,
+}
+
+/// The `ipmi_*` keys of `[sensors]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpmiSettings {
+    /// `ipmi_command`: the tool and its arguments, run without a shell.
+    /// Default `["ipmitool", "sensor"]` (this server's BMC through
+    /// `/dev/ipmi0`); freeipmi: `["ipmi-sensors", "--output-sensor-thresholds",
+    /// "--comma-separated-output"]`. A password argument (`-P`, freeipmi's
+    /// `-p`) is refused: `ps` shows it to every user.
+    pub command: Vec<String>,
+    /// `ipmi_host`: a BMC over the network (`HOST` or `HOST:PORT`); adds
+    /// `-I lanplus -H HOST [-p PORT]` to an ipmitool command. Default none.
+    pub host: Option<String>,
+    /// `ipmi_user`: the BMC user (`-U`). Default none (ipmitool's own).
+    pub user: Option<String>,
+    /// `ipmi_password_file`: a file holding the password (`-f`), mode 0600
+    /// or 0640. Default none.
+    pub password_file: Option<PathBuf>,
+    /// `ipmi_interval`: from one run of the tool to the next. Default 5 s:
+    /// a BMC answers a full sensor list in one to several seconds and its
+    /// own sensors update about that often. Shorter loads a slow BMC for
+    /// nothing; longer makes the cooling detector wait for more distinct
+    /// samples (it needs a rise over ten of them).
+    pub interval: Duration,
+    /// `ipmi_timeout`: a run still going after this is killed and the
+    /// source is down. Default 10 s. Shorter fails slow BMCs (lanplus with
+    /// many sensors); longer leaves a hung BMC unseen longer.
+    pub timeout: Duration,
+}
+
+impl IpmiSettings {
+    /// The network BMC, when `ipmi_host` is set.
+    pub fn lanplus(&self) -> Option<crate::sources::ipmi::Lanplus> {
+        self.host.as_ref().map(|h| crate::sources::ipmi::Lanplus {
+            host: h.clone(),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+        })
+    }
+
+    /// The source's settings: the full command and the cadence.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::sources::ipmi::argv_with_lanplus`].
+    pub fn source_config(&self) -> Result<crate::sources::ipmi::IpmiConfig, String> {
+        Ok(crate::sources::ipmi::IpmiConfig {
+            argv: crate::sources::ipmi::argv_with_lanplus(&self.command, self.lanplus().as_ref())?,
+            interval: self.interval,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl Default for IpmiSettings {
+    fn default() -> Self {
+        let d = crate::sources::ipmi::IpmiConfig::default();
+        IpmiSettings {
+            command: d.argv,
+            host: None,
+            user: None,
+            password_file: None,
+            interval: d.interval,
+            timeout: d.timeout,
+        }
+    }
 }
 
 /// `[power]`
@@ -376,6 +450,7 @@ impl Default for Config {
                 lm_sensors_command: vec!["sensors".into()],
                 lm_sensors_file: None,
                 lm_sensors_format: "auto".into(),
+                ipmi: IpmiSettings::default(),
                 thresholds: Vec::new(),
                 roles: Vec::new(),
                 cpu_load: crate::sampler::LoadSource::System,
@@ -1068,6 +1143,12 @@ fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig) {
         "lm_sensors_command",
         "lm_sensors_file",
         "lm_sensors_format",
+        "ipmi_command",
+        "ipmi_host",
+        "ipmi_user",
+        "ipmi_password_file",
+        "ipmi_interval",
+        "ipmi_timeout",
         "thresholds",
         "roles",
         "cpu_load",
@@ -1098,7 +1179,7 @@ fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig) {
                         None => w.err(
                             full,
                             it.span(),
-                            format!("unknown source {name:?}; sources are hwmon, thermal_zone, sysinfo, lm_sensors, file, exec"),
+                            format!("unknown source {name:?}; sources are hwmon, thermal_zone, sysinfo, lm_sensors, file, exec, ipmi"),
                         ),
                     }
                 }
@@ -1125,6 +1206,31 @@ fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig) {
         "lm_sensors_format" => {
             if let Some(v) = w.one_of(full, it, &["auto", "json", "text"]) {
                 s.lm_sensors_format = v;
+            }
+        }
+        "ipmi_command" => {
+            if let Some(v) = w.argv(full, it) {
+                match crate::sources::ipmi::password_argument(&v) {
+                    Some(a) => w.err(
+                        full,
+                        it.span(),
+                        format!("{a:?} puts the BMC password on the command line, where `ps` shows it to every user; use ipmi_password_file (ipmitool -f) or, for ipmi-sensors, --config-file"),
+                    ),
+                    None => s.ipmi.command = v,
+                }
+            }
+        }
+        "ipmi_host" => s.ipmi.host = w.nonempty_string(full, it),
+        "ipmi_user" => s.ipmi.user = w.nonempty_string(full, it),
+        "ipmi_password_file" => s.ipmi.password_file = w.nonempty_string(full, it).map(PathBuf::from),
+        "ipmi_interval" => {
+            if let Some(d) = w.duration(full, it, Duration::from_secs(1), Duration::from_secs(3600)) {
+                s.ipmi.interval = d;
+            }
+        }
+        "ipmi_timeout" => {
+            if let Some(d) = w.duration(full, it, Duration::from_millis(100), Duration::from_secs(600)) {
+                s.ipmi.timeout = d;
             }
         }
         "cpu_load" => {
@@ -1488,6 +1594,23 @@ fn cross_check(w: &mut Walker<'_>, c: &Config) {
             "the `exec` source is enabled but sensors.exec is not set".into(),
         );
     }
+    let ipmi = &c.sensors.ipmi;
+    if ipmi.host.is_none() && (ipmi.user.is_some() || ipmi.password_file.is_some()) {
+        let key = if ipmi.user.is_some() {
+            "sensors.ipmi_user"
+        } else {
+            "sensors.ipmi_password_file"
+        };
+        err(
+            w,
+            key,
+            "needs sensors.ipmi_host (a BMC over the network)".into(),
+        );
+    }
+    if let Err(e) = crate::sources::ipmi::argv_with_lanplus(&ipmi.command, ipmi.lanplus().as_ref())
+    {
+        err(w, "sensors.ipmi_host", e);
+    }
 }
 
 /// The log levels `log.level` takes, alone or after `TARGET=`.
@@ -1698,13 +1821,13 @@ command = ["systemctl", "poweroff"]
 
     #[test]
     fn every_problem_is_reported_with_key_and_line() {
-        let src = "[sensors]\nintervall = \"10s\"\ninterval = \"ten seconds\"\nsources = [\"hwmon\", \"ipmi\"]\n\n[power]\npolicy = \"most\"\njitter = 2.0\n[bogus]\nx = 1\n[shutdown]\ncommand = []\nrecovery_probes = \"2\"\n";
+        let src = "[sensors]\nintervall = \"10s\"\ninterval = \"ten seconds\"\nsources = [\"hwmon\", \"ipmii\"]\n\n[power]\npolicy = \"most\"\njitter = 2.0\n[bogus]\nx = 1\n[shutdown]\ncommand = []\nrecovery_probes = \"2\"\n";
         let errs = parse(src).expect_err("invalid").0;
         let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
         let want = [
             ("sensors.intervall", 2, "did you mean `interval`"),
             ("sensors.interval", 3, "not a duration"),
-            ("sensors.sources", 4, "unknown source \"ipmi\""),
+            ("sensors.sources", 4, "unknown source \"ipmii\""),
             ("power.policy", 7, "not one of any, all, majority"),
             ("power.jitter", 8, "out of range"),
             ("bogus", 9, "unknown key"),
