@@ -53,9 +53,11 @@ echo 23 > "$dir/inlet.val"
 emu="$PWD/$sim/coolmesh.emu"
 (cd "$dir" && exec ipmi_sim -c "$dir/lan.conf" -f "$emu" -s "$dir/state" -n) > "$dir/sim.log" 2>&1 &
 pid=$!
+# Ready once "Inlet Temp" reads the polled file (23): before its first poll
+# (500 ms) the simulator answers 0 for it.
 ok=
 for _ in $(seq 50); do
-  if ipmitool -I lanplus -H 127.0.0.1 -p "$port" -U coolmesh -f "$dir/password" -C 3 sdr type Temperature 2>/dev/null | grep -q '^Inlet Temp'; then
+  if ipmitool -I lanplus -H 127.0.0.1 -p "$port" -U coolmesh -f "$dir/password" -C 3 sdr type Temperature 2>/dev/null | grep -Eq '^Inlet Temp .*\| 23 degrees C$'; then
     ok=1
     break
   fi

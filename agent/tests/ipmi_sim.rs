@@ -90,15 +90,40 @@ async fn until(s: &Arc<Ipmi>, what: &str, check: impl Fn(&Result<Vec<Reading>, S
     }
 }
 
-/// Send one emulator command to the simulator's console.
+/// Send one emulator command to the simulator's console and wait for the
+/// prompt after its echo. Closing earlier kills ipmi_sim: it writes the
+/// echo and the prompt to the closed socket and dies of SIGPIPE.
 fn console(addr: &str, cmd: &str) {
     let mut c = std::net::TcpStream::connect(addr).expect("console");
-    c.set_read_timeout(Some(Duration::from_millis(500)))
+    c.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     c.write_all(format!("{cmd}\n").as_bytes()).expect("write");
-    let mut buf = [0u8; 4096];
-    // The prompt, telnet options and the echo: read and dropped.
-    let _ = c.read(&mut buf);
+    if cmd == "quit" {
+        return;
+    }
+    // Telnet options, the prompt, the echo, the next prompt.
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&seen);
+        if text
+            .find(cmd)
+            .is_some_and(|i| text[i + cmd.len()..].contains("> "))
+        {
+            return;
+        }
+    }
+    panic!(
+        "console {addr}: no prompt after {cmd:?}: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
 }
 
 fn check_values(rs: &[Reading], what: &str) {
