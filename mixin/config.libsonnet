@@ -59,6 +59,7 @@
       CoolmeshAgentDown: '5m',
       CoolmeshAgentsDown: '1m',
       CoolmeshSensorSourceDown: '5m',
+      CoolmeshBmcNotAnswering: '3m',
       CoolmeshNoTemperatureReadings: '10m',
       CoolmeshWatchdog: '0s',
       CoolmeshTemperatureHigh: '5m',

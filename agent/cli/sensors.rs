@@ -19,19 +19,25 @@ pub fn main(args: SensorsArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The ipmi source's first read waits for the BMC tool's first run,
+    // which may take up to its own timeout (longer than a sysfs read's).
+    let timeout = if cfg
+        .sensors
+        .sources
+        .contains(&coolmesh_agent::config::SourceKind::Ipmi)
+    {
+        cfg.sensors.timeout.max(cfg.sensors.ipmi.timeout)
+    } else {
+        cfg.sensors.timeout
+    };
     let progress = crate::render::Progress::new(&format!(
         "reading {} source(s), timeout {}",
         cfg.sensors.sources.len(),
-        humantime::format_duration(cfg.sensors.timeout)
+        humantime::format_duration(timeout)
     ));
     let out = rt.block_on(async {
         let sources = coolmesh_agent::agent::build_sources(&cfg)?;
-        let r = coolmesh_agent::sampler::read_all(
-            &sources,
-            cfg.sensors.timeout,
-            &cfg.sensors.thresholds,
-        )
-        .await;
+        let r = coolmesh_agent::sampler::read_all(&sources, timeout, &cfg.sensors.thresholds).await;
         anyhow::Ok(r)
     });
     rt.shutdown_timeout(Duration::from_millis(300));

@@ -232,7 +232,7 @@ local u = import '../lib/util.libsonnet';
           {
             alert: 'CoolmeshSensorSourceDown',
             expr: |||
-              (coolmesh_source_up{%(selector)s} == 0)
+              (coolmesh_source_up{%(selector)s,source!="ipmi"} == 0)
               * on (%(group)s, %(instance)s) group_left (%(room)s, %(node)s)
                 coolmesh_node_info{%(selector)s}
             ||| % L,
@@ -250,6 +250,32 @@ local u = import '../lib/util.libsonnet';
                 overheating may go unnoticed.
               ||| % (L { 'for': u.words(c.alertFor.CoolmeshSensorSourceDown) })),
               runbook_url: runbook('CoolmeshSensorSourceDown'),
+            },
+          },
+          {
+            // A silent BMC is this alert, not CoolmeshSensorSourceDown too.
+            alert: 'CoolmeshBmcNotAnswering',
+            expr: |||
+              (coolmesh_source_up{%(selector)s,source="ipmi"} == 0)
+              * on (%(group)s, %(instance)s) group_left (%(room)s, %(node)s)
+                coolmesh_node_info{%(selector)s}
+            ||| % L,
+            'for': c.alertFor.CoolmeshBmcNotAnswering,
+            labels: {
+              severity: c.severities.warning,
+            },
+            annotations: {
+              summary: "A server's BMC stopped answering coolmesh's IPMI reads.",
+              description: oneLine(|||
+                The ipmi sensor source on {{ $labels.%(instance)s }} (node
+                {{ $labels.%(node)s }}) has failed every read for %(for)s
+                (coolmesh_source_up = {{ $value }}): the BMC hangs, answers
+                garbage or no temperature at all, or ipmitool cannot reach it.
+                Its inlet and exhaust sensors are missing, so this server votes
+                on cooling by its CPU sensors alone (slower to tell a cooling
+                failure from a job).
+              ||| % (L { 'for': u.words(c.alertFor.CoolmeshBmcNotAnswering) })),
+              runbook_url: runbook('CoolmeshBmcNotAnswering'),
             },
           },
           {

@@ -224,6 +224,33 @@ pub(super) fn check_programs(r: &mut Report<'_>, c: &Config, h: &Host) {
             }
         }
     }
+    if s.sources.contains(&SourceKind::Ipmi) {
+        if let Some(p) = s.ipmi.command.first() {
+            program(
+                r,
+                "sensors.ipmi_command[0]",
+                p,
+                "the ipmi source would be down (apt install ipmitool, or freeipmi-tools)",
+            );
+        }
+        if s.ipmi.host.is_none() && !std::path::Path::new("/dev/ipmi0").exists() {
+            r.warn(
+                "sensors.ipmi_command",
+                "/dev/ipmi0 does not exist: no local BMC (modprobe ipmi_devintf ipmi_si), or set sensors.ipmi_host",
+            );
+        }
+        if let Some(f) = &s.ipmi.password_file {
+            if !f.exists() {
+                r.warn(
+                    "sensors.ipmi_password_file",
+                    format!(
+                        "{} does not exist: the ipmi source is down until it does",
+                        f.display()
+                    ),
+                );
+            }
+        }
+    }
     if s.sources.contains(&SourceKind::File) {
         if let Some(f) = &s.file {
             if !f.exists() {

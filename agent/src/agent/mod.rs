@@ -74,6 +74,16 @@ pub fn build_sources(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Source>>> {
             }
             SourceKind::Exec => Arc::new(sources::exec::ExecSource::new(s.exec.clone())),
             SourceKind::LmSensors => lm_sensors_from_config(s)?,
+            SourceKind::Ipmi => {
+                let c = s
+                    .ipmi
+                    .source_config()
+                    .map_err(|e| anyhow::anyhow!("sensors.ipmi_host: {e}"))?;
+                if let Some(f) = &s.ipmi.password_file {
+                    crate::perms::warn_secret_file("sensors.ipmi_password_file", f);
+                }
+                Arc::new(sources::ipmi::Ipmi::new(c))
+            }
         };
         out.push(src);
     }

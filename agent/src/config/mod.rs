@@ -34,6 +34,8 @@ pub enum SourceKind {
     File,
     /// An external command printing JSON readings.
     Exec,
+    /// The BMC's sensors through `ipmitool` or freeipmi.
+    Ipmi,
 }
 
 impl SourceKind {
@@ -46,6 +48,7 @@ impl SourceKind {
             SourceKind::LmSensors => "lm_sensors",
             SourceKind::File => "file",
             SourceKind::Exec => "exec",
+            SourceKind::Ipmi => "ipmi",
         }
     }
 
@@ -58,6 +61,7 @@ impl SourceKind {
             "lm_sensors" => SourceKind::LmSensors,
             "file" => SourceKind::File,
             "exec" => SourceKind::Exec,
+            "ipmi" => SourceKind::Ipmi,
             _ => return None,
         })
     }
@@ -133,6 +137,9 @@ pub struct SensorsConfig {
     pub lm_sensors_file: Option<PathBuf>,
     /// `auto`, `json` or `text`. Default `auto`.
     pub lm_sensors_format: String,
+    /// `ipmi` source: the IPMI settings (`ipmi_*` keys); see
+    /// [`crate::sources::ipmi`].
+    pub ipmi: IpmiSettings,
     /// Threshold rules, applied in order.
     pub thresholds: Vec<ThresholdRule>,
     /// `[[sensors.roles]]`: which sensors measure inlet or ambient air
@@ -144,6 +151,73 @@ pub struct SensorsConfig {
     /// holding `0.85` or `85%`). The CPU load tells a workload step from a
     /// cooling failure; `none` judges component heating by its shape alone.
     pub cpu_load: crate::sampler::LoadSource,
+}
+
+/// The `ipmi_*` keys of `[sensors]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpmiSettings {
+    /// `ipmi_command`: the tool and its arguments, run without a shell.
+    /// Default `["ipmitool", "sensor"]` (this server's BMC through
+    /// `/dev/ipmi0`); freeipmi: `["ipmi-sensors", "--output-sensor-thresholds",
+    /// "--comma-separated-output"]`. A password argument (`-P`, freeipmi's
+    /// `-p`) is refused: `ps` shows it to every user.
+    pub command: Vec<String>,
+    /// `ipmi_host`: a BMC over the network (`HOST` or `HOST:PORT`); adds
+    /// `-I lanplus -H HOST [-p PORT]` to an ipmitool command. Default none.
+    pub host: Option<String>,
+    /// `ipmi_user`: the BMC user (`-U`). Default none (ipmitool's own).
+    pub user: Option<String>,
+    /// `ipmi_password_file`: a file holding the password (`-f`), mode 0600
+    /// or 0640. Default none.
+    pub password_file: Option<PathBuf>,
+    /// `ipmi_interval`: from one run of the tool to the next. Default 5 s:
+    /// a BMC answers a full sensor list in one to several seconds and its
+    /// own sensors update about that often. Shorter loads a slow BMC for
+    /// nothing; longer makes the cooling detector wait for more distinct
+    /// samples (it needs a rise over ten of them).
+    pub interval: Duration,
+    /// `ipmi_timeout`: a run still going after this is killed and the
+    /// source is down. Default 10 s. Shorter fails slow BMCs (lanplus with
+    /// many sensors); longer leaves a hung BMC unseen longer.
+    pub timeout: Duration,
+}
+
+impl IpmiSettings {
+    /// The network BMC, when `ipmi_host` is set.
+    pub fn lanplus(&self) -> Option<crate::sources::ipmi::Lanplus> {
+        self.host.as_ref().map(|h| crate::sources::ipmi::Lanplus {
+            host: h.clone(),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+        })
+    }
+
+    /// The source's settings: the full command and the cadence.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::sources::ipmi::argv_with_lanplus`].
+    pub fn source_config(&self) -> Result<crate::sources::ipmi::IpmiConfig, String> {
+        Ok(crate::sources::ipmi::IpmiConfig {
+            argv: crate::sources::ipmi::argv_with_lanplus(&self.command, self.lanplus().as_ref())?,
+            interval: self.interval,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl Default for IpmiSettings {
+    fn default() -> Self {
+        let d = crate::sources::ipmi::IpmiConfig::default();
+        IpmiSettings {
+            command: d.argv,
+            host: None,
+            user: None,
+            password_file: None,
+            interval: d.interval,
+            timeout: d.timeout,
+        }
+    }
 }
 
 /// `[power]`
@@ -342,6 +416,7 @@ impl Default for Config {
                 lm_sensors_command: vec!["sensors".into()],
                 lm_sensors_file: None,
                 lm_sensors_format: "auto".into(),
+                ipmi: IpmiSettings::default(),
                 thresholds: Vec::new(),
                 roles: Vec::new(),
                 cpu_load: crate::sampler::LoadSource::System,

@@ -268,6 +268,12 @@ pub(super) fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig
         "lm_sensors_command",
         "lm_sensors_file",
         "lm_sensors_format",
+        "ipmi_command",
+        "ipmi_host",
+        "ipmi_user",
+        "ipmi_password_file",
+        "ipmi_interval",
+        "ipmi_timeout",
         "thresholds",
         "roles",
         "cpu_load",
@@ -298,7 +304,7 @@ pub(super) fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig
                         None => w.err(
                             full,
                             it.span(),
-                            format!("unknown source {name:?}; sources are hwmon, thermal_zone, sysinfo, lm_sensors, file, exec"),
+                            format!("unknown source {name:?}; sources are hwmon, thermal_zone, sysinfo, lm_sensors, file, exec, ipmi"),
                         ),
                     }
                 }
@@ -325,6 +331,31 @@ pub(super) fn parse_sensors(w: &mut Walker<'_>, t: &Table, s: &mut SensorsConfig
         "lm_sensors_format" => {
             if let Some(v) = w.one_of(full, it, &["auto", "json", "text"]) {
                 s.lm_sensors_format = v;
+            }
+        }
+        "ipmi_command" => {
+            if let Some(v) = w.argv(full, it) {
+                match crate::sources::ipmi::password_argument(&v) {
+                    Some(a) => w.err(
+                        full,
+                        it.span(),
+                        format!("{a:?} puts the BMC password on the command line, where `ps` shows it to every user; use ipmi_password_file (ipmitool -f) or, for ipmi-sensors, --config-file"),
+                    ),
+                    None => s.ipmi.command = v,
+                }
+            }
+        }
+        "ipmi_host" => s.ipmi.host = w.nonempty_string(full, it),
+        "ipmi_user" => s.ipmi.user = w.nonempty_string(full, it),
+        "ipmi_password_file" => s.ipmi.password_file = w.nonempty_string(full, it).map(PathBuf::from),
+        "ipmi_interval" => {
+            if let Some(d) = w.duration(full, it, Duration::from_secs(1), Duration::from_secs(3600)) {
+                s.ipmi.interval = d;
+            }
+        }
+        "ipmi_timeout" => {
+            if let Some(d) = w.duration(full, it, Duration::from_millis(100), Duration::from_secs(600)) {
+                s.ipmi.timeout = d;
             }
         }
         "cpu_load" => {
@@ -687,5 +718,22 @@ pub(super) fn cross_check(w: &mut Walker<'_>, c: &Config) {
             "sensors.exec",
             "the `exec` source is enabled but sensors.exec is not set".into(),
         );
+    }
+    let ipmi = &c.sensors.ipmi;
+    if ipmi.host.is_none() && (ipmi.user.is_some() || ipmi.password_file.is_some()) {
+        let key = if ipmi.user.is_some() {
+            "sensors.ipmi_user"
+        } else {
+            "sensors.ipmi_password_file"
+        };
+        err(
+            w,
+            key,
+            "needs sensors.ipmi_host (a BMC over the network)".into(),
+        );
+    }
+    if let Err(e) = crate::sources::ipmi::argv_with_lanplus(&ipmi.command, ipmi.lanplus().as_ref())
+    {
+        err(w, "sensors.ipmi_host", e);
     }
 }

@@ -83,13 +83,13 @@ command = ["systemctl", "poweroff"]
 
 #[test]
 fn every_problem_is_reported_with_key_and_line() {
-    let src = "[sensors]\nintervall = \"10s\"\ninterval = \"ten seconds\"\nsources = [\"hwmon\", \"ipmi\"]\n\n[power]\npolicy = \"most\"\njitter = 2.0\n[bogus]\nx = 1\n[shutdown]\ncommand = []\nrecovery_probes = \"2\"\n";
+    let src = "[sensors]\nintervall = \"10s\"\ninterval = \"ten seconds\"\nsources = [\"hwmon\", \"ipmii\"]\n\n[power]\npolicy = \"most\"\njitter = 2.0\n[bogus]\nx = 1\n[shutdown]\ncommand = []\nrecovery_probes = \"2\"\n";
     let errs = parse(src).expect_err("invalid").0;
     let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
     let want = [
         ("sensors.intervall", 2, "did you mean `interval`"),
         ("sensors.interval", 3, "not a duration"),
-        ("sensors.sources", 4, "unknown source \"ipmi\""),
+        ("sensors.sources", 4, "unknown source \"ipmii\""),
         ("power.policy", 7, "not one of any, all, majority"),
         ("power.jitter", 8, "out of range"),
         ("bogus", 9, "unknown key"),

@@ -82,11 +82,30 @@ impl RoleRule {
 /// (it sits on the board, away from the CPU, on most servers; give it
 /// `role = "component"` where it follows the CPU); everything else is a
 /// component.
+///
+/// A label that also names a part (`PS1 Inlet Temp`, `CPU1 Inlet`,
+/// `RISER1_INLET_TMP`, words starting with `ps`+digit, `psu`, `power`, `cpu`,
+/// `gpu`, `riser`, `dimm`, `mem`, `pch`, `vr`, `nic`, `pci`, `disk`, `hdd`,
+/// `nvme`) is that part's air, inside the chassis and warmed by the
+/// workload: a component. Air sensors vote without the workload check, so
+/// a wrong air role risks a false vote; a wrong component role only a later
+/// one.
 pub fn default_role(r: &Reading) -> Role {
     let label = r.label.as_deref().unwrap_or("").to_ascii_lowercase();
     let chip = r.chip.to_ascii_lowercase();
     let has = |w: &str| label.contains(w) || chip.contains(w);
-    if has("inlet") || has("intake") {
+    let part = label.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+        const PARTS: &[&str] = &[
+            "psu", "power", "cpu", "gpu", "riser", "dimm", "mem", "pch", "vr", "nic", "pci",
+            "disk", "hdd", "nvme",
+        ];
+        PARTS.iter().any(|p| w.starts_with(p))
+            || w.strip_prefix("ps")
+                .is_some_and(|d| d.starts_with(|c: char| c.is_ascii_digit()))
+    });
+    if part && (has("inlet") || has("intake") || has("ambient")) {
+        Role::Component
+    } else if has("inlet") || has("intake") {
         Role::Inlet
     } else if has("ambient") || has("room") {
         Role::Ambient

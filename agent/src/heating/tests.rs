@@ -47,6 +47,20 @@ fn default_roles_table() {
     assert_eq!(case("platform_coretemp_0", Some("Core 0")), Role::Component);
     assert_eq!(case("inlet", None), Role::Inlet);
     assert_eq!(case("nvme_nvme0", Some("Composite")), Role::Component);
+    // BMC names (ipmi source): the room's air, and air inside a part.
+    assert_eq!(case("ipmi", Some("Inlet Ambient")), Role::Inlet);
+    assert_eq!(case("ipmi", Some("01-Inlet Ambient")), Role::Inlet);
+    assert_eq!(case("ipmi", Some("Front Ambient")), Role::Ambient);
+    assert_eq!(case("ipmi", Some("Ambient Temp")), Role::Ambient);
+    assert_eq!(case("ipmi", Some("Intake")), Role::Inlet);
+    assert_eq!(case("ipmi", Some("Exhaust")), Role::Exhaust);
+    assert_eq!(case("ipmi", Some("Temp")), Role::Component);
+    assert_eq!(case("ipmi", Some("DIMMA1 Temp")), Role::Component);
+    assert_eq!(case("ipmi", Some("PS1 Inlet Temp")), Role::Component);
+    assert_eq!(case("ipmi", Some("PSU2 Inlet")), Role::Component);
+    assert_eq!(case("ipmi", Some("RISER1_INLET_TMP")), Role::Component);
+    assert_eq!(case("ipmi", Some("CPU1 Inlet")), Role::Component);
+    assert_eq!(case("ipmi", Some("Inlet Temps")), Role::Inlet);
 }
 
 #[test]

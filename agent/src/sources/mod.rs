@@ -11,8 +11,10 @@
 //! - [`lm_sensors`]: lm-sensors' `sensors` program or a saved output; a folder:
 //!   `mod.rs` (modes, command, formats), `json.rs`, `text.rs`, `tests/`.
 //! - [`exec`]: a plugin command printing a JSON readings document.
+//! - [`ipmi`]: the BMC's temperature sensors through `ipmitool` or freeipmi,
+//!   run on a cadence of its own.
 //! - [`file`]: a JSON readings document on disk; [`json`]: its schema.
-//! - [`child`]: the one child-process runner of `exec` and `lm_sensors`.
+//! - [`child`]: the one child-process runner of `exec`, `lm_sensors` and `ipmi`.
 
 use crate::thermal::Reading;
 use futures::future::BoxFuture;
@@ -25,6 +27,7 @@ pub mod child;
 pub mod exec;
 pub mod file;
 pub mod hwmon;
+pub mod ipmi;
 pub mod json;
 pub mod lm_sensors;
 pub mod sysinfo;
