@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //!
-//! - [`target`]: target strings (`icmp://`, `tcp://`, `http://`, `exec:`)
+//! - [`targets`]: target strings (`icmp://`, `tcp://`, `http://`, `nut://`, `exec:`)
 //!   parsed into a [`TargetSpec`] by [`parse_target`], with precise errors.
 //! - [`icmp`]: ICMP echo: pure packet build/parse, the startup
 //!   [`icmp_preflight`] (ping socket or raw socket), the [`IcmpProbe`].
@@ -101,7 +101,7 @@ pub mod metrics;
 pub mod nut;
 pub mod policy;
 pub mod runner;
-pub mod target;
+pub mod targets;
 pub mod tcp;
 #[cfg(test)]
 mod test_util;
@@ -113,7 +113,7 @@ pub use metrics::PowerMetrics;
 pub use nut::NutProbe;
 pub use policy::Policy;
 pub use runner::{jittered, run, Outcome, PowerObservation, RunConfig, TargetResult};
-pub use target::{parse_target, parse_targets, Host, TargetError, TargetKind, TargetSpec};
+pub use targets::{parse_target, parse_targets, Host, TargetError, TargetKind, TargetSpec};
 pub use tcp::TcpProbe;
 
 /// Why one probe of one target did not see it up.

@@ -1,4 +1,4 @@
-//! Tests of `target`: the target grammar, one table.
+//! Tests of `targets`: the target grammar, one table.
 
 use super::*;
 
