@@ -188,7 +188,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// [`request`] to an [`Endpoint`]: TLS and basic auth when it has them.
+/// One bounded HTTP request to an [`Endpoint`]: TLS and basic auth when it has them.
 /// With basic auth the token goes in `X-Coolmesh-Token` (the agent reads it
 /// there because `Authorization` carries the password).
 pub async fn request_to(

@@ -237,7 +237,7 @@ fn finite(v: Option<f64>) -> Option<f64> {
 impl Record {
     /// Build this node's record from what the agent published, truncating
     /// anything over the [`limits`] and dropping non-finite numbers, so the
-    /// result always encodes within [`MAX_RECORD_BYTES`].
+    /// result always encodes within [`MAX_RECORD_BYTES`](super::wire::record::MAX_RECORD_BYTES).
     pub fn from_local(
         local: &LocalState,
         cluster: &str,

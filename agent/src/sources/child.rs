@@ -99,6 +99,24 @@ pub async fn run(
     })
 }
 
+/// How much of a failed command's stderr goes into its error.
+pub(crate) const EXCERPT_CHARS: usize = 300;
+
+/// A one-line, bounded excerpt of a command's stderr (at most
+/// [`EXCERPT_CHARS`] characters), for the error of a source that failed.
+pub(crate) fn stderr_excerpt(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.is_empty() {
+        return "no message on stderr".to_string();
+    }
+    let mut cut: String = joined.chars().take(EXCERPT_CHARS).collect();
+    if cut.len() < joined.len() {
+        cut.push_str("...");
+    }
+    cut
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,8 +83,6 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_SENSORS: usize = 4096;
 /// Stderr bytes kept for the error message.
 const STDERR_KEEP: u64 = 4096;
-/// Longest stderr excerpt quoted in an error, in characters.
-const EXCERPT_CHARS: usize = 300;
 
 /// How and how often to run the tool.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,25 +229,11 @@ pub async fn run_once(argv: &[String]) -> Result<Vec<Reading>, SourceError> {
         return Err(SourceError::Command(format!(
             "`{shown}` failed ({}): {}",
             out.status,
-            excerpt(&out.stderr)
+            super::child::stderr_excerpt(&out.stderr)
         )));
     }
     parse(&String::from_utf8_lossy(&out.stdout))
         .map_err(|e| SourceError::Parse(format!("`{shown}`: {e}")))
-}
-
-/// A one-line, bounded excerpt of a command's stderr.
-fn excerpt(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if joined.is_empty() {
-        return "no message on stderr".to_string();
-    }
-    let mut cut: String = joined.chars().take(EXCERPT_CHARS).collect();
-    if cut.len() < joined.len() {
-        cut.push_str("...");
-    }
-    cut
 }
 
 /// One sensor row, before the temperature filter.

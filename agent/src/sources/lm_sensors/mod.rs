@@ -124,8 +124,6 @@ pub const DEFAULT_COMMAND: &str = "sensors";
 
 /// How much of the command's stderr is kept for error messages.
 const STDERR_KEEP: u64 = 4096;
-/// Longest stderr excerpt quoted in an error, in characters.
-const EXCERPT_CHARS: usize = 300;
 /// Longest unit token looked at (`Ã‚Â°C` is 6 characters).
 const MAX_UNIT_CHARS: usize = 16;
 /// Bus types libsensors prints in chip names (`sensors_snprintf_chip_name`).
@@ -322,7 +320,7 @@ impl LmSensors {
                 let failed = SourceError::Command(format!(
                     "`{shown}` failed ({}): {}",
                     out.status,
-                    excerpt(&out.stderr)
+                    super::child::stderr_excerpt(&out.stderr)
                 ));
                 return Err(json_failure.unwrap_or(failed));
             }
@@ -381,20 +379,6 @@ fn shown_command(program: &Path, args: &[OsString]) -> String {
 fn rejects_json_flag(stderr: &[u8]) -> bool {
     let s = String::from_utf8_lossy(stderr);
     s.contains("invalid option") || s.contains("unrecognized option")
-}
-
-/// A one-line, bounded excerpt of a command's stderr.
-fn excerpt(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if joined.is_empty() {
-        return "no message on stderr".to_string();
-    }
-    let mut cut: String = joined.chars().take(EXCERPT_CHARS).collect();
-    if cut.len() < joined.len() {
-        cut.push_str("...");
-    }
-    cut
 }
 
 /// Prefix a parse error with where the text came from.
