@@ -730,6 +730,47 @@ async fn control(
 }
 
 #[cfg(test)]
+mod advertise_tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_address_is_usable_for_prometheus() {
+        let sa = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        let mut cfg = Config::default();
+        // A specific listen address is published as it is, loopback too
+        // (only scrapable from this host, and visibly so).
+        assert_eq!(
+            advertised_http(&cfg, sa("10.1.2.3:10027")).as_deref(),
+            Some("10.1.2.3:10027")
+        );
+        assert_eq!(
+            advertised_http(&cfg, sa("[::1]:4000")).as_deref(),
+            Some("[::1]:4000")
+        );
+        // A wildcard: the address toward the room's bootstrap peer, with
+        // the bound port (here the peer is on loopback).
+        cfg.cluster.peers = vec!["/ip4/127.0.0.1/tcp/9877".into()];
+        assert_eq!(
+            advertised_http(&cfg, sa("0.0.0.0:4000")).as_deref(),
+            Some("127.0.0.1:4000")
+        );
+        // No peer: the default route's address or, without one, the
+        // hostname; never the wildcard itself.
+        cfg.cluster.peers.clear();
+        cfg.node.name = "srv12".into();
+        let a = advertised_http(&cfg, sa("0.0.0.0:4000")).expect("an address");
+        assert!(a.ends_with(":4000") && !a.starts_with("0.0.0.0"), "{a}");
+        assert!(crate::cluster::record::valid_http_address(&a), "{a}");
+        // http.advertise wins over everything.
+        cfg.http.advertise = Some("srv12.room.example:10027".into());
+        assert_eq!(
+            advertised_http(&cfg, sa("0.0.0.0:4000")).as_deref(),
+            Some("srv12.room.example:10027")
+        );
+    }
+}
+
+#[cfg(test)]
 mod watchdog_tests {
     use super::*;
 
@@ -782,5 +823,11 @@ mod watchdog_tests {
         );
         assert_eq!(line("KillMode="), vec!["KillMode=process".to_string()]);
         assert!(line("WatchdogSec=").len() == 1);
+        // `systemctl reload coolmesh` sends SIGHUP, which reloads the
+        // config (agent::reload) instead of stopping the agent.
+        assert_eq!(
+            line("ExecReload="),
+            vec!["ExecReload=/bin/kill -HUP $MAINPID".to_string()]
+        );
     }
 }
