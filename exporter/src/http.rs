@@ -709,7 +709,7 @@ async fn dispatch_raw(
 /// drops them after relabelling, so they cannot collide with the
 /// `coolmesh_node`/`coolmesh_cluster` labels of `coolmesh_node_info` (which
 /// would become `exported_*` and break the rules' joins).
-/// Members without an address (agents older than 0.x that do not publish
+/// Members without an address (agents older than record key 12, which do not publish
 /// one) cannot be scraped by address and are left out; the agent counts
 /// them (`coolmesh_http_sd_members_without_address`). Members the cluster
 /// layer still holds (alive, suspect, or dead within `cluster.retention`)

@@ -247,6 +247,10 @@ pub async fn run_with_reload(
     hooks: Option<ReloadHooks>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // First of all: from here on a SIGHUP (`systemctl reload` right after
+    // start) is caught instead of stopping the agent, its default action;
+    // it is served once the reload task runs.
+    let hangup = hangup_signal();
     let addr = normalize_listen(&cfg.http.listen_address)
         .map_err(|e| anyhow::anyhow!("http.listen_address: {e}"))?;
     let sources = build_sources(&cfg)?;
@@ -477,8 +481,9 @@ pub async fn run_with_reload(
         tracing::warn!("dry-run: shutdown commands are logged, not run");
     }
 
-    // Reloads: one at a time (bounded; a second request while one runs is
-    // answered "busy"), from SIGHUP and from `POST /-/reload` via the core.
+    // Reloads: one at a time, in order (bounded: one more may wait while one
+    // runs; a further `POST /-/reload` is answered "retry", a further SIGHUP
+    // joins the waiting reload), from SIGHUP and from the core.
     let (reload_tx, reload_rx) = mpsc::channel::<reload::ReloadRequest>(1);
     let reload_task = match hooks {
         Some(h) => {
@@ -503,7 +508,7 @@ pub async fn run_with_reload(
             Some(tokio::spawn(no_reload(reload_rx)))
         }
     };
-    watch_hangup(reload_tx.clone(), cancel.clone());
+    watch_hangup(hangup, reload_tx.clone(), cancel.clone());
 
     // Validated with the probes above when targets are configured.
     let power_policy: power::Policy = cfg.power.policy.parse().unwrap_or_default();
@@ -590,38 +595,56 @@ async fn no_reload(mut rx: mpsc::Receiver<reload::ReloadRequest>) {
     }
 }
 
-/// SIGHUP (`systemctl reload coolmesh`, `kill -HUP`) reloads the config;
-/// without a handler its default action would stop the agent. A SIGHUP
-/// while a reload runs is coalesced into it (the file is read after the
-/// signal either way).
-fn watch_hangup(reload: mpsc::Sender<reload::ReloadRequest>, cancel: CancellationToken) {
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Catch SIGHUP from now on (the OS handler is installed by this call).
+fn hangup_signal() -> Hangup {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(h) => h,
+        match signal(SignalKind::hangup()) {
+            Ok(h) => Some(h),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot handle SIGHUP; reload with POST /-/reload");
-                return;
+                None
             }
-        };
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = hup.recv() => {
-                    if r.is_none() {
-                        return;
-                    }
-                    tracing::info!("SIGHUP received: reloading the config");
-                    if reload.try_send(None).is_err() {
-                        tracing::info!("a reload is already pending; this SIGHUP joins it");
+        }
+    }
+}
+
+/// SIGHUP (`systemctl reload coolmesh`, `kill -HUP`) reloads the config;
+/// without a handler its default action would stop the agent. A SIGHUP
+/// that finds a reload already waiting joins it (that reload reads the
+/// file after this signal anyway).
+fn watch_hangup(
+    hangup: Hangup,
+    reload: mpsc::Sender<reload::ReloadRequest>,
+    cancel: CancellationToken,
+) {
+    #[cfg(unix)]
+    if let Some(mut hup) = hangup {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = hup.recv() => {
+                        if r.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP received: reloading the config");
+                        if reload.try_send(None).is_err() {
+                            tracing::info!("a reload is already waiting; this SIGHUP joins it");
+                        }
                     }
                 }
             }
-        }
-    });
+        });
+    }
     #[cfg(not(unix))]
-    drop((reload, cancel));
+    drop((hangup, reload, cancel));
 }
 
 /// Are the producers delivering? `(sensors, power)`: each is fresh when its

@@ -273,8 +273,8 @@ fn now_secs() -> f64 {
 }
 
 /// Serve reload requests until every sender is gone or `stop` completes.
-/// One reload at a time: the channel is bounded, and a request that finds
-/// it full is answered "busy" by its sender.
+/// One reload at a time, in order: the channel is bounded (one waiting),
+/// and a request that finds it full is answered "retry" by its sender.
 pub(super) async fn run(
     loader: ConfigLoader,
     mut running: Config,

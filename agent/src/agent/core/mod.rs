@@ -344,7 +344,7 @@ impl Core {
     fn forward_reload(&self, reply: tokio::sync::oneshot::Sender<Result<String, String>>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.reload_tx.try_send(Some(tx)).is_err() {
-            let _ = reply.send(Err("a reload is already running; retry".into()));
+            let _ = reply.send(Err("another reload is already waiting; retry".into()));
             return;
         }
         tokio::spawn(async move {
