@@ -176,3 +176,100 @@ fn reload_without_a_token_file_is_forbidden() {
     let (st, body) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
     assert_eq!(st, 403, "{body}");
 }
+
+/// Power targets are rebuilt on a reload while the agent has some: the new
+/// target is probed, the removed one's series go, the policy changes; the
+/// probe interval is reported as needing a restart.
+#[test]
+fn a_reload_swaps_the_power_targets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(d.join("token"), TOKEN).expect("token");
+    let mut old = PowerTarget::new();
+    old.on();
+    let mut new = PowerTarget::new();
+    new.on();
+    let write = |port: u16, policy: &str, interval: &str| {
+        let cfg = format!(
+            r#"[node]
+name = "reload-power"
+state_dir = "{d}/state"
+[http]
+token_file = "{d}/token"
+[sensors]
+sysfs = "{sysfs}"
+[power]
+targets = ["tcp://127.0.0.1:{port}"]
+policy = "{policy}"
+interval = "{interval}"
+timeout = "300ms"
+[shutdown]
+dry_run = true
+dry_run_marker = "{d}/marker"
+"#,
+            d = d.display(),
+            sysfs = fixtures().join("sysfs").display(),
+        );
+        std::fs::write(d.join("coolmesh.toml"), cfg).expect("config");
+    };
+    write(old.port, "any", "500ms");
+    let path = d.join("coolmesh.toml");
+    let a = start_agent(&["--config", path.to_str().expect("utf8")]);
+    let old_target = format!("tcp://127.0.0.1:{}", old.port);
+    let new_target = format!("tcp://127.0.0.1:{}", new.port);
+    let targets = |a: &Agent| -> Vec<String> {
+        get_json(a, "/v1/state")["power"]["targets"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| t["target"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_for("the first target probed", Duration::from_secs(20), || {
+        (targets(&a) == vec![old_target.clone()]).then_some(())
+    });
+
+    write(new.port, "all", "1s");
+    let (st, body) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
+    assert_eq!(st, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        report["applied"],
+        serde_json::json!(["power.targets", "power.policy"])
+    );
+    assert_eq!(
+        report["needs_restart"],
+        serde_json::json!(["power.interval"])
+    );
+    wait_for("the new target probed", Duration::from_secs(10), || {
+        (targets(&a) == vec![new_target.clone()]).then_some(())
+    });
+    let s = get_json(&a, "/v1/state");
+    assert_eq!(s["power"]["policy"], "all");
+    assert_eq!(s["power"]["up"], true);
+    let m = metrics(&a);
+    assert!(
+        m.contains(&format!("target=\"{new_target}\"")),
+        "the new target's series"
+    );
+    assert!(
+        !m.contains(&format!("target=\"{old_target}\"")),
+        "the removed target's series are gone"
+    );
+
+    // A target that cannot be parsed: refused with the key, the probes stay.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .replace(&new_target, "tcp://"),
+    )
+    .expect("config");
+    let (st, body) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
+    assert_eq!(st, 500, "{body}");
+    assert!(body.contains("power.targets"), "{body}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(targets(&a), vec![new_target.clone()]);
+}

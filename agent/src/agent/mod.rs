@@ -399,37 +399,24 @@ pub async fn run_with_reload(
     // fix in the message, rather than looking like a permanent outage.
     let (power_tx, power_rx) = mpsc::channel::<PowerObservation>(8);
     let mut power_metrics = None;
+    let mut power_setup_tx = None;
     let power_task = if cfg.power.targets.is_empty() {
         drop(power_tx);
         None
     } else {
-        let specs = power::parse_targets(&cfg.power.targets)
-            .map_err(|e| anyhow::anyhow!("power.targets: {e}"))?;
-        let probes = power::build_probes(&specs)?;
-        let policy: power::Policy = cfg
-            .power
-            .policy
-            .parse()
-            .map_err(|e| anyhow::anyhow!("power.policy: {e}"))?;
+        let setup = reload::PowerSetup::from_config(&cfg)?;
         let pm = power::PowerMetrics::new().context("power metrics")?;
         pm.register(&metrics.registry)
             .context("registering power metrics")?;
         power_metrics = Some(pm.clone());
-        let run_cfg = power::RunConfig {
-            interval: cfg.power.interval,
-            jitter_fraction: cfg.power.jitter,
-            timeout: cfg.power.timeout,
-        };
-        run_cfg
-            .validate()
-            .map_err(|e| anyhow::anyhow!("[power]: {e}"))?;
-        Some(tokio::spawn(power::run(
-            probes,
-            policy,
-            run_cfg,
+        // A reload sends rebuilt probes here (agent::reload).
+        let (setup_tx, setup_rx) = watch::channel(setup);
+        power_setup_tx = Some(setup_tx);
+        Some(tokio::spawn(reload::run_power(
+            setup_rx,
             pm,
             power_tx,
-            cancel.clone().cancelled_owned(),
+            cancel.clone(),
         )))
     };
 
@@ -492,6 +479,7 @@ pub async fn run_with_reload(
                 fsm: live_fsm_tx,
                 sampler: live_sampler_tx,
                 token,
+                power: power_setup_tx,
                 log_level: h.log_level,
                 metrics: reload_metrics,
             };
@@ -504,7 +492,13 @@ pub async fn run_with_reload(
             )))
         }
         None => {
-            drop((live_cfg_tx, live_fsm_tx, live_sampler_tx, reload_metrics));
+            drop((
+                live_cfg_tx,
+                live_fsm_tx,
+                live_sampler_tx,
+                reload_metrics,
+                power_setup_tx,
+            ));
             Some(tokio::spawn(no_reload(reload_rx)))
         }
     };

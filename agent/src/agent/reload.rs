@@ -10,11 +10,15 @@
 //!   next step; a grace already running keeps the deadline it started
 //!   with, so a reload never moves a pending shutdown), `log.level`, and
 //!   the operator token (the token file is re-read on every reload, so a
-//!   rotated token takes effect even when its path is unchanged).
+//!   rotated token takes effect even when its path is unchanged), and the
+//!   power targets, policy, timeout and jitter while the agent has targets
+//!   (the probes are rebuilt and restarted; a removed target's series go).
 //! - **Restart**: everything that owns a socket, a file, an identity or a
 //!   task built once at startup: listen addresses, TLS and limits, the
 //!   node name and state directory, the cluster, the sensor sources and
-//!   their cadence, the power probes, the shutdown commands, the log
+//!   their cadence, the power probe interval (the state machine's
+//!   observation cadence and the watchdog follow it) and going from no
+//!   power targets to some or back, the shutdown commands, the log
 //!   format and the journal. A changed one is reported by name (log line,
 //!   reload answer, `coolmesh_config_restart_pending`), never silently
 //!   dropped; the running agent keeps its old value until restarted.
@@ -122,11 +126,23 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     restart!("sensors.lm_sensors_format", sensors.lm_sensors_format);
     restart!("sensors.ipmi_*", sensors.ipmi);
     restart!("sensors.cpu_load", sensors.cpu_load);
-    restart!("power.targets", power.targets);
-    restart!("power.policy", power.policy);
+    // The probes are rebuilt on a reload while the agent has some; from
+    // none to some (or back) the core loop's mode changes (which rounds are
+    // the state machine's observations): a restart.
+    if power_is_live(old, new) {
+        live!("power.targets", power.targets);
+        live!("power.policy", power.policy);
+        live!("power.timeout", power.timeout);
+        live!("power.jitter", power.jitter);
+    } else {
+        restart!("power.targets", power.targets);
+        restart!("power.policy", power.policy);
+        restart!("power.timeout", power.timeout);
+        restart!("power.jitter", power.jitter);
+    }
+    // The state machine's observation interval and the watchdog's limit
+    // follow it: fixed for the run.
     restart!("power.interval", power.interval);
-    restart!("power.timeout", power.timeout);
-    restart!("power.jitter", power.jitter);
     restart!("shutdown.command", shutdown.command);
     restart!("shutdown.pre_command", shutdown.pre_command);
     restart!("shutdown.pre_command_timeout", shutdown.pre_command_timeout);
@@ -180,6 +196,93 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     d
 }
 
+/// Can a reload rebuild the power probes: the agent probes before and
+/// after (see [`diff`]).
+fn power_is_live(old: &Config, new: &Config) -> bool {
+    !old.power.targets.is_empty() && !new.power.targets.is_empty()
+}
+
+/// The power probes as the config describes them: the targets parsed and
+/// their probes built (an ICMP target checks its socket permission here),
+/// the policy and the timing, each error naming its key.
+#[derive(Clone)]
+pub struct PowerSetup {
+    /// One probe per target, in config order.
+    pub probes: Vec<Arc<dyn crate::power::Probe>>,
+    /// `power.policy`.
+    pub policy: crate::power::Policy,
+    /// `power.interval`, `power.jitter`, `power.timeout`.
+    pub run: crate::power::RunConfig,
+}
+
+impl PowerSetup {
+    /// Build from `cfg` (which has power targets).
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
+        let specs = crate::power::parse_targets(&cfg.power.targets)
+            .map_err(|e| anyhow::anyhow!("power.targets: {e}"))?;
+        let probes = crate::power::build_probes(&specs)?;
+        let policy = cfg
+            .power
+            .policy
+            .parse()
+            .map_err(|e| anyhow::anyhow!("power.policy: {e}"))?;
+        let run = crate::power::RunConfig {
+            interval: cfg.power.interval,
+            jitter_fraction: cfg.power.jitter,
+            timeout: cfg.power.timeout,
+        };
+        run.validate()
+            .map_err(|e| anyhow::anyhow!("[power]: {e}"))?;
+        Ok(PowerSetup {
+            probes,
+            policy,
+            run,
+        })
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.probes.iter().map(|p| p.target().to_string()).collect()
+    }
+}
+
+/// Run the power probes of `setup`, and again with each new setup a reload
+/// sends (the running round is stopped, the next starts at once), until
+/// `stop` is cancelled or the observations' receiver is gone.
+pub(super) async fn run_power(
+    mut setups: watch::Receiver<PowerSetup>,
+    metrics: crate::power::PowerMetrics,
+    tx: mpsc::Sender<crate::power::PowerObservation>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut setup = setups.borrow_and_update().clone();
+    loop {
+        let round = stop.child_token();
+        let mut task = tokio::spawn(crate::power::run(
+            setup.probes.clone(),
+            setup.policy,
+            setup.run,
+            metrics.clone(),
+            tx.clone(),
+            round.clone().cancelled_owned(),
+        ));
+        let next = tokio::select! {
+            _ = stop.cancelled() => None,
+            // The runner ends only when the core loop is gone.
+            _ = &mut task => return,
+            r = setups.changed() => r.ok().map(|()| setups.borrow_and_update().clone()),
+        };
+        round.cancel();
+        let _ = task.await;
+        let Some(new) = next else { return };
+        let kept = new.targets();
+        for gone in setup.targets().iter().filter(|t| !kept.contains(t)) {
+            metrics.forget_target(gone);
+        }
+        tracing::info!(targets = %kept.join(","), policy = ?new.policy, "power probes restarted with the reloaded config");
+        setup = new;
+    }
+}
+
 /// The config the agent runs with after a reload: `old`, with the live
 /// keys of [`diff`] taken from `new`. The keys that take a restart keep
 /// their running value, so the next reload reports them again until the
@@ -202,6 +305,12 @@ pub fn apply_live(old: &Config, new: &Config) -> Config {
     s.load_settle = n.load_settle;
     c.log.level = new.log.level.clone();
     c.http.token_file = new.http.token_file.clone();
+    if power_is_live(old, new) {
+        c.power.targets = new.power.targets.clone();
+        c.power.policy = new.power.policy.clone();
+        c.power.timeout = new.power.timeout;
+        c.power.jitter = new.power.jitter;
+    }
     c
 }
 
@@ -224,6 +333,9 @@ pub(super) struct Targets {
     pub sampler: watch::Sender<SamplerLive>,
     /// The operator token (the HTTP server).
     pub token: TokenCell,
+    /// The power probes; `None`: the agent probes nothing (then a change
+    /// of `power.*` takes a restart, see [`diff`]).
+    pub power: Option<watch::Sender<PowerSetup>>,
     /// The running logger.
     pub log_level: Option<LogLevelSetter>,
     /// `coolmesh_config_*`.
@@ -339,12 +451,20 @@ fn apply(running: &mut Config, new: &Config, t: &Targets) -> Result<Report, Stri
     // rewriting its file and reloading.
     let token = super::load_token(&merged).map_err(|e| format!("{e:#}"))?;
     let d = diff(running, new);
+    let power_changed = running.power != merged.power;
+    let power = match (&t.power, power_changed) {
+        (Some(_), true) => Some(PowerSetup::from_config(&merged).map_err(|e| format!("{e:#}"))?),
+        _ => None,
+    };
     if d.applied.contains(&"log.level") {
         if let Some(set) = &t.log_level {
             set(&merged.log.level).map_err(|e| format!("log.level: {e}"))?;
         }
     }
     t.token.set(token);
+    if let (Some(tx), Some(p)) = (&t.power, power) {
+        tx.send_replace(p);
+    }
     t.fsm.send_if_modified(|cur| {
         let changed = *cur != fsm;
         *cur = fsm;
@@ -441,6 +561,29 @@ name = "room-2"
         let again = diff(&run, &new);
         assert!(again.applied.is_empty(), "{again:?}");
         assert_eq!(again.needs_restart, d.needs_restart);
+    }
+
+    #[test]
+    fn power_targets_are_live_while_the_agent_has_some() {
+        let old = parse("[power]\ntargets = [\"tcp://10.0.0.1:22\"]\n");
+        let new = parse(
+            "[power]\ntargets = [\"tcp://10.0.0.2:22\", \"tcp://10.0.0.3:22\"]\npolicy = \"all\"\ninterval = \"3s\"\n",
+        );
+        let d = diff(&old, &new);
+        assert_eq!(d.applied, vec!["power.targets", "power.policy"]);
+        assert_eq!(d.needs_restart, vec!["power.interval"]);
+        let run = apply_live(&old, &new);
+        assert_eq!(run.power.targets, new.power.targets);
+        assert_eq!(run.power.policy, "all");
+        assert_eq!(run.power.interval, old.power.interval);
+        // From none to some, or back: the core loop's mode changes.
+        let none = Config::default();
+        for (a, b) in [(&none, &new), (&new, &none)] {
+            let d = diff(a, b);
+            assert!(d.applied.is_empty(), "{d:?}");
+            assert!(d.needs_restart.contains(&"power.targets"), "{d:?}");
+            assert_eq!(apply_live(a, b).power, a.power);
+        }
     }
 
     #[test]

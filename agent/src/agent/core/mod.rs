@@ -127,6 +127,9 @@ impl Core {
                     // cadence above is still right.
                     self.cfg = (**config_rx.borrow_and_update()).clone();
                     self.fsm_cfg = super::fsm_config(&self.cfg);
+                    // Peers' votes are judged by this node's policy, which
+                    // a reload may change (checked by the reload).
+                    self.policy = self.cfg.power.policy.parse().unwrap_or(self.policy);
                     self.update(|_| {});
                     self.publish_local(&machine_rx.borrow().clone());
                 }
