@@ -273,3 +273,60 @@ dry_run_marker = "{d}/marker"
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(targets(&a), vec![new_target.clone()]);
 }
+
+/// `log.level` is live: after a reload to `warn`, the info line of the next
+/// reload is not written, the warn line of one that needs a restart is.
+#[test]
+fn a_reload_applies_the_log_level() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(d.join("token"), TOKEN).expect("token");
+    std::fs::write(
+        d.join("t.json"),
+        r#"[{"chip":"inlet","sensor":"t","celsius":30,"critical_celsius":95}]"#,
+    )
+    .expect("readings");
+    write_config(d, "70.0", "room-a");
+    let path = d.join("coolmesh.toml");
+    let mut a = start_agent(&["--config", path.to_str().expect("utf8")]);
+    let drain = |a: &mut Agent| -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(l) = a.logs.recv_timeout(Duration::from_millis(500)) {
+            lines.push(l);
+        }
+        lines
+    };
+    let reloaded = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("\"msg\":\"config reloaded"))
+            .count()
+    };
+    let (st, body) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(reloaded(&drain(&mut a)), 1, "info is logged at level info");
+
+    let with_level = |cluster: &str| {
+        write_config(d, "70.0", cluster);
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str("[log]\nlevel = \"warn\"\n");
+        std::fs::write(&path, text).expect("config");
+    };
+    with_level("room-a");
+    let (st, body) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("log.level"), "{body}");
+    let (st, _) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
+    assert_eq!(st, 200);
+    assert_eq!(reloaded(&drain(&mut a)), 0, "info is not logged at warn");
+
+    with_level("room-b");
+    let (st, _) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
+    assert_eq!(st, 200);
+    let lines = drain(&mut a);
+    assert_eq!(reloaded(&lines), 1, "the warning is: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("cluster.name")),
+        "{lines:?}"
+    );
+}
