@@ -345,6 +345,11 @@ pub async fn run_with_reload(
     let bound = listener.local_addr().unwrap_or(addr);
     let http_advertise = advertised_http(&cfg, bound);
     tracing::info!(address = %bound, advertise = http_advertise.as_deref().unwrap_or("none"), peer_id = %peer_id, %security, "serving {scheme}");
+    if http_advertise.is_none() {
+        // Only on a wildcard listen without a route and with a node name
+        // that is no DNS name: Prometheus' discovery leaves this node out.
+        tracing::warn!(node = %cfg.node.name, "no usable HTTP address to publish for GET /v1/http_sd; set http.advertise");
+    }
     let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(16);
     let limits = Limits {
         max_connections: cfg.http.max_connections,
