@@ -100,10 +100,27 @@ assert groups[0]["labels"]["__meta_coolmesh_peer_id"].startswith("12D3")
 PY
 pass "coolmesh state --cluster --format file_sd"
 
+# GET /v1/http_sd: the same room in Prometheus' HTTP SD format, this agent
+# with the address it listens on (loopback: published as it is).
+python3 - "$port" <<'PY'
+import json, sys, urllib.request
+port = sys.argv[1]
+with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/http_sd", timeout=5) as r:
+    assert r.headers["Content-Type"] == "application/json", r.headers
+    groups = json.load(r)
+assert len(groups) == 1, groups
+g = groups[0]
+assert g["targets"] == [f"127.0.0.1:{port}"], groups
+assert g["labels"]["__meta_coolmesh_node"] == "deploy-check", groups
+assert g["labels"]["__meta_coolmesh_cluster"] == "room-ci", groups
+assert g["labels"]["__meta_coolmesh_peer_id"].startswith("12D3"), groups
+PY
+pass "GET /v1/http_sd"
+
 sed -e "s|/etc/prometheus/rules/|$PWD/alerts/|" -e "s|/etc/prometheus/file_sd/|$tmp/file_sd/|" \
   deploy/prometheus/prometheus.yml > "$tmp/prometheus.yml"
 promtool check config "$tmp/prometheus.yml"
-pass "promtool check config deploy/prometheus/prometheus.yml (with the rules and the file_sd file)"
+pass "promtool check config deploy/prometheus/prometheus.yml (with the rules, the file_sd file and the http_sd job)"
 
 export PATH="$(dirname "$bin"):$PATH"
 out="$tmp/sd/coolmesh-r1.json"

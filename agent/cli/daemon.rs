@@ -1,6 +1,7 @@
 //! `coolmesh agent`: loads and checks the config, sets up logging and the
 //! runtime, and runs the daemon (`coolmesh_agent::agent`) until SIGTERM or
-//! SIGINT. SIGHUP re-reads the config.
+//! SIGINT. SIGHUP and `POST /-/reload` re-read the config and apply what can
+//! change at runtime (`coolmesh_agent::agent::reload`).
 
 use crate::args::AgentArgs;
 use std::process::ExitCode;
@@ -48,7 +49,7 @@ pub fn main(args: Box<AgentArgs>) -> ExitCode {
     } else {
         crate::logformat::Encoding::Logfmt
     };
-    crate::logging::init(&cfg.log.level, encoding);
+    let log_level = crate::logging::init(&cfg.log.level, encoding);
     // Before any socket exists: a 1024 soft limit is easy to reach
     // with a large room, and running out must not look like an
     // outage (see coolmesh_agent::rlimit).
@@ -66,10 +67,14 @@ pub fn main(args: Box<AgentArgs>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let running = cfg.clone();
+    // A reload reads the file as startup did, command-line overrides
+    // included (they win over the file at every load).
+    let hooks = coolmesh_agent::agent::ReloadHooks {
+        load: std::sync::Arc::new(move || args.load()),
+        log_level: Some(log_level),
+    };
     let r = rt.block_on(async move {
-        watch_hangup(*args, running);
-        coolmesh_agent::agent::run_with_web(cfg, web, signal()).await
+        coolmesh_agent::agent::run_with_reload(cfg, web, Some(hooks), signal()).await
     });
     // A sensor read stuck in the kernel must not hold up the exit.
     rt.shutdown_timeout(Duration::from_millis(300));
@@ -107,62 +112,4 @@ async fn signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// The sections of the config that differ (by their TOML names).
-fn changed_sections(
-    a: &coolmesh_agent::config::Config,
-    b: &coolmesh_agent::config::Config,
-) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut check = |name, same: bool| {
-        if !same {
-            out.push(name);
-        }
-    };
-    check("node", a.node == b.node);
-    check("http", a.http == b.http);
-    check("sensors", a.sensors == b.sensors);
-    check("power", a.power == b.power);
-    check("shutdown/overheat/cooling", a.shutdown == b.shutdown);
-    check("cluster", a.cluster == b.cluster);
-    check("log", a.log == b.log);
-    check("journal", a.journal == b.journal);
-    out
-}
-
-/// SIGHUP (`systemctl reload coolmesh`, or a stray `kill -HUP`) must not
-/// stop the agent, as its default action would. The agent re-reads and
-/// checks its config and says what changed; it applies nothing while
-/// running (the state machine's timers and the cluster's identity come
-/// from it), so a change takes a restart, which the log line says.
-fn watch_hangup(args: AgentArgs, running: coolmesh_agent::config::Config) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match args.load() {
-                Err(e) => tracing::error!(
-                    error = %format!("{e:#}"),
-                    "SIGHUP: the config does not load; the agent keeps running with the config it started with"
-                ),
-                Ok(new) => {
-                    let changed = changed_sections(&running, &new);
-                    if changed.is_empty() {
-                        tracing::info!("SIGHUP: the config is unchanged");
-                    } else {
-                        tracing::warn!(
-                            changed = %changed.join(", "),
-                            "SIGHUP: the config changed and loads; restart the agent to apply it (systemctl restart coolmesh); nothing is applied while it runs"
-                        );
-                    }
-                }
-            }
-        }
-    });
-    #[cfg(not(unix))]
-    drop((args, running));
 }

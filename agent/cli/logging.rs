@@ -33,7 +33,9 @@ fn log_colour(
     tty && no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb")
 }
 
-pub fn init(level: &str, encoding: Encoding) {
+/// Install the daemon's logger; returns what applies a new `log.level` to
+/// it (a config reload).
+pub fn init(level: &str, encoding: Encoding) -> coolmesh_agent::agent::LogLevelSetter {
     let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level)).unwrap_or_else(|e| {
         eprintln!("bad log level {level:?} ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
@@ -45,13 +47,22 @@ pub fn init(level: &str, encoding: Encoding) {
             std::env::var_os("NO_COLOR"),
             std::env::var_os("TERM"),
         );
-    tracing_subscriber::fmt()
+    // Reloading last: its handle's type names the formatter set above.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .fmt_fields(SpanFields)
         .event_format(PromFormat { encoding })
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    Box::new(move |level: &str| {
+        coolmesh_agent::config::check_log_level(level)?;
+        let f = tracing_subscriber::EnvFilter::try_new(log_filter(level))
+            .map_err(|e| format!("{level:?}: {e}"))?;
+        handle.reload(f).map_err(|e| e.to_string())
+    })
 }
 
 #[cfg(test)]

@@ -57,6 +57,20 @@ pub struct SamplerConfig {
     pub load: LoadSource,
 }
 
+/// The sampler's settings a config reload changes (`agent::reload`): the
+/// rest of [`SamplerConfig`] (sources, cadence, window, load source) is
+/// fixed for the life of the task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerLive {
+    /// Threshold rules.
+    pub thresholds: Vec<ThresholdRule>,
+    /// Sensor role rules.
+    pub roles: Vec<RoleRule>,
+    /// The cooling detector's settings; its `window` is not taken (the
+    /// history's size is fixed at start).
+    pub heat: HeatConfig,
+}
+
 /// Where the sampler reads this node's CPU load, which tells a workload
 /// step from a cooling failure.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -189,6 +203,25 @@ pub async fn run(
     tx: watch::Sender<SensorState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    // No reloads: the sender goes at once, and a closed channel never
+    // reports a change.
+    let (_, live) = watch::channel(SamplerLive {
+        thresholds: cfg.thresholds.clone(),
+        roles: cfg.roles.clone(),
+        heat: cfg.heat.clone(),
+    });
+    run_live(sources, cfg, live, tx, shutdown).await
+}
+
+/// [`run`], taking new thresholds, roles and cooling-detector settings
+/// from `live` at the start of each round (a config reload).
+pub async fn run_live(
+    sources: Vec<Arc<dyn Source>>,
+    mut cfg: SamplerConfig,
+    mut live: watch::Receiver<SamplerLive>,
+    tx: watch::Sender<SensorState>,
+    shutdown: impl Future<Output = ()>,
+) {
     // ~1 sample per interval over the window, with slack; bounded regardless.
     let max_samples = (cfg.trend_window.as_secs_f64() / cfg.interval.as_secs_f64().max(0.001))
         .ceil() as usize
@@ -213,6 +246,17 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => return,
             _ = ticker.tick() => {}
+        }
+        if live.has_changed().unwrap_or(false) {
+            let l = live.borrow_and_update().clone();
+            cfg.thresholds = l.thresholds;
+            cfg.roles = l.roles;
+            // The history is kept: new rates and horizons judge the same
+            // samples from the next round on.
+            heat.set_config(HeatConfig {
+                window: cfg.trend_window,
+                ..l.heat
+            });
         }
         let (mut readings, statuses) = read_all(&sources, cfg.timeout, &cfg.thresholds).await;
         crate::heating::assign_roles(&cfg.roles, &mut readings);

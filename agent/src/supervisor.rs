@@ -195,6 +195,8 @@ pub struct Supervisor<C: Clock> {
     snapshot: watch::Sender<Machine>,
     notify: Notify,
     stats: Arc<SupervisorStats>,
+    /// New timers from a config reload; `None`: fixed for the run.
+    updates: Option<watch::Receiver<FsmConfig>>,
 }
 
 impl<C: Clock> Supervisor<C> {
@@ -218,6 +220,7 @@ impl<C: Clock> Supervisor<C> {
             snapshot: watch::Sender::new(Machine::new(now)),
             notify: Box::new(|_| {}),
             stats: Arc::new(SupervisorStats::default()),
+            updates: None,
         })
     }
 
@@ -241,6 +244,15 @@ impl<C: Clock> Supervisor<C> {
     /// to count notifications.
     pub fn on_notify(mut self, f: impl Fn(&Machine) + Send + Sync + 'static) -> Self {
         self.notify = Box::new(f);
+        self
+    }
+
+    /// Take new timers from `updates` while running (a config reload). The
+    /// machine stays pure: each step is given the config in force at that
+    /// step. An invalid config (the agent validates before sending) is
+    /// refused with an error and the old one kept.
+    pub fn with_config_updates(mut self, updates: watch::Receiver<FsmConfig>) -> Self {
+        self.updates = Some(updates);
         self
     }
 
@@ -288,6 +300,7 @@ impl<C: Clock> Supervisor<C> {
         let mut ticker = tokio::time::interval(r.sup.tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut events_open = true;
+        let mut updates = r.sup.updates.take();
         tokio::pin!(stop);
         loop {
             let wake_at =
@@ -310,6 +323,16 @@ impl<C: Clock> Supervisor<C> {
                 },
                 () = sleep_opt(wake_at) => r.apply(&Event::Tick),
                 _ = ticker.tick() => r.apply(&Event::Tick),
+                new = next_config(&mut updates) => match new.validate() {
+                    Ok(()) => {
+                        tracing::info!("state machine: new timers from a config reload");
+                        r.sup.fsm = new;
+                        // Judged at once by the new timers (a shorter
+                        // sustain may now be met).
+                        r.apply(&Event::Tick);
+                    }
+                    Err(e) => tracing::error!(error = %e.0, "state machine: reloaded timers refused; the old ones stay"),
+                },
             }
         }
         r.m
@@ -601,6 +624,18 @@ async fn maybe(f: &mut Option<ExecFuture>) -> ExecDone {
         Some(f) => f.await,
         None => std::future::pending().await,
     }
+}
+
+/// The next config from `updates`; never completes without a receiver or
+/// once its sender is gone (the config then stays as it is).
+async fn next_config(updates: &mut Option<watch::Receiver<FsmConfig>>) -> FsmConfig {
+    if let Some(rx) = updates {
+        if rx.changed().await.is_ok() {
+            return rx.borrow_and_update().clone();
+        }
+        *updates = None;
+    }
+    std::future::pending().await
 }
 
 /// Sleep until `at` if set, else never complete.

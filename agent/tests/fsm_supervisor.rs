@@ -103,6 +103,12 @@ impl World {
     }
 
     async fn start(&self) -> Agent {
+        self.start_with(None).await
+    }
+
+    /// [`start`](Self::start), taking new timers from `updates` (a config
+    /// reload).
+    async fn start_with(&self, updates: Option<watch::Receiver<FsmConfig>>) -> Agent {
         let clock = TokioClock::starting_at(Millis(T0), self.start);
         let exec = Executor::new(self.shutdown.clone());
         let exec_stats = Arc::clone(exec.stats());
@@ -114,6 +120,10 @@ impl World {
             .on_notify(move |_| {
                 n.fetch_add(1, Ordering::Relaxed);
             });
+        let sup = match updates {
+            Some(u) => sup.with_config_updates(u),
+            None => sup,
+        };
         let state = sup.subscribe();
         let stats = sup.stats();
         let (tx, rx) = mpsc::channel(16);
@@ -288,6 +298,56 @@ async fn power_loss_lasting_the_grace_shuts_down_exactly_once_at_the_grace() {
         assert!(rec.machine.exec.done);
         a.stop().await;
     }
+}
+
+/// A config reload shortens the power grace: a pending grace keeps the
+/// deadline it started with (a reload never moves a decision already
+/// taken), the next one runs on the new timer; an invalid config sent by
+/// mistake is refused and the timers stay.
+#[tokio::test(start_paused = true)]
+async fn reloaded_timers_apply_to_the_next_grace_not_the_pending_one() {
+    let w = World::new();
+    let (tx, rx) = watch::channel(w.fsm.clone());
+    let a = w.start_with(Some(rx)).await;
+    let mut rng = StdRng::seed_from_u64(11);
+    // Power lost at 60 s: the 5 min grace starts.
+    let trace = drive(&w, &a, &mut rng, 120.0, |t| power(t < 60.0)).await;
+    let first_fail = trace.first(State::PreFail).expect("pre_fail");
+    let deadline = a.machine().deadline.expect("deadline");
+    assert!((secs(deadline) - (first_fail + 300.0)).abs() < 0.002);
+    // Reload: a 30 s grace. The pending deadline stays.
+    tx.send_replace(FsmConfig {
+        power_grace: Duration::from_secs(30),
+        ..w.fsm.clone()
+    });
+    wait(2.0).await;
+    assert_eq!(a.machine().state, State::PreFail);
+    assert_eq!(a.machine().deadline, Some(deadline));
+    // Power back before the old deadline: normal again.
+    let trace = drive(&w, &a, &mut rng, 200.0, |_| power(true)).await;
+    assert!(trace.samples.last().is_some_and(|s| s.1 == State::Normal));
+    // A zero grace is refused: the 30 s one stays in force.
+    tx.send_replace(FsmConfig {
+        power_grace: Duration::ZERO,
+        ..w.fsm.clone()
+    });
+    wait(1.0).await;
+    // The next loss runs on the reloaded 30 s grace.
+    let trace = drive(&w, &a, &mut rng, 400.0, |t| power(t < 300.0)).await;
+    let second_fail = trace
+        .samples
+        .iter()
+        .find(|x| x.0 >= 300.0 && x.1 == State::PreFail)
+        .expect("second pre_fail")
+        .0;
+    let m = a.stop().await;
+    assert_eq!((m.state, m.reason), (State::Shutdown, Reason::Power));
+    assert!(
+        (secs(m.since) - (second_fail + 30.0)).abs() < 0.002,
+        "{second_fail} -> {}",
+        secs(m.since)
+    );
+    assert_eq!(w.marker_lines(), 1);
 }
 
 #[tokio::test(start_paused = true)]

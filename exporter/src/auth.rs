@@ -45,6 +45,47 @@ impl Token {
     }
 }
 
+/// The operator token as the HTTP server reads it on every request: a
+/// config reload (`SIGHUP`, `POST /-/reload`) swaps it in place, so a
+/// rotated token file takes effect without a restart and without dropping
+/// connections. Cloning shares the cell.
+#[derive(Clone, Default)]
+pub struct TokenCell(std::sync::Arc<std::sync::RwLock<Option<Token>>>);
+
+impl TokenCell {
+    /// A cell holding `token` (`None`: the mutating endpoints answer 403).
+    pub fn new(token: Option<Token>) -> Self {
+        TokenCell(std::sync::Arc::new(std::sync::RwLock::new(token)))
+    }
+
+    /// The current token.
+    pub fn get(&self) -> Option<Token> {
+        // A panic while holding the lock cannot leave a half-written
+        // `Option<Token>`: the value is usable, so poisoning is ignored.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replace the token (a reload).
+    pub fn set(&self, token: Option<Token>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+}
+
+impl From<Option<Token>> for TokenCell {
+    fn from(t: Option<Token>) -> Self {
+        TokenCell::new(t)
+    }
+}
+
+impl std::fmt::Debug for TokenCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.get() {
+            Some(_) => f.write_str("TokenCell(<redacted>)"),
+            None => f.write_str("TokenCell(none)"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +101,20 @@ mod tests {
         assert!(!t.check_header(Some(b"Basic 0123456789abcdef0123")));
         assert!(!t.check_header(None));
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+
+    #[test]
+    fn a_token_cell_is_shared_and_swapped_in_place() {
+        let cell = TokenCell::new(None);
+        let server_side = cell.clone();
+        assert!(server_side.get().is_none());
+        cell.set(Some(
+            Token::from_file_content("0123456789abcdef0123").expect("ok"),
+        ));
+        let t = server_side.get().expect("the clone sees the new token");
+        assert!(t.check_raw(b"0123456789abcdef0123"));
+        assert_eq!(format!("{server_side:?}"), "TokenCell(<redacted>)");
+        cell.set(None);
+        assert!(server_side.get().is_none());
     }
 }

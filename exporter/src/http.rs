@@ -24,7 +24,7 @@ mod serve;
 
 pub use serve::serve;
 
-use crate::auth::Token;
+use crate::auth::TokenCell;
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::status_page::STATUS_PAGE;
@@ -77,6 +77,12 @@ pub enum Command {
         /// The command's wire form (CBOR).
         command: Vec<u8>,
     },
+    /// Re-read the config file and apply what can change at runtime
+    /// (`POST /-/reload`, as SIGHUP). The answer is the reload report as
+    /// JSON; an `Err` (the new config does not load, the old one stays in
+    /// force) becomes a 500 with the reader's message, as Prometheus'
+    /// own `/-/reload` answers a failed reload.
+    Reload,
 }
 
 /// Largest body `POST /v1/room` reads (a command is about 150 bytes).
@@ -161,8 +167,9 @@ pub struct App {
     pub history: Option<crate::history::History>,
     /// Where operator commands go; `None` disables them (503).
     pub control: Option<mpsc::Sender<ControlRequest>>,
-    /// The operator token; `None` disables mutating endpoints (403).
-    pub token: Option<Token>,
+    /// The operator token, read on every request (a config reload swaps
+    /// it); empty disables mutating endpoints (403).
+    pub token: TokenCell,
     /// Server limits.
     pub limits: Limits,
     /// TLS, basic auth and extra headers (`--web.config.file`); `None`:
@@ -494,13 +501,43 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
                     "the body must be a room command (`coolmesh room cancel` makes one)",
                 );
             }
-            match dispatch_raw(&app, Command::Room { command }, Duration::from_secs(8)).await {
+            match dispatch_raw(
+                &app,
+                Command::Room { command },
+                Duration::from_secs(8),
+                StatusCode::CONFLICT,
+            )
+            .await
+            {
                 // The agent's answer is the report, already JSON.
                 Ok(report) => text(StatusCode::OK, "application/json", report),
                 Err(resp) => resp,
             }
         }
         "/v1/room" => method_not_allowed("POST"),
+        "/-/reload" if method == Method::POST || method == Method::PUT => {
+            // PUT too: Prometheus' own /-/reload takes both.
+            if let Some(denied) = token_denied(&app, &req) {
+                return denied;
+            }
+            match dispatch_raw(
+                &app,
+                Command::Reload,
+                Duration::from_secs(10),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+            .await
+            {
+                Ok(report) => text(StatusCode::OK, "application/json", report),
+                Err(resp) => resp,
+            }
+        }
+        "/-/reload" => method_not_allowed("POST, PUT"),
+        "/v1/http_sd" if get => {
+            let snap = app.snapshot.borrow().clone();
+            json_plain(StatusCode::OK, &http_sd_json(&snap))
+        }
+        "/v1/http_sd" => method_not_allowed("GET"),
         "/metrics" | "/-/healthy" | "/-/ready" | "/" | "/v1/state" | "/v1/peers"
         | "/v1/offload" | "/v1/counters" => method_not_allowed("GET"),
         "/v1/shutdown/cancel" | "/v1/maintenance" => {
@@ -591,7 +628,7 @@ async fn authorized(app: &App, req: &Request<Incoming>, cmd: Command) -> Resp {
 
 /// `Some(answer)` when the request does not carry the operator token.
 fn token_denied(app: &App, req: &Request<Incoming>) -> Option<Resp> {
-    let Some(token) = &app.token else {
+    let Some(token) = app.token.get() else {
         return Some(error(
             StatusCode::FORBIDDEN,
             "mutating endpoints are disabled: set http.token_file in the config",
@@ -617,15 +654,21 @@ fn token_denied(app: &App, req: &Request<Incoming>) -> Option<Resp> {
 
 /// Hand an authorised command to the agent and wait for its answer.
 async fn dispatch(app: &App, cmd: Command) -> Resp {
-    match dispatch_raw(app, cmd, Duration::from_secs(5)).await {
+    match dispatch_raw(app, cmd, Duration::from_secs(5), StatusCode::CONFLICT).await {
         Ok(msg) => json_plain(StatusCode::OK, &serde_json::json!({ "ok": msg })),
         Err(resp) => resp,
     }
 }
 
 /// Hand an authorised command to the agent; its `Ok` text, or the error
-/// response. `wait` bounds the agent's answer.
-async fn dispatch_raw(app: &App, cmd: Command, wait: Duration) -> Result<String, Resp> {
+/// response (`refused`: the status of the agent's `Err`). `wait` bounds
+/// the agent's answer.
+async fn dispatch_raw(
+    app: &App,
+    cmd: Command,
+    wait: Duration,
+    refused: StatusCode,
+) -> Result<String, Resp> {
     let Some(control) = &app.control else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -650,12 +693,47 @@ async fn dispatch_raw(app: &App, cmd: Command, wait: Duration) -> Result<String,
     }
     match tokio::time::timeout(wait, rx).await {
         Ok(Ok(Ok(msg))) => Ok(msg),
-        Ok(Ok(Err(msg))) => Err(error(StatusCode::CONFLICT, &msg)),
+        Ok(Ok(Err(msg))) => Err(error(refused, &msg)),
         _ => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "agent did not answer; retry",
         )),
     }
+}
+
+/// `GET /v1/http_sd`: the room in Prometheus' HTTP service discovery
+/// format, one target group per member (this node included) that
+/// published its HTTP address. The labels are those of `coolmesh state
+/// --format file_sd`: `__meta_coolmesh_node`, `__meta_coolmesh_cluster`,
+/// `__meta_coolmesh_peer_id`. Meta labels, not target labels: Prometheus
+/// drops them after relabelling, so they cannot collide with the
+/// `coolmesh_node`/`coolmesh_cluster` labels of `coolmesh_node_info` (which
+/// would become `exported_*` and break the rules' joins).
+/// Members without an address (agents older than record key 12, which do not publish
+/// one) cannot be scraped by address and are left out; the agent counts
+/// them (`coolmesh_http_sd_members_without_address`). Members the cluster
+/// layer still holds (alive, suspect, or dead within `cluster.retention`)
+/// are listed: a dead one shows as `up == 0` in Prometheus, which is the
+/// signal an operator wants, until it is forgotten.
+pub fn http_sd_json(snap: &Snapshot) -> serde_json::Value {
+    let mut members: Vec<&crate::model::SdMember> = snap.sd_members.iter().collect();
+    members.sort_by(|a, b| (&a.node, &a.peer_id).cmp(&(&b.node, &b.peer_id)));
+    serde_json::Value::Array(
+        members
+            .into_iter()
+            .filter_map(|m| {
+                let addr = m.http.as_ref()?;
+                Some(serde_json::json!({
+                    "targets": [addr],
+                    "labels": {
+                        "__meta_coolmesh_node": m.node,
+                        "__meta_coolmesh_cluster": snap.cluster.name,
+                        "__meta_coolmesh_peer_id": m.peer_id,
+                    },
+                }))
+            })
+            .collect(),
+    )
 }
 
 /// Does the request accept gzip (`Accept-Encoding: gzip` or `*`, with a
@@ -688,4 +766,30 @@ fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     );
     e.write_all(body).ok()?;
     e.finish().ok()
+}
+
+#[cfg(test)]
+mod http_sd_tests {
+    use super::*;
+    use crate::model::SdMember;
+
+    #[test]
+    fn http_sd_lists_members_with_an_address_sorted_with_meta_labels() {
+        let mut snap = Snapshot::default();
+        snap.cluster.name = "room-1".into();
+        let m = |node: &str, peer: &str, http: Option<&str>| SdMember {
+            node: node.into(),
+            peer_id: peer.into(),
+            http: http.map(str::to_string),
+        };
+        snap.sd_members = vec![
+            m("srv-b", "12D3B", Some("10.0.0.12:10027")),
+            m("srv-old", "12D3O", None),
+            m("srv-a", "12D3A", Some("[2001:db8::11]:10027")),
+        ];
+        let want = r#"[{"labels":{"__meta_coolmesh_cluster":"room-1","__meta_coolmesh_node":"srv-a","__meta_coolmesh_peer_id":"12D3A"},"targets":["[2001:db8::11]:10027"]},{"labels":{"__meta_coolmesh_cluster":"room-1","__meta_coolmesh_node":"srv-b","__meta_coolmesh_peer_id":"12D3B"},"targets":["10.0.0.12:10027"]}]"#;
+        assert_eq!(http_sd_json(&snap).to_string(), want);
+        // An empty room is an empty list, which Prometheus accepts.
+        assert_eq!(http_sd_json(&Snapshot::default()).to_string(), "[]");
+    }
 }

@@ -367,6 +367,23 @@ pub struct Snapshot {
     /// thousands of members).
     #[serde(skip)]
     pub roster: Option<RosterStatus>,
+    /// Every member the cluster layer holds, this node first, with the
+    /// HTTP address it publishes (`GET /v1/http_sd`). Not part of
+    /// `/v1/state`: `/v1/peers` already lists the members.
+    #[serde(skip)]
+    pub sd_members: Vec<SdMember>,
+}
+
+/// One member as `GET /v1/http_sd` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SdMember {
+    /// Node name.
+    pub node: String,
+    /// libp2p PeerId.
+    pub peer_id: String,
+    /// The HTTP address it publishes (`host:port`); `None` for agents that
+    /// publish none.
+    pub http: Option<String>,
 }
 
 /// The room roster as this node holds it, and who waits to be added.

@@ -46,7 +46,9 @@ async fn start_with(
         history,
         snapshot: rx,
         control: Some(tx),
-        token: token.map(|t| Token::from_file_content(t).expect("token")),
+        token: token
+            .map(|t| Token::from_file_content(t).expect("token"))
+            .into(),
         limits,
         web: None,
     });

@@ -49,7 +49,7 @@ async fn start(limits: Limits) -> Server {
         history: None,
         snapshot: rx,
         control: Some(tx),
-        token: Some(Token::from_file_content(TOKEN).expect("token")),
+        token: Some(Token::from_file_content(TOKEN).expect("token")).into(),
         limits,
         web: None,
     });

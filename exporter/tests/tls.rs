@@ -121,7 +121,7 @@ async fn start(yaml: &str, dir: &Path, limits: Limits) -> Server {
         history: None,
         snapshot: rx,
         control: Some(tx),
-        token: Some(Token::from_file_content(TOKEN).expect("token")),
+        token: Some(Token::from_file_content(TOKEN).expect("token")).into(),
         limits,
         web: Some(web.clone()),
     });

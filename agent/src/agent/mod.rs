@@ -23,10 +23,15 @@
 //!   exporter serves, of this node's counter slots and of the record peers
 //!   see (its own map).
 //! - `settings`: the config turned into each part's runtime settings.
+//! - `reload`: SIGHUP and `POST /-/reload`: what a new config changes at
+//!   runtime, what takes a restart, and delivering it (`watch` channels to
+//!   the sampler, the state machine and the core loop).
 
 mod core;
+pub mod reload;
 mod settings;
 
+pub use reload::{ConfigLoader, LogLevelSetter};
 pub use settings::{cluster_config, fsm_config, heat_config, shutdown_config};
 
 use self::core::Core;
@@ -169,17 +174,87 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     run_with_web(cfg, web, shutdown).await
 }
 
+/// How the running agent reloads its config (SIGHUP, `POST /-/reload`).
+pub struct ReloadHooks {
+    /// Reads the config file again, with the command line's overrides.
+    pub load: ConfigLoader,
+    /// Applies a new `log.level`; `None`: the level takes a restart.
+    pub log_level: Option<LogLevelSetter>,
+}
+
 /// [`run`] with the web config already loaded (the binary loads it first
-/// so that a bad one exits with the config error status).
+/// so that a bad one exits with the config error status). Without reload
+/// hooks, SIGHUP and `POST /-/reload` answer that there is no file to read.
 pub async fn run_with_web(
     cfg: Config,
     web: Option<Arc<WebConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with_reload(cfg, web, None, shutdown).await
+}
+
+/// The address this agent publishes for Prometheus (record key 12,
+/// `GET /v1/http_sd`): `http.advertise`; else the bound address when it is
+/// a specific IP (loopback included: a loopback agent is only scrapable
+/// from its own host, and says so); on a wildcard address, the source
+/// address the kernel picks toward the first bootstrap peer of
+/// `cluster.peers` (the network the room talks over), else toward the
+/// default route, with the bound port; else the hostname and the port.
+/// No packet is sent: connecting a UDP socket only selects a route.
+pub fn advertised_http(cfg: &Config, bound: std::net::SocketAddr) -> Option<String> {
+    if let Some(a) = &cfg.http.advertise {
+        return Some(a.clone());
+    }
+    let ip = bound.ip();
+    if !ip.is_unspecified() {
+        return Some(bound.to_string());
+    }
+    let via_route = |toward: std::net::SocketAddr| -> Option<std::net::IpAddr> {
+        let any: std::net::SocketAddr = if toward.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = std::net::UdpSocket::bind(any).ok()?;
+        sock.connect(toward).ok()?;
+        let local = sock.local_addr().ok()?.ip();
+        (!local.is_unspecified()).then_some(local)
+    };
+    let peers = cfg
+        .cluster
+        .peers
+        .iter()
+        .filter_map(|p| p.parse::<libp2p::Multiaddr>().ok())
+        .filter_map(|m| settings::tcp_socket_addr(&m));
+    // 192.0.2.1 (TEST-NET-1) stands for "anywhere": only its route counts.
+    let default_route = std::net::SocketAddr::from(([192, 0, 2, 1], 9));
+    let picked = peers
+        .chain(std::iter::once(default_route))
+        .filter(|t| t.is_ipv4() == ip.is_ipv4() || ip.is_ipv6())
+        .find_map(via_route);
+    let addr = match picked {
+        Some(local) => std::net::SocketAddr::new(local, bound.port()).to_string(),
+        None => format!("{}:{}", cfg.node.name, bound.port()),
+    };
+    crate::cluster::record::valid_http_address(&addr).then_some(addr)
+}
+
+/// [`run_with_web`], reloading the config with `hooks` on SIGHUP and
+/// `POST /-/reload`.
+pub async fn run_with_reload(
+    cfg: Config,
+    web: Option<Arc<WebConfig>>,
+    hooks: Option<ReloadHooks>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // First of all: from here on a SIGHUP (`systemctl reload` right after
+    // start) is caught instead of stopping the agent, its default action;
+    // it is served once the reload task runs.
+    let hangup = hangup_signal();
     let addr = normalize_listen(&cfg.http.listen_address)
         .map_err(|e| anyhow::anyhow!("http.listen_address: {e}"))?;
     let sources = build_sources(&cfg)?;
-    let token = load_token(&cfg)?;
+    let token = coolmesh_exporter::auth::TokenCell::new(load_token(&cfg)?);
     check_shutdown_programs(&cfg);
     std::fs::create_dir_all(&cfg.node.state_dir).with_context(|| {
         format!(
@@ -243,6 +318,17 @@ pub async fn run_with_web(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .context("registering process metrics")?;
+    let reload_metrics =
+        reload::ReloadMetrics::register(&metrics.registry).context("registering reload metrics")?;
+    let sd_missing = prometheus::IntGauge::new(
+        "coolmesh_http_sd_members_without_address",
+        "Members left out of GET /v1/http_sd because their record has no HTTP address (agents older than the field).",
+    )
+    .context("http_sd metric")?;
+    metrics
+        .registry
+        .register(Box::new(sd_missing.clone()))
+        .context("registering http_sd metric")?;
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -256,7 +342,14 @@ pub async fn run_with_web(
     } else {
         "HTTP"
     };
-    tracing::info!(address = %listener.local_addr().unwrap_or(addr), peer_id = %peer_id, %security, "serving {scheme}");
+    let bound = listener.local_addr().unwrap_or(addr);
+    let http_advertise = advertised_http(&cfg, bound);
+    tracing::info!(address = %bound, advertise = http_advertise.as_deref().unwrap_or("none"), peer_id = %peer_id, %security, "serving {scheme}");
+    if http_advertise.is_none() {
+        // Only on a wildcard listen without a route and with a node name
+        // that is no DNS name: Prometheus' discovery leaves this node out.
+        tracing::warn!(node = %cfg.node.name, "no usable HTTP address to publish for GET /v1/http_sd; set http.advertise");
+    }
     let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(16);
     let limits = Limits {
         max_connections: cfg.http.max_connections,
@@ -274,7 +367,7 @@ pub async fn run_with_web(
         events: Some(Arc::new(journal.clone())),
         history: Some(history.clone()),
         control: Some(ctl_tx),
-        token,
+        token: token.clone(),
         limits,
         web,
     });
@@ -294,9 +387,14 @@ pub async fn run_with_web(
         heat: heat_config(&cfg),
         load: cfg.sensors.cpu_load.clone(),
     };
-    let sampler = tokio::spawn(crate::sampler::run(
+    // Reloads reach the running parts through these (agent::reload).
+    let (live_sampler_tx, live_sampler_rx) = watch::channel(reload::sampler_live(&cfg));
+    let (live_fsm_tx, live_fsm_rx) = watch::channel(fsm_config(&cfg));
+    let (live_cfg_tx, live_cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+    let sampler = tokio::spawn(crate::sampler::run_live(
         sources,
         sampler_cfg,
+        live_sampler_rx,
         sensor_tx,
         cancel.clone().cancelled_owned(),
     ));
@@ -306,37 +404,24 @@ pub async fn run_with_web(
     // fix in the message, rather than looking like a permanent outage.
     let (power_tx, power_rx) = mpsc::channel::<PowerObservation>(8);
     let mut power_metrics = None;
+    let mut power_setup_tx = None;
     let power_task = if cfg.power.targets.is_empty() {
         drop(power_tx);
         None
     } else {
-        let specs = power::parse_targets(&cfg.power.targets)
-            .map_err(|e| anyhow::anyhow!("power.targets: {e}"))?;
-        let probes = power::build_probes(&specs)?;
-        let policy: power::Policy = cfg
-            .power
-            .policy
-            .parse()
-            .map_err(|e| anyhow::anyhow!("power.policy: {e}"))?;
+        let setup = reload::PowerSetup::from_config(&cfg)?;
         let pm = power::PowerMetrics::new().context("power metrics")?;
         pm.register(&metrics.registry)
             .context("registering power metrics")?;
         power_metrics = Some(pm.clone());
-        let run_cfg = power::RunConfig {
-            interval: cfg.power.interval,
-            jitter_fraction: cfg.power.jitter,
-            timeout: cfg.power.timeout,
-        };
-        run_cfg
-            .validate()
-            .map_err(|e| anyhow::anyhow!("[power]: {e}"))?;
-        Some(tokio::spawn(power::run(
-            probes,
-            policy,
-            run_cfg,
+        // A reload sends rebuilt probes here (agent::reload).
+        let (setup_tx, setup_rx) = watch::channel(setup);
+        power_setup_tx = Some(setup_tx);
+        Some(tokio::spawn(reload::run_power(
+            setup_rx,
             pm,
             power_tx,
-            cancel.clone().cancelled_owned(),
+            cancel.clone(),
         )))
     };
 
@@ -377,7 +462,8 @@ pub async fn run_with_web(
         &cfg.node.state_dir,
         SystemClock::new(),
     )
-    .map_err(|e| anyhow::anyhow!("state machine config: {}", e.0))?;
+    .map_err(|e| anyhow::anyhow!("state machine config: {}", e.0))?
+    .with_config_updates(live_fsm_rx);
     let machine_rx = supervisor.subscribe();
 
     let fsm_stats = supervisor.stats();
@@ -386,6 +472,42 @@ pub async fn run_with_web(
     if cfg.shutdown.dry_run {
         tracing::warn!("dry-run: shutdown commands are logged, not run");
     }
+
+    // Reloads: one at a time, in order (bounded: one more may wait while one
+    // runs; a further `POST /-/reload` is answered "retry", a further SIGHUP
+    // joins the waiting reload), from SIGHUP and from the core.
+    let (reload_tx, reload_rx) = mpsc::channel::<reload::ReloadRequest>(1);
+    let reload_task = match hooks {
+        Some(h) => {
+            let targets = reload::Targets {
+                config: live_cfg_tx,
+                fsm: live_fsm_tx,
+                sampler: live_sampler_tx,
+                token,
+                power: power_setup_tx,
+                log_level: h.log_level,
+                metrics: reload_metrics,
+            };
+            Some(tokio::spawn(reload::run(
+                h.load,
+                cfg.clone(),
+                reload_rx,
+                targets,
+                cancel.clone().cancelled_owned(),
+            )))
+        }
+        None => {
+            drop((
+                live_cfg_tx,
+                live_fsm_tx,
+                live_sampler_tx,
+                reload_metrics,
+                power_setup_tx,
+            ));
+            Some(tokio::spawn(no_reload(reload_rx)))
+        }
+    };
+    watch_hangup(hangup, reload_tx.clone(), cancel.clone());
 
     // Validated with the probes above when targets are configured.
     let power_policy: power::Policy = cfg.power.policy.parse().unwrap_or_default();
@@ -417,10 +539,21 @@ pub async fn run_with_web(
         last_machine: None,
         history,
         air: (None, None),
+        reload_tx,
+        http_advertise,
+        sd_missing,
     };
     let result = core
         .run(
-            shutdown, sensor_rx, power_rx, machine_rx, view_rx, ctl_rx, room_rx, fsm_task,
+            shutdown,
+            sensor_rx,
+            power_rx,
+            machine_rx,
+            view_rx,
+            ctl_rx,
+            room_rx,
+            fsm_task,
+            live_cfg_rx,
         )
         .await;
 
@@ -432,6 +565,9 @@ pub async fn run_with_web(
         // its queue and ends.
         let _ = journal_task.await;
         let _ = sampler.await;
+        if let Some(r) = reload_task {
+            let _ = r.await;
+        }
         if let Some(p) = power_task {
             let _ = p.await;
         }
@@ -445,6 +581,69 @@ pub async fn run_with_web(
     })
     .await;
     result
+}
+
+/// Answer reload requests of an agent started without a config file.
+async fn no_reload(mut rx: mpsc::Receiver<reload::ReloadRequest>) {
+    while let Some(req) = rx.recv().await {
+        let e = "this agent was started without a config file; there is nothing to reload";
+        tracing::warn!("{e}");
+        if let Some(reply) = req {
+            let _ = reply.send(Err(e.to_string()));
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Catch SIGHUP from now on (the OS handler is installed by this call).
+fn hangup_signal() -> Hangup {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP; reload with POST /-/reload");
+                None
+            }
+        }
+    }
+}
+
+/// SIGHUP (`systemctl reload coolmesh`, `kill -HUP`) reloads the config;
+/// without a handler its default action would stop the agent. A SIGHUP
+/// that finds a reload already waiting joins it (that reload reads the
+/// file after this signal anyway).
+fn watch_hangup(
+    hangup: Hangup,
+    reload: mpsc::Sender<reload::ReloadRequest>,
+    cancel: CancellationToken,
+) {
+    #[cfg(unix)]
+    if let Some(mut hup) = hangup {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = hup.recv() => {
+                        if r.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP received: reloading the config");
+                        if reload.try_send(None).is_err() {
+                            tracing::info!("a reload is already waiting; this SIGHUP joins it");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop((hangup, reload, cancel));
 }
 
 /// Are the producers delivering? `(sensors, power)`: each is fresh when its
@@ -545,9 +744,51 @@ async fn control(
             tracing::warn!(duration = %d, "operator started maintenance: automatic shutdowns held");
             Ok(format!("maintenance for {d}; automatic shutdowns held"))
         }
-        Command::IncrementCounter { .. } | Command::SetRoster { .. } | Command::Room { .. } => {
-            Err("handled by the core loop".into())
-        }
+        Command::IncrementCounter { .. }
+        | Command::SetRoster { .. }
+        | Command::Room { .. }
+        | Command::Reload => Err("handled by the core loop".into()),
+    }
+}
+
+#[cfg(test)]
+mod advertise_tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_address_is_usable_for_prometheus() {
+        let sa = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        let mut cfg = Config::default();
+        // A specific listen address is published as it is, loopback too
+        // (only scrapable from this host, and visibly so).
+        assert_eq!(
+            advertised_http(&cfg, sa("10.1.2.3:10027")).as_deref(),
+            Some("10.1.2.3:10027")
+        );
+        assert_eq!(
+            advertised_http(&cfg, sa("[::1]:4000")).as_deref(),
+            Some("[::1]:4000")
+        );
+        // A wildcard: the address toward the room's bootstrap peer, with
+        // the bound port (here the peer is on loopback).
+        cfg.cluster.peers = vec!["/ip4/127.0.0.1/tcp/9877".into()];
+        assert_eq!(
+            advertised_http(&cfg, sa("0.0.0.0:4000")).as_deref(),
+            Some("127.0.0.1:4000")
+        );
+        // No peer: the default route's address or, without one, the
+        // hostname; never the wildcard itself.
+        cfg.cluster.peers.clear();
+        cfg.node.name = "srv12".into();
+        let a = advertised_http(&cfg, sa("0.0.0.0:4000")).expect("an address");
+        assert!(a.ends_with(":4000") && !a.starts_with("0.0.0.0"), "{a}");
+        assert!(crate::cluster::record::valid_http_address(&a), "{a}");
+        // http.advertise wins over everything.
+        cfg.http.advertise = Some("srv12.room.example:10027".into());
+        assert_eq!(
+            advertised_http(&cfg, sa("0.0.0.0:4000")).as_deref(),
+            Some("srv12.room.example:10027")
+        );
     }
 }
 
@@ -604,5 +845,11 @@ mod watchdog_tests {
         );
         assert_eq!(line("KillMode="), vec!["KillMode=process".to_string()]);
         assert!(line("WatchdogSec=").len() == 1);
+        // `systemctl reload coolmesh` sends SIGHUP, which reloads the
+        // config (agent::reload) instead of stopping the agent.
+        assert_eq!(
+            line("ExecReload="),
+            vec!["ExecReload=/bin/kill -HUP $MAINPID".to_string()]
+        );
     }
 }

@@ -87,7 +87,7 @@ pub fn cluster_config(cfg: &Config) -> anyhow::Result<cluster::ClusterConfig> {
 }
 
 /// `/ip4/A/tcp/P` or `/ip6/A/tcp/P` as a socket address.
-fn tcp_socket_addr(a: &libp2p::Multiaddr) -> Option<std::net::SocketAddr> {
+pub(super) fn tcp_socket_addr(a: &libp2p::Multiaddr) -> Option<std::net::SocketAddr> {
     use libp2p::multiaddr::Protocol;
     let mut it = a.iter();
     let ip: std::net::IpAddr = match it.next()? {

@@ -40,6 +40,43 @@ pub mod limits {
     pub const ADDRS: usize = 16;
     /// One binary multiaddr, bytes.
     pub const ADDR: usize = 256;
+    /// The published HTTP address (`host:port`), bytes: a full DNS name
+    /// (253) plus a port.
+    pub const HTTP: usize = 260;
+}
+
+/// Is `s` a usable `host:port` for Prometheus: an IP socket address
+/// (`10.0.0.12:10027`, `[2001:db8::12]:10027`) or a DNS name and a port
+/// 1-65535, within [`limits::HTTP`]. Checked on our own config
+/// (`http.advertise`) and on every received record (key 12): a peer cannot
+/// make us hand Prometheus a URL with a path, credentials or spaces in it.
+pub fn valid_http_address(s: &str) -> bool {
+    if s.is_empty() || s.len() > limits::HTTP {
+        return false;
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return sa.port() != 0;
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    // A DNS name (RFC 1123 labels). An IPv6 address without brackets, or
+    // with a bad port, fails here too.
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    port_ok && host_ok
 }
 
 /// This node's thermal summary as published to peers.
@@ -117,6 +154,11 @@ pub struct LocalState {
     pub fsm: FsmSummary,
     /// The owner's own counter slots (name -> slot).
     pub counters: BTreeMap<String, CounterSlot>,
+    /// The owner's HTTP (exporter) address, `host:port`, for Prometheus'
+    /// discovery (`GET /v1/http_sd`); `None` from agents that publish none
+    /// (older than this field, record key 12).
+    #[serde(default)]
+    pub http: Option<String>,
 }
 
 /// A verified record of one node: what the owner published ([`LocalState`],
@@ -299,6 +341,9 @@ impl Record {
                     deadline_ms: local.fsm.deadline_ms,
                 },
                 counters,
+                // Never truncated: a cut address is a wrong one. An invalid
+                // one is left out, as peers would reject the whole record.
+                http: local.http.clone().filter(|h| valid_http_address(h)),
             },
             addrs: addrs
                 .iter()
@@ -359,6 +404,7 @@ pub(crate) mod testing {
                 deadline_ms: None,
             },
             counters,
+            http: None,
         }
     }
 

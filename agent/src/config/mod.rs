@@ -104,6 +104,15 @@ pub struct HttpConfig {
     /// Web config file (Prometheus exporter-toolkit format): TLS, basic
     /// auth, extra headers. Default none: plain HTTP, open reads.
     pub web_config_file: Option<PathBuf>,
+    /// `advertise`: the `host:port` this agent publishes in its record for
+    /// Prometheus to scrape (`GET /v1/http_sd`). Default none: the listen
+    /// address when it is a specific IP (loopback included); on a wildcard
+    /// listen (`:10027`), the address the kernel routes toward the first
+    /// `cluster.peers` bootstrap host (else toward the default route) with
+    /// the listen port, else the hostname. Set it when Prometheus reaches
+    /// the agents through another network, a DNS name or NAT; a wrong
+    /// guess only mislabels discovery, never the cluster.
+    pub advertise: Option<String>,
 }
 
 /// `[sensors]`
@@ -404,6 +413,7 @@ impl Default for Config {
                 first_byte_timeout: Duration::from_secs(2),
                 header_read_timeout: Duration::from_secs(5),
                 web_config_file: None,
+                advertise: None,
             },
             sensors: SensorsConfig {
                 interval: Duration::from_secs(2),

@@ -73,8 +73,22 @@ pub fn parse_report(src: &str) -> Result<Parsed, ConfigErrors> {
                     "first_byte_timeout",
                     "header_read_timeout",
                     "web_config_file",
+                    "advertise",
                 ],
                 |w, k, full, it| match k {
+                    "advertise" => {
+                        if let Some(v) = w.nonempty_string(full, it) {
+                            if crate::cluster::record::valid_http_address(&v) {
+                                c.http.advertise = Some(v);
+                            } else {
+                                w.err(
+                                    full,
+                                    it.span(),
+                                    format!("{v:?} is not host:port (a DNS name or IP address and a port 1-65535, e.g. \"srv12.room.example:10027\" or \"[2001:db8::12]:10027\"; at most {} bytes)", crate::cluster::record::limits::HTTP),
+                                );
+                            }
+                        }
+                    }
                     "listen_address" => {
                         if let Some(v) = w.nonempty_string(full, it) {
                             match normalize_listen(&v) {

@@ -291,3 +291,21 @@ fn threshold_rules_fill_override_ignore() {
         .to_string();
     assert!(e.contains("line 1: sensors.thresholds[0]"), "{e}");
 }
+
+#[test]
+fn http_advertise_takes_host_and_port_and_names_the_line_of_a_bad_one() {
+    let c = parse("[http]\nadvertise = \"srv12.room.example:10027\"\n").expect("good");
+    assert_eq!(
+        c.http.advertise.as_deref(),
+        Some("srv12.room.example:10027")
+    );
+    let c = parse("[http]\nadvertise = \"[2001:db8::12]:10027\"\n").expect("good");
+    assert_eq!(c.http.advertise.as_deref(), Some("[2001:db8::12]:10027"));
+    for bad in ["srv12", "http://srv12:10027", "srv12:0", "srv12:10027/x"] {
+        let e = parse(&format!("[http]\n\nadvertise = \"{bad}\"\n"))
+            .expect_err(bad)
+            .to_string();
+        assert!(e.starts_with("line 3: http.advertise: "), "{bad}: {e}");
+        assert!(e.contains("is not host:port"), "{bad}: {e}");
+    }
+}

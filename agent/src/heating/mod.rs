@@ -429,6 +429,13 @@ impl HeatTracker {
         &self.cfg
     }
 
+    /// New settings (a config reload), keeping the history: the next
+    /// [`push`](Self::push) judges it by them. A vote in progress is
+    /// re-judged there too.
+    pub fn set_config(&mut self, cfg: HeatConfig) {
+        self.cfg = cfg;
+    }
+
     /// Feed one round taken at `t` seconds (any monotonic origin): the
     /// readings (with roles) and the CPU load (0..1) if known. Returns the
     /// assessment after it.

@@ -123,6 +123,17 @@ impl PowerMetrics {
         }
     }
 
+    /// Drop the series of a target no longer probed (a config reload that
+    /// removed it), so that it does not linger as if still watched.
+    pub fn forget_target(&self, target: &str) {
+        let _ = self.duration.remove_label_values(&[target]);
+        for kind in KINDS {
+            let _ = self.failures.remove_label_values(&[target, kind]);
+        }
+        let _ = self.ups_runtime.remove_label_values(&[target]);
+        let _ = self.ups_low.remove_label_values(&[target]);
+    }
+
     /// Record one probe.
     pub fn observe(&self, target: &str, seconds: f64, outcome: Outcome) {
         self.duration.with_label_values(&[target]).observe(seconds);

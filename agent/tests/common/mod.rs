@@ -245,6 +245,15 @@ pub fn terminate(agent: &mut Agent) -> (Duration, std::process::ExitStatus) {
     }
 }
 
+/// Send SIGHUP to the agent: `systemctl reload coolmesh` (the unit's
+/// `ExecReload=/bin/kill -HUP $MAINPID`).
+pub fn hangup(agent: &Agent) {
+    let pid = agent.child.id() as libc_pid;
+    // SAFETY: plain kill(2) on our own child.
+    let r = unsafe { kill(pid, 1) };
+    assert_eq!(r, 0, "kill -HUP {pid}");
+}
+
 #[allow(non_camel_case_types)]
 type libc_pid = i32;
 extern "C" {

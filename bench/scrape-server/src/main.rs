@@ -277,7 +277,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             history: None,
             snapshot: rx,
             control: None,
-            token: None,
+            token: None.into(),
             limits: Limits::default(),
             web: None,
         });

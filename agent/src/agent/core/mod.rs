@@ -71,6 +71,12 @@ pub(super) struct Core {
     pub(super) history: coolmesh_exporter::History,
     /// This node's hottest inlet and ambient sensors in the last round.
     pub(super) air: (Option<f64>, Option<f64>),
+    /// Where `POST /-/reload` goes (the reload task, `agent::reload`).
+    pub(super) reload_tx: mpsc::Sender<super::reload::ReloadRequest>,
+    /// The HTTP address this node publishes (record key 12).
+    pub(super) http_advertise: Option<String>,
+    /// `coolmesh_http_sd_members_without_address`.
+    pub(super) sd_missing: prometheus::IntGauge,
 }
 
 impl Core {
@@ -85,6 +91,7 @@ impl Core {
         mut ctl_rx: mpsc::Receiver<ControlRequest>,
         mut room_rx: mpsc::Receiver<cluster::room::RoomApply>,
         mut fsm_task: tokio::task::JoinHandle<Machine>,
+        mut config_rx: watch::Receiver<Arc<Config>>,
     ) -> anyhow::Result<()> {
         crate::watchdog::ready();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -108,10 +115,24 @@ impl Core {
             self.cfg.power.timeout,
         );
         let mut starved = false;
+        let mut config_open = true;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                r = config_rx.changed(), if config_open => {
+                    if r.is_err() { config_open = false; continue; }
+                    // A reload: only its live keys differ from what runs
+                    // (`agent::reload::apply_live`), so the producers'
+                    // cadence above is still right.
+                    self.cfg = (**config_rx.borrow_and_update()).clone();
+                    self.fsm_cfg = super::fsm_config(&self.cfg);
+                    // Peers' votes are judged by this node's policy, which
+                    // a reload may change (checked by the reload).
+                    self.policy = self.cfg.power.policy.parse().unwrap_or(self.policy);
+                    self.update(|_| {});
+                    self.publish_local(&machine_rx.borrow().clone());
+                }
                 r = sensor_rx.changed() => {
                     if r.is_err() {
                         return Err(anyhow::anyhow!("the sensor sampler stopped unexpectedly"));
@@ -202,6 +223,10 @@ impl Core {
                     let _ = apply.reply.send(ack);
                 }
                 Some(req) = ctl_rx.recv() => {
+                    if let Command::Reload = req.command {
+                        self.forward_reload(req.reply);
+                        continue;
+                    }
                     if let Command::SetRoster { signed } = req.command {
                         // The cluster layer verifies and answers; the core
                         // loop does not wait for it.
@@ -292,8 +317,48 @@ impl Core {
             .as_deref()
             .map(|k| crate::snapshot::roster_status(&self.view, &self.cfg.cluster.name, k));
         snap.counters = self.counter_view();
+        snap.sd_members = self.sd_members();
+        self.sd_missing
+            .set(snap.sd_members.iter().filter(|m| m.http.is_none()).count() as i64);
         snap.updated_ms = unix_ms();
         self.snap_tx.send_replace(Arc::new(snap));
+    }
+
+    /// This node and every member the cluster layer holds (alive,
+    /// suspect, or dead within `cluster.retention`), with the HTTP address
+    /// each publishes, for `GET /v1/http_sd`.
+    fn sd_members(&self) -> Vec<coolmesh_exporter::model::SdMember> {
+        use coolmesh_exporter::model::SdMember;
+        std::iter::once(SdMember {
+            node: self.cfg.node.name.clone(),
+            peer_id: self.peer_id.clone(),
+            http: self.http_advertise.clone(),
+        })
+        .chain(self.view.peers.values().map(|p| SdMember {
+            node: p.record.state.node.clone(),
+            peer_id: p.record.peer_id.to_base58(),
+            http: p.record.state.http.clone(),
+        }))
+        .collect()
+    }
+
+    /// Hand `POST /-/reload` to the reload task and answer when it is
+    /// done, without holding up this loop (a reload reads files).
+    fn forward_reload(&self, reply: tokio::sync::oneshot::Sender<Result<String, String>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.reload_tx.try_send(Some(tx)).is_err() {
+            let _ = reply.send(Err("another reload is already waiting; retry".into()));
+            return;
+        }
+        tokio::spawn(async move {
+            let answer = match rx.await {
+                Ok(Ok(report)) => serde_json::to_string(&report)
+                    .map_err(|e| format!("encoding the reload report: {e}")),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("the agent is stopping".into()),
+            };
+            let _ = reply.send(answer);
+        });
     }
 
     fn counter_view(&self) -> Vec<coolmesh_exporter::model::CounterStatus> {
@@ -384,6 +449,7 @@ impl Core {
                 deadline_ms: m.effective_deadline(&self.fsm_cfg).map(|d| d.0),
             },
             counters: self.counters.own_slots(),
+            http: self.http_advertise.clone(),
         };
         self.local_tx.send_if_modified(|cur| {
             if *cur == state {

@@ -206,6 +206,10 @@ pub struct RecordPayload {
     #[n(11)]
     #[cbor(default)]
     pub addrs: Vec<ByteVec>,
+    /// The owner's HTTP (exporter) address, `host:port` (absent: none
+    /// published). Keys 13 and 14 are taken by the shutdown records.
+    #[n(12)]
+    pub http: Option<String>,
 }
 
 fn num(v: Option<f64>) -> Option<Num> {
@@ -268,6 +272,7 @@ impl RecordPayload {
                 })
                 .collect(),
             addrs: r.addrs.iter().map(|a| ByteVec::from(a.to_vec())).collect(),
+            http: st.http.clone(),
         }
     }
 
@@ -343,6 +348,11 @@ impl RecordPayload {
             }
             addrs.push(Multiaddr::try_from(a).map_err(|_| Malformed)?);
         }
+        if let Some(h) = &self.http {
+            if !crate::cluster::record::valid_http_address(h) {
+                return Err(Malformed);
+            }
+        }
         let t = self.thermal.unwrap_or_default();
         let fsm = self.fsm.unwrap_or_default();
         if fsm.state.len() > limits::FSM_STATE || fsm.reason.len() > limits::FSM_REASON {
@@ -371,6 +381,7 @@ impl RecordPayload {
                     deadline_ms: fsm.deadline_ms,
                 },
                 counters,
+                http: self.http,
             },
             addrs,
             updated_ms: self.updated_ms,
@@ -395,6 +406,70 @@ mod tests {
         p.counters[0].owner = other.to_bytes();
         let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
         assert_eq!(s.verify("room-1"), Err(RejectReason::ForeignSlot));
+    }
+
+    #[test]
+    fn the_http_address_travels_in_key_12_and_garbage_is_rejected() {
+        let key = Keypair::generate_ed25519();
+        let mut local = crate::cluster::record::testing::sample_local();
+        local.http = Some("10.0.0.12:10027".into());
+        let r = Record::from_local(
+            &local,
+            "room-1",
+            key.public().to_peer_id(),
+            1,
+            &[],
+            1_700_000_000_123,
+        );
+        let s = SignedRecord::sign(&r, &key).unwrap();
+        let back = s.verify("room-1").expect("verifies");
+        assert_eq!(back.state.http.as_deref(), Some("10.0.0.12:10027"));
+        // Key 12 on the wire: a text string after the map key 0x0c.
+        let bytes = RecordPayload::from_record(&r).encode().unwrap();
+        let needle = [&[0x0c, 0x60 + 15][..], b"10.0.0.12:10027"].concat();
+        assert!(bytes.windows(needle.len()).any(|w| w == needle));
+        // Without an address the key is absent (older agents' records, and
+        // the test vector of docs/protocol.md, are unchanged).
+        let plain = RecordPayload::from_record(&record_for(&key, 1))
+            .encode()
+            .unwrap();
+        assert!(!plain.windows(2).any(|w| w == [0x0c, 0xf6]), "no null");
+        assert_eq!(
+            RecordPayload::decode(&plain).unwrap().http,
+            None,
+            "absent decodes as none"
+        );
+        // A peer's garbage is a `malformed` rejection, never a panic or a
+        // URL handed to Prometheus.
+        let check = |h: &str| {
+            let mut p = RecordPayload::from_record(&r);
+            p.http = Some(h.to_string());
+            SignedRecord::sign_payload(p.encode().unwrap(), &key)
+                .unwrap()
+                .verify("room-1")
+        };
+        for bad in [
+            "",
+            "srv12",
+            "srv12:0",
+            "srv12:99999",
+            "http://srv12:10027",
+            "srv12:10027/metrics",
+            "user@srv12:10027",
+            "srv 12:10027",
+            "2001:db8::1:10027",
+            &format!("{}:1", "a".repeat(limits::HTTP)),
+        ] {
+            assert_eq!(check(bad), Err(RejectReason::Malformed), "{bad:?}");
+        }
+        for good in ["srv12:10027", "srv12.room.example:1", "[2001:db8::1]:10027"] {
+            assert!(check(good).is_ok(), "{good:?}");
+        }
+        // Our own record leaves an invalid address out instead of making
+        // every peer reject it.
+        local.http = Some("not an address".into());
+        let r = Record::from_local(&local, "room-1", key.public().to_peer_id(), 2, &[], 1);
+        assert_eq!(r.state.http, None);
     }
 
     #[test]
@@ -461,6 +536,11 @@ mod tests {
                 n: 5,
             },
         );
+        // The longest address that passes: a 253-byte DNS name and a port.
+        let l = "a".repeat(63);
+        let longest = format!("{l}.{l}.{l}.{}:65535", "b".repeat(61));
+        assert_eq!(longest.len(), limits::HTTP - 1);
+        local.http = Some(longest.clone());
         let addrs: Vec<Multiaddr> = (0..100)
             .map(|i| format!("/ip4/10.0.0.{}/tcp/9877", i % 250).parse().unwrap())
             .collect();
@@ -478,6 +558,7 @@ mod tests {
         assert_eq!(back.state.thermal.hottest, None);
         assert_eq!(back.state.counters.len(), limits::COUNTERS);
         assert_eq!(back.state.node.len(), limits::NODE);
+        assert_eq!(back.state.http, Some(longest));
     }
 
     #[test]
