@@ -97,6 +97,16 @@ pub struct FsmSummary {
     pub reason: String,
     /// Unix ms at which a pending transition fires (grace end), if any.
     pub deadline_ms: Option<u64>,
+    /// In `pre_fail` and `shutdown`: the trigger whose grace runs
+    /// (`power`, `cooling`, `overheat`), unlike `reason` never
+    /// `prediction`. Empty elsewhere and from older agents. Staged
+    /// shutdown ([`crate::stage`]) waits only for lower stages going down
+    /// for the same trigger.
+    pub trigger: String,
+    /// In `shutdown`: the command finished (`Some(true)`) or not yet
+    /// (`Some(false)`, e.g. the drain still runs). `None` from older
+    /// agents, and outside `shutdown`.
+    pub done: Option<bool>,
 }
 
 /// What a node publishes about itself: the content of its record. The
@@ -117,6 +127,9 @@ pub struct LocalState {
     pub fsm: FsmSummary,
     /// The owner's own counter slots (name -> slot).
     pub counters: BTreeMap<String, CounterSlot>,
+    /// Shutdown stage (`shutdown.stage`, record key 13; 0 from older
+    /// agents). See [`crate::stage`].
+    pub stage: u32,
 }
 
 /// A verified record of one node: what the owner published ([`LocalState`],
@@ -297,8 +310,11 @@ impl Record {
                     state: truncate(&local.fsm.state, limits::FSM_STATE),
                     reason: truncate(&local.fsm.reason, limits::FSM_REASON),
                     deadline_ms: local.fsm.deadline_ms,
+                    trigger: truncate(&local.fsm.trigger, limits::FSM_STATE),
+                    done: local.fsm.done,
                 },
                 counters,
+                stage: local.stage,
             },
             addrs: addrs
                 .iter()
@@ -357,8 +373,11 @@ pub(crate) mod testing {
                 state: "normal".into(),
                 reason: "power up".into(),
                 deadline_ms: None,
+                trigger: String::new(),
+                done: None,
             },
             counters,
+            stage: 1,
         }
     }
 

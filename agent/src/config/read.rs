@@ -592,6 +592,8 @@ pub(super) fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownSect
         "cancel_hold",
         "dry_run",
         "dry_run_marker",
+        "stage",
+        "stage_timeout",
     ];
     let day = Duration::from_secs(24 * 3600);
     w.table("shutdown", t, KEYS, |w, k, full, it| match k {
@@ -640,6 +642,19 @@ pub(super) fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownSect
         "dry_run" => {
             if let Some(v) = w.bool(full, it) {
                 s.dry_run = v;
+            }
+        }
+        "stage" => {
+            // A handful of stages covers compute, storage and network; a
+            // bound keeps a typo (a port number, a year) from reading as a
+            // valid, absurd order.
+            if let Some(v) = w.int(full, it, 0..=i64::from(crate::stage::MAX_STAGE)) {
+                s.stage = v as u32;
+            }
+        }
+        "stage_timeout" => {
+            if let Some(d) = w.duration(full, it, Duration::ZERO, Duration::from_secs(3600)) {
+                s.stage_timeout = d;
             }
         }
         _ => s.dry_run_marker = w.nonempty_string(full, it).map(PathBuf::from),

@@ -330,7 +330,9 @@ impl Core {
 
     /// What fresh peers report, on this node's own targets.
     fn peer_view(&self) -> PeerView {
-        peer_view(&self.view, &self.fsm_cfg, &self.power_targets, self.policy)
+        let mut pv = peer_view(&self.view, &self.fsm_cfg, &self.power_targets, self.policy);
+        pv.stages = crate::votes::stage_gate(&self.view, self.cfg.shutdown.stage);
+        pv
     }
 
     /// The state machine's input: our latest probe result and thermal
@@ -356,9 +358,8 @@ impl Core {
     /// Only real changes are sent; the machine re-evaluates with its last
     /// own probe result and never counts this as a probe.
     fn peers_changed(&mut self) {
-        if !self.power_configured {
-            return;
-        }
+        // Also without power targets: lower stages that finish release a
+        // held command (crate::stage) without waiting for a sensor round.
         let peers = self.peer_view();
         if self.sent_peers == Some(peers) {
             return;
@@ -382,8 +383,16 @@ impl Core {
                 state: m.state.as_str().to_string(),
                 reason: m.reason.as_str().to_string(),
                 deadline_ms: m.effective_deadline(&self.fsm_cfg).map(|d| d.0),
+                trigger: if m.trigger == Reason::None {
+                    String::new()
+                } else {
+                    m.trigger.as_str().to_string()
+                },
+                // Higher stages wait for this (crate::stage).
+                done: (m.state == State::Shutdown).then_some(m.exec.done),
             },
             counters: self.counters.own_slots(),
+            stage: self.cfg.shutdown.stage,
         };
         self.local_tx.send_if_modified(|cur| {
             if *cur == state {

@@ -137,6 +137,12 @@ pub struct FsmW {
     /// Deadline, unix ms.
     #[n(2)]
     pub deadline_ms: Option<u64>,
+    /// Trigger whose grace runs (staged shutdown; absent from older agents).
+    #[n(3)]
+    pub trigger: Option<String>,
+    /// In `shutdown`: the command finished (staged shutdown; absent from older agents).
+    #[n(4)]
+    pub done: Option<bool>,
 }
 
 /// Element of key 10 of a record: one counter slot.
@@ -206,6 +212,9 @@ pub struct RecordPayload {
     #[n(11)]
     #[cbor(default)]
     pub addrs: Vec<ByteVec>,
+    /// Shutdown stage (staged shutdown; absent means 0).
+    #[n(13)]
+    pub stage: Option<u32>,
 }
 
 fn num(v: Option<f64>) -> Option<Num> {
@@ -255,6 +264,8 @@ impl RecordPayload {
                 state: st.fsm.state.clone(),
                 reason: st.fsm.reason.clone(),
                 deadline_ms: st.fsm.deadline_ms,
+                trigger: (!st.fsm.trigger.is_empty()).then(|| st.fsm.trigger.clone()),
+                done: st.fsm.done,
             }),
             counters: st
                 .counters
@@ -268,6 +279,9 @@ impl RecordPayload {
                 })
                 .collect(),
             addrs: r.addrs.iter().map(|a| ByteVec::from(a.to_vec())).collect(),
+            // Stage 0 is what an absent key means: left out to keep the
+            // records of unstaged rooms as they were.
+            stage: (st.stage != 0).then_some(st.stage),
         }
     }
 
@@ -345,7 +359,11 @@ impl RecordPayload {
         }
         let t = self.thermal.unwrap_or_default();
         let fsm = self.fsm.unwrap_or_default();
-        if fsm.state.len() > limits::FSM_STATE || fsm.reason.len() > limits::FSM_REASON {
+        let trigger = fsm.trigger.unwrap_or_default();
+        if fsm.state.len() > limits::FSM_STATE
+            || fsm.reason.len() > limits::FSM_REASON
+            || trigger.len() > limits::FSM_STATE
+        {
             return Err(Malformed);
         }
         Ok(Record {
@@ -369,8 +387,11 @@ impl RecordPayload {
                     state: fsm.state,
                     reason: fsm.reason,
                     deadline_ms: fsm.deadline_ms,
+                    trigger,
+                    done: fsm.done,
                 },
                 counters,
+                stage: self.stage.unwrap_or(0),
             },
             addrs,
             updated_ms: self.updated_ms,
