@@ -291,3 +291,36 @@ fn threshold_rules_fill_override_ignore() {
         .to_string();
     assert!(e.contains("line 1: sensors.thresholds[0]"), "{e}");
 }
+
+#[test]
+fn shutdown_stage_and_its_timeout() {
+    let d = Config::default();
+    assert_eq!(d.shutdown.stage, crate::stage::DEFAULT_STAGE);
+    assert_eq!(
+        d.shutdown.stage_timeout,
+        crate::fsm::FsmConfig::default().stage_timeout
+    );
+    let c = parse("[shutdown]\nstage = 1\nstage_timeout = \"45s\"\n").expect("valid");
+    assert_eq!(c.shutdown.stage, 1);
+    assert_eq!(c.shutdown.stage_timeout, Duration::from_secs(45));
+    assert_eq!(
+        crate::agent::fsm_config(&c).stage_timeout,
+        Duration::from_secs(45)
+    );
+    let errs = parse("[shutdown]\nstage = -1\nstage_timeout = \"soon\"\nstages = 2\n")
+        .expect_err("invalid")
+        .0;
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    for (key, line, needle) in [
+        ("shutdown.stage", 2, "out of range"),
+        ("shutdown.stage_timeout", 3, "not a duration"),
+        ("shutdown.stages", 4, "did you mean `stage`"),
+    ] {
+        assert!(
+            errs.iter()
+                .any(|e| e.key == key && e.line == Some(line) && e.message.contains(needle)),
+            "missing {key} line {line} {needle:?} in {shown:#?}"
+        );
+    }
+    assert_eq!(errs.len(), 3, "{shown:#?}");
+}

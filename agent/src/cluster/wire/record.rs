@@ -539,6 +539,40 @@ mod tests {
     }
 
     #[test]
+    fn stage_and_trigger_round_trip_and_default_when_absent() {
+        let key = Keypair::generate_ed25519();
+        let mut r = record_for(&key, 1);
+        r.state.stage = 2;
+        r.state.fsm.trigger = "power".into();
+        r.state.fsm.done = Some(false);
+        let p = RecordPayload::from_record(&r);
+        assert_eq!(p.stage, Some(2));
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        let back = s.verify("room-1").unwrap();
+        assert_eq!(back.state.stage, 2);
+        assert_eq!(back.state.fsm.trigger, "power");
+        assert_eq!(back.state.fsm.done, Some(false));
+        // An older agent sends neither: stage 0, no trigger, done unknown.
+        let mut p = RecordPayload::from_record(&r);
+        p.stage = None;
+        p.fsm = Some(FsmW {
+            state: "shutdown".into(),
+            reason: "power".into(),
+            deadline_ms: None,
+            trigger: None,
+            done: None,
+        });
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        let back = s.verify("room-1").unwrap();
+        assert_eq!(back.state.stage, 0);
+        assert_eq!(back.state.fsm.trigger, "");
+        assert_eq!(back.state.fsm.done, None);
+        // Stage 0 is not written at all: unstaged rooms' records as before.
+        r.state.stage = 0;
+        assert_eq!(RecordPayload::from_record(&r).stage, None);
+    }
+
+    #[test]
     fn f16_conversion() {
         assert_eq!(f16_to_f64(0x3c00), 1.0);
         assert_eq!(f16_to_f64(0xc000), -2.0);
