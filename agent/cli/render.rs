@@ -460,6 +460,7 @@ mod tests {
             reason: "none".into(),
             deadline_ms: None,
             stale: false,
+            stage: 0,
         };
         s.cluster.peers = vec![peer("cool", 50.0), peer("hot", 5.0)];
         let t = render_cluster(&s, 0);
@@ -492,6 +493,7 @@ mod tests {
             reason: "none".into(),
             deadline_ms: None,
             stale: liveness == "dead",
+            stage: 0,
         };
         s.cluster.peers = vec![peer("srv10", "alive"), peer("srv1", "dead")];
         let v: serde_json::Value =

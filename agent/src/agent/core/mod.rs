@@ -183,7 +183,8 @@ impl Core {
                     self.history.sample_one(unix_ms(), &self.own_history(&m));
                     let fsm_cfg = self.fsm_cfg.clone();
                     let dry_run = self.cfg.shutdown.dry_run;
-                    self.update(|snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg, dry_run));
+                    let stage = self.cfg.shutdown.stage;
+                    self.update(|snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg, dry_run, stage));
                     sync_counters(&self.metrics, &self.fsm_stats, &self.exec_stats);
                     self.count_transitions();
                     self.journal_machine(&m);
