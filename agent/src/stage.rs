@@ -169,7 +169,8 @@ mod tests {
             &'static str,
             Option<bool>,
         );
-        let cases: &[(&str, u32, &[Peer], u32, Option<u32>, u32)] = &[
+        type Case = (&'static str, u32, &'static [Peer], u32, Option<u32>, u32);
+        let cases: &[Case] = &[
             (
                 "stage 0 never waits",
                 0,
