@@ -1544,13 +1544,11 @@ impl Step<'_> {
         if matches!(self.m.state, State::Shutdown | State::Maintenance) {
             return;
         }
-        // Lower stages that finished release a held command at once
-        // (module documentation, "Stages"), probe or not.
+        // Lower stages that finished release a held command: the new
+        // effective deadline is in the past, and the supervisor's next tick
+        // (it sleeps until `next_wake`) shuts down at once. As for every
+        // peer change, the shutdown itself is left to the tick.
         self.m.stages = peers.stages;
-        self.due("grace expired without recovery");
-        if self.m.state == State::Shutdown {
-            return;
-        }
         let Some(power) = self.m.last_power else {
             return;
         };

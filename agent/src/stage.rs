@@ -554,8 +554,15 @@ mod tests {
                 let m = pre_fail(&cfg, g);
                 // The deadline passes (a Tick), then the event.
                 let (m, _) = step(&m, &Event::Tick, at(300), &cfg);
-                let (m, actions) = step(&m, &ev, at(secs), &cfg);
-                assert_eq!(m.state, want, "{name}: {}", detail(&actions));
+                let (m, a1) = step(&m, &ev, at(secs), &cfg);
+                // The supervisor then ticks at `next_wake` if it passed (a
+                // peer change leaves the shutdown to that tick).
+                let (m, a2) = if m.next_wake(&cfg).is_some_and(|w| w <= at(secs)) {
+                    step(&m, &Event::Tick, at(secs), &cfg)
+                } else {
+                    (m, Vec::new())
+                };
+                assert_eq!(m.state, want, "{name}: {} {}", detail(&a1), detail(&a2));
             }
         }
 
@@ -580,8 +587,17 @@ mod tests {
             // A second tick says nothing new.
             let (m, actions) = step(&m, &Event::Tick, at(301), &cfg);
             assert!(actions.is_empty(), "{actions:?}");
-            // Released by the peers: the shutdown says why.
+            // Released by the peers: the wake is now, and the tick that
+            // follows shuts down, saying why.
             let (m, actions) = step(&m, &Event::PeersChanged(peers(gate(0, 0))), at(350), &cfg);
+            assert_eq!(
+                m.state,
+                State::PreFail,
+                "a peer change leaves it to the tick"
+            );
+            assert!(actions.is_empty(), "{actions:?}");
+            assert_eq!(m.next_wake(&cfg), Some(at(300)), "due: the deadline itself");
+            let (m, actions) = step(&m, &Event::Tick, at(350), &cfg);
             assert_eq!(m.state, State::Shutdown);
             assert!(
                 detail(&actions).contains("the lower stages finished"),
