@@ -28,6 +28,7 @@
 //! - [`power`]: one file per power probe behind the `Probe` trait, plus policy.
 //! - [`votes`]: the cluster's view in the state machine's terms (power votes, cooling quorum).
 //! - [`stage`]: staged shutdown, which lower-stage nodes are still going down.
+//! - [`power_on`]: ordered power-on by Wake-on-LAN when mains is back.
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
@@ -51,6 +52,7 @@ pub mod journal;
 pub mod perms;
 pub mod persist;
 pub mod power;
+pub mod power_on;
 pub mod rlimit;
 pub mod sampler;
 pub mod shutdown;

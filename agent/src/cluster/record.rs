@@ -130,6 +130,11 @@ pub struct LocalState {
     /// Shutdown stage (`shutdown.stage`, record key 13; 0 from older
     /// agents). See [`crate::stage`].
     pub stage: u32,
+    /// This node's MAC address (`power_on.mac`, record key 14), for the
+    /// node that wakes the room ([`crate::power_on`]).
+    pub mac: Option<[u8; 6]>,
+    /// This node may wake others (`power_on.enabled`, record key 14).
+    pub waker: bool,
 }
 
 /// A verified record of one node: what the owner published ([`LocalState`],
@@ -315,6 +320,8 @@ impl Record {
                 },
                 counters,
                 stage: local.stage,
+                mac: local.mac,
+                waker: local.waker,
             },
             addrs: addrs
                 .iter()
@@ -378,6 +385,8 @@ pub(crate) mod testing {
             },
             counters,
             stage: 1,
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            waker: false,
         }
     }
 

@@ -383,6 +383,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[journal]`: the decision journal's bounds (see `crate::journal`).
     pub journal: crate::journal::JournalConfig,
+    /// `[power_on]`: ordered power-on by Wake-on-LAN (see `crate::power_on`).
+    pub power_on: crate::power_on::PowerOnConfig,
 }
 
 fn hostname() -> String {
@@ -465,6 +467,7 @@ impl Default for Config {
                 format: "logfmt".into(),
             },
             journal: crate::journal::JournalConfig::default(),
+            power_on: crate::power_on::PowerOnConfig::default(),
             cluster: ClusterSection {
                 enabled: true,
                 name: cl.name,
@@ -491,7 +494,7 @@ impl Default for Config {
 
 const SECTIONS: &[&str] = &[
     "node", "http", "sensors", "power", "shutdown", "overheat", "cooling", "cluster", "log",
-    "journal",
+    "journal", "power_on",
 ];
 
 /// A config document read as far as it goes: the configuration (a key

@@ -157,6 +157,7 @@ pub fn parse_report(src: &str) -> Result<Parsed, ConfigErrors> {
                 },
             ),
             "shutdown" => parse_shutdown(w, t, &mut c.shutdown),
+            "power_on" => parse_power_on(w, t, &mut c.power_on),
             "cluster" => parse_cluster(w, t, &mut c.cluster),
             "journal" => w.table("journal", t, &["max_bytes", "max_age"], |w, k, full, it| {
                 if k == "max_bytes" {
@@ -575,6 +576,69 @@ pub(super) fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSectio
                     "handshake_timeout" => c.limits.handshake_timeout = d,
                     _ => c.retention = d,
                 }
+            }
+        }
+    });
+}
+
+/// `[power_on]` (see `crate::power_on`).
+pub(super) fn parse_power_on(
+    w: &mut Walker<'_>,
+    t: &Table,
+    p: &mut crate::power_on::PowerOnConfig,
+) {
+    const KEYS: &[&str] = &["enabled", "mac", "broadcast", "settle", "give_up", "retry"];
+    let day = Duration::from_secs(24 * 3600);
+    w.table("power_on", t, KEYS, |w, k, full, it| match k {
+        "enabled" => {
+            if let Some(v) = w.bool(full, it) {
+                p.enabled = v;
+            }
+        }
+        "mac" => {
+            if let Some(s) = w.nonempty_string(full, it) {
+                match crate::power_on::parse_mac(s.trim()) {
+                    Some(m) => p.mac = Some(m),
+                    None => w.err(
+                        full,
+                        it.span(),
+                        format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+                    ),
+                }
+            }
+        }
+        "broadcast" => {
+            if let Some(s) = w.nonempty_string(full, it) {
+                match s.trim().parse::<std::net::SocketAddr>() {
+                    Ok(a) => p.broadcast = a,
+                    Err(_) => w.err(
+                        full,
+                        it.span(),
+                        format!("{s:?} is not ADDRESS:PORT (e.g. 255.255.255.255:9)"),
+                    ),
+                }
+            }
+        }
+        "settle" => {
+            if let Some(d) = w.duration(full, it, Duration::ZERO, day) {
+                p.settle = d;
+            }
+        }
+        "give_up" => {
+            if let Some(d) = w.nonzero_duration(
+                full,
+                it,
+                day,
+                "the controller would give every member up at once (default 15m)",
+            ) {
+                p.give_up = d;
+            }
+        }
+        _ => {
+            // At least a second: a packet a second per sleeper is plenty.
+            if let Some(d) = w.duration(full, it, Duration::from_secs(1), Duration::from_secs(3600))
+            {
+                p.retry = d;
             }
         }
     });

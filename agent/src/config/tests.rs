@@ -324,3 +324,36 @@ fn shutdown_stage_and_its_timeout() {
     }
     assert_eq!(errs.len(), 3, "{shown:#?}");
 }
+
+#[test]
+fn power_on_section() {
+    let d = Config::default();
+    assert_eq!(d.power_on, crate::power_on::PowerOnConfig::default());
+    assert!(!d.power_on.enabled, "nothing is sent unless asked");
+    let c = parse(
+        "[power_on]\nenabled = true\nmac = \"02:00:00:00:00:0A\"\nbroadcast = \"10.0.0.255:9\"\nsettle = \"5m\"\ngive_up = \"20m\"\nretry = \"10s\"\n",
+    )
+    .expect("valid");
+    assert!(c.power_on.enabled);
+    assert_eq!(c.power_on.mac, Some([2, 0, 0, 0, 0, 0x0a]));
+    assert_eq!(c.power_on.broadcast, "10.0.0.255:9".parse().unwrap());
+    assert_eq!(c.power_on.settle, Duration::from_secs(300));
+    assert_eq!(c.power_on.give_up, Duration::from_secs(1200));
+    assert_eq!(c.power_on.retry, Duration::from_secs(10));
+    let errs = parse("[power_on]\nmac = \"02:00:00\"\nbroadcast = \"nowhere\"\ngive_up = \"0s\"\nretry = \"10ms\"\n")
+        .expect_err("invalid")
+        .0;
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    for (key, line) in [
+        ("power_on.mac", 2),
+        ("power_on.broadcast", 3),
+        ("power_on.give_up", 4),
+        ("power_on.retry", 5),
+    ] {
+        assert!(
+            errs.iter().any(|e| e.key == key && e.line == Some(line)),
+            "missing {key} line {line} in {shown:#?}"
+        );
+    }
+    assert_eq!(errs.len(), 4, "{shown:#?}");
+}

@@ -394,6 +394,8 @@ impl Core {
             },
             counters: self.counters.own_slots(),
             stage: self.cfg.shutdown.stage,
+            mac: self.cfg.power_on.mac,
+            waker: self.cfg.power_on.enabled,
         };
         self.local_tx.send_if_modified(|cur| {
             if *cur == state {

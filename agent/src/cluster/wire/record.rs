@@ -167,6 +167,18 @@ pub struct SlotW {
     pub n: u64,
 }
 
+/// Key 14 of a record: ordered power-on (`crate::power_on`).
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+#[cbor(map)]
+pub struct PowerOnW {
+    /// MAC address, 6 bytes.
+    #[n(0)]
+    pub mac: Option<ByteVec>,
+    /// May wake others.
+    #[n(1)]
+    pub waker: Option<bool>,
+}
+
 /// A record payload (the signed bytes).
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
 #[cbor(map)]
@@ -215,6 +227,9 @@ pub struct RecordPayload {
     /// Shutdown stage (staged shutdown; absent means 0).
     #[n(13)]
     pub stage: Option<u32>,
+    /// Ordered power-on (absent when neither a MAC nor waking is set).
+    #[n(14)]
+    pub power_on: Option<PowerOnW>,
 }
 
 fn num(v: Option<f64>) -> Option<Num> {
@@ -282,6 +297,10 @@ impl RecordPayload {
             // Stage 0 is what an absent key means: left out to keep the
             // records of unstaged rooms as they were.
             stage: (st.stage != 0).then_some(st.stage),
+            power_on: (st.mac.is_some() || st.waker).then(|| PowerOnW {
+                mac: st.mac.map(|m| ByteVec::from(m.to_vec())),
+                waker: st.waker.then_some(true),
+            }),
         }
     }
 
@@ -360,6 +379,14 @@ impl RecordPayload {
         let t = self.thermal.unwrap_or_default();
         let fsm = self.fsm.unwrap_or_default();
         let trigger = fsm.trigger.unwrap_or_default();
+        let power_on = self.power_on.unwrap_or_default();
+        let mac = match power_on.mac {
+            None => None,
+            Some(m) => {
+                let m: Vec<u8> = m.into();
+                Some(<[u8; 6]>::try_from(m.as_slice()).map_err(|_| Malformed)?)
+            }
+        };
         if fsm.state.len() > limits::FSM_STATE
             || fsm.reason.len() > limits::FSM_REASON
             || trigger.len() > limits::FSM_STATE
@@ -392,6 +419,8 @@ impl RecordPayload {
                 },
                 counters,
                 stage: self.stage.unwrap_or(0),
+                mac,
+                waker: power_on.waker.unwrap_or(false),
             },
             addrs,
             updated_ms: self.updated_ms,
@@ -570,6 +599,31 @@ mod tests {
         // Stage 0 is not written at all: unstaged rooms' records as before.
         r.state.stage = 0;
         assert_eq!(RecordPayload::from_record(&r).stage, None);
+    }
+
+    #[test]
+    fn power_on_key_round_trips_and_a_bad_mac_is_malformed() {
+        let key = Keypair::generate_ed25519();
+        let mut r = record_for(&key, 1);
+        r.state.mac = Some([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        r.state.waker = true;
+        let p = RecordPayload::from_record(&r);
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        let back = s.verify("room-1").unwrap();
+        assert_eq!(back.state.mac, Some([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]));
+        assert!(back.state.waker);
+        // Neither set: key 14 is left out.
+        r.state.mac = None;
+        r.state.waker = false;
+        assert_eq!(RecordPayload::from_record(&r).power_on, None);
+        // A MAC that is not 6 bytes.
+        let mut p = RecordPayload::from_record(&r);
+        p.power_on = Some(PowerOnW {
+            mac: Some(ByteVec::from(vec![1, 2, 3])),
+            waker: None,
+        });
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        assert_eq!(s.verify("room-1"), Err(RejectReason::Malformed));
     }
 
     #[test]
