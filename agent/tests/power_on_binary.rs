@@ -57,6 +57,9 @@ fn start(cfg: &Path) -> Agent {
     ])
 }
 
+/// When a packet arrived, and the MAC it wakes (`None`: not a magic packet).
+type Packet = (Instant, Option<[u8; 6]>);
+
 /// The MAC a packet wakes, if it is a well-formed magic packet.
 fn magic_mac(p: &[u8]) -> Option<[u8; 6]> {
     if p.len() != 102 || p[..6] != [0xFF; 6] {
@@ -75,7 +78,7 @@ fn mains_back_wakes_storage_then_compute_and_gives_up() {
     let udp_port = udp.local_addr().expect("addr").port();
     udp.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let got: Arc<Mutex<Vec<(Instant, Option<[u8; 6]>)>>> = Arc::default();
+    let got: Arc<Mutex<Vec<Packet>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listener = {
         let (got, stop) = (got.clone(), stop.clone());
