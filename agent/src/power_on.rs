@@ -61,6 +61,11 @@ pub struct PowerOnConfig {
     /// lost packet is resent soon, and a room of 100 sleepers sends 3 or 4
     /// packets a second at most.
     pub retry: Duration,
+    /// The node name of the only node that may wake the room. Default
+    /// none: the alive enabled node with the smallest `(stage, PeerId)`.
+    /// Set it (the same on every node) to pin the job to the node whose
+    /// UPS lasts longest; if that node is down, nobody wakes the room.
+    pub controller: Option<String>,
 }
 
 impl Default for PowerOnConfig {
@@ -72,6 +77,7 @@ impl Default for PowerOnConfig {
             settle: Duration::from_secs(120),
             give_up: Duration::from_secs(15 * 60),
             retry: Duration::from_secs(30),
+            controller: None,
         }
     }
 }
@@ -136,6 +142,18 @@ pub fn controller(members: &[Member]) -> Option<PeerId> {
         .filter(|m| m.alive && m.waker && m.state != "shutdown")
         .min_by(|a, b| (a.stage, a.peer_id.to_bytes()).cmp(&(b.stage, b.peer_id.to_bytes())))
         .map(|m| m.peer_id)
+}
+
+/// The controller with `power_on.controller` set: that node, if it can
+/// (alive, enabled, not shut down); else [`controller`].
+pub fn controller_for(cfg: &PowerOnConfig, members: &[Member]) -> Option<PeerId> {
+    match &cfg.controller {
+        Some(name) => members
+            .iter()
+            .find(|m| m.node == *name && m.alive && m.waker && m.state != "shutdown")
+            .map(|m| m.peer_id),
+        None => controller(members),
+    }
 }
 
 /// A member that shut down, as the controller remembers it.
@@ -235,7 +253,7 @@ impl Controller {
             }
         }
         let stable = self.mains_since.is_some_and(|s| now.since(s) >= cfg.settle);
-        if !stable || !cfg.enabled || controller(members) != Some(me) {
+        if !stable || !cfg.enabled || controller_for(cfg, members) != Some(me) {
             return out;
         }
         // Highest stage with sleepers still to wake.
@@ -411,7 +429,7 @@ pub async fn run(
             .set(i64::try_from(ctl.pending()).unwrap_or(i64::MAX));
         metrics
             .controller
-            .set(i64::from(controller(&members) == Some(me)));
+            .set(i64::from(controller_for(&cfg, &members) == Some(me)));
     }
 }
 
@@ -601,6 +619,15 @@ mod tests {
                 .count()
         };
         assert_eq!(sends(a) + sends(b), 1);
+        // A configured controller: that one only, whatever the PeerIds.
+        let pinned = |name: &str| PowerOnConfig {
+            controller: Some(name.into()),
+            ..cfg.clone()
+        };
+        assert_eq!(controller_for(&pinned("b"), &ms), Some(b));
+        assert_eq!(controller_for(&pinned("a"), &ms), Some(a));
+        assert_eq!(controller_for(&pinned("s"), &ms), None, "shut down");
+        assert_eq!(controller_for(&pinned("nobody"), &ms), None);
         // Not enabled here: never sends, even as the only candidate.
         let off = PowerOnConfig {
             enabled: false,

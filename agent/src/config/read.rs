@@ -587,7 +587,15 @@ pub(super) fn parse_power_on(
     t: &Table,
     p: &mut crate::power_on::PowerOnConfig,
 ) {
-    const KEYS: &[&str] = &["enabled", "mac", "broadcast", "settle", "give_up", "retry"];
+    const KEYS: &[&str] = &[
+        "enabled",
+        "mac",
+        "broadcast",
+        "settle",
+        "give_up",
+        "retry",
+        "controller",
+    ];
     let day = Duration::from_secs(24 * 3600);
     w.table("power_on", t, KEYS, |w, k, full, it| match k {
         "enabled" => {
@@ -622,6 +630,11 @@ pub(super) fn parse_power_on(
         "settle" => {
             if let Some(d) = w.duration(full, it, Duration::ZERO, day) {
                 p.settle = d;
+            }
+        }
+        "controller" => {
+            if let Some(s) = w.nonempty_string(full, it) {
+                p.controller = Some(s);
             }
         }
         "give_up" => {

@@ -331,7 +331,7 @@ fn power_on_section() {
     assert_eq!(d.power_on, crate::power_on::PowerOnConfig::default());
     assert!(!d.power_on.enabled, "nothing is sent unless asked");
     let c = parse(
-        "[power_on]\nenabled = true\nmac = \"02:00:00:00:00:0A\"\nbroadcast = \"10.0.0.255:9\"\nsettle = \"5m\"\ngive_up = \"20m\"\nretry = \"10s\"\n",
+        "[power_on]\nenabled = true\nmac = \"02:00:00:00:00:0A\"\nbroadcast = \"10.0.0.255:9\"\nsettle = \"5m\"\ngive_up = \"20m\"\nretry = \"10s\"\ncontroller = \"ups-host\"\n",
     )
     .expect("valid");
     assert!(c.power_on.enabled);
@@ -340,6 +340,7 @@ fn power_on_section() {
     assert_eq!(c.power_on.settle, Duration::from_secs(300));
     assert_eq!(c.power_on.give_up, Duration::from_secs(1200));
     assert_eq!(c.power_on.retry, Duration::from_secs(10));
+    assert_eq!(c.power_on.controller.as_deref(), Some("ups-host"));
     let errs = parse("[power_on]\nmac = \"02:00:00\"\nbroadcast = \"nowhere\"\ngive_up = \"0s\"\nretry = \"10ms\"\n")
         .expect_err("invalid")
         .0;
