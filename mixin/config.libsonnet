@@ -73,6 +73,7 @@
       CoolmeshShutdownDryRun: '1m',
       CoolmeshShutdownCommandFailed: '1m',
       CoolmeshShutdownOutcomeUnknown: '1m',
+      CoolmeshPowerOnGaveUp: '0s',
       CoolmeshMaintenanceMode: '1h',
       CoolmeshPeerLost: '5m',
       CoolmeshClusterPartitioned: '5m',

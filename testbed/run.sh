@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The coolmesh failure matrix: real agents, each in its own network namespace.
 #
-#   sudo testbed/run.sh            # every scenario (a..m)
+#   sudo testbed/run.sh            # every scenario (a..p)
 #   sudo testbed/run.sh c          # one scenario
 #   sudo testbed/run.sh --list     # what each scenario does
 #

@@ -183,6 +183,21 @@ pub fn render_evidence(e: &Evidence) -> String {
                 .join(", ")
         }
     );
+    // Staged shutdown: only where it says something (a staged node, or
+    // lower stages going down), so unstaged rooms read as before.
+    if let Some(s) = e.stage.as_ref().filter(|s| s.stage > 0) {
+        let pending = |p: &coolmesh_agent::stage::Pending| match p.lowest_stage {
+            Some(l) => format!("{} (waiting for stage {l})", p.nodes),
+            None => "none".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "    stage: own stage {}; lower-stage nodes still going down: for power {}, for cooling {}",
+            s.stage,
+            pending(&s.lower.power),
+            pending(&s.lower.cooling),
+        );
+    }
     out
 }
 
@@ -315,6 +330,16 @@ mod tests {
             },
             voters: 15,
             non_voters: 2,
+            stage: Some(coolmesh_agent::journal::StageEvidence {
+                stage: 1,
+                lower: coolmesh_agent::stage::StageGate {
+                    power: coolmesh_agent::stage::Pending {
+                        nodes: 2,
+                        lowest_stage: Some(0),
+                    },
+                    ..Default::default()
+                },
+            }),
         };
         let t0 = 1_796_613_102_000; // 2026-12-07T03:11:42Z
         let entries = vec![
@@ -368,6 +393,10 @@ mod tests {
         );
         assert!(
             t.contains("weight 0 of 32 voting (needs 17): not formed"),
+            "{t}"
+        );
+        assert!(
+            t.contains("stage: own stage 1; lower-stage nodes still going down: for power 2 (waiting for stage 0), for cooling none"),
             "{t}"
         );
         assert!(

@@ -117,7 +117,7 @@ pub fn render_cluster(s: &Snapshot, now_ms: u64) -> String {
         Some(false) => "DOWN",
         None => "-",
     };
-    let mut rows: Vec<(f64, [String; 9])> = vec![(
+    let mut rows: Vec<(f64, [String; 10])> = vec![(
         s.thermal.headroom_celsius.unwrap_or(f64::NEG_INFINITY),
         [
             s.node.clone(),
@@ -129,6 +129,7 @@ pub fn render_cluster(s: &Snapshot, now_ms: u64) -> String {
             o(s.thermal.headroom_celsius),
             o(s.thermal.trend_celsius_per_minute),
             power(s.power.up).into(),
+            own_stage(&s.fsm.stage),
         ],
     )];
     for p in &s.cluster.peers {
@@ -148,11 +149,12 @@ pub fn render_cluster(s: &Snapshot, now_ms: u64) -> String {
                 o(p.thermal.headroom_celsius),
                 o(p.thermal.trend_celsius_per_minute),
                 power(p.power_up).into(),
+                p.stage.to_string(),
             ],
         ));
     }
     rows.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1[0].cmp(&b.1[0])));
-    let rows: Vec<[String; 9]> = rows.into_iter().map(|r| r.1).collect();
+    let rows: Vec<[String; 10]> = rows.into_iter().map(|r| r.1).collect();
     let mut out = table(
         &[
             "NODE",
@@ -164,6 +166,7 @@ pub fn render_cluster(s: &Snapshot, now_ms: u64) -> String {
             "HEADROOM",
             "TREND/MIN",
             "POWER",
+            "STAGE",
         ],
         &rows,
         &[5, 6, 7],
@@ -175,6 +178,17 @@ pub fn render_cluster(s: &Snapshot, now_ms: u64) -> String {
         ));
     }
     out
+}
+
+/// This node's stage for the cluster table: the number, and what a held
+/// shutdown waits for (`1 (waits for 2 of stage 0)`).
+fn own_stage(st: &coolmesh_exporter::model::StageView) -> String {
+    match st.waiting_for_stage {
+        Some(l) if st.waiting => {
+            format!("{} (waits for {} of stage {l})", st.stage, st.lower_pending)
+        }
+        _ => st.stage.to_string(),
+    }
 }
 
 /// Prometheus file_sd JSON for `coolmesh state --format file_sd`: one target
@@ -371,6 +385,29 @@ pub fn render_state(s: &Snapshot, now_ms: u64) -> String {
             secs(d.saturating_sub(now_ms) / 1000)
         ));
     }
+    // Staged shutdown: said only on a staged node or while something is held.
+    if f.stage.stage > 0 || f.stage.waiting {
+        let mut line = format!("stage    {}", f.stage.stage);
+        if let Some(l) = f.stage.waiting_for_stage {
+            line.push_str(&format!(
+                ": {} lower-stage node(s) still going down (stage {l}){}",
+                f.stage.lower_pending,
+                if f.stage.waiting {
+                    ", shutdown command held"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(h) = f.stage.hold_until_ms {
+            line.push_str(&format!(
+                "; held at most {}",
+                secs(h.saturating_sub(now_ms) / 1000)
+            ));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
     if let Some(m) = f.maintenance_until_ms {
         out.push_str(&format!(
             "maintenance for {}\n",
@@ -460,6 +497,7 @@ mod tests {
             reason: "none".into(),
             deadline_ms: None,
             stale: false,
+            stage: 0,
         };
         s.cluster.peers = vec![peer("cool", 50.0), peer("hot", 5.0)];
         let t = render_cluster(&s, 0);
@@ -492,6 +530,7 @@ mod tests {
             reason: "none".into(),
             deadline_ms: None,
             stale: liveness == "dead",
+            stage: 0,
         };
         s.cluster.peers = vec![peer("srv10", "alive"), peer("srv1", "dead")];
         let v: serde_json::Value =
@@ -554,6 +593,24 @@ mod tests {
         assert!(
             t.contains("state    pre_fail") && t.contains("shutdown in 4m32s"),
             "{t}"
+        );
+        assert!(!t.contains("stage"), "an unstaged node says nothing: {t}");
+        s.fsm.stage = coolmesh_exporter::model::StageView {
+            stage: 1,
+            waiting: true,
+            lower_pending: 2,
+            waiting_for_stage: Some(0),
+            hold_until_ms: Some(1_000_000 + 90_000),
+        };
+        let t = render_state(&s, 1_000_000);
+        assert!(
+            t.contains("stage    1: 2 lower-stage node(s) still going down (stage 0), shutdown command held; held at most 1m30s"),
+            "{t}"
+        );
+        let c = render_cluster(&s, 1_000_000);
+        assert!(
+            c.contains("STAGE") && c.contains("1 (waits for 2 of stage 0)"),
+            "{c}"
         );
     }
 }

@@ -105,6 +105,23 @@
 //! ended just before the grace would still shut down because the second
 //! confirming probe came a few seconds too late.
 //!
+//! # Stages
+//!
+//! A node of shutdown stage `k > 0` (storage, network) goes down after the
+//! lower stages (compute) when the whole room goes down. The cluster layer
+//! counts the alive lower-stage nodes still going down for each trigger
+//! ([`crate::stage::lower_stages`], given as [`PeerView::stages`]); while
+//! some are left for this node's trigger (power or cooling, never
+//! overheat, which is this node's own emergency), a passed deadline holds
+//! the command, up to [`FsmConfig::stage_timeout`] after the deadline
+//! (see [`Machine::stage_hold_until`]). The hold never waits past a limit
+//! of the hardware seen during this `pre_fail`: a UPS that says low
+//! battery or whose runtime less the shutdown duration runs out, a sensor
+//! at critical, or the projected time to critical less the shutdown
+//! duration ([`Machine::safety_by`]). A stage order is a preference; a
+//! battery that runs out is not. The hold only ever delays a shutdown that
+//! is due anyway, by a bounded time: it can never cause one.
+//!
 //! # Time
 //!
 //! Time is wall-clock unix milliseconds ([`Millis`]) so that deadlines can be
@@ -112,6 +129,7 @@
 //!
 //! [`supervisor`]: crate::supervisor
 
+use crate::stage::StageGate;
 use crate::thermal::ThermalSummary;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -343,6 +361,16 @@ pub struct FsmConfig {
     /// first probe answered. A `pre_fail` restored after a reboot waits for
     /// a confirming observation however long it takes.
     pub restore_wait: Duration,
+    /// Staged shutdown: how long past its own deadline a node of stage
+    /// `k > 0` holds its command while lower-stage nodes are still going
+    /// down for the same trigger (module documentation, "Stages").
+    /// Default 2 min: a drain and an OS shutdown of the compute nodes fit
+    /// in it on most rooms. Longer gives slow lower stages more time but
+    /// spends UPS battery and thermal margin of the last stage (the hold
+    /// still ends at the battery or temperature limit); shorter may power
+    /// the storage off under a compute node that still writes. Zero turns
+    /// the wait off (every stage at its own deadline).
+    pub stage_timeout: Duration,
 }
 
 impl Default for FsmConfig {
@@ -361,6 +389,7 @@ impl Default for FsmConfig {
             prediction_floor: Duration::from_secs(15),
             observe_interval: Duration::from_secs(5),
             restore_wait: Duration::from_secs(3),
+            stage_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -435,6 +464,9 @@ pub struct PeerView {
     pub weight: u32,
     /// Quorum weight of the peers voting "cooling lost".
     pub overheating_weight: u32,
+    /// Staged shutdown: the alive lower-stage nodes still going down, per
+    /// trigger (module documentation, "Stages"). Default: none.
+    pub stages: StageGate,
 }
 
 impl PeerView {
@@ -725,6 +757,16 @@ pub struct Machine {
     pub maintenance_until: Option<Millis>,
     /// The shutdown command's bookkeeping.
     pub exec: ExecRecord,
+    /// The last [`PeerView::stages`] seen (module documentation,
+    /// "Stages"). Forgotten on restart, like the other observations.
+    pub stages: StageGate,
+    /// `pre_fail`: the earliest hardware limit seen in it (battery,
+    /// critical sensor, projected time to critical, each less the shutdown
+    /// duration). The stage hold never passes it. Only ever moves earlier.
+    pub safety_by: Option<Millis>,
+    /// `pre_fail`: the deadline passed and the command is held for lower
+    /// stages (announced once by a transition).
+    pub stage_waiting: bool,
 }
 
 impl Machine {
@@ -757,16 +799,39 @@ impl Machine {
             // probe round (then a recovery in progress continues as usual).
             match self.confirm_by {
                 None => return None,
-                Some(c) if self.good_streak == 0 => return Some(deadline.max(c)),
+                Some(c) if self.good_streak == 0 => {
+                    let at = deadline.max(c);
+                    return Some(self.stage_hold_until(cfg).map_or(at, |h| at.max(h)));
+                }
                 Some(_) => {}
             }
         }
-        match self.last_observed {
+        let base = match self.last_observed {
             Some(last) if self.good_streak > 0 => {
-                Some(deadline.max(last.plus(cfg.observe_interval.mul_f64(1.5))))
+                deadline.max(last.plus(cfg.observe_interval.mul_f64(1.5)))
             }
-            _ => Some(deadline),
+            _ => deadline,
+        };
+        Some(self.stage_hold_until(cfg).map_or(base, |h| base.max(h)))
+    }
+
+    /// Staged shutdown (module documentation, "Stages"): in `pre_fail` for
+    /// power or cooling, while lower-stage nodes are still going down for
+    /// the same trigger, the time until which the command is held:
+    /// `deadline + stage_timeout`, never past [`Machine::safety_by`].
+    /// `None`: no hold (nothing to wait for, overheat, a timeout of zero,
+    /// or a hardware limit at or before the deadline).
+    pub fn stage_hold_until(&self, cfg: &FsmConfig) -> Option<Millis> {
+        if self.state != State::PreFail || cfg.stage_timeout.is_zero() {
+            return None;
         }
+        if self.stages.for_trigger(self.trigger).nodes == 0 {
+            return None;
+        }
+        let deadline = self.deadline?;
+        let until = deadline.plus(cfg.stage_timeout);
+        let until = self.safety_by.map_or(until, |s| until.min(s));
+        (until > deadline).then_some(until)
     }
 
     /// The next time at which a `Tick` may change the machine, if any: the
@@ -790,6 +855,7 @@ impl Machine {
         self.power_lost_since = None;
         self.cooling_since = None;
         self.overheat_since = None;
+        self.stages = StageGate::default();
     }
 }
 
@@ -924,8 +990,10 @@ impl Step<'_> {
             self.m.grace_deadline = None;
             self.m.no_projection = 0;
             self.m.trigger = Reason::None;
+            self.m.safety_by = None;
         }
         if to != State::PreFail {
+            self.m.stage_waiting = false;
             self.m.unconfirmed = false;
             self.m.confirm_by = None;
         }
@@ -971,11 +1039,110 @@ impl Step<'_> {
             .deadline
             .map_or_else(|| "none".to_string(), |d| d.to_string());
         let reason = self.m.reason;
+        let stage = if self.m.stage_waiting {
+            let left = self.m.stages.for_trigger(self.m.trigger).nodes;
+            let timeout_at = self.m.deadline.map(|d| d.plus(self.cfg.stage_timeout));
+            if left == 0 {
+                "; the lower stages finished their shutdown".to_string()
+            } else if timeout_at.is_some_and(|t| self.now >= t) {
+                format!(
+                    "; stage timeout {} expired with {left} lower-stage node(s) still going down",
+                    human(self.cfg.stage_timeout)
+                )
+            } else {
+                format!(
+                    "; a battery or temperature limit ends the wait for {left} lower-stage node(s)"
+                )
+            }
+        } else {
+            String::new()
+        };
         self.go(
             State::Shutdown,
             reason,
-            format!("{why} (deadline {deadline}, reason {reason})"),
+            format!("{why} (deadline {deadline}, reason {reason}){stage}"),
         );
+    }
+
+    /// The hardware limits of the stage hold (module documentation,
+    /// "Stages"): in `pre_fail`, the earliest of a sensor at critical
+    /// (now), the projected time to critical (if the prediction is on) and
+    /// a UPS on battery during a power loss (now if low battery, else its
+    /// runtime), each less the shutdown duration.
+    fn safety(&mut self, input: &Input) {
+        if self.m.state != State::PreFail {
+            return;
+        }
+        let now = self.now;
+        let sd = self.cfg.shutdown_duration;
+        let mut limits = Vec::new();
+        if input.thermal.critical {
+            limits.push(now);
+        }
+        if self.cfg.prediction {
+            if let Some(ttc) = input
+                .thermal
+                .time_to_critical_seconds
+                .filter(|t| t.is_finite() && *t >= 0.0)
+            {
+                limits.push(now.plus(Duration::from_secs_f64(ttc.min(1e9)).saturating_sub(sd)));
+            }
+        }
+        if self.m.power_lost_since.is_some() {
+            match input.battery {
+                Some(Battery { urgent: true, .. }) => limits.push(now),
+                Some(Battery {
+                    runtime: Some(r), ..
+                }) => limits.push(now.plus(r.saturating_sub(sd))),
+                _ => {}
+            }
+        }
+        for at in limits {
+            self.m.safety_by = Some(self.m.safety_by.map_or(at, |s| s.min(at)));
+        }
+    }
+
+    /// In `pre_fail`: shut down once the effective deadline (stage hold
+    /// included) passed; if only the stage hold keeps the command back,
+    /// say so once.
+    fn due(&mut self, why: &str) {
+        if self.m.state != State::PreFail {
+            return;
+        }
+        if self
+            .m
+            .effective_deadline(self.cfg)
+            .is_some_and(|d| self.now >= d)
+        {
+            self.enter_shutdown(why);
+            return;
+        }
+        self.announce_hold();
+    }
+
+    /// The deadline passed and lower stages are still going down: one
+    /// transition (journal, log, peers) that says what this node waits for.
+    fn announce_hold(&mut self) {
+        if self.m.stage_waiting || self.m.unconfirmed {
+            return;
+        }
+        let (Some(deadline), Some(until)) = (self.m.deadline, self.m.stage_hold_until(self.cfg))
+        else {
+            return;
+        };
+        if self.now < deadline {
+            return;
+        }
+        let p = self.m.stages.for_trigger(self.m.trigger);
+        self.m.stage_waiting = true;
+        let detail = format!(
+            "deadline {deadline} reached; holding the shutdown command for {} lower-stage node(s) still going down for {} (lowest stage {}), at most until {until}",
+            p.nodes,
+            self.m.trigger,
+            p.lowest_stage.map_or_else(|| "?".to_string(), |s| s.to_string()),
+        );
+        let reason = self.m.reason;
+        self.go(State::PreFail, reason, detail);
     }
 
     /// `pre_fail` from another state: deadline = now + the shortest grace
@@ -1199,13 +1366,7 @@ impl Step<'_> {
 
     fn tick(&mut self) {
         self.end_maintenance_if_due();
-        if self
-            .m
-            .effective_deadline(self.cfg)
-            .is_some_and(|d| self.now >= d)
-        {
-            self.enter_shutdown("grace expired without recovery");
-        }
+        self.due("grace expired without recovery");
     }
 
     fn observe(&mut self, input: &Input) {
@@ -1273,6 +1434,7 @@ impl Step<'_> {
         }
 
         self.end_maintenance_if_due();
+        self.m.stages = input.peers.stages;
         if self.m.state == State::PreFail && self.m.unconfirmed {
             self.confirm_restored(&triggers, &input.thermal);
         }
@@ -1357,15 +1519,21 @@ impl Step<'_> {
             }
         }
         self.m.last_observed = Some(now);
-        // The prediction can pull the deadline to "now".
+        self.safety(input);
+        // The prediction can pull the deadline to "now" (the stage hold,
+        // if any, is bounded by the same limits through `safety_by`).
         if self.m.state == State::PreFail
             && self.m.good_streak == 0
             && !self.m.unconfirmed
             && self.m.deadline.is_some_and(|d| now >= d)
+            && self.m.stage_hold_until(cfg).is_none_or(|h| now >= h)
         {
             self.enter_shutdown(
                 "the deadline a prediction or the UPS battery set leaves no time to wait",
             );
+        }
+        if self.m.state == State::PreFail && self.m.good_streak == 0 {
+            self.announce_hold();
         }
     }
 
@@ -1373,12 +1541,17 @@ impl Step<'_> {
     /// observation, with the last own probe result. Only ever moves toward
     /// `pre_fail`; see the module documentation.
     fn peers_changed(&mut self, peers: &PeerView) {
-        let Some(power) = self.m.last_power else {
-            return;
-        };
         if matches!(self.m.state, State::Shutdown | State::Maintenance) {
             return;
         }
+        // Lower stages that finished release a held command: the new
+        // effective deadline is in the past, and the supervisor's next tick
+        // (it sleeps until `next_wake`) shuts down at once. As for every
+        // peer change, the shutdown itself is left to the tick.
+        self.m.stages = peers.stages;
+        let Some(power) = self.m.last_power else {
+            return;
+        };
         let lost = power_verdict(Some(power), peers) == PowerVerdict::Lost;
         track(&mut self.m.power_lost_since, lost, self.now);
         let Some(since) = self.m.power_lost_since else {

@@ -141,6 +141,19 @@ pub struct Evidence {
     pub voters: u32,
     /// See `voters`.
     pub non_voters: u32,
+    /// Staged shutdown: this node's stage and the lower-stage nodes still
+    /// going down. `None` in entries written before staged shutdown.
+    #[serde(default)]
+    pub stage: Option<StageEvidence>,
+}
+
+/// Staged shutdown at the moment of a decision (see `crate::stage`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageEvidence {
+    /// This node's stage.
+    pub stage: u32,
+    /// Alive lower-stage nodes still going down, per trigger.
+    pub lower: crate::stage::StageGate,
 }
 
 /// What happened.

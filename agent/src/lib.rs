@@ -27,6 +27,8 @@
 //! - [`sources`]: one file per thermal source behind the `Source` trait.
 //! - [`power`]: one file per power probe behind the `Probe` trait, plus policy.
 //! - [`votes`]: the cluster's view in the state machine's terms (power votes, cooling quorum).
+//! - [`stage`]: staged shutdown, which lower-stage nodes are still going down.
+//! - [`power_on`]: ordered power-on by Wake-on-LAN when mains is back.
 //! - [`fsm`]: the pure shutdown state machine `(state, input, now) -> (state, actions)`.
 //! - [`shutdown`]: the executor of the shutdown command (pre-command, run once, dry-run).
 //! - [`persist`]: atomic writes and the state machine's `fsm.json`.
@@ -50,11 +52,13 @@ pub mod journal;
 pub mod perms;
 pub mod persist;
 pub mod power;
+pub mod power_on;
 pub mod rlimit;
 pub mod sampler;
 pub mod shutdown;
 pub mod snapshot;
 pub mod sources;
+pub mod stage;
 pub mod supervisor;
 pub mod thermal;
 pub mod votes;

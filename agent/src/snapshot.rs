@@ -39,6 +39,7 @@ pub fn apply_machine(
     m: &crate::fsm::Machine,
     cfg: &crate::fsm::FsmConfig,
     dry_run: bool,
+    stage: u32,
 ) {
     snap.fsm = FsmView {
         state: m.state.as_str().to_string(),
@@ -49,7 +50,29 @@ pub fn apply_machine(
         maintenance_until_ms: m.maintenance_until.map(|d| d.0),
         executed: m.shutdown_issued(),
         dry_run,
+        stage: stage_view(m, cfg, stage),
     };
+}
+
+/// Staged shutdown for `/v1/state` and the metrics: this node's stage and,
+/// in `pre_fail`, the lower-stage nodes it waits for.
+pub fn stage_view(
+    m: &crate::fsm::Machine,
+    cfg: &crate::fsm::FsmConfig,
+    stage: u32,
+) -> coolmesh_exporter::model::StageView {
+    let pending = if m.state == crate::fsm::State::PreFail {
+        m.stages.for_trigger(m.trigger)
+    } else {
+        crate::stage::Pending::default()
+    };
+    coolmesh_exporter::model::StageView {
+        stage,
+        waiting: m.state == crate::fsm::State::PreFail && m.stage_waiting,
+        lower_pending: pending.nodes,
+        waiting_for_stage: pending.lowest_stage,
+        hold_until_ms: m.stage_hold_until(cfg).map(|d| d.0),
+    }
 }
 
 /// The thermal summary of a peer's record, in the agent's own terms.
@@ -106,6 +129,7 @@ pub fn apply_cluster(
             reason: p.record.state.fsm.reason.clone(),
             deadline_ms: p.record.state.fsm.deadline_ms,
             stale: p.stale,
+            stage: p.record.state.stage,
         })
         .collect();
     // Per target, the votes the decision counts (`agent::peer_view`,

@@ -55,6 +55,22 @@ pub fn peer_view(
     pv
 }
 
+/// Staged shutdown: the alive lower-stage peers still going down
+/// ([`crate::stage::lower_stages`]). All alive peers count, voters or not:
+/// a relayed member still writes to the storage, and a minted identity can
+/// only delay a staged node by the bounded stage timeout, never cause a
+/// shutdown.
+pub fn stage_gate(view: &ClusterView, own_stage: u32) -> crate::stage::StageGate {
+    crate::stage::lower_stages(
+        own_stage,
+        view.peers.values().map(|p| crate::stage::StagePeer {
+            stage: p.record.state.stage,
+            alive: p.liveness == cluster::view::Liveness::Alive,
+            fsm: &p.record.state.fsm,
+        }),
+    )
+}
+
 /// Does a peer's record vote "cooling lost"? Its own verdict when it sent
 /// one (format 1.1), else the old rule (critical, or a trend at least
 /// `heating_fast_c_per_min`).

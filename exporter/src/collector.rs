@@ -262,6 +262,30 @@ pub const DEFS: &[Def] = &[
         samples: |c, emit| emit(NO_LABELS, b(c.snap.fsm.dry_run)),
     },
     Def {
+        name: "coolmesh_shutdown_stage",
+        help: "This node's shutdown stage (shutdown.stage; 0 goes down first).",
+        labels: &[],
+        samples: |c, emit| emit(NO_LABELS, f64::from(c.snap.fsm.stage.stage)),
+    },
+    Def {
+        name: "coolmesh_shutdown_stage_waiting",
+        help: "1 while a due shutdown command is held for lower stages still going down.",
+        labels: &[],
+        samples: |c, emit| emit(NO_LABELS, b(c.snap.fsm.stage.waiting)),
+    },
+    Def {
+        name: "coolmesh_shutdown_stage_lower_pending",
+        help: "In pre_fail: alive lower-stage nodes still going down for this node's trigger.",
+        labels: &[],
+        samples: |c, emit| emit(NO_LABELS, f64::from(c.snap.fsm.stage.lower_pending)),
+    },
+    Def {
+        name: "coolmesh_shutdown_stage_hold_until_timestamp_seconds",
+        help: "Unix time until which lower stages hold the shutdown command at most; absent when nothing is held.",
+        labels: &[],
+        samples: |c, emit| opt(emit, c.snap.fsm.stage.hold_until_ms.map(ms_to_s)),
+    },
+    Def {
         name: "coolmesh_maintenance_until_timestamp_seconds",
         help: "Unix time at which maintenance ends; absent outside maintenance.",
         labels: &[],
@@ -578,6 +602,7 @@ mod tests {
             reason: "none".into(),
             deadline_ms: None,
             stale: false,
+            stage: 0,
         });
         let scrape = Scrape::new(&s, 10);
         for d in DEFS {

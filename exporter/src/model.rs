@@ -221,6 +221,30 @@ pub struct FsmView {
     pub executed: bool,
     /// Dry-run mode: commands are logged, not run.
     pub dry_run: bool,
+    /// Staged shutdown: this node's stage and what it waits for.
+    #[serde(default)]
+    pub stage: StageView,
+}
+
+/// Staged shutdown as this node sees it (`shutdown.stage`): a node of a
+/// stage above 0 holds a due shutdown command while lower-stage nodes are
+/// still going down for the same trigger, up to `shutdown.stage_timeout`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StageView {
+    /// This node's shutdown stage (0 = first to go down).
+    pub stage: u32,
+    /// The deadline passed and the command is held for lower stages.
+    pub waiting: bool,
+    /// In `pre_fail`: alive lower-stage nodes still going down for this
+    /// node's trigger.
+    pub lower_pending: u32,
+    /// The lowest stage among them (the one going down now).
+    pub waiting_for_stage: Option<u32>,
+    /// Unix ms until which the command is held at most (the stage
+    /// timeout after the deadline, or an earlier battery or temperature
+    /// limit); `None` when nothing is held.
+    pub hold_until_ms: Option<u64>,
 }
 
 impl Default for FsmView {
@@ -234,6 +258,7 @@ impl Default for FsmView {
             maintenance_until_ms: None,
             executed: false,
             dry_run: false,
+            stage: StageView::default(),
         }
     }
 }
@@ -294,6 +319,9 @@ pub struct PeerStatus {
     pub deadline_ms: Option<u64>,
     /// Too old to be trusted for decisions.
     pub stale: bool,
+    /// Its shutdown stage (record key 13; 0 from older agents).
+    #[serde(default)]
+    pub stage: u32,
 }
 
 /// Votes about one power target: the state machine's voters (alive,

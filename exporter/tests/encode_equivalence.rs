@@ -274,6 +274,7 @@ fn peer(node: &str, liveness: &str, headroom: Option<f64>) -> PeerStatus {
         reason: "none".into(),
         deadline_ms: None,
         stale: false,
+        stage: 0,
     }
 }
 
@@ -332,6 +333,7 @@ fn hostile_snapshot() -> Snapshot {
             maintenance_until_ms: Some(u64::MAX),
             executed: true,
             dry_run: true,
+            stage: Default::default(),
             ..Default::default()
         },
         power: PowerView {

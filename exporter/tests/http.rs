@@ -143,6 +143,7 @@ async fn offload_ranks_live_peers_by_headroom() {
         reason: "none".into(),
         deadline_ms: None,
         stale: false,
+        stage: 0,
     };
     s.snap.send_modify(|snap| {
         Arc::make_mut(snap).cluster.peers = vec![

@@ -709,6 +709,31 @@ local u = import '../lib/util.libsonnet';
             },
           },
           {
+            alert: 'CoolmeshPowerOnGaveUp',
+            expr: |||
+              increase(coolmesh_power_on_gave_up_total{%(selector)s}[1h])
+              * on (%(group)s, %(instance)s) group_left (%(room)s, %(node)s)
+                coolmesh_node_info{%(selector)s}
+              > 0
+            ||| % L,
+            'for': c.alertFor.CoolmeshPowerOnGaveUp,
+            labels: {
+              severity: c.severities.warning,
+            },
+            annotations: {
+              summary: 'coolmesh gave up waking a server after mains came back.',
+              description: oneLine(|||
+                The agent on {{ $labels.%(instance)s }} (node
+                {{ $labels.%(node)s }}) woke the servers that shut down
+                during the outage by Wake-on-LAN and gave up on
+                {{ $value | humanize }} of them in the last hour: they did not
+                come back into the cluster within power_on.give_up. Those
+                servers are still off.
+              ||| % L),
+              runbook_url: runbook('CoolmeshPowerOnGaveUp'),
+            },
+          },
+          {
             alert: 'CoolmeshMaintenanceMode',
             expr: |||
               (coolmesh_maintenance_until_timestamp_seconds{%(selector)s} - time())

@@ -280,7 +280,8 @@ pub async fn run_with_reload(
             cfg.node.state_dir.display()
         )
     })?;
-    let peer_id = keypair.public().to_peer_id().to_base58();
+    let local_peer = keypair.public().to_peer_id();
+    let peer_id = local_peer.to_base58();
     let (counters, problem) = CounterStore::load(&cfg.node.state_dir, &peer_id);
     if let Some(p) = problem {
         tracing::error!(problem = %p, "counter file unusable; this node's slots will be recovered from peers");
@@ -450,6 +451,21 @@ pub async fn run_with_reload(
         drop((local_rx, urgent_rx, view_tx, room_tx));
         None
     };
+
+    // Ordered power-on: only a node that may wake others runs the
+    // controller (it reads the view; the record carries the MAC and the
+    // flag whatever this node does).
+    if cfg.power_on.enabled && cfg.cluster.enabled {
+        let pm = crate::power_on::PowerOnMetrics::register(&metrics.registry)
+            .context("registering power-on metrics")?;
+        tokio::spawn(crate::power_on::run(
+            cfg.power_on.clone(),
+            local_peer,
+            view_rx.clone(),
+            pm,
+            cancel.clone().cancelled_owned(),
+        ));
+    }
 
     // The state machine. Its directory holds the deadline and the
     // exactly-once record.

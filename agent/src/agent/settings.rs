@@ -122,6 +122,7 @@ pub fn fsm_config(cfg: &Config) -> FsmConfig {
         // The first probe round starts at once; its answer comes within the
         // probe timeout.
         restore_wait: cfg.power.timeout + Duration::from_secs(2),
+        stage_timeout: s.stage_timeout,
         ..FsmConfig::default()
     }
 }

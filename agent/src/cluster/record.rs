@@ -134,6 +134,16 @@ pub struct FsmSummary {
     pub reason: String,
     /// Unix ms at which a pending transition fires (grace end), if any.
     pub deadline_ms: Option<u64>,
+    /// In `pre_fail` and `shutdown`: the trigger whose grace runs
+    /// (`power`, `cooling`, `overheat`), unlike `reason` never
+    /// `prediction`. Empty elsewhere and from older agents. Staged
+    /// shutdown ([`crate::stage`]) waits only for lower stages going down
+    /// for the same trigger.
+    pub trigger: String,
+    /// In `shutdown`: the command finished (`Some(true)`) or not yet
+    /// (`Some(false)`, e.g. the drain still runs). `None` from older
+    /// agents, and outside `shutdown`.
+    pub done: Option<bool>,
 }
 
 /// What a node publishes about itself: the content of its record. The
@@ -159,6 +169,14 @@ pub struct LocalState {
     /// (older than this field, record key 12).
     #[serde(default)]
     pub http: Option<String>,
+    /// Shutdown stage (`shutdown.stage`, record key 13; 0 from older
+    /// agents). See [`crate::stage`].
+    pub stage: u32,
+    /// This node's MAC address (`power_on.mac`, record key 14), for the
+    /// node that wakes the room ([`crate::power_on`]).
+    pub mac: Option<[u8; 6]>,
+    /// This node may wake others (`power_on.enabled`, record key 14).
+    pub waker: bool,
 }
 
 /// A verified record of one node: what the owner published ([`LocalState`],
@@ -339,11 +357,16 @@ impl Record {
                     state: truncate(&local.fsm.state, limits::FSM_STATE),
                     reason: truncate(&local.fsm.reason, limits::FSM_REASON),
                     deadline_ms: local.fsm.deadline_ms,
+                    trigger: truncate(&local.fsm.trigger, limits::FSM_STATE),
+                    done: local.fsm.done,
                 },
                 counters,
                 // Never truncated: a cut address is a wrong one. An invalid
                 // one is left out, as peers would reject the whole record.
                 http: local.http.clone().filter(|h| valid_http_address(h)),
+                stage: local.stage,
+                mac: local.mac,
+                waker: local.waker,
             },
             addrs: addrs
                 .iter()
@@ -402,9 +425,14 @@ pub(crate) mod testing {
                 state: "normal".into(),
                 reason: "power up".into(),
                 deadline_ms: None,
+                trigger: String::new(),
+                done: None,
             },
             counters,
             http: None,
+            stage: 1,
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            waker: false,
         }
     }
 

@@ -274,6 +274,17 @@ pub struct ShutdownSection {
     pub dry_run: bool,
     /// In dry-run, append a line here for each would-be shutdown.
     pub dry_run_marker: Option<PathBuf>,
+    /// Shutdown stage (`crate::stage`). Default 0: the first to go down.
+    /// A node of stage `k > 0` (storage, network) holds its command while
+    /// alive lower-stage nodes going down for the same trigger have not
+    /// finished theirs, up to `stage_timeout`. Higher stages stay up
+    /// longer for the nodes that depend on them and spend more of the
+    /// UPS battery; every node at 0 is the unstaged behaviour.
+    pub stage: u32,
+    /// How long past its own deadline a staged node (stage > 0) waits for
+    /// the lower stages. Default 2 m (`FsmConfig::stage_timeout`, where
+    /// the trade-off is written); 0 turns the wait off.
+    pub stage_timeout: Duration,
     /// `[overheat] sustain`: a sensor at critical this long triggers pre_fail. Default 30 s.
     pub overheat_sustain: Duration,
     /// `[overheat] grace`. Default 60 s.
@@ -381,6 +392,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[journal]`: the decision journal's bounds (see `crate::journal`).
     pub journal: crate::journal::JournalConfig,
+    /// `[power_on]`: ordered power-on by Wake-on-LAN (see `crate::power_on`).
+    pub power_on: crate::power_on::PowerOnConfig,
 }
 
 fn hostname() -> String {
@@ -449,6 +462,8 @@ impl Default for Config {
                 cancel_hold: fsm.cancel_hold,
                 dry_run: exec.dry_run,
                 dry_run_marker: exec.dry_run_marker,
+                stage: crate::stage::DEFAULT_STAGE,
+                stage_timeout: fsm.stage_timeout,
                 overheat_sustain: fsm.overheat_sustain,
                 overheat_grace: fsm.overheat_grace,
                 cooling_grace: fsm.cooling_grace,
@@ -462,6 +477,7 @@ impl Default for Config {
                 format: "logfmt".into(),
             },
             journal: crate::journal::JournalConfig::default(),
+            power_on: crate::power_on::PowerOnConfig::default(),
             cluster: ClusterSection {
                 enabled: true,
                 name: cl.name,
@@ -488,7 +504,7 @@ impl Default for Config {
 
 const SECTIONS: &[&str] = &[
     "node", "http", "sensors", "power", "shutdown", "overheat", "cooling", "cluster", "log",
-    "journal",
+    "journal", "power_on",
 ];
 
 /// A config document read as far as it goes: the configuration (a key

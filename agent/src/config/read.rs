@@ -171,6 +171,7 @@ pub fn parse_report(src: &str) -> Result<Parsed, ConfigErrors> {
                 },
             ),
             "shutdown" => parse_shutdown(w, t, &mut c.shutdown),
+            "power_on" => parse_power_on(w, t, &mut c.power_on),
             "cluster" => parse_cluster(w, t, &mut c.cluster),
             "journal" => w.table("journal", t, &["max_bytes", "max_age"], |w, k, full, it| {
                 if k == "max_bytes" {
@@ -594,6 +595,82 @@ pub(super) fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSectio
     });
 }
 
+/// `[power_on]` (see `crate::power_on`).
+pub(super) fn parse_power_on(
+    w: &mut Walker<'_>,
+    t: &Table,
+    p: &mut crate::power_on::PowerOnConfig,
+) {
+    const KEYS: &[&str] = &[
+        "enabled",
+        "mac",
+        "broadcast",
+        "settle",
+        "give_up",
+        "retry",
+        "controller",
+    ];
+    let day = Duration::from_secs(24 * 3600);
+    w.table("power_on", t, KEYS, |w, k, full, it| match k {
+        "enabled" => {
+            if let Some(v) = w.bool(full, it) {
+                p.enabled = v;
+            }
+        }
+        "mac" => {
+            if let Some(s) = w.nonempty_string(full, it) {
+                match crate::power_on::parse_mac(s.trim()) {
+                    Some(m) => p.mac = Some(m),
+                    None => w.err(
+                        full,
+                        it.span(),
+                        format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+                    ),
+                }
+            }
+        }
+        "broadcast" => {
+            if let Some(s) = w.nonempty_string(full, it) {
+                match s.trim().parse::<std::net::SocketAddr>() {
+                    Ok(a) => p.broadcast = a,
+                    Err(_) => w.err(
+                        full,
+                        it.span(),
+                        format!("{s:?} is not ADDRESS:PORT (e.g. 255.255.255.255:9)"),
+                    ),
+                }
+            }
+        }
+        "settle" => {
+            if let Some(d) = w.duration(full, it, Duration::ZERO, day) {
+                p.settle = d;
+            }
+        }
+        "controller" => {
+            if let Some(s) = w.nonempty_string(full, it) {
+                p.controller = Some(s);
+            }
+        }
+        "give_up" => {
+            if let Some(d) = w.nonzero_duration(
+                full,
+                it,
+                day,
+                "the controller would give every member up at once (default 15m)",
+            ) {
+                p.give_up = d;
+            }
+        }
+        _ => {
+            // At least a second: a packet a second per sleeper is plenty.
+            if let Some(d) = w.duration(full, it, Duration::from_secs(1), Duration::from_secs(3600))
+            {
+                p.retry = d;
+            }
+        }
+    });
+}
+
 pub(super) fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownSection) {
     const KEYS: &[&str] = &[
         "grace",
@@ -606,6 +683,8 @@ pub(super) fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownSect
         "cancel_hold",
         "dry_run",
         "dry_run_marker",
+        "stage",
+        "stage_timeout",
     ];
     let day = Duration::from_secs(24 * 3600);
     w.table("shutdown", t, KEYS, |w, k, full, it| match k {
@@ -654,6 +733,19 @@ pub(super) fn parse_shutdown(w: &mut Walker<'_>, t: &Table, s: &mut ShutdownSect
         "dry_run" => {
             if let Some(v) = w.bool(full, it) {
                 s.dry_run = v;
+            }
+        }
+        "stage" => {
+            // A handful of stages covers compute, storage and network; a
+            // bound keeps a typo (a port number, a year) from reading as a
+            // valid, absurd order.
+            if let Some(v) = w.int(full, it, 0..=i64::from(crate::stage::MAX_STAGE)) {
+                s.stage = v as u32;
+            }
+        }
+        "stage_timeout" => {
+            if let Some(d) = w.duration(full, it, Duration::ZERO, Duration::from_secs(3600)) {
+                s.stage_timeout = d;
             }
         }
         _ => s.dry_run_marker = w.nonempty_string(full, it).map(PathBuf::from),

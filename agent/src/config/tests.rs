@@ -309,3 +309,70 @@ fn http_advertise_takes_host_and_port_and_names_the_line_of_a_bad_one() {
         assert!(e.contains("is not host:port"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn shutdown_stage_and_its_timeout() {
+    let d = Config::default();
+    assert_eq!(d.shutdown.stage, crate::stage::DEFAULT_STAGE);
+    assert_eq!(
+        d.shutdown.stage_timeout,
+        crate::fsm::FsmConfig::default().stage_timeout
+    );
+    let c = parse("[shutdown]\nstage = 1\nstage_timeout = \"45s\"\n").expect("valid");
+    assert_eq!(c.shutdown.stage, 1);
+    assert_eq!(c.shutdown.stage_timeout, Duration::from_secs(45));
+    assert_eq!(
+        crate::agent::fsm_config(&c).stage_timeout,
+        Duration::from_secs(45)
+    );
+    let errs = parse("[shutdown]\nstage = -1\nstage_timeout = \"soon\"\nstages = 2\n")
+        .expect_err("invalid")
+        .0;
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    for (key, line, needle) in [
+        ("shutdown.stage", 2, "out of range"),
+        ("shutdown.stage_timeout", 3, "not a duration"),
+        ("shutdown.stages", 4, "did you mean `stage`"),
+    ] {
+        assert!(
+            errs.iter()
+                .any(|e| e.key == key && e.line == Some(line) && e.message.contains(needle)),
+            "missing {key} line {line} {needle:?} in {shown:#?}"
+        );
+    }
+    assert_eq!(errs.len(), 3, "{shown:#?}");
+}
+
+#[test]
+fn power_on_section() {
+    let d = Config::default();
+    assert_eq!(d.power_on, crate::power_on::PowerOnConfig::default());
+    assert!(!d.power_on.enabled, "nothing is sent unless asked");
+    let c = parse(
+        "[power_on]\nenabled = true\nmac = \"02:00:00:00:00:0A\"\nbroadcast = \"10.0.0.255:9\"\nsettle = \"5m\"\ngive_up = \"20m\"\nretry = \"10s\"\ncontroller = \"ups-host\"\n",
+    )
+    .expect("valid");
+    assert!(c.power_on.enabled);
+    assert_eq!(c.power_on.mac, Some([2, 0, 0, 0, 0, 0x0a]));
+    assert_eq!(c.power_on.broadcast, "10.0.0.255:9".parse().unwrap());
+    assert_eq!(c.power_on.settle, Duration::from_secs(300));
+    assert_eq!(c.power_on.give_up, Duration::from_secs(1200));
+    assert_eq!(c.power_on.retry, Duration::from_secs(10));
+    assert_eq!(c.power_on.controller.as_deref(), Some("ups-host"));
+    let errs = parse("[power_on]\nmac = \"02:00:00\"\nbroadcast = \"nowhere\"\ngive_up = \"0s\"\nretry = \"10ms\"\n")
+        .expect_err("invalid")
+        .0;
+    let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    for (key, line) in [
+        ("power_on.mac", 2),
+        ("power_on.broadcast", 3),
+        ("power_on.give_up", 4),
+        ("power_on.retry", 5),
+    ] {
+        assert!(
+            errs.iter().any(|e| e.key == key && e.line == Some(line)),
+            "missing {key} line {line} in {shown:#?}"
+        );
+    }
+    assert_eq!(errs.len(), 4, "{shown:#?}");
+}

@@ -158,8 +158,10 @@ pub fn realistic_local(i: usize) -> LocalState {
             state: "normal".into(),
             reason: String::new(),
             deadline_ms: None,
+            ..FsmSummary::default()
         },
         counters: BTreeMap::new(),
+        ..LocalState::default()
     }
 }
 

@@ -90,6 +90,7 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             reason: "none".into(),
             deadline_ms: None,
             stale: false,
+            stage: 0,
         })
         .collect();
     Snapshot {
@@ -120,6 +121,7 @@ pub fn snapshot(peers: usize, sensors: usize) -> Snapshot {
             detail: "power up".into(),
             since_ms: now,
             dry_run: true,
+            stage: Default::default(),
             ..Default::default()
         },
         power: PowerView {

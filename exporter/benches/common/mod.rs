@@ -82,6 +82,7 @@ pub fn snapshot(sensors: usize, peers: usize) -> Snapshot {
                     reason: "none".into(),
                     deadline_ms: None,
                     stale: false,
+                    stage: 0,
                 })
                 .collect(),
             power_votes: vec![PowerVote {

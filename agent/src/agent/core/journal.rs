@@ -235,6 +235,10 @@ impl Core {
             },
             voters: n(voters.len()),
             non_voters: n(self.view.peers.len().saturating_sub(voters.len())),
+            stage: Some(crate::journal::StageEvidence {
+                stage: self.cfg.shutdown.stage,
+                lower: pv.stages,
+            }),
         }
     }
 }

@@ -204,7 +204,8 @@ impl Core {
                     self.history.sample_one(unix_ms(), &self.own_history(&m));
                     let fsm_cfg = self.fsm_cfg.clone();
                     let dry_run = self.cfg.shutdown.dry_run;
-                    self.update(|snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg, dry_run));
+                    let stage = self.cfg.shutdown.stage;
+                    self.update(|snap| crate::snapshot::apply_machine(snap, &m, &fsm_cfg, dry_run, stage));
                     sync_counters(&self.metrics, &self.fsm_stats, &self.exec_stats);
                     self.count_transitions();
                     self.journal_machine(&m);
@@ -395,7 +396,9 @@ impl Core {
 
     /// What fresh peers report, on this node's own targets.
     fn peer_view(&self) -> PeerView {
-        peer_view(&self.view, &self.fsm_cfg, &self.power_targets, self.policy)
+        let mut pv = peer_view(&self.view, &self.fsm_cfg, &self.power_targets, self.policy);
+        pv.stages = crate::votes::stage_gate(&self.view, self.cfg.shutdown.stage);
+        pv
     }
 
     /// The state machine's input: our latest probe result and thermal
@@ -421,9 +424,8 @@ impl Core {
     /// Only real changes are sent; the machine re-evaluates with its last
     /// own probe result and never counts this as a probe.
     fn peers_changed(&mut self) {
-        if !self.power_configured {
-            return;
-        }
+        // Also without power targets: lower stages that finish release a
+        // held command (crate::stage) without waiting for a sensor round.
         let peers = self.peer_view();
         if self.sent_peers == Some(peers) {
             return;
@@ -447,9 +449,19 @@ impl Core {
                 state: m.state.as_str().to_string(),
                 reason: m.reason.as_str().to_string(),
                 deadline_ms: m.effective_deadline(&self.fsm_cfg).map(|d| d.0),
+                trigger: if m.trigger == Reason::None {
+                    String::new()
+                } else {
+                    m.trigger.as_str().to_string()
+                },
+                // Higher stages wait for this (crate::stage).
+                done: (m.state == State::Shutdown).then_some(m.exec.done),
             },
             counters: self.counters.own_slots(),
             http: self.http_advertise.clone(),
+            stage: self.cfg.shutdown.stage,
+            mac: self.cfg.power_on.mac,
+            waker: self.cfg.power_on.enabled,
         };
         self.local_tx.send_if_modified(|cur| {
             if *cur == state {

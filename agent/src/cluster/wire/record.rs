@@ -137,6 +137,12 @@ pub struct FsmW {
     /// Deadline, unix ms.
     #[n(2)]
     pub deadline_ms: Option<u64>,
+    /// Trigger whose grace runs (staged shutdown; absent from older agents).
+    #[n(3)]
+    pub trigger: Option<String>,
+    /// In `shutdown`: the command finished (staged shutdown; absent from older agents).
+    #[n(4)]
+    pub done: Option<bool>,
 }
 
 /// Element of key 10 of a record: one counter slot.
@@ -159,6 +165,18 @@ pub struct SlotW {
     #[n(4)]
     #[cbor(default)]
     pub n: u64,
+}
+
+/// Key 14 of a record: ordered power-on (`crate::power_on`).
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+#[cbor(map)]
+pub struct PowerOnW {
+    /// MAC address, 6 bytes.
+    #[n(0)]
+    pub mac: Option<ByteVec>,
+    /// May wake others.
+    #[n(1)]
+    pub waker: Option<bool>,
 }
 
 /// A record payload (the signed bytes).
@@ -210,6 +228,12 @@ pub struct RecordPayload {
     /// published). Keys 13 and 14 are taken by the shutdown records.
     #[n(12)]
     pub http: Option<String>,
+    /// Shutdown stage (staged shutdown; absent means 0).
+    #[n(13)]
+    pub stage: Option<u32>,
+    /// Ordered power-on (absent when neither a MAC nor waking is set).
+    #[n(14)]
+    pub power_on: Option<PowerOnW>,
 }
 
 fn num(v: Option<f64>) -> Option<Num> {
@@ -259,6 +283,8 @@ impl RecordPayload {
                 state: st.fsm.state.clone(),
                 reason: st.fsm.reason.clone(),
                 deadline_ms: st.fsm.deadline_ms,
+                trigger: (!st.fsm.trigger.is_empty()).then(|| st.fsm.trigger.clone()),
+                done: st.fsm.done,
             }),
             counters: st
                 .counters
@@ -273,6 +299,13 @@ impl RecordPayload {
                 .collect(),
             addrs: r.addrs.iter().map(|a| ByteVec::from(a.to_vec())).collect(),
             http: st.http.clone(),
+            // Stage 0 is what an absent key means: left out to keep the
+            // records of unstaged rooms as they were.
+            stage: (st.stage != 0).then_some(st.stage),
+            power_on: (st.mac.is_some() || st.waker).then(|| PowerOnW {
+                mac: st.mac.map(|m| ByteVec::from(m.to_vec())),
+                waker: st.waker.then_some(true),
+            }),
         }
     }
 
@@ -355,7 +388,19 @@ impl RecordPayload {
         }
         let t = self.thermal.unwrap_or_default();
         let fsm = self.fsm.unwrap_or_default();
-        if fsm.state.len() > limits::FSM_STATE || fsm.reason.len() > limits::FSM_REASON {
+        let trigger = fsm.trigger.unwrap_or_default();
+        let power_on = self.power_on.unwrap_or_default();
+        let mac = match power_on.mac {
+            None => None,
+            Some(m) => {
+                let m: Vec<u8> = m.into();
+                Some(<[u8; 6]>::try_from(m.as_slice()).map_err(|_| Malformed)?)
+            }
+        };
+        if fsm.state.len() > limits::FSM_STATE
+            || fsm.reason.len() > limits::FSM_REASON
+            || trigger.len() > limits::FSM_STATE
+        {
             return Err(Malformed);
         }
         Ok(Record {
@@ -379,9 +424,14 @@ impl RecordPayload {
                     state: fsm.state,
                     reason: fsm.reason,
                     deadline_ms: fsm.deadline_ms,
+                    trigger,
+                    done: fsm.done,
                 },
                 counters,
                 http: self.http,
+                stage: self.stage.unwrap_or(0),
+                mac,
+                waker: power_on.waker.unwrap_or(false),
             },
             addrs,
             updated_ms: self.updated_ms,
@@ -596,6 +646,65 @@ mod tests {
         assert_eq!(r.state.thermal.trend, None);
         assert_eq!(r.state.power_up, None);
         assert!(r.state.counters.is_empty());
+    }
+
+    #[test]
+    fn stage_and_trigger_round_trip_and_default_when_absent() {
+        let key = Keypair::generate_ed25519();
+        let mut r = record_for(&key, 1);
+        r.state.stage = 2;
+        r.state.fsm.trigger = "power".into();
+        r.state.fsm.done = Some(false);
+        let p = RecordPayload::from_record(&r);
+        assert_eq!(p.stage, Some(2));
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        let back = s.verify("room-1").unwrap();
+        assert_eq!(back.state.stage, 2);
+        assert_eq!(back.state.fsm.trigger, "power");
+        assert_eq!(back.state.fsm.done, Some(false));
+        // An older agent sends neither: stage 0, no trigger, done unknown.
+        let mut p = RecordPayload::from_record(&r);
+        p.stage = None;
+        p.fsm = Some(FsmW {
+            state: "shutdown".into(),
+            reason: "power".into(),
+            deadline_ms: None,
+            trigger: None,
+            done: None,
+        });
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        let back = s.verify("room-1").unwrap();
+        assert_eq!(back.state.stage, 0);
+        assert_eq!(back.state.fsm.trigger, "");
+        assert_eq!(back.state.fsm.done, None);
+        // Stage 0 is not written at all: unstaged rooms' records as before.
+        r.state.stage = 0;
+        assert_eq!(RecordPayload::from_record(&r).stage, None);
+    }
+
+    #[test]
+    fn power_on_key_round_trips_and_a_bad_mac_is_malformed() {
+        let key = Keypair::generate_ed25519();
+        let mut r = record_for(&key, 1);
+        r.state.mac = Some([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        r.state.waker = true;
+        let p = RecordPayload::from_record(&r);
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        let back = s.verify("room-1").unwrap();
+        assert_eq!(back.state.mac, Some([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]));
+        assert!(back.state.waker);
+        // Neither set: key 14 is left out.
+        r.state.mac = None;
+        r.state.waker = false;
+        assert_eq!(RecordPayload::from_record(&r).power_on, None);
+        // A MAC that is not 6 bytes.
+        let mut p = RecordPayload::from_record(&r);
+        p.power_on = Some(PowerOnW {
+            mac: Some(ByteVec::from(vec![1, 2, 3])),
+            waker: None,
+        });
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        assert_eq!(s.verify("room-1"), Err(RejectReason::Malformed));
     }
 
     #[test]
