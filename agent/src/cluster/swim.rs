@@ -124,10 +124,10 @@ pub enum SwimError {
     /// The header's source is not the peer the datagram came from.
     #[error("swim datagram from {from} claims to come from {claimed}")]
     Impersonation {
-        /// The authenticated sender.
-        from: PeerId,
-        /// Who the header says sent it.
-        claimed: PeerId,
+        /// The authenticated sender (base58).
+        from: String,
+        /// Who the header says sent it (base58).
+        claimed: String,
     },
     /// foca refused it (too big, from ourselves, malformed updates...).
     #[error("swim datagram refused: {0}")]
@@ -254,8 +254,8 @@ impl Swim {
             .map_err(|e| SwimError::Malformed(e.to_string()))?;
         if header.src.peer != from {
             return Err(SwimError::Impersonation {
-                from,
-                claimed: header.src.peer,
+                from: from.to_base58(),
+                claimed: header.src.peer.to_base58(),
             });
         }
         let r = self.foca.handle_data(data, &mut self.rt);
@@ -299,14 +299,14 @@ impl Swim {
                     self.down.remove(&id.peer);
                     a.up.push(id.peer);
                 }
-                OwnedNotification::MemberDown(id) => {
-                    // A newer identity of the same PeerId may be up
-                    // already (a rejoin renames); only an identity that
-                    // is no longer active counts as down.
-                    if !self.foca.iter_members().any(|m| m.id().peer == id.peer) {
-                        self.down.insert(id.peer);
-                        a.down.push(id.peer);
-                    }
+                // A newer identity of the same PeerId may be up already
+                // (a rejoin renames); only an identity that is no longer
+                // active counts as down.
+                OwnedNotification::MemberDown(id)
+                    if !self.foca.iter_members().any(|m| m.id().peer == id.peer) =>
+                {
+                    self.down.insert(id.peer);
+                    a.down.push(id.peer);
                 }
                 _ => {}
             }
@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(to, id(1));
         match s.handle_data(id(3), &bytes) {
             Err(SwimError::Impersonation { from, claimed }) => {
-                assert_eq!((from, claimed), (id(3), id(2)));
+                assert_eq!((from, claimed), (id(3).to_base58(), id(2).to_base58()));
             }
             other => panic!("{other:?}"),
         }
