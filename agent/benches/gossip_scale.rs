@@ -16,6 +16,14 @@
 //! `--glomers` adds the Gossip Glomers load: N=25, 100 ms latency, 100
 //! increments/s for 10 s, messages per operation and visibility latency.
 //!
+//! `--swim` measures SWIM membership (docs/scale.md, step 1) instead: each
+//! member announces itself to 2 random others; the time until every member
+//! sees every other, datagram bytes per node over an idle window, the time
+//! until a silently crashed member is down on 99% and 100% of the others,
+//! members wrongly declared down, and the heap per node.
+//! `--swim-from-records` also gives every member the full member list at
+//! the start, as the agent will from the records it holds.
+//!
 //! Results are figures of the simulation (no CPU or kernel cost, no
 //! connection setup); the real-process runs in BENCHMARKS.md check them.
 
@@ -70,6 +78,8 @@ struct Args {
     loss: f64,
     seed: u64,
     glomers: bool,
+    swim: bool,
+    swim_from_records: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -82,6 +92,8 @@ fn parse_args() -> Result<Args, String> {
         loss: 0.0,
         seed: 1,
         glomers: false,
+        swim: false,
+        swim_from_records: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -91,6 +103,15 @@ fn parse_args() -> Result<Args, String> {
         }
         if k == "--glomers" {
             a.glomers = true;
+            continue;
+        }
+        if k == "--swim" {
+            a.swim = true;
+            continue;
+        }
+        if k == "--swim-from-records" {
+            a.swim = true;
+            a.swim_from_records = true;
             continue;
         }
         let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
@@ -201,6 +222,66 @@ fn run_scale(n: usize, a: &Args) -> Scale {
     }
 }
 
+fn run_swim(n: usize, a: &Args) {
+    use coolmesh_agent::cluster::swim::SwimConfig;
+    let wall = Instant::now();
+    let heap0 = LIVE.load(Ordering::Relaxed);
+    let net = NetConfig {
+        latency_ms: a.latency_ms,
+        jitter_ms: a.jitter_ms,
+        loss: a.loss,
+        partition: None,
+    };
+    let cfg = SwimConfig {
+        expected_members: n as u32,
+        ..SwimConfig::default()
+    };
+    let mut sim = sim::swim::SwimSim::new(n, net, &cfg, a.seed, 2, a.swim_from_records);
+    // Until every member sees every other (at most 120 s).
+    let mut joined = None;
+    for t in (500..=120_000).step_by(500) {
+        sim.run_until(t);
+        if sim.converged() == n {
+            joined = Some(t);
+            break;
+        }
+    }
+    let heap = LIVE.load(Ordering::Relaxed).saturating_sub(heap0) as f64;
+    let start = sim.now_ms;
+    let end = start + a.idle_seconds * 1000;
+    sim.measure = (start, end);
+    sim.run_until(end);
+    let secs = a.idle_seconds.max(1) as f64;
+    let kib: Vec<f64> = sim
+        .bytes_out
+        .iter()
+        .map(|b| *b as f64 / 1024.0 / secs)
+        .collect();
+    let mean = kib.iter().sum::<f64>() / n as f64;
+    let max = kib.iter().copied().fold(0.0, f64::max);
+    let msgs = sim.msgs_out.iter().sum::<u64>() as f64 / n as f64 / secs;
+    let victim = sim.rng.random_range(0..n);
+    let crash = end;
+    sim.crash_at(crash, victim);
+    sim.run_until(crash + 30_000);
+    let mut seen: Vec<u64> = (0..n)
+        .filter(|i| *i != victim)
+        .filter_map(|i| sim.downs.get(&(i, victim)).map(|t| t - crash))
+        .collect();
+    seen.sort_unstable();
+    let wrong = sim.downs.keys().filter(|(_, s)| *s != victim).count();
+    println!(
+        "| {n} | {} | {mean:.2} | {max:.2} | {:.1} | {msgs:.1} | {} / {} of {} | {wrong} | {:.2} | {:.0} |",
+        joined.map_or("not in 120 s".to_string(), |t| format!("{:.1} s", t as f64 / 1000.0)),
+        if mean > 0.0 { max / mean } else { 0.0 },
+        percentile(&seen, 99),
+        seen.last().copied().unwrap_or(0),
+        seen.len(),
+        heap / n as f64 / 1024.0 / 1024.0,
+        wall.elapsed().as_secs_f64(),
+    );
+}
+
 fn glomers(seed: u64) {
     let n = 25;
     let mut sim = Sim::new(n, NetConfig::fixed(100), seed);
@@ -244,6 +325,15 @@ fn main() {
         "latency {} ms + 0..{} ms jitter, loss {}, idle window {} s, {} updates, seed {}",
         a.latency_ms, a.jitter_ms, a.loss, a.idle_seconds, a.updates, a.seed
     );
+    if a.swim {
+        println!("SWIM membership (docs/scale.md step 1)");
+        println!("| N | all see all | out KiB/s mean | out KiB/s max | max/mean | msgs/s per node | crash down on 99% / 100% ms (of N-1) | alive declared down | heap per node MiB | wall s |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for &n in &a.nodes {
+            run_swim(n, &a);
+        }
+        return;
+    }
     println!("| N | out KiB/s mean | out KiB/s max | max/mean | msgs/s per node | to 99%: p50 / p99 ms | to 100%: p50 / p99 / max ms | not everywhere | heap per node MiB | heap per member B | wall s |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &a.nodes {

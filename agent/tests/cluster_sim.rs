@@ -156,3 +156,51 @@ fn cluster_partition_and_loss_converge_after_healing() {
         );
     }
 }
+
+/// SWIM membership (docs/scale.md, step 1) on a lossy network: every
+/// member learns every other from a few announcements, nobody alive is
+/// declared down at 2% loss, and a silently crashed member is down on
+/// every other member within the 10 s goal.
+#[test]
+fn swim_membership_converges_and_detects_a_crash_within_10s() {
+    use coolmesh_agent::cluster::swim::SwimConfig;
+    let n = 60;
+    let net = NetConfig {
+        latency_ms: 5,
+        jitter_ms: 5,
+        loss: 0.02,
+        partition: None,
+    };
+    let cfg = SwimConfig {
+        expected_members: n as u32,
+        ..SwimConfig::default()
+    };
+    let mut sim = sim::swim::SwimSim::new(n, net, &cfg, 5, 2, false);
+    sim.run_until(30_000);
+    assert_eq!(sim.converged(), n, "every member sees every other");
+    assert!(
+        sim.downs.is_empty(),
+        "alive members declared down: {:?}",
+        sim.downs
+    );
+    assert_eq!(sim.refused, 0);
+    let victim = 17;
+    let crash = 30_000;
+    sim.crash_at(crash, victim);
+    sim.run_until(crash + 10_000);
+    let mut late = Vec::new();
+    let mut worst = 0;
+    for i in (0..n).filter(|i| *i != victim) {
+        match sim.downs.get(&(i, victim)) {
+            Some(t) => worst = worst.max(t - crash),
+            None => late.push(i),
+        }
+    }
+    println!("swim N={n}: crash seen down everywhere within {worst} ms");
+    assert!(
+        late.is_empty(),
+        "members that never saw the crash: {late:?}"
+    );
+    let others: Vec<_> = sim.downs.keys().filter(|(_, s)| *s != victim).collect();
+    assert!(others.is_empty(), "alive members declared down: {others:?}");
+}

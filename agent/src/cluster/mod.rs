@@ -78,6 +78,7 @@ pub mod record;
 pub mod room;
 pub mod roster;
 pub mod swarm;
+pub mod swim;
 pub mod view;
 pub mod wire;
 

@@ -18,6 +18,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
+pub mod swim;
+
 use coolmesh_agent::cluster::config::ClusterConfig;
 use coolmesh_agent::cluster::counters::{CounterKind, CounterSlot};
 use coolmesh_agent::cluster::engine::{Engine, EngineConfig, Now, Sent};
