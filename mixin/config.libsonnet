@@ -62,6 +62,7 @@
       CoolmeshBmcNotAnswering: '3m',
       CoolmeshNoTemperatureReadings: '10m',
       CoolmeshWatchdog: '0s',
+      CoolmeshConfigReloadFailed: '10m',
       CoolmeshTemperatureHigh: '5m',
       CoolmeshTemperatureCritical: '1m',
       CoolmeshPowerLost: '30s',

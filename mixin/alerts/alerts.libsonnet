@@ -331,6 +331,31 @@ local u = import '../lib/util.libsonnet';
               runbook_url: runbook('CoolmeshWatchdog'),
             },
           },
+          {
+            alert: 'CoolmeshConfigReloadFailed',
+            expr: |||
+              max_over_time(coolmesh_config_last_reload_successful{%(selector)s}[5m])
+              * on (%(group)s, %(instance)s) group_left (%(room)s, %(node)s)
+                coolmesh_node_info{%(selector)s}
+              == 0
+            ||| % L,
+            'for': c.alertFor.CoolmeshConfigReloadFailed,
+            labels: {
+              severity: c.severities.warning,
+            },
+            annotations: {
+              summary: 'A coolmesh agent could not reload its config file.',
+              description: oneLine(|||
+                The agent on {{ $labels.%(instance)s }} (node
+                {{ $labels.%(node)s }}) refused its config file at the last
+                reload (SIGHUP or POST /-/reload) and still runs the
+                previous one: the change is not in force, and the next
+                restart would fail on the same file. Its log names the key
+                and the line.
+              ||| % L),
+              runbook_url: runbook('CoolmeshConfigReloadFailed'),
+            },
+          },
         ],
       },
       {
