@@ -350,8 +350,8 @@ local u = import '../lib/util.libsonnet';
                 {{ $labels.%(node)s }}) refused its config file at the last
                 reload (SIGHUP or POST /-/reload) and still runs the
                 previous one: the change is not in force, and the next
-                restart would fail on the same file. Its log names the key
-                and the line.
+                restart would fail on the same file (last reload successful:
+                {{ $value }}). Its log names the key and the line.
               ||| % L),
               runbook_url: runbook('CoolmeshConfigReloadFailed'),
             },
