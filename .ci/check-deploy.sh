@@ -92,7 +92,9 @@ mkdir -p "$tmp/file_sd"
 python3 - "$tmp/file_sd/coolmesh-room-ci.json" "$port" <<'PY'
 import json, sys
 groups = json.load(open(sys.argv[1]))
-assert groups == [{"targets": [f"deploy-check:{sys.argv[2]}"],
+# The target is the address the agent publishes (record key 12): its
+# listen address here, not the node name.
+assert groups == [{"targets": [f"127.0.0.1:{sys.argv[2]}"],
                    "labels": {"__meta_coolmesh_node": "deploy-check",
                               "__meta_coolmesh_cluster": "room-ci",
                               "__meta_coolmesh_peer_id": groups[0]["labels"]["__meta_coolmesh_peer_id"]}}], groups

@@ -302,10 +302,10 @@ pub struct StateArgs {
     /// Show the whole room: every peer, ranked by thermal headroom.
     #[arg(long)]
     pub cluster: bool,
-    /// Output format; `file_sd` prints Prometheus file_sd targets (NODE:PORT), with --cluster for the whole room.
+    /// Output format; `file_sd` prints Prometheus file_sd targets (each member's published HTTP address, else NODE:PORT), with --cluster for the whole room.
     #[arg(long, value_enum, default_value = "text")]
     pub format: StateFormat,
-    /// HTTP port of the agents in `file_sd` targets (default: the port of --url).
+    /// HTTP port in `file_sd` targets of members that publish no HTTP address (default: the port of --url).
     #[arg(long = "sd-port", value_name = "PORT")]
     pub sd_port: Option<u16>,
 }

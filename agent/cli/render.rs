@@ -195,13 +195,20 @@ fn own_stage(st: &coolmesh_exporter::model::StageView) -> String {
 /// group per node (this one, plus every known peer with `cluster`), sorted by
 /// node name so that an unchanged room prints the same bytes.
 ///
-/// The target is `NODE:PORT`: records carry libp2p addresses, not HTTP ones,
-/// so the node name (the hostname unless `node.name` says otherwise) must
-/// resolve on the Prometheus server, and every agent of the room is assumed to
-/// serve HTTP on `port`. Labels are `__meta_coolmesh_{node,cluster,peer_id}`:
+/// The target is the HTTP address the member publishes in its record
+/// (`published`, PeerId -> `host:port`, from the agent's `GET /v1/http_sd`),
+/// else `NODE:PORT`: a member that publishes none (an agent older than
+/// record key 12) is assumed to serve HTTP on `port` under its node name
+/// (the hostname unless `node.name` says otherwise), which must then
+/// resolve on the Prometheus server. Labels are `__meta_coolmesh_{node,cluster,peer_id}`:
 /// available to relabelling, dropped afterwards, so they never collide with
 /// the `coolmesh_node` and `coolmesh_cluster` labels of `coolmesh_node_info`.
-pub fn render_file_sd(s: &Snapshot, cluster: bool, port: u16) -> String {
+pub fn render_file_sd(
+    s: &Snapshot,
+    cluster: bool,
+    port: u16,
+    published: &std::collections::HashMap<String, String>,
+) -> String {
     let mut nodes: Vec<(&str, &str)> = vec![(s.node.as_str(), s.peer_id.as_str())];
     if cluster {
         nodes.extend(
@@ -216,8 +223,12 @@ pub fn render_file_sd(s: &Snapshot, cluster: bool, port: u16) -> String {
     let groups: Vec<serde_json::Value> = nodes
         .iter()
         .map(|(node, peer_id)| {
+            let target = published
+                .get(*peer_id)
+                .cloned()
+                .unwrap_or_else(|| format!("{node}:{port}"));
             serde_json::json!({
-                "targets": [format!("{node}:{port}")],
+                "targets": [target],
                 "labels": {
                     "__meta_coolmesh_node": node,
                     "__meta_coolmesh_cluster": s.cluster.name,
@@ -533,8 +544,9 @@ mod tests {
             stage: 0,
         };
         s.cluster.peers = vec![peer("srv10", "alive"), peer("srv1", "dead")];
+        let none = std::collections::HashMap::new();
         let v: serde_json::Value =
-            serde_json::from_str(&render_file_sd(&s, true, 9876)).expect("json");
+            serde_json::from_str(&render_file_sd(&s, true, 9876, &none)).expect("json");
         let targets: Vec<&str> = v
             .as_array()
             .expect("array")
@@ -546,9 +558,26 @@ mod tests {
         assert_eq!(v[2]["labels"]["__meta_coolmesh_cluster"], "room-1");
         assert_eq!(v[2]["labels"]["__meta_coolmesh_peer_id"], "12D3me");
         let alone: serde_json::Value =
-            serde_json::from_str(&render_file_sd(&s, false, 80)).expect("json");
+            serde_json::from_str(&render_file_sd(&s, false, 80, &none)).expect("json");
         assert_eq!(alone.as_array().map(Vec::len), Some(1));
         assert_eq!(alone[0]["targets"][0], "srv2:80");
+        // Published addresses win; the rest fall back to NODE:PORT.
+        let published = std::collections::HashMap::from([
+            ("12D3srv10".to_string(), "10.0.0.10:10027".to_string()),
+            ("12D3me".to_string(), "[2001:db8::2]:10027".to_string()),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(&render_file_sd(&s, true, 9876, &published)).expect("json");
+        let targets: Vec<&str> = v
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|g| g["targets"][0].as_str().expect("target"))
+            .collect();
+        assert_eq!(
+            targets,
+            ["srv1:9876", "10.0.0.10:10027", "[2001:db8::2]:10027"]
+        );
     }
 
     #[test]

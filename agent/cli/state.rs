@@ -29,7 +29,16 @@ pub fn main(args: StateArgs) -> ExitCode {
                         .and_then(|u| u.port_u16())
                         .unwrap_or(80)
                 });
-                render::render_file_sd(&snap, args.cluster, port)
+                // The addresses members publish (record key 12). An agent
+                // older than `/v1/http_sd` answers 404: every target then
+                // falls back to NODE:PORT, as before.
+                let published =
+                    crate::client::request_to(hyper::Method::GET, &ep, "/v1/http_sd", None)
+                        .await
+                        .ok()
+                        .map(|body| published_addresses(&body))
+                        .unwrap_or_default();
+                render::render_file_sd(&snap, args.cluster, port, &published)
             }
             StateFormat::Text => {
                 let now = coolmesh_agent::clock::unix_ms();
@@ -47,4 +56,39 @@ pub fn main(args: StateArgs) -> ExitCode {
         };
         Ok((text, true))
     })
+}
+
+/// PeerId -> `host:port` from a `GET /v1/http_sd` body; anything that is not
+/// that shape is skipped (a member without an address is simply absent).
+fn published_addresses(body: &[u8]) -> std::collections::HashMap<String, String> {
+    let Ok(serde_json::Value::Array(groups)) = serde_json::from_slice(body) else {
+        return Default::default();
+    };
+    groups
+        .iter()
+        .filter_map(|g| {
+            let peer = g["labels"]["__meta_coolmesh_peer_id"].as_str()?;
+            let target = g["targets"].get(0)?.as_str()?;
+            Some((peer.to_string(), target.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::published_addresses;
+
+    #[test]
+    fn published_addresses_read_http_sd_and_skip_garbage() {
+        let body = br#"[
+          {"targets":["10.0.0.1:10027"],"labels":{"__meta_coolmesh_peer_id":"12D3a"}},
+          {"targets":[],"labels":{"__meta_coolmesh_peer_id":"12D3b"}},
+          {"targets":["x:1"],"labels":{}}
+        ]"#;
+        let m = published_addresses(body);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m["12D3a"], "10.0.0.1:10027");
+        assert!(published_addresses(b"not json").is_empty());
+        assert!(published_addresses(b"{}").is_empty());
+    }
 }
