@@ -130,6 +130,25 @@ fn sighup_and_post_reload_apply_the_new_config_and_a_broken_one_changes_nothing(
         (critical(&a) == Some(65.0)).then_some(())
     });
 
+    // Rotating the token: same path, new contents. The reload says so, the
+    // old token stops working at once and the new one works.
+    const NEW: &str = "rotated-token-9876543210abcdef";
+    std::fs::write(d.join("token"), NEW).expect("token");
+    let (st, body) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
+    assert_eq!(st, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        report["applied"],
+        serde_json::json!(["http.token_file (contents)"]),
+        "{report}"
+    );
+    let (st, _) = http(a.addr, "POST", "/-/reload", Some(TOKEN));
+    assert_eq!(st, 401, "the old token after its rotation");
+    std::fs::write(d.join("token"), TOKEN).expect("token");
+    let (st, body) = http(a.addr, "POST", "/-/reload", Some(NEW));
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("http.token_file (contents)"), "{body}");
+
     // A broken file: the error names the key and the line, the old config
     // stays in force, and the failure is counted.
     write_config(d, "\"hot\"", "room-b");

@@ -37,6 +37,12 @@ impl Token {
         self.check_raw(given)
     }
 
+    /// Whether two tokens are the same, in constant time (a reload compares
+    /// the re-read token with the running one).
+    pub fn same_as(&self, other: &Token) -> bool {
+        self.check_raw(&other.0)
+    }
+
     /// Check a bare token (the `X-Coolmesh-Token` header) in constant time.
     pub fn check_raw(&self, given: &[u8]) -> bool {
         // ct_eq on slices of different length returns false without leaking

@@ -439,6 +439,19 @@ pub(super) async fn run(
     }
 }
 
+/// Whether a re-read token differs from the running one (set, unset or
+/// other contents); compared in constant time.
+fn token_rotated(
+    running: Option<&coolmesh_exporter::auth::Token>,
+    reread: Option<&coolmesh_exporter::auth::Token>,
+) -> bool {
+    match (running, reread) {
+        (Some(a), Some(b)) => !a.same_as(b),
+        (None, None) => false,
+        _ => true,
+    }
+}
+
 /// Check the live part of `new` and apply it; `running` becomes the
 /// merged config. Nothing is applied unless everything checks out.
 fn apply(running: &mut Config, new: &Config, t: &Targets) -> Result<Report, String> {
@@ -450,7 +463,13 @@ fn apply(running: &mut Config, new: &Config, t: &Targets) -> Result<Report, Stri
     // Re-read even when the path is unchanged: rotating the token is
     // rewriting its file and reloading.
     let token = super::load_token(&merged).map_err(|e| format!("{e:#}"))?;
-    let d = diff(running, new);
+    let mut d = diff(running, new);
+    if token_rotated(t.token.get().as_ref(), token.as_ref())
+        && !d.applied.contains(&"http.token_file")
+    {
+        // Same path, new contents: say so, or a rotation reads "unchanged".
+        d.applied.push("http.token_file (contents)");
+    }
     let power_changed = running.power != merged.power;
     let power = match (&t.power, power_changed) {
         (Some(_), true) => Some(PowerSetup::from_config(&merged).map_err(|e| format!("{e:#}"))?),
@@ -505,6 +524,22 @@ mod tests {
 
     fn parse(src: &str) -> Config {
         crate::config::parse(src).expect("test config parses")
+    }
+
+    #[test]
+    fn a_token_file_rewritten_in_place_counts_as_a_change() {
+        use coolmesh_exporter::auth::Token;
+        let a = Token::from_file_content("aaaaaaaaaaaaaaaaaaaa").expect("token");
+        let a2 = Token::from_file_content("aaaaaaaaaaaaaaaaaaaa\n").expect("token");
+        let b = Token::from_file_content("bbbbbbbbbbbbbbbbbbbb").expect("token");
+        assert!(!token_rotated(Some(&a), Some(&a2)), "same contents");
+        assert!(token_rotated(Some(&a), Some(&b)), "new contents");
+        assert!(
+            token_rotated(None, Some(&b)),
+            "a token where there was none"
+        );
+        assert!(token_rotated(Some(&a), None), "no token any more");
+        assert!(!token_rotated(None, None));
     }
 
     #[test]
