@@ -408,14 +408,30 @@ pub fn build_probe(
             port,
             ups,
             user,
-        } => Arc::new(NutProbe::new(
-            &spec.label,
-            host.clone(),
-            *port,
-            ups,
-            user.clone(),
-            system_resolver(),
-        )),
+            ca_file,
+        } => {
+            let probe = NutProbe::new(
+                &spec.label,
+                host.clone(),
+                *port,
+                ups,
+                user.clone(),
+                system_resolver(),
+            );
+            match ca_file {
+                None => Arc::new(probe),
+                // Read now: a missing or wrong CA file is a startup (or
+                // reload) error, never a probe that reads "unknown" forever.
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        setup(format!("ca={}: cannot read it: {e}", path.display()))
+                    })?;
+                    let cfg = nut::tls_client_config(&pem)
+                        .map_err(|e| setup(format!("ca={}: {e}", path.display())))?;
+                    Arc::new(probe.with_tls(cfg).map_err(setup)?)
+                }
+            }
+        }
     })
 }
 

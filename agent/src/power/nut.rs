@@ -57,6 +57,7 @@ use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_rustls::rustls;
 
 /// Longest answer line accepted, newline included. upsd's own answers to
 /// `GET VAR` are far shorter (a status is a few flags; upsd caps values at
@@ -77,6 +78,40 @@ pub struct NutProbe {
     ups: String,
     user: Option<String>,
     resolver: Arc<dyn Resolve>,
+    tls: Option<NutTls>,
+}
+
+/// TLS for `nuts://`: the client configuration (the target's CA as the only
+/// roots) and the name upsd's certificate must carry (the target's host).
+struct NutTls {
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+/// The client configuration of `nuts://...?ca=FILE`: TLS 1.2 and 1.3 (ring),
+/// with the CA certificates in `pem` as the only roots. Errors name what is
+/// wrong with the file's content; the caller adds its path.
+pub fn tls_client_config(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem) {
+        let c = c.map_err(|e| format!("not a PEM certificate: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 impl NutProbe {
@@ -97,7 +132,21 @@ impl NutProbe {
             ups: ups.to_string(),
             user,
             resolver,
+            tls: None,
         }
+    }
+
+    /// Speak TLS (`nuts://`): `STARTTLS` first, then upsd's certificate must
+    /// chain to `config`'s roots and name this probe's host.
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Result<Self, String> {
+        use rustls::pki_types::ServerName;
+        let name = match &self.host {
+            Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            Host::Name(n) => ServerName::try_from(n.clone())
+                .map_err(|e| format!("{n}: not a TLS server name: {e}"))?,
+        };
+        self.tls = Some(NutTls { config, name });
+        Ok(self)
     }
 
     /// Ask upsd. `Ok((status, runtime))` when it gave a status.
@@ -105,7 +154,34 @@ impl NutProbe {
         let deadline = tokio::time::Instant::now() + timeout;
         let addrs = resolve(self.resolver.as_ref(), &self.host, self.port).await?;
         let stream = connect_any(&addrs).await?;
+        let Some(tls) = &self.tls else {
+            return self.session(BufReader::new(stream), deadline).await;
+        };
         let mut conn = BufReader::new(stream);
+        command(&mut conn, "STARTTLS\n", "STARTTLS").await?;
+        // upsd waits for our ClientHello after `OK STARTTLS`: anything
+        // already buffered was sent in clear text after the switch.
+        if !conn.buffer().is_empty() {
+            return Err(ProbeError::NoReading(
+                "upsd sent clear text after OK STARTTLS: not the NUT protocol".into(),
+            ));
+        }
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config))
+            .connect(tls.name.clone(), conn.into_inner())
+            .await
+            .map_err(|e| ProbeError::NoReading(format!("TLS with upsd failed: {e}")))?;
+        self.session(BufReader::new(stream), deadline).await
+    }
+
+    /// The exchange after the connection (and TLS) is up.
+    async fn session<S>(
+        &self,
+        mut conn: BufReader<S>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(String, Option<Duration>), ProbeError>
+    where
+        S: tokio::io::AsyncRead + AsyncWrite + Unpin,
+    {
         if let Some(user) = &self.user {
             command(&mut conn, &format!("USERNAME {user}\n"), "USERNAME").await?;
         }
@@ -294,6 +370,11 @@ fn refusal(answer: &str, what: &str) -> ProbeError {
                 "ACCESS-DENIED" => " (upsd refused this client: upsd.conf LISTEN, upsd.users)",
                 "UNKNOWN-UPS" => " (no such UPS on this upsd: `upsc -l HOST` lists them)",
                 "VAR-NOT-SUPPORTED" => " (the UPS does not report it)",
+                "FEATURE-NOT-CONFIGURED" => {
+                    " (upsd has no certificate: CERTFILE, or CERTPATH and CERTIDENT, in upsd.conf)"
+                }
+                "FEATURE-NOT-SUPPORTED" => " (this upsd was built without TLS)",
+                "ALREADY-SSL-MODE" => " (the connection is in TLS already)",
                 _ => "",
             };
             ProbeError::NoReading(format!(
@@ -766,5 +847,116 @@ mod tests {
         let mut drained = Vec::new();
         r.read_to_end(&mut drained).await.unwrap();
         assert!(drained.len() <= bad.len());
+    }
+
+    /// (CA PEM, server certificate PEM for 127.0.0.1, its key PEM).
+    fn test_pki(name: &str) -> (String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "nut test CA");
+        let ca = p.self_signed(&ca_key).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let p = CertificateParams::new(vec![name.to_string()]).expect("params");
+        let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
+        (ca.pem(), cert.pem(), key.serialize_pem())
+    }
+
+    /// A fake upsd that answers STARTTLS (`starttls` is its answer line),
+    /// then serves `OL` over TLS with `cert`/`key` when the answer was OK.
+    async fn fake_upsd_tls(starttls: &'static str, cert: String, key: String) -> u16 {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain");
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let mut s = BufReader::new(s);
+                    let mut line = String::new();
+                    if s.read_line(&mut line).await.unwrap_or(0) == 0 || line != "STARTTLS\n" {
+                        return;
+                    }
+                    if s.get_mut().write_all(starttls.as_bytes()).await.is_err()
+                        || !starttls.starts_with("OK")
+                    {
+                        return;
+                    }
+                    let Ok(tls) = acceptor.accept(s.into_inner()).await else {
+                        return;
+                    };
+                    let mut tls = BufReader::new(tls);
+                    loop {
+                        let mut line = String::new();
+                        if tls.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let reply: &[u8] = match line.trim_end() {
+                            "GET VAR ups ups.status" => b"VAR ups ups.status \"OL\"\n",
+                            "LOGOUT" => b"OK Goodbye\n",
+                            _ => b"ERR VAR-NOT-SUPPORTED\n",
+                        };
+                        if tls.get_mut().write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn starttls_reads_over_tls_and_every_tls_failure_is_unknown() {
+        let (ca, cert, key) = test_pki("127.0.0.1");
+        let tls = |ca: &str| tls_client_config(ca.as_bytes()).expect("client config");
+        let port = fake_upsd_tls("OK STARTTLS\n", cert.clone(), key.clone()).await;
+        let p = probe(port, "ups").with_tls(tls(&ca)).expect("tls");
+        let (res, ups) = p.probe_ups(T).await;
+        res.expect("OL over TLS is up");
+        assert_eq!(ups.map(|u| u.on_battery), Some(false));
+
+        // A certificate from another CA: refused, unknown (not down).
+        let (other_ca, _, _) = test_pki("127.0.0.1");
+        let p = probe(port, "ups").with_tls(tls(&other_ca)).expect("tls");
+        let res = p.probe(T).await;
+        assert_eq!(Outcome::of(&res), Outcome::Unknown, "{res:?}");
+        assert!(res
+            .unwrap_err()
+            .to_string()
+            .contains("TLS with upsd failed"));
+
+        // A certificate for another name: refused too.
+        let (ca2, cert2, key2) = test_pki("ups.example");
+        let port2 = fake_upsd_tls("OK STARTTLS\n", cert2, key2).await;
+        let p = probe(port2, "ups").with_tls(tls(&ca2)).expect("tls");
+        let res = p.probe(T).await;
+        assert_eq!(Outcome::of(&res), Outcome::Unknown, "{res:?}");
+
+        // upsd without a certificate: unknown, and the reason says so.
+        let port3 = fake_upsd_tls("ERR FEATURE-NOT-CONFIGURED\n", cert, key).await;
+        let p = probe(port3, "ups").with_tls(tls(&ca)).expect("tls");
+        let res = p.probe(T).await;
+        assert_eq!(Outcome::of(&res), Outcome::Unknown, "{res:?}");
+        assert!(res.unwrap_err().to_string().contains("CERTFILE"));
+
+        // A CA file that holds no certificate is refused at setup.
+        assert!(tls_client_config(b"not a pem").is_err());
     }
 }

@@ -92,6 +92,10 @@ pub enum TargetKind {
         /// No password: upsd needs none to read a UPS (it checks one only
         /// for `LOGIN`, `SET` and `INSTCMD`, which coolmesh never sends).
         user: Option<String>,
+        /// `nuts://...?ca=FILE`: STARTTLS is required and upsd's
+        /// certificate must chain to the CA certificates (PEM) in `FILE`
+        /// and name the host. `None` for `nut://` (plain text).
+        ca_file: Option<std::path::PathBuf>,
     },
     /// An external command; up when it exits with status 0.
     Exec {
@@ -137,17 +141,8 @@ pub fn parse_target(s: &str) -> Result<TargetSpec, TargetError> {
             "icmp" | "ping" => parse_icmp(label, rest)?,
             "tcp" => parse_tcp(label, rest)?,
             "http" => parse_http(label, rest)?,
-            "nut" => parse_nut(label, rest)?,
-            "nuts" | "nut+tls" => {
-                return Err(err(
-                    label,
-                    format!(
-                        "{label}: NUT over TLS (STARTTLS) is not supported yet — use nut:// to a upsd on \
-                         this host or on a trusted management network, e.g. nut://{}",
-                        rest
-                    ),
-                ))
-            }
+            "nut" => parse_nut(label, rest, false)?,
+            "nuts" | "nut+tls" => parse_nut(label, rest, true)?,
             "https" => {
                 return Err(err(
                     label,
@@ -314,8 +309,12 @@ fn parse_http(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
 }
 
 /// `[USER@]HOST[:PORT]/UPS`.
-fn parse_nut(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
-    let syntax = "write nut://[USER@]HOST[:PORT]/UPS, e.g. nut://localhost/ups";
+fn parse_nut(label: &str, rest: &str, tls: bool) -> Result<TargetKind, TargetError> {
+    let syntax = if tls {
+        "write nuts://[USER@]HOST[:PORT]/UPS?ca=FILE, e.g. nuts://ups1.example/ups?ca=/etc/coolmesh/nut-ca.pem"
+    } else {
+        "write nut://[USER@]HOST[:PORT]/UPS, e.g. nut://localhost/ups"
+    };
     if rest.contains('#') {
         return Err(err(
             label,
@@ -378,19 +377,67 @@ fn parse_nut(label: &str, rest: &str) -> Result<TargetKind, TargetError> {
             ));
         }
     }
-    if let Some(q) = query {
-        return Err(err(
-            label,
-            format!("nut target takes no parameters: ?{q} in {label} — {syntax}"),
-        ));
-    }
+    let ca_file = match (tls, query) {
+        (false, None) => None,
+        (false, Some(q)) => {
+            return Err(err(
+                label,
+                format!(
+                    "nut target takes no parameters: ?{q} in {label} — {syntax} \
+                     (for TLS: nuts://HOST/UPS?ca=FILE)"
+                ),
+            ))
+        }
+        (true, q) => Some(nut_ca_param(label, q, syntax)?),
+    };
     let (host, port) = split_host_port(label, hostport)?;
     Ok(TargetKind::Nut {
         host,
         port: port.unwrap_or(NUT_PORT),
         ups: ups.to_string(),
         user: user.map(str::to_string),
+        ca_file,
     })
+}
+
+/// The `ca=FILE` of a `nuts://` target: exactly one parameter, an absolute
+/// path. Without it there is nothing to check upsd's certificate against,
+/// and TLS without a check only hides the traffic from a passive listener.
+fn nut_ca_param(
+    label: &str,
+    query: Option<&str>,
+    syntax: &str,
+) -> Result<std::path::PathBuf, TargetError> {
+    let missing = || {
+        err(
+            label,
+            format!("nuts:// needs the CA that signed upsd's certificate: {label} — {syntax}"),
+        )
+    };
+    let q = query.ok_or_else(missing)?;
+    let mut ca = None;
+    for pair in q.split('&') {
+        match pair.split_once('=') {
+            Some(("ca", v)) if ca.is_none() => ca = Some(v),
+            _ => {
+                return Err(err(
+                    label,
+                    format!(
+                        "nuts:// takes one parameter, ca=FILE; not {pair:?} in {label} — {syntax}"
+                    ),
+                ))
+            }
+        }
+    }
+    let ca = ca.filter(|v| !v.is_empty()).ok_or_else(missing)?;
+    let path = std::path::PathBuf::from(ca);
+    if !path.is_absolute() {
+        return Err(err(
+            label,
+            format!("ca={ca} in {label} must be an absolute path — {syntax}"),
+        ));
+    }
+    Ok(path)
 }
 
 /// A UPS or user name NUT accepts unquoted, with nothing that could end a

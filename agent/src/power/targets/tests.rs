@@ -123,6 +123,17 @@ fn good_targets() {
                 port: 3493,
                 ups: "ups".into(),
                 user: None,
+                ca_file: None,
+            },
+        ),
+        (
+            "nuts://mon@ups1.example/ups?ca=/etc/coolmesh/nut-ca.pem",
+            TargetKind::Nut {
+                host: Host::Name("ups1.example".into()),
+                port: 3493,
+                ups: "ups".into(),
+                user: Some("mon".into()),
+                ca_file: Some("/etc/coolmesh/nut-ca.pem".into()),
             },
         ),
         (
@@ -132,6 +143,7 @@ fn good_targets() {
                 port: 3494,
                 ups: "rack-1.a".into(),
                 user: None,
+                ca_file: None,
             },
         ),
         (
@@ -141,6 +153,7 @@ fn good_targets() {
                 port: 3493,
                 ups: "ups".into(),
                 user: Some("mon".into()),
+                ca_file: None,
             },
         ),
         (
@@ -255,14 +268,24 @@ fn bad_targets_say_what_to_write() {
         ),
         (
             "nut://localhost/ups?tls=1",
-            &["takes no parameters: ?tls=1"],
+            &["takes no parameters: ?tls=1", "nuts://HOST/UPS?ca=FILE"],
         ),
         ("nut://m o@localhost/ups", &["bad user name"]),
         ("nut://localhost/ups#x", &["#fragment"]),
         (
             "nuts://localhost/ups",
-            &["not supported yet", "nut://localhost/ups"],
+            &["needs the CA that signed upsd's certificate", "?ca=FILE"],
         ),
+        ("nuts://localhost/ups?ca=", &["needs the CA"]),
+        (
+            "nuts://localhost/ups?ca=ca.pem",
+            &["must be an absolute path"],
+        ),
+        (
+            "nuts://localhost/ups?ca=/a.pem&verify=0",
+            &["takes one parameter, ca=FILE", "\"verify=0\""],
+        ),
+        ("nuts://localhost/ups?ca=/a&ca=/b", &["takes one parameter"]),
         (
             "nut:localhost/ups",
             &["missing the //", "nut://localhost/ups"],
