@@ -4,7 +4,11 @@
 //! - `COOLMESH_NUT_ADDR`: upsd's `127.0.0.1:PORT`, serving one UPS `ups`;
 //! - `COOLMESH_NUT_STATUS_FILE`: the file dummy-ups re-reads (`ups.status: OL`);
 //! - `COOLMESH_NUT_RUN_DIR`: NUT's state directory with the pid files
-//!   (`dummy-ups-ups.pid`, `upsd.pid`); the test stops the driver and upsd.
+//!   (`dummy-ups-ups.pid`, `upsd.pid`); the test stops the driver and upsd;
+//! - `COOLMESH_NUT_CA` and `COOLMESH_NUT_OTHER_CA` (optional): upsd has a
+//!   certificate for 127.0.0.1 signed by the first (an NSS database, as
+//!   Debian's upsd reads it); the test then also reads the UPS over
+//!   STARTTLS (`nuts://`) and checks that another CA is refused (unknown).
 //!
 //! Without them the test says so and passes (`cargo test --workspace` on a
 //! machine without NUT). Alone: `bash .ci/nut.sh`.
@@ -26,6 +30,8 @@ struct Env {
     addr: String,
     status_file: PathBuf,
     run_dir: PathBuf,
+    /// (CA of upsd's certificate, an unrelated CA), when upsd has one.
+    tls: Option<(String, String)>,
 }
 
 fn env() -> Option<Env> {
@@ -34,6 +40,7 @@ fn env() -> Option<Env> {
         addr: var("COOLMESH_NUT_ADDR")?,
         status_file: var("COOLMESH_NUT_STATUS_FILE")?.into(),
         run_dir: var("COOLMESH_NUT_RUN_DIR")?.into(),
+        tls: var("COOLMESH_NUT_CA").zip(var("COOLMESH_NUT_OTHER_CA")),
     })
 }
 
@@ -157,6 +164,30 @@ async fn nut_target_against_a_real_upsd() {
     // Low battery on mains (recharging after the outage): up.
     set_status(&env.status_file, "OL CHRG LB", 90);
     until(p.as_ref(), "OL LB", |o, _, _| o == Outcome::Up).await;
+
+    // Over STARTTLS: the same readings, and a certificate from another CA
+    // is refused (unknown, never down).
+    if let Some((ca, other_ca)) = &env.tls {
+        let tls = probe(&format!("nuts://monitor@{}/ups?ca={ca}", env.addr));
+        set_status(&env.status_file, "OB DISCHRG", 600);
+        let (_, ups, msg) = until(tls.as_ref(), "OB over TLS", |o, u, _| {
+            o == Outcome::Down && u.and_then(|u| u.runtime) == secs(600)
+        })
+        .await;
+        assert!(msg.contains("UPS on battery"), "{msg}");
+        assert_eq!(ups.map(|u| u.on_battery), Some(true));
+        set_status(&env.status_file, "OL CHRG LB", 90);
+        until(tls.as_ref(), "OL over TLS", |o, _, _| o == Outcome::Up).await;
+        let wrong = probe(&format!("nuts://{}/ups?ca={other_ca}", env.addr));
+        let (_, ups, msg) = until(wrong.as_ref(), "another CA", |o, _, _| {
+            o == Outcome::Unknown
+        })
+        .await;
+        assert!(msg.contains("TLS with upsd failed"), "{msg}");
+        assert_eq!(ups, None);
+    } else {
+        println!("TLS part skipped: COOLMESH_NUT_CA, COOLMESH_NUT_OTHER_CA not set");
+    }
 
     // A user name is sent and taken.
     let with_user = probe(&format!("nut://monitor@{}/ups", env.addr));

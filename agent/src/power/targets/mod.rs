@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The syntax summary used in error messages.
 pub const TARGET_SYNTAX: &str =
-    "icmp://HOST, tcp://HOST:PORT, http://HOST[:PORT]/PATH, nut://[USER@]HOST[:PORT]/UPS or exec:COMMAND [ARGS...]";
+    "icmp://HOST, tcp://HOST:PORT, http://HOST[:PORT]/PATH, nut://[USER@]HOST[:PORT]/UPS, nuts://[USER@]HOST[:PORT]/UPS?ca=FILE or exec:COMMAND [ARGS...]";
 
 /// The NUT network port (upsd's default, IANA-registered).
 pub const NUT_PORT: u16 = 3493;
