@@ -35,7 +35,7 @@ use rand::Rng;
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
-use sim::{percentile, NetConfig, Sim};
+use sim::{out_rates, percentile, NetConfig, Sim};
 
 /// Counts live heap bytes, so memory per member is measured, not guessed.
 struct Counting;
@@ -175,14 +175,7 @@ fn run_scale(n: usize, a: &Args) -> Scale {
     sim.measure = (warm, idle_end);
     sim.run_until(idle_end);
     let secs = a.idle_seconds.max(1) as f64;
-    let kib: Vec<f64> = sim
-        .bytes_out
-        .iter()
-        .map(|b| *b as f64 / 1024.0 / secs)
-        .collect();
-    let mean = kib.iter().sum::<f64>() / n as f64;
-    let max = kib.iter().copied().fold(0.0, f64::max);
-    let msgs = sim.msgs_out.iter().sum::<u64>() as f64 / n as f64 / secs;
+    let (mean, max, msgs) = out_rates(&sim.bytes_out, &sim.msgs_out, secs);
     // Single changes, one second apart, each at a random node.
     for k in 0..a.updates {
         let node = sim.rng.random_range(0..n);
@@ -252,14 +245,7 @@ fn run_swim(n: usize, a: &Args) {
     sim.measure = (start, end);
     sim.run_until(end);
     let secs = a.idle_seconds.max(1) as f64;
-    let kib: Vec<f64> = sim
-        .bytes_out
-        .iter()
-        .map(|b| *b as f64 / 1024.0 / secs)
-        .collect();
-    let mean = kib.iter().sum::<f64>() / n as f64;
-    let max = kib.iter().copied().fold(0.0, f64::max);
-    let msgs = sim.msgs_out.iter().sum::<u64>() as f64 / n as f64 / secs;
+    let (mean, max, msgs) = out_rates(&sim.bytes_out, &sim.msgs_out, secs);
     let victim = sim.rng.random_range(0..n);
     let crash = end;
     sim.crash_at(crash, victim);

@@ -38,12 +38,7 @@ fn config(
         power_port,
         extra_cluster: "",
     });
-    let text = std::fs::read_to_string(&path).expect("config");
-    assert!(text.contains("[shutdown]\ngrace = \"2s\"\n"), "{text}");
-    let text = text.replace(
-        "[shutdown]\ngrace = \"2s\"\n",
-        &format!("[shutdown]\n{shutdown}"),
-    );
+    let text = shutdown_replaced(&path, shutdown);
     std::fs::write(&path, format!("{text}\n[power_on]\n{power_on}")).expect("config");
     path
 }

@@ -37,13 +37,9 @@ fn config(
         power_port,
         extra_cluster: "",
     });
-    let text = std::fs::read_to_string(&path).expect("config");
-    assert!(text.contains("grace = \"2s\"\n"), "{text}");
-    let text = text.replace(
-        "[shutdown]\ngrace = \"2s\"\n",
-        &format!(
-            "[shutdown]\ngrace = \"{grace}\"\nstage = {stage}\nstage_timeout = \"{stage_timeout}\"\n"
-        ),
+    let text = shutdown_replaced(
+        &path,
+        &format!("grace = \"{grace}\"\nstage = {stage}\nstage_timeout = \"{stage_timeout}\"\n"),
     );
     assert!(text.contains(&format!("stage = {stage}")), "{text}");
     std::fs::write(&path, text).expect("config");

@@ -5,7 +5,7 @@ pub mod raw_codec;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -276,6 +276,16 @@ pub struct ClusterNodeConfig<'a> {
     pub seed: Option<u16>,
     pub power_port: u16,
     pub extra_cluster: &'a str,
+}
+
+/// The text of a config written by [`write_cluster_config`], with its
+/// `[shutdown]` section's first line (`grace = "2s"`) replaced by `body`
+/// (which sets the grace and whatever else the test needs there).
+pub fn shutdown_replaced(path: &Path, body: &str) -> String {
+    const DEFAULT: &str = "[shutdown]\ngrace = \"2s\"\n";
+    let text = std::fs::read_to_string(path).expect("config");
+    assert!(text.contains(DEFAULT), "{text}");
+    text.replace(DEFAULT, &format!("[shutdown]\n{body}"))
 }
 
 pub fn write_cluster_config(c: &ClusterNodeConfig) -> PathBuf {

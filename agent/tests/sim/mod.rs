@@ -505,6 +505,17 @@ impl Sim {
     }
 }
 
+/// What nodes sent over a window of `secs` seconds: KiB/s per node (mean,
+/// busiest) and messages/s per node (mean).
+pub fn out_rates(bytes_out: &[u64], msgs_out: &[u64], secs: f64) -> (f64, f64, f64) {
+    let n = bytes_out.len().max(1) as f64;
+    let kib = bytes_out.iter().map(|b| *b as f64 / 1024.0 / secs);
+    let mean = kib.clone().sum::<f64>() / n;
+    let max = kib.fold(0.0, f64::max);
+    let msgs = msgs_out.iter().sum::<u64>() as f64 / n / secs;
+    (mean, max, msgs)
+}
+
 /// Bytes of the varint length prefix of a frame of `n` bytes.
 pub fn varint_len(mut n: u64) -> u64 {
     let mut len = 1;
