@@ -19,10 +19,13 @@
 //! - [`exec`]: external command, exit 0 = up ([`ExecProbe`]).
 //! - [`nut`]: a UPS through the NUT network protocol, `OL` = up, `OB` =
 //!   down ([`NutProbe`]); also reports low battery and the runtime left
-//!   ([`UpsReading`]).
+//!   ([`UpsReading`]). A folder: `mod.rs` (the probe and its reading),
+//!   `protocol.rs` (the protocol's lines), `tls.rs` (`nuts://`), `tests.rs`.
 //! - [`policy`]: [`Policy`] any / all / majority.
 //! - [`metrics`]: [`PowerMetrics`] (probe duration histogram, failure counter).
 //! - [`runner`]: the probe loop [`run`] and the pure [`jittered`] interval.
+//! - `test_util` (tests only): a resolver that never touches real DNS, a
+//!   refused port.
 //! - this file: the [`Probe`] trait, [`ProbeError`], name resolution, and
 //!   [`build_probes`], which turns specs into probes at startup.
 //!
