@@ -12,7 +12,9 @@
 //!   `mod.rs` (modes, command, formats), `json.rs`, `text.rs`, `tests/`.
 //! - [`exec`]: a plugin command printing a JSON readings document.
 //! - [`ipmi`]: the BMC's temperature sensors through `ipmitool` or freeipmi,
-//!   run on a cadence of its own.
+//!   run on a cadence of its own; a folder: `mod.rs` (the source and its
+//!   runner), `parse.rs` (the output rules), `command.rs` (tool, password
+//!   argument, lanplus), `tests.rs`.
 //! - [`file`]: a JSON readings document on disk; [`json`]: its schema.
 //! - [`child`]: the one child-process runner of `exec`, `lm_sensors` and `ipmi`.
 
