@@ -56,9 +56,9 @@
 //!
 //! - this file: the [`NutProbe`], its exchange with upsd and [`judge`], which
 //!   turns a status into the probe result.
-//! - [`protocol`]: the lines of the protocol: commands, `VAR` answers and
+//! - `protocol.rs`: the lines of the protocol: commands, `VAR` answers and
 //!   `ERR` refusals, the capped [`read_line`], [`parse_runtime`].
-//! - [`tls`]: `nuts://`: the client configuration ([`tls_client_config`]) and
+//! - `tls.rs`: `nuts://`: the client configuration ([`tls_client_config`]) and
 //!   [`NutProbe::with_tls`].
 //! - `tests.rs`: the tests, against a fake upsd (plain and STARTTLS).
 
