@@ -157,6 +157,25 @@ fn dyns(fakes: &[Arc<Fake>]) -> Vec<Arc<dyn Probe>> {
     fakes.iter().map(|f| f.clone() as Arc<dyn Probe>).collect()
 }
 
+/// The runner in a task of its own that is never told to stop (the test
+/// aborts it).
+fn spawn_run(
+    probes: Vec<Arc<dyn Probe>>,
+    policy: Policy,
+    config: RunConfig,
+    metrics: PowerMetrics,
+    tx: mpsc::Sender<PowerObservation>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(
+        probes,
+        policy,
+        config,
+        metrics,
+        tx,
+        futures::future::pending(),
+    ))
+}
+
 #[tokio::test(start_paused = true)]
 async fn interval_stays_within_jitter_bound() {
     let fake = Fake::new("fake://a", true, Duration::from_millis(30));
@@ -283,14 +302,13 @@ async fn rogue_probe_is_cut_off_by_the_safety_net() {
         timeout: Duration::from_secs(1),
         ..Default::default()
     };
-    let runner = tokio::spawn(run(
+    let runner = spawn_run(
         vec![rogue as Arc<dyn Probe>],
         Policy::Any,
         config,
         PowerMetrics::new().unwrap(),
         tx,
-        futures::future::pending(),
-    ));
+    );
     let obs = rx.recv().await.unwrap();
     assert_eq!(obs.up, Some(false));
     assert_eq!(obs.targets[0].error.as_deref(), Some("timed out after 1s"));
@@ -306,7 +324,7 @@ async fn full_channel_drops_instead_of_piling_up() {
     let fake = Fake::new("a", true, Duration::ZERO);
     let (tx, mut rx) = mpsc::channel(1);
     let metrics = PowerMetrics::new().unwrap();
-    let runner = tokio::spawn(run(
+    let runner = spawn_run(
         dyns(std::slice::from_ref(&fake)),
         Policy::Any,
         RunConfig {
@@ -315,8 +333,7 @@ async fn full_channel_drops_instead_of_piling_up() {
         },
         metrics.clone(),
         tx,
-        futures::future::pending(),
-    ));
+    );
     // Nobody reads for ten rounds.
     tokio::time::sleep(Duration::from_secs(52)).await;
     assert_eq!(
@@ -387,14 +404,13 @@ async fn zero_targets_report_up_and_zero_interval_is_clamped() {
         timeout: Duration::ZERO,
     };
     let started = Instant::now();
-    let runner = tokio::spawn(run(
+    let runner = spawn_run(
         vec![],
         Policy::All,
         config,
         PowerMetrics::new().unwrap(),
         tx,
-        futures::future::pending(),
-    ));
+    );
     let a = rx.recv().await.unwrap();
     let b = rx.recv().await.unwrap();
     assert!(a.up == Some(true) && b.up == Some(true) && a.targets.is_empty());
@@ -420,14 +436,13 @@ async fn local_errors_are_unknown_and_never_votes() {
     for (fakes, policy, want) in cases {
         let (tx, mut rx) = mpsc::channel(1);
         let metrics = PowerMetrics::new().unwrap();
-        let runner = tokio::spawn(run(
+        let runner = spawn_run(
             dyns(&fakes),
             policy,
             RunConfig::default(),
             metrics.clone(),
             tx,
-            futures::future::pending(),
-        ));
+        );
         let obs = rx.recv().await.unwrap();
         let names: Vec<&str> = fakes.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(obs.up, want, "{policy} {names:?}");
@@ -527,14 +542,13 @@ async fn a_nut_probe_cut_off_by_the_safety_net_is_unknown() {
         }
     }
     let (tx, mut rx) = mpsc::channel(1);
-    let runner = tokio::spawn(run(
+    let runner = spawn_run(
         vec![Arc::new(Stuck) as Arc<dyn Probe>],
         Policy::Any,
         RunConfig::default(),
         PowerMetrics::new().unwrap(),
         tx,
-        futures::future::pending(),
-    ));
+    );
     let obs = rx.recv().await.unwrap();
     assert_eq!(obs.up, None, "unknown, not down");
     assert!(obs.targets[0].unknown);
