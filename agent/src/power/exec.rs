@@ -236,31 +236,15 @@ impl Probe for ExecProbe {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::times_out_at_300ms;
     use super::*;
+    use crate::sources::child::test_support::gone_within;
     use tokio::time::Instant;
 
     const T: Duration = Duration::from_secs(5);
 
     fn sh(script: &str) -> ExecProbe {
         ExecProbe::new("exec:test", "/bin/sh", vec!["-c".into(), script.into()])
-    }
-
-    /// Whether `pid` is still a live (not zombie) process.
-    fn alive(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => false,
-            Ok(stat) => {
-                // "pid (comm) S ..." – the state follows the last ')'.
-                let state = stat
-                    .rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .chars()
-                    .next();
-                state != Some('Z')
-            }
-        }
     }
 
     #[tokio::test]
@@ -314,14 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
         let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-        let started = Instant::now();
-        let e = sh(&script)
-            .probe(Duration::from_millis(300))
-            .await
-            .unwrap_err();
-        let took = started.elapsed();
-        assert!(matches!(e, ProbeError::Timeout(_)), "{e:?}");
-        assert_eq!(e.to_string(), "timed out after 300ms");
+        let took = times_out_at_300ms(&sh(&script)).await;
         assert!(took < Duration::from_secs(2), "{took:?}");
         let grandchild: u32 = std::fs::read_to_string(&pidfile)
             .unwrap()
@@ -329,14 +306,7 @@ mod tests {
             .parse()
             .unwrap();
         // SIGKILL is delivered at once; allow the reaper a moment.
-        let mut gone = false;
-        for _ in 0..50 {
-            if !alive(grandchild) {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let gone = gone_within(grandchild, 50).await;
         assert!(gone, "grandchild {grandchild} survived the timeout");
     }
 
@@ -349,14 +319,7 @@ mod tests {
         // Drop the probe future once the command runs (runner shutdown).
         let pid = crate::sources::child::test_support::until_pid(&mut fut, &pidfile).await;
         drop(fut);
-        let mut gone = false;
-        for _ in 0..50 {
-            if !alive(pid) {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let gone = gone_within(pid, 50).await;
         assert!(gone, "command {pid} survived cancellation");
     }
 

@@ -1,9 +1,12 @@
-//! Helpers for the probe tests: a resolver that never touches real DNS.
+//! Helpers for the probe tests: a resolver that never touches real DNS, a
+//! refused port, a probe that must time out.
 
-use super::{Host, Resolve};
+use super::{Host, Probe, ProbeError, Resolve};
 use futures::future::BoxFuture;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// 127.0.0.1 as a probe host.
 pub const LOOPBACK: Host = Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -60,4 +63,16 @@ pub fn refused_port() -> (socket2::Socket, u16) {
         .map(|a| a.port())
         .expect("bound port");
     (s, port)
+}
+
+/// Probe `p` with a 300 ms timeout, which it must run into: a
+/// [`ProbeError::Timeout`] shown as "timed out after 300ms". Returns how
+/// long the probe took.
+pub async fn times_out_at_300ms(p: &dyn Probe) -> Duration {
+    let started = Instant::now();
+    let e = p.probe(Duration::from_millis(300)).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, ProbeError::Timeout(_)), "{e:?}");
+    assert_eq!(e.to_string(), "timed out after 300ms");
+    took
 }

@@ -170,7 +170,7 @@ mod tests {
 }
 
 /// For the tests of the programs run through here (exec sources and
-/// probes): wait for a child to write its pid.
+/// probes): wait for a child to write its pid, and for it to be gone.
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::time::Duration;
@@ -199,5 +199,35 @@ pub(crate) mod test_support {
         tokio::time::timeout(Duration::from_secs(10), raced)
             .await
             .expect("the command wrote its pid within 10 s")
+    }
+
+    /// Whether `pid` is still a live (not zombie) process.
+    pub(crate) fn alive(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => false,
+            Ok(stat) => {
+                // "pid (comm) S ..." – the state follows the last ')'.
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .chars()
+                    .next();
+                state != Some('Z')
+            }
+        }
+    }
+
+    /// Whether `pid` is gone (or a zombie waiting for the reaper) within
+    /// `tries` looks 20 ms apart.
+    pub(crate) async fn gone_within(pid: u32, tries: u32) -> bool {
+        for _ in 0..tries {
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 }

@@ -154,16 +154,8 @@ mod tests {
         assert!(r.is_err(), "should time out");
         // kill_on_drop: the child must be gone shortly after the future is dropped.
         drop(fut);
-        let mut gone = false;
-        for _ in 0..50 {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Gone, or a zombie waiting for the reaper.
-            if stat.is_empty() || stat.contains(") Z") {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Gone, or a zombie waiting for the reaper.
+        let gone = crate::sources::child::test_support::gone_within(pid, 50).await;
         assert!(gone, "plugin {pid} still running");
     }
 }

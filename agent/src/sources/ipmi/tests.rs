@@ -329,14 +329,7 @@ async fn dropping_the_source_kills_a_running_tool() {
     }
     let pid = pid.expect("the tool started");
     drop(src);
-    let mut gone = false;
-    for _ in 0..100 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z") {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Gone, or a zombie waiting for the reaper.
+    let gone = crate::sources::child::test_support::gone_within(pid, 100).await;
     assert!(gone, "tool {pid} still running");
 }
