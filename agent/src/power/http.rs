@@ -6,7 +6,7 @@
 //! target at the final URL), the body is not read. The timeout covers
 //! resolution, connect, request and response headers.
 
-use super::{connect_any, resolve, within, Host, Probe, ProbeError, Resolve};
+use super::{within, Endpoint, Host, Probe, ProbeError, Resolve};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::Empty;
@@ -22,11 +22,9 @@ const UA: &str = concat!("coolmesh/", env!("CARGO_PKG_VERSION"), " (power probe)
 /// HTTP GET probe.
 pub struct HttpProbe {
     label: String,
-    host: Host,
-    port: u16,
+    endpoint: Endpoint,
     authority: String,
     path: String,
-    resolver: Arc<dyn Resolve>,
 }
 
 impl HttpProbe {
@@ -42,17 +40,14 @@ impl HttpProbe {
     ) -> Self {
         Self {
             label: label.to_string(),
-            host,
-            port,
+            endpoint: Endpoint::new(host, port, resolver),
             authority: authority.to_string(),
             path: path.to_string(),
-            resolver,
         }
     }
 
     async fn get(&self) -> Result<(), ProbeError> {
-        let addrs = resolve(self.resolver.as_ref(), &self.host, self.port).await?;
-        let stream = connect_any(&addrs).await?;
+        let stream = self.endpoint.connect().await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
                 .await

@@ -17,7 +17,7 @@
 //! same host never take each other's replies. The packet code is pure and
 //! unit-tested; the socket code is tested against 127.0.0.1 and ::1.
 
-use super::{resolve, within, Host, Probe, ProbeError, Resolve};
+use super::{within, Endpoint, Host, Probe, ProbeError, Resolve};
 use futures::future::BoxFuture;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fmt;
@@ -236,9 +236,8 @@ pub fn preflight_error(
 /// ICMP echo probe.
 pub struct IcmpProbe {
     label: String,
-    host: Host,
+    endpoint: Endpoint,
     mode: IcmpMode,
-    resolver: Arc<dyn Resolve>,
     seq: AtomicU16,
 }
 
@@ -248,15 +247,14 @@ impl IcmpProbe {
     pub fn new(label: &str, host: Host, mode: IcmpMode, resolver: Arc<dyn Resolve>) -> Self {
         Self {
             label: label.to_string(),
-            host,
+            endpoint: Endpoint::new(host, 0, resolver),
             mode,
-            resolver,
             seq: AtomicU16::new(rand::random()),
         }
     }
 
     async fn ping(&self) -> Result<(), ProbeError> {
-        let addrs = resolve(self.resolver.as_ref(), &self.host, 0).await?;
+        let addrs = self.endpoint.addrs().await?;
         let ip = match addrs.first() {
             Some(a) => a.ip(),
             None => return Err(ProbeError::Local("no address to ping".into())),

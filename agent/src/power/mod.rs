@@ -26,8 +26,9 @@
 //! - [`runner`]: the probe loop [`run`] and the pure [`jittered`] interval.
 //! - `test_util` (tests only): a resolver that never touches real DNS, a
 //!   refused port.
-//! - this file: the [`Probe`] trait, [`ProbeError`], name resolution, and
-//!   [`build_probes`], which turns specs into probes at startup.
+//! - this file: the [`Probe`] trait, [`ProbeError`], name resolution and
+//!   connection (`Endpoint`, shared by the icmp, tcp, http and nut probes),
+//!   and [`build_probes`], which turns specs into probes at startup.
 //!
 //! # Target syntax
 //!
@@ -339,6 +340,34 @@ pub(crate) async fn connect_any(addrs: &[SocketAddr]) -> Result<tokio::net::TcpS
         }
     }
     Err(remote.unwrap_or(local))
+}
+
+/// Where a probe connects: a host, resolved on every probe, and a port
+/// (none for ICMP), with the resolver it uses.
+pub(crate) struct Endpoint {
+    pub(crate) host: Host,
+    port: u16,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl Endpoint {
+    pub(crate) fn new(host: Host, port: u16, resolver: Arc<dyn Resolve>) -> Self {
+        Self {
+            host,
+            port,
+            resolver,
+        }
+    }
+
+    /// The host's addresses, with the port ([`resolve`]).
+    pub(crate) async fn addrs(&self) -> Result<Vec<SocketAddr>, ProbeError> {
+        resolve(self.resolver.as_ref(), &self.host, self.port).await
+    }
+
+    /// A connection to the first address that accepts ([`connect_any`]).
+    pub(crate) async fn connect(&self) -> Result<tokio::net::TcpStream, ProbeError> {
+        connect_any(&self.addrs().await?).await
+    }
 }
 
 /// Run `fut` under `timeout`, turning expiry into [`ProbeError::Timeout`].

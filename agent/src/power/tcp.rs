@@ -19,7 +19,7 @@
 //! real answer from the device, not a lost packet, and retrying it would
 //! only hide it.
 
-use super::{connect_any, resolve, within, Host, Probe, ProbeError, Resolve};
+use super::{connect_any, within, Endpoint, Host, Probe, ProbeError, Resolve};
 use futures::future::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,9 +29,7 @@ use tokio::time::Instant;
 /// TCP connect probe.
 pub struct TcpProbe {
     label: String,
-    host: Host,
-    port: u16,
-    resolver: Arc<dyn Resolve>,
+    endpoint: Endpoint,
 }
 
 impl TcpProbe {
@@ -39,14 +37,12 @@ impl TcpProbe {
     pub fn new(label: &str, host: Host, port: u16, resolver: Arc<dyn Resolve>) -> Self {
         Self {
             label: label.to_string(),
-            host,
-            port,
-            resolver,
+            endpoint: Endpoint::new(host, port, resolver),
         }
     }
 
     async fn connect(&self, second_at: Instant) -> Result<(), ProbeError> {
-        let addrs = resolve(self.resolver.as_ref(), &self.host, self.port).await?;
+        let addrs = self.endpoint.addrs().await?;
         second_chance(second_at, || async {
             // Dropping the stream closes it at once (FIN, nothing sent).
             connect_any(&addrs).await.map(drop)

@@ -62,7 +62,7 @@
 //!   [`NutProbe::with_tls`].
 //! - `tests.rs`: the tests, against a fake upsd (plain and STARTTLS).
 
-use super::{connect_any, resolve, Host, Probe, ProbeError, Resolve, UpsReading};
+use super::{Endpoint, Host, Probe, ProbeError, Resolve, UpsReading};
 use futures::future::BoxFuture;
 use protocol::{command, get_var, shown};
 use std::sync::Arc;
@@ -90,11 +90,9 @@ pub const LOGOUT_WAIT: Duration = Duration::from_millis(100);
 /// NUT probe.
 pub struct NutProbe {
     label: String,
-    host: Host,
-    port: u16,
+    endpoint: Endpoint,
     ups: String,
     user: Option<String>,
-    resolver: Arc<dyn Resolve>,
     tls: Option<NutTls>,
 }
 
@@ -111,11 +109,9 @@ impl NutProbe {
     ) -> Self {
         Self {
             label: label.to_string(),
-            host,
-            port,
+            endpoint: Endpoint::new(host, port, resolver),
             ups: ups.to_string(),
             user,
-            resolver,
             tls: None,
         }
     }
@@ -123,8 +119,7 @@ impl NutProbe {
     /// Ask upsd. `Ok((status, runtime))` when it gave a status.
     async fn ask(&self, timeout: Duration) -> Result<(String, Option<Duration>), ProbeError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let addrs = resolve(self.resolver.as_ref(), &self.host, self.port).await?;
-        let stream = connect_any(&addrs).await?;
+        let stream = self.endpoint.connect().await?;
         let Some(tls) = &self.tls else {
             return self.session(BufReader::new(stream), deadline).await;
         };

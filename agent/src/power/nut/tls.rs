@@ -44,7 +44,7 @@ impl NutProbe {
     /// chain to `config`'s roots and name this probe's host.
     pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Result<Self, String> {
         use rustls::pki_types::ServerName;
-        let name = match &self.host {
+        let name = match &self.endpoint.host {
             Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
             Host::Name(n) => ServerName::try_from(n.clone())
                 .map_err(|e| format!("{n}: not a TLS server name: {e}"))?,
