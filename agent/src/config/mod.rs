@@ -5,6 +5,16 @@
 //! the way an operator fixing forty config files wants it. Defaults live in
 //! the `Default` impls below and are documented in
 //! `deploy/coolmesh.example.toml`; CLI flags override the file.
+//!
+//! # Layout
+//!
+//! - `mod.rs` (this file): the types of every section with their defaults,
+//!   [`parse`], and the checks the command line shares (log level, listen
+//!   address, cluster trust).
+//! - `read/`: each section of the file read into its part (its own map).
+//! - `walker`: the generic TOML walker (the line of every key, every problem
+//!   with key and line, "did you mean").
+//! - `tests`: every key, its errors with key and line, and the defaults.
 
 mod read;
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use libp2p::request_response::{self};
 use libp2p::PeerId;
 
-use crate::cluster::engine::Now;
 use crate::cluster::record::RejectReason;
 use crate::cluster::room::{
     self, NodeAnswer, RoomAck, RoomApply, RoomCommand, RoomReport, Unreached,
@@ -279,10 +278,9 @@ impl Node {
                     },
                 ..
             } => {
-                let now = Now::system();
-                if !self.admit(peer, now.mono) {
+                let Some(now) = self.admit_request(peer) else {
                     return; // dropping the channel refuses the request
-                }
+                };
                 let refuse = |node: &mut Node, channel, why: String| {
                     tracing::warn!(%peer, reason = %why, "refused a room command");
                     let ack = RoomAck::refused("", why, "");

@@ -127,6 +127,14 @@ impl Node {
         }
     }
 
+    /// An inbound request of `peer` (sync or room) arriving now: its time
+    /// when [`Node::admit`] lets it through; `None` when it is over the rate
+    /// (the caller drops the channel, which refuses the request).
+    pub(super) fn admit_request(&mut self, peer: PeerId) -> Option<Now> {
+        let now = Now::system();
+        self.admit(peer, now.mono).then_some(now)
+    }
+
     pub(super) fn on_sync_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
         use request_response::{Event, Message};
         match ev {
@@ -138,10 +146,9 @@ impl Node {
                     },
                 ..
             } => {
-                let now = Now::system();
-                if !self.admit(peer, now.mono) {
+                let Some(now) = self.admit_request(peer) else {
                     return; // dropping the channel refuses the request
-                }
+                };
                 let req = match SyncRequest::from_bytes(&request) {
                     Ok(r) => r,
                     Err(reason) => {
