@@ -341,14 +341,7 @@ async fn s26_mains_loss_during_a_job_start() {
     let (from, to) = mains_window(60.0);
     let sc = Scenario::new("mains loss during a job start", 5, 420)
         .probes(|_, _, t| Some(t < 60.0))
-        .sensors(|_, t| {
-            let (rise, load) = job(t, 60.0, 35.0, true);
-            Temps {
-                cpu: 45.0 + rise,
-                inlet: None,
-                load,
-            }
-        });
+        .sensors(|_, t| on_job(t, 60.0, 35.0, true));
     let all = sc.all();
     check(sc.expect(Expect::ShutdownWithin(all, from, to))).await;
 }

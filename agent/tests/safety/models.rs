@@ -68,15 +68,35 @@ pub(crate) fn job(t: f64, at: f64, amp: f64, load: bool) -> (f64, Option<f64>) {
     (rise, l)
 }
 
+/// A node running a job started at `at` (see [`job`]): CPU 45 C plus the
+/// job's rise, no inlet sensor.
+pub(crate) fn on_job(t: f64, at: f64, amp: f64, load: bool) -> Temps {
+    let (rise, load) = job(t, at, amp, load);
+    Temps {
+        cpu: 45.0 + rise,
+        inlet: None,
+        load,
+    }
+}
+
+/// Node `i` of a room `d` C above its normal: CPU 55 C plus the node's
+/// index, inlet 22 C, both up by `d`; load 0.5.
+pub(crate) fn room(i: usize, d: f64) -> Temps {
+    Temps {
+        cpu: 55.0 + i as f64 + d,
+        inlet: Some(22.0 + d),
+        load: Some(0.5),
+    }
+}
+
 /// Room-wide cooling loss from `at` at `rate` C/min: inlet and components
 /// heat together.
 pub(crate) fn cooling_loss(rate: f64, at: f64, inlet: bool) -> impl Fn(usize, f64) -> Temps {
     move |i, t| {
         let d = ramp(t, at, rate);
         Temps {
-            cpu: 55.0 + i as f64 + d,
             inlet: inlet.then_some(22.0 + d),
-            load: Some(0.5),
+            ..room(i, d)
         }
     }
 }
