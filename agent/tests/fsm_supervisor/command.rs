@@ -36,10 +36,7 @@ async fn failing_command_is_logged_counted_and_retried_with_backoff() {
     // Ten more minutes: retries at +5, +10, +20, +40, +80, +160 s.
     wait(decided + 600.0 - w.elapsed()).await;
     let m = a.machine();
-    let n = std::fs::read_to_string(&runs)
-        .expect("runs")
-        .lines()
-        .count() as u32;
+    let n = runs_in(&runs) as u32;
     assert_eq!(n, 7, "1 + 6 retries in 10 minutes");
     assert_eq!((m.exec.attempts, m.exec.failures), (n, n));
     assert!(m.exec.issued && !m.exec.done && !m.exec.in_flight);
@@ -88,13 +85,7 @@ async fn command_that_starts_working_is_not_run_again() {
     let mut rng = StdRng::seed_from_u64(9);
     drive(&w, &a, &mut rng, 2000.0, |t| power(t < 10.0)).await;
     let m = a.stop().await;
-    assert_eq!(
-        std::fs::read_to_string(&runs)
-            .expect("runs")
-            .lines()
-            .count(),
-        3
-    );
+    assert_eq!(runs_in(&runs), 3);
     assert_eq!(
         (m.exec.attempts, m.exec.failures, m.exec.done),
         (3, 2, true)

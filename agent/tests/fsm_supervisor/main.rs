@@ -25,7 +25,7 @@ use coolmesh_agent::supervisor::{Supervisor, SupervisorStats, TokioClock};
 use coolmesh_agent::thermal::{time_to_critical, ThermalSummary};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -196,6 +196,16 @@ impl Trace {
     fn first(&self, s: State) -> Option<f64> {
         self.samples.iter().find(|x| x.1 == s).map(|x| x.0)
     }
+}
+
+/// A world whose command appends a line to `runs` each time it runs.
+fn counting_runs(runs: &Path) -> World {
+    World::new().with_command(sh(&format!("echo x >> '{}'", runs.display())))
+}
+
+/// The lines a command appending to `path` wrote there: one a run.
+fn runs_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).expect("runs").lines().count()
 }
 
 /// Send an observation every 5 s ± 10 % until `end` seconds since the

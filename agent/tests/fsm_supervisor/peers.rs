@@ -3,25 +3,24 @@
 
 use super::*;
 
+/// `up` peers see the target up, `down` see it down, none overheating.
+fn peers(up: u32, down: u32) -> PeerView {
+    PeerView {
+        fresh_peers: up + down,
+        power_up: up,
+        power_down: down,
+        overheating: 0,
+        ..PeerView::default()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn corroboration_local_probe_failure_is_a_local_fault() {
     let w = World::new();
     let a = w.start().await;
     let mut rng = StdRng::seed_from_u64(13);
-    let peers_up = PeerView {
-        fresh_peers: 3,
-        power_up: 3,
-        power_down: 0,
-        overheating: 0,
-        ..PeerView::default()
-    };
-    let peers_down = PeerView {
-        fresh_peers: 3,
-        power_up: 0,
-        power_down: 3,
-        overheating: 0,
-        ..PeerView::default()
-    };
+    let peers_up = peers(3, 0);
+    let peers_down = peers(0, 3);
     // The local probe fails from t = 60 but every peer sees the target.
     let local = |t: f64| Input {
         power: Some(PowerReading::from(t < 60.0)),
@@ -44,16 +43,6 @@ async fn corroboration_local_probe_failure_is_a_local_fault() {
     assert_eq!((m.state, m.reason), (State::Shutdown, Reason::Power));
     assert!((secs(m.since) - (pre_fail + 300.0)).abs() < 0.002);
     assert_eq!(w.marker_lines(), 1);
-}
-
-fn peers(up: u32, down: u32) -> PeerView {
-    PeerView {
-        fresh_peers: up + down,
-        power_up: up,
-        power_down: down,
-        overheating: 0,
-        ..PeerView::default()
-    }
 }
 
 /// Bug j: every probe fails on this node (EMFILE under a connection flood,
@@ -203,13 +192,7 @@ async fn local_fault_recovers_with_good_probes() {
     let w = World::new();
     let a = w.start().await;
     let mut rng = StdRng::seed_from_u64(14);
-    let peers_up = PeerView {
-        fresh_peers: 2,
-        power_up: 2,
-        power_down: 0,
-        overheating: 0,
-        ..PeerView::default()
-    };
+    let peers_up = peers(2, 0);
     let f = |t: f64| Input {
         power: Some(PowerReading::from(!(60.0..300.0).contains(&t))),
         peers: peers_up,
@@ -231,34 +214,24 @@ async fn cooling_quorum_shuts_down_after_the_cooling_grace() {
         cooling_vote: true,
         ..ThermalSummary::default()
     };
-    // One of three peers heating, plus this node: 2 of 4, below the quorum of 3.
-    let minority = |_t: f64| Input {
-        power: Some(PowerReading::from(true)),
-        thermal: heating,
-        peers: PeerView {
-            fresh_peers: 3,
-            power_up: 3,
-            power_down: 0,
-            overheating: 1,
-            ..PeerView::default()
-        },
-        battery: None,
+    // Mains up; the three peers see it up, `overheating` of them heating.
+    let peers_heating = |overheating: u32| {
+        move |_t: f64| Input {
+            power: Some(PowerReading::from(true)),
+            thermal: heating,
+            peers: PeerView {
+                overheating,
+                ..peers(3, 0)
+            },
+            battery: None,
+        }
     };
+    // One of three peers heating, plus this node: 2 of 4, below the quorum of 3.
+    let minority = peers_heating(1);
     let trace = drive(&w, &a, &mut rng, 1200.0, minority).await;
     assert!(!trace.ever(State::PreFail));
     // Two of three peers plus this node: 3 of 4.
-    let quorum = |_t: f64| Input {
-        power: Some(PowerReading::from(true)),
-        thermal: heating,
-        peers: PeerView {
-            fresh_peers: 3,
-            power_up: 3,
-            power_down: 0,
-            overheating: 2,
-            ..PeerView::default()
-        },
-        battery: None,
-    };
+    let quorum = peers_heating(2);
     let trace = drive(&w, &a, &mut rng, 1500.0, quorum).await;
     let pre_fail = trace.first(State::PreFail).expect("pre_fail");
     let m = a.stop().await;

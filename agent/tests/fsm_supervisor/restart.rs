@@ -79,7 +79,7 @@ async fn restart_with_an_expired_pre_fail_deadline_waits_one_probe_round() {
 async fn restart_after_the_command_ran_never_runs_it_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
-    let mut w = World::new().with_command(sh(&format!("echo x >> '{}'", runs.display())));
+    let mut w = counting_runs(&runs);
     let count = || std::fs::read_to_string(&runs).map_or(0, |s| s.lines().count());
     let a = w.start().await;
     let mut rng = StdRng::seed_from_u64(12);
@@ -127,20 +127,14 @@ fn persisted_shutdown(exec: ExecRecord) -> Persisted {
 async fn restart_between_the_decision_and_the_command_runs_it_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
-    let w = World::new().with_command(sh(&format!("echo x >> '{}'", runs.display())));
+    let w = counting_runs(&runs);
     persist::store(&w.state_dir(), &persisted_shutdown(ExecRecord::default())).expect("store");
     for _ in 0..2 {
         let a = w.start().await;
         wait(60.0).await;
         let m = a.stop().await;
         assert!(m.exec.done);
-        assert_eq!(
-            std::fs::read_to_string(&runs)
-                .expect("runs")
-                .lines()
-                .count(),
-            1
-        );
+        assert_eq!(runs_in(&runs), 1);
     }
 }
 
@@ -151,7 +145,7 @@ async fn restart_with_an_attempt_in_flight_retries_after_the_command_timeout() {
     // gives a surviving attempt its timeout, then retries once.
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
-    let w = World::new().with_command(sh(&format!("echo x >> '{}'", runs.display())));
+    let w = counting_runs(&runs);
     let mut exec = ExecRecord::default();
     exec.begin_attempt(Millis(T0));
     persist::store(&w.state_dir(), &persisted_shutdown(exec)).expect("store");
@@ -168,25 +162,13 @@ async fn restart_with_an_attempt_in_flight_retries_after_the_command_timeout() {
     assert_eq!(m.state, State::Shutdown);
     assert!(m.exec.done && !m.exec.in_flight, "{:?}", m.exec);
     assert_eq!(m.exec.attempts, 2);
-    assert_eq!(
-        std::fs::read_to_string(&runs)
-            .expect("runs")
-            .lines()
-            .count(),
-        1
-    );
+    assert_eq!(runs_in(&runs), 1);
     // Done: another restart runs nothing, and knows every outcome.
     let a = w.start().await;
     wait(600.0).await;
     assert_eq!(a.exec.outcome_unknown.load(Ordering::Relaxed), 0);
     a.stop().await;
-    assert_eq!(
-        std::fs::read_to_string(&runs)
-            .expect("runs")
-            .lines()
-            .count(),
-        1
-    );
+    assert_eq!(runs_in(&runs), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -232,12 +214,7 @@ async fn stop_while_the_command_runs_leaves_it_in_flight_and_a_restart_retries_o
         .open(&fifo)
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"go\n"))
         .expect("release the command");
-    let count = || {
-        std::fs::read_to_string(&runs)
-            .expect("runs")
-            .lines()
-            .count()
-    };
+    let count = || runs_in(&runs);
     let a = w.start().await;
     // Within the command timeout of that attempt: nothing new runs (it may
     // still be powering the machine off).
@@ -257,7 +234,7 @@ async fn stop_while_the_command_runs_leaves_it_in_flight_and_a_restart_retries_o
 async fn restart_after_a_recorded_failure_keeps_retrying() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
-    let w = World::new().with_command(sh(&format!("echo x >> '{}'", runs.display())));
+    let w = counting_runs(&runs);
     let mut exec = ExecRecord::default();
     exec.begin_attempt(Millis(T0));
     exec.finish_attempt(Err("exit status: 1".into()));
@@ -271,13 +248,7 @@ async fn restart_after_a_recorded_failure_keeps_retrying() {
         (m.exec.attempts, m.exec.failures, m.exec.done),
         (2, 1, true)
     );
-    assert_eq!(
-        std::fs::read_to_string(&runs)
-            .expect("runs")
-            .lines()
-            .count(),
-        1
-    );
+    assert_eq!(runs_in(&runs), 1);
 }
 
 #[tokio::test(start_paused = true)]
