@@ -170,132 +170,28 @@ mod tests {
             Option<bool>,
         );
         type Case = (&'static str, u32, &'static [Peer], u32, Option<u32>, u32);
+        #[rustfmt::skip]
         let cases: &[Case] = &[
-            (
-                "stage 0 never waits",
-                0,
-                &[(0, true, "pre_fail", "power", "power", None)],
-                0,
-                None,
-                0,
-            ),
-            (
-                "lower stage in pre_fail(power)",
-                1,
-                &[(0, true, "pre_fail", "power", "power", None)],
-                1,
-                Some(0),
-                0,
-            ),
-            (
-                "same stage is not waited for",
-                1,
-                &[(1, true, "pre_fail", "power", "power", None)],
-                0,
-                None,
-                0,
-            ),
-            (
-                "higher stage is not waited for",
-                1,
-                &[(2, true, "pre_fail", "power", "power", None)],
-                0,
-                None,
-                0,
-            ),
-            (
-                "dead or suspect peer is gone",
-                1,
-                &[(0, false, "pre_fail", "power", "power", None)],
-                0,
-                None,
-                0,
-            ),
-            (
-                "shutdown, command finished",
-                1,
-                &[(0, true, "shutdown", "power", "power", Some(true))],
-                0,
-                None,
-                0,
-            ),
-            (
-                "shutdown, command running",
-                1,
-                &[(0, true, "shutdown", "power", "power", Some(false))],
-                1,
-                Some(0),
-                0,
-            ),
-            (
-                "shutdown from an older agent is done",
-                1,
-                &[(0, true, "shutdown", "", "power", None)],
-                0,
-                None,
-                0,
-            ),
-            (
-                "normal peer is not going down",
-                1,
-                &[(0, true, "normal", "", "none", None)],
-                0,
-                None,
-                0,
-            ),
-            (
-                "local_fault peer is not going down",
-                1,
-                &[(0, true, "local_fault", "", "power", None)],
-                0,
-                None,
-                0,
-            ),
-            (
-                "prediction keeps its trigger",
-                1,
-                &[(0, true, "pre_fail", "cooling", "prediction", None)],
-                0,
-                None,
-                1,
-            ),
-            (
-                "overheat is local",
-                1,
-                &[(0, true, "pre_fail", "overheat", "overheat", None)],
-                0,
-                None,
-                0,
-            ),
-            (
-                "older agent, reason power",
-                1,
-                &[(0, true, "pre_fail", "", "power", None)],
-                1,
-                Some(0),
-                0,
-            ),
-            (
-                "older agent, reason prediction: both",
-                1,
-                &[(0, true, "pre_fail", "", "prediction", None)],
-                1,
-                Some(0),
-                1,
-            ),
-            (
-                "two stages below, lowest reported",
-                2,
-                &[
-                    (1, true, "pre_fail", "power", "power", None),
-                    (0, true, "pre_fail", "power", "power", None),
-                    (0, true, "shutdown", "power", "power", Some(true)),
-                    (0, false, "pre_fail", "power", "power", None),
-                ],
-                2,
-                Some(0),
-                0,
-            ),
+            ("stage 0 never waits", 0, &[(0, true, "pre_fail", "power", "power", None)], 0, None, 0),
+            ("lower stage in pre_fail(power)", 1, &[(0, true, "pre_fail", "power", "power", None)], 1, Some(0), 0),
+            ("same stage is not waited for", 1, &[(1, true, "pre_fail", "power", "power", None)], 0, None, 0),
+            ("higher stage is not waited for", 1, &[(2, true, "pre_fail", "power", "power", None)], 0, None, 0),
+            ("dead or suspect peer is gone", 1, &[(0, false, "pre_fail", "power", "power", None)], 0, None, 0),
+            ("shutdown, command finished", 1, &[(0, true, "shutdown", "power", "power", Some(true))], 0, None, 0),
+            ("shutdown, command running", 1, &[(0, true, "shutdown", "power", "power", Some(false))], 1, Some(0), 0),
+            ("shutdown from an older agent is done", 1, &[(0, true, "shutdown", "", "power", None)], 0, None, 0),
+            ("normal peer is not going down", 1, &[(0, true, "normal", "", "none", None)], 0, None, 0),
+            ("local_fault peer is not going down", 1, &[(0, true, "local_fault", "", "power", None)], 0, None, 0),
+            ("prediction keeps its trigger", 1, &[(0, true, "pre_fail", "cooling", "prediction", None)], 0, None, 1),
+            ("overheat is local", 1, &[(0, true, "pre_fail", "overheat", "overheat", None)], 0, None, 0),
+            ("older agent, reason power", 1, &[(0, true, "pre_fail", "", "power", None)], 1, Some(0), 0),
+            ("older agent, reason prediction: both", 1, &[(0, true, "pre_fail", "", "prediction", None)], 1, Some(0), 1),
+            ("two stages below, lowest reported", 2, &[
+                (1, true, "pre_fail", "power", "power", None),
+                (0, true, "pre_fail", "power", "power", None),
+                (0, true, "shutdown", "power", "power", Some(true)),
+                (0, false, "pre_fail", "power", "power", None),
+            ], 2, Some(0), 0),
         ];
         for (name, own, peers, power, lowest, cooling) in cases {
             let sums: Vec<(u32, bool, FsmSummary)> = peers
@@ -372,6 +268,30 @@ mod tests {
             })
         }
 
+        /// Mains down, two lower-stage nodes going down, and a UPS on
+        /// battery.
+        fn on_battery(urgent: bool, runtime_secs: Option<u64>) -> Event {
+            Event::Observe(Input {
+                power: Some(PowerReading::Down),
+                peers: peers(gate(2, 0)),
+                battery: Some(Battery {
+                    urgent,
+                    runtime: runtime_secs.map(Duration::from_secs),
+                }),
+                ..Input::default()
+            })
+        }
+
+        /// Mains down, two lower-stage nodes going down, and `thermal`.
+        fn hot(thermal: ThermalSummary) -> Event {
+            Event::Observe(Input {
+                power: Some(PowerReading::Down),
+                peers: peers(gate(2, 0)),
+                thermal,
+                ..Input::default()
+            })
+        }
+
         /// A node in `pre_fail(power)` entered at T0: deadline T0 + 5 min.
         fn pre_fail(cfg: &FsmConfig, g: StageGate) -> Machine {
             let (m, _) = step(&Machine::new(T0), &down(g), T0, cfg);
@@ -400,151 +320,21 @@ mod tests {
             // (name, stage_timeout s, gate at the deadline, event after the
             //  deadline, at s, expected state after it)
             let cfg = FsmConfig::default();
+            #[rustfmt::skip]
             let cases: Vec<(&str, u64, StageGate, Event, u64, State)> = vec![
-                (
-                    "nothing to wait for: down at the deadline",
-                    120,
-                    gate(0, 0),
-                    Event::Tick,
-                    300,
-                    State::Shutdown,
-                ),
-                (
-                    "lower stage going down: held at the deadline",
-                    120,
-                    gate(2, 0),
-                    Event::Tick,
-                    300,
-                    State::PreFail,
-                ),
-                (
-                    "still held just before the timeout",
-                    120,
-                    gate(2, 0),
-                    Event::Tick,
-                    419,
-                    State::PreFail,
-                ),
-                (
-                    "down at deadline + stage_timeout",
-                    120,
-                    gate(2, 0),
-                    Event::Tick,
-                    420,
-                    State::Shutdown,
-                ),
-                (
-                    "waiting only for the same trigger",
-                    120,
-                    gate(0, 3),
-                    Event::Tick,
-                    300,
-                    State::Shutdown,
-                ),
-                (
-                    "stage_timeout 0 turns the wait off",
-                    0,
-                    gate(2, 0),
-                    Event::Tick,
-                    300,
-                    State::Shutdown,
-                ),
-                (
-                    "lower stages done: released at once",
-                    120,
-                    gate(2, 0),
-                    Event::PeersChanged(peers(gate(0, 0))),
-                    330,
-                    State::Shutdown,
-                ),
-                (
-                    "one left: still held",
-                    120,
-                    gate(2, 0),
-                    Event::PeersChanged(peers(gate(1, 0))),
-                    330,
-                    State::PreFail,
-                ),
-                (
-                    "UPS low battery ends the wait",
-                    120,
-                    gate(2, 0),
-                    Event::Observe(Input {
-                        power: Some(PowerReading::Down),
-                        peers: peers(gate(2, 0)),
-                        battery: Some(Battery {
-                            urgent: true,
-                            runtime: None,
-                        }),
-                        ..Input::default()
-                    }),
-                    310,
-                    State::Shutdown,
-                ),
-                (
-                    "battery runtime under the shutdown duration ends the wait",
-                    120,
-                    gate(2, 0),
-                    Event::Observe(Input {
-                        power: Some(PowerReading::Down),
-                        peers: peers(gate(2, 0)),
-                        battery: Some(Battery {
-                            urgent: false,
-                            runtime: Some(Duration::from_secs(50)),
-                        }),
-                        ..Input::default()
-                    }),
-                    310,
-                    State::Shutdown,
-                ),
-                (
-                    "enough battery: the wait goes on",
-                    120,
-                    gate(2, 0),
-                    Event::Observe(Input {
-                        power: Some(PowerReading::Down),
-                        peers: peers(gate(2, 0)),
-                        battery: Some(Battery {
-                            urgent: false,
-                            runtime: Some(Duration::from_secs(1800)),
-                        }),
-                        ..Input::default()
-                    }),
-                    310,
-                    State::PreFail,
-                ),
-                (
-                    "a sensor at critical ends the wait",
-                    120,
-                    gate(2, 0),
-                    Event::Observe(Input {
-                        power: Some(PowerReading::Down),
-                        peers: peers(gate(2, 0)),
-                        thermal: ThermalSummary {
-                            critical: true,
-                            ..ThermalSummary::default()
-                        },
-                        ..Input::default()
-                    }),
-                    310,
-                    State::Shutdown,
-                ),
-                (
-                    "time to critical under the shutdown duration ends the wait",
-                    120,
-                    gate(2, 0),
-                    Event::Observe(Input {
-                        power: Some(PowerReading::Down),
-                        peers: peers(gate(2, 0)),
-                        thermal: ThermalSummary {
-                            time_to_critical_seconds: Some(40.0),
-                            ..ThermalSummary::default()
-                        },
-                        ..Input::default()
-                    }),
-                    310,
-                    State::Shutdown,
-                ),
+                ("nothing to wait for: down at the deadline", 120, gate(0, 0), Event::Tick, 300, State::Shutdown),
+                ("lower stage going down: held at the deadline", 120, gate(2, 0), Event::Tick, 300, State::PreFail),
+                ("still held just before the timeout", 120, gate(2, 0), Event::Tick, 419, State::PreFail),
+                ("down at deadline + stage_timeout", 120, gate(2, 0), Event::Tick, 420, State::Shutdown),
+                ("waiting only for the same trigger", 120, gate(0, 3), Event::Tick, 300, State::Shutdown),
+                ("stage_timeout 0 turns the wait off", 0, gate(2, 0), Event::Tick, 300, State::Shutdown),
+                ("lower stages done: released at once", 120, gate(2, 0), Event::PeersChanged(peers(gate(0, 0))), 330, State::Shutdown),
+                ("one left: still held", 120, gate(2, 0), Event::PeersChanged(peers(gate(1, 0))), 330, State::PreFail),
+                ("UPS low battery ends the wait", 120, gate(2, 0), on_battery(true, None), 310, State::Shutdown),
+                ("battery runtime under the shutdown duration ends the wait", 120, gate(2, 0), on_battery(false, Some(50)), 310, State::Shutdown),
+                ("enough battery: the wait goes on", 120, gate(2, 0), on_battery(false, Some(1800)), 310, State::PreFail),
+                ("a sensor at critical ends the wait", 120, gate(2, 0), hot(ThermalSummary { critical: true, ..ThermalSummary::default() }), 310, State::Shutdown),
+                ("time to critical under the shutdown duration ends the wait", 120, gate(2, 0), hot(ThermalSummary { time_to_critical_seconds: Some(40.0), ..ThermalSummary::default() }), 310, State::Shutdown),
             ];
             for (name, timeout, g, ev, secs, want) in cases {
                 let cfg = FsmConfig {
@@ -628,15 +418,7 @@ mod tests {
             // stage timeout (T0+420s).
             let cfg = FsmConfig::default();
             let m = pre_fail(&cfg, gate(2, 0));
-            let ev = Event::Observe(Input {
-                power: Some(PowerReading::Down),
-                peers: peers(gate(2, 0)),
-                battery: Some(Battery {
-                    urgent: false,
-                    runtime: Some(Duration::from_secs(360)),
-                }),
-                ..Input::default()
-            });
+            let ev = on_battery(false, Some(360));
             let (m, _) = step(&m, &ev, at(10), &cfg);
             assert_eq!(m.safety_by, Some(at(310)));
             assert_eq!(m.stage_hold_until(&cfg), Some(at(310)));

@@ -35,7 +35,7 @@
 //!   restart the cooling grace.
 //!
 //! Everything here is pure and takes the time as an argument; the sampler
-//! feeds it, and the safety suite (`agent/tests/safety.rs`) replays traces
+//! feeds it, and the safety suite (`agent/tests/safety/`) replays traces
 //! through it.
 
 use crate::thermal::{time_to_critical, Reading};

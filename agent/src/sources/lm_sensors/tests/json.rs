@@ -92,33 +92,7 @@ fn json_from_lm_sensors_3_5_with_stray_commas_and_nan() {
 
 #[test]
 fn json_keeps_repeated_labels_and_empty_features() {
-    let want: &[Row] = &[
-        ("dell_smm-virtual-0", "temp1", Some("CPU"), 56.0, None, None),
-        (
-            "dell_smm-virtual-0",
-            "temp2",
-            Some("Ambient"),
-            42.0,
-            None,
-            None,
-        ),
-        (
-            "dell_smm-virtual-0",
-            "temp3",
-            Some("SODIMM"),
-            40.0,
-            None,
-            None,
-        ),
-        (
-            "dell_smm-virtual-0",
-            "temp5",
-            Some("Other"),
-            38.0,
-            None,
-            None,
-        ),
-    ];
+    let want = DELL_SMM;
     assert_rows(&json(fixture!("dell_smm.json")), want);
     // The text of the same laptop (errors.txt) numbers it the same way.
     let from_text: Vec<Reading> = text(fixture!("errors.txt"))

@@ -27,6 +27,16 @@ type Row = (
     Option<f64>,
 );
 
+/// The dell_smm chip of a Dell laptop: `dell_smm.json` and the text of the
+/// same laptop (`errors.txt`) give the same rows.
+#[rustfmt::skip]
+const DELL_SMM: &[Row] = &[
+    ("dell_smm-virtual-0", "temp1", Some("CPU"), 56.0, None, None),
+    ("dell_smm-virtual-0", "temp2", Some("Ambient"), 42.0, None, None),
+    ("dell_smm-virtual-0", "temp3", Some("SODIMM"), 40.0, None, None),
+    ("dell_smm-virtual-0", "temp5", Some("Other"), 38.0, None, None),
+];
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }

@@ -120,30 +120,45 @@ async fn command_garbage_is_a_parse_error() {
     }
 }
 
-#[tokio::test]
-async fn command_auto_falls_back_to_text_without_json_support() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    fixtures_in(dir.path());
-    let d = dir.path().display();
-    let program = script(
-        dir.path(),
+/// A `sensors` stand-in that appends its arguments to `calls` and prints
+/// the text fixture, except with `-j`, where it runs the shell lines
+/// `on_json` instead.
+fn sensors_without_json(dir: &Path, on_json: &str) -> PathBuf {
+    fixtures_in(dir);
+    let d = dir.display();
+    script(
+        dir,
         &format!(
             "echo \"$*\" >> '{d}/calls'\n\
-                     if [ \"$1\" = \"-j\" ]; then\n\
-                       echo \"sensors: invalid option -- 'j'\" >&2\n\
-                       echo \"Try \\`sensors -h' for more information\"\n\
-                       exit 1\n\
-                     fi\n\
-                     cat '{d}/ws.txt'"
+             if [ \"$1\" = \"-j\" ]; then\n\
+             {on_json}\n\
+             fi\n\
+             cat '{d}/ws.txt'"
         ),
-    );
-    let src = Arc::new(LmSensors::command(&program, Format::Auto));
+    )
+}
+
+/// In auto mode the stand-in's text fixture is read twice, `-j` tried once.
+async fn assert_auto_falls_back_to_text(dir: &Path, program: &Path) {
+    let src = Arc::new(LmSensors::command(program, Format::Auto));
     let want = text(fixture!("workstation.txt"));
     assert_eq!(read(&src).await.expect("first"), want);
     assert_eq!(read(&src).await.expect("second"), want);
     // -j is tried once, then remembered.
-    let calls = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
+    let calls = std::fs::read_to_string(dir.join("calls")).expect("calls");
     assert_eq!(calls, "-j\n\n\n");
+}
+
+#[tokio::test]
+async fn command_auto_falls_back_to_text_without_json_support() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = sensors_without_json(
+        dir.path(),
+        "echo \"sensors: invalid option -- 'j'\" >&2\n\
+         echo \"Try \\`sensors -h' for more information\"\n\
+         exit 1",
+    );
+    assert_auto_falls_back_to_text(dir.path(), &program).await;
     // An explicit JSON source reports the failure instead.
     let strict = Arc::new(LmSensors::command(&program, Format::Json));
     assert!(
@@ -154,26 +169,13 @@ async fn command_auto_falls_back_to_text_without_json_support() {
 #[tokio::test]
 async fn command_auto_falls_back_to_text_on_broken_json() {
     let dir = tempfile::tempdir().expect("tempdir");
-    fixtures_in(dir.path());
-    let d = dir.path().display();
     // sensors prints labels unescaped: a `"` in a label breaks the JSON.
-    let program = script(
-                dir.path(),
-                &format!(
-                    "echo \"$*\" >> '{d}/calls'\n\
-                     if [ \"$1\" = \"-j\" ]; then\n\
-                       printf '{{\"it87-isa-0290\":{{\"CPU \"big\" core\":{{\"temp1_input\": 40.000}}}}}}\\n'\n\
-                       exit 0\n\
-                     fi\n\
-                     cat '{d}/ws.txt'"
-                ),
-            );
-    let src = Arc::new(LmSensors::command(&program, Format::Auto));
-    let want = text(fixture!("workstation.txt"));
-    assert_eq!(read(&src).await.expect("first"), want);
-    assert_eq!(read(&src).await.expect("second"), want);
-    let calls = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
-    assert_eq!(calls, "-j\n\n\n");
+    let program = sensors_without_json(
+        dir.path(),
+        "printf '{\"it87-isa-0290\":{\"CPU \"big\" core\":{\"temp1_input\": 40.000}}}\\n'\n\
+         exit 0",
+    );
+    assert_auto_falls_back_to_text(dir.path(), &program).await;
 }
 
 #[tokio::test]

@@ -285,35 +285,11 @@ fn text_fans_voltages_power_current_intrusion_are_skipped() {
 
 #[test]
 fn text_error_lines_are_ignored() {
-    assert_rows(
-        &text(fixture!("errors.txt")),
-        &[
-            ("dell_smm-virtual-0", "temp1", Some("CPU"), 56.0, None, None),
-            (
-                "dell_smm-virtual-0",
-                "temp2",
-                Some("Ambient"),
-                42.0,
-                None,
-                None,
-            ),
-            (
-                "dell_smm-virtual-0",
-                "temp3",
-                Some("SODIMM"),
-                40.0,
-                None,
-                None,
-            ),
-            // The first `Other` is N/A (the ERROR line at the top).
-            (
-                "dell_smm-virtual-0",
-                "temp5",
-                Some("Other"),
-                38.0,
-                None,
-                None,
-            ),
+    // The first `Other` is N/A (the ERROR line at the top).
+    let want: Vec<Row> = DELL_SMM
+        .iter()
+        .copied()
+        .chain([
             (
                 "coretemp-isa-0000",
                 "temp1",
@@ -347,8 +323,9 @@ fn text_error_lines_are_ignored() {
                 Some(80.8),
                 Some(84.8),
             ),
-        ],
-    );
+        ])
+        .collect();
+    assert_rows(&text(fixture!("errors.txt")), &want);
 }
 
 #[test]
