@@ -129,7 +129,9 @@
 //!
 //! [`supervisor`]: crate::supervisor
 
-use crate::stage::StageGate;
+mod gate;
+pub use gate::{Pending, StageGate};
+
 use crate::thermal::ThermalSummary;
 use serde::{Deserialize, Serialize};
 use std::fmt;

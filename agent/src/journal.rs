@@ -153,7 +153,7 @@ pub struct StageEvidence {
     /// This node's stage.
     pub stage: u32,
     /// Alive lower-stage nodes still going down, per trigger.
-    pub lower: crate::stage::StageGate,
+    pub lower: crate::fsm::StageGate,
 }
 
 /// What happened.

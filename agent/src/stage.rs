@@ -21,53 +21,17 @@
 //! mains up is not going down, and waiting for it would turn every staged
 //! shutdown into a `stage_timeout` wait.
 
-use serde::{Deserialize, Serialize};
-
 use crate::cluster::record::FsmSummary;
-use crate::fsm::{Reason, State};
+use crate::fsm::State;
 
 /// `shutdown.stage` when the file does not set it: the first to go down.
 pub const DEFAULT_STAGE: u32 = 0;
 /// The highest stage the configuration accepts.
 pub const MAX_STAGE: u32 = 15;
 
-/// Lower-stage nodes still going down for one trigger.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pending {
-    /// How many.
-    pub nodes: u32,
-    /// The lowest stage among them (the one shutting down now), if any.
-    pub lowest_stage: Option<u32>,
-}
-
-impl Pending {
-    fn add(&mut self, stage: u32) {
-        self.nodes = self.nodes.saturating_add(1);
-        self.lowest_stage = Some(self.lowest_stage.map_or(stage, |s| s.min(stage)));
-    }
-}
-
-/// Lower-stage nodes still going down, per room-wide trigger. `Default`
-/// is "nothing to wait for" (stage 0, no cluster, an unstaged room).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageGate {
-    /// Going down for a power loss.
-    pub power: Pending,
-    /// Going down for a cooling loss.
-    pub cooling: Pending,
-}
-
-impl StageGate {
-    /// The nodes to wait for when this node goes down for `trigger`.
-    /// Overheat (and anything else) is this node's own emergency: nothing.
-    pub fn for_trigger(&self, trigger: Reason) -> Pending {
-        match trigger {
-            Reason::Power => self.power,
-            Reason::Cooling => self.cooling,
-            _ => Pending::default(),
-        }
-    }
-}
+// The gate's types belong to the state machine (it holds a due command
+// on them); this module computes them from the peers' records.
+pub use crate::fsm::{Pending, StageGate};
 
 /// One peer as the gate reads it.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +110,7 @@ pub fn lower_stages<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsm::Reason;
 
     fn fsm(state: &str, trigger: &str, reason: &str, done: Option<bool>) -> FsmSummary {
         FsmSummary {
@@ -234,7 +199,8 @@ mod tests {
         //! time arithmetic (wall-clock milliseconds), no clock and no sleep.
         use super::super::*;
         use crate::fsm::{
-            step, Action, Battery, Event, FsmConfig, Input, Machine, Millis, PeerView, PowerReading,
+            step, Action, Battery, Event, FsmConfig, Input, Machine, Millis, PeerView,
+            PowerReading, Reason,
         };
         use crate::thermal::ThermalSummary;
         use std::time::Duration;
