@@ -68,7 +68,12 @@ pub fn stage_view(
     };
     coolmesh_exporter::model::StageView {
         stage,
-        waiting: m.state == crate::fsm::State::PreFail && m.stage_waiting,
+        // Held now: the machine announced the hold and lower-stage nodes
+        // are still pending. When the last one finishes, the gate says 0
+        // at once but the machine lets its next tick (at most a second)
+        // run the command; until then the command is no longer held, so
+        // the view does not say so (it used to show waiting with 0 pending).
+        waiting: m.state == crate::fsm::State::PreFail && m.stage_waiting && pending.nodes > 0,
         lower_pending: pending.nodes,
         waiting_for_stage: pending.lowest_stage,
         hold_until_ms: m.stage_hold_until(cfg).map(|d| d.0),
@@ -535,5 +540,41 @@ mod tests {
         assert_eq!(g.node, g.peer_id);
         assert!(!g.live);
         assert_eq!(g.sample.state, None);
+    }
+}
+
+#[cfg(test)]
+mod stage_view_tests {
+    use super::stage_view;
+    use crate::fsm::{FsmConfig, Machine, Millis, Pending, Reason, StageGate, State};
+
+    #[test]
+    fn a_hold_with_no_lower_stage_left_is_not_shown_as_waiting() {
+        let cfg = FsmConfig::default();
+        let mut m = Machine::new(Millis(0));
+        m.state = State::PreFail;
+        m.trigger = Reason::Power;
+        m.stage_waiting = true;
+        let pending = |nodes| StageGate {
+            power: Pending {
+                nodes,
+                lowest_stage: (nodes > 0).then_some(0),
+            },
+            ..StageGate::default()
+        };
+        m.stages = pending(2);
+        let v = stage_view(&m, &cfg, 1);
+        assert!(v.waiting);
+        assert_eq!(v.lower_pending, 2);
+        // The last compute node finished: the gate says 0 before the
+        // machine's next tick runs the command; not "waiting" any more.
+        m.stages = pending(0);
+        let v = stage_view(&m, &cfg, 1);
+        assert!(!v.waiting, "{v:?}");
+        assert_eq!(v.lower_pending, 0);
+        // Outside pre_fail nothing is held.
+        m.stages = pending(2);
+        m.state = State::Normal;
+        assert!(!stage_view(&m, &cfg, 1).waiting);
     }
 }
