@@ -247,6 +247,10 @@ pub struct Engine {
     /// operator to approve: last contact and the node name their own
     /// record claims. At most [`MAX_CANDIDATES`].
     candidates: HashMap<PeerId, (Instant, Option<String>)>,
+    /// This node runs SWIM (`cluster.swim`) and says so in its record.
+    speaks_swim: bool,
+    /// Members SWIM declared down, and when (see [`Engine::swim_down`]).
+    swim_down: HashMap<PeerId, Instant>,
 }
 
 /// Non-members remembered for `coolmesh roster list` at most; the oldest
@@ -278,6 +282,8 @@ impl Engine {
             roster_news: false,
             roster_of: HashMap::new(),
             candidates: HashMap::new(),
+            speaks_swim: false,
+            swim_down: HashMap::new(),
         }
     }
 
@@ -337,6 +343,7 @@ impl Engine {
         }
         let version = next_version(self.own_version, now.unix_ms);
         let mut local = self.local.clone();
+        local.swim = self.speaks_swim;
         // Publish the merged own slots: after a restart that lost state, the
         // values peers still hold for us are never published lower.
         local.counters = self.counters.own_slots(&self.me_b58);

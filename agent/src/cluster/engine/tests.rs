@@ -731,3 +731,54 @@ fn messages_respect_the_frame_budget() {
     }
     assert_eq!(fresh.peers.len(), 21);
 }
+
+#[test]
+fn swim_makes_a_member_that_runs_it_dead_until_its_record_advances() {
+    let base = Instant::now();
+    let (mut a, mut b, mut old) = (engine(), engine(), engine());
+    a.set_speaks_swim(true);
+    exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+    exchange(&mut old, &mut b, RequestKind::Sync, at(base, 0));
+    assert!(b.peers[&a.me].record.state.swim, "key 15 reached b");
+    assert!(!b.peers[&old.me].record.state.swim);
+    // Only members that say they run SWIM are probed.
+    assert_eq!(b.swim_members(at(base, 500).mono), vec![a.me]);
+
+    // SWIM declares both down at 1 s, long before record age would (8 s).
+    assert!(b.swim_down(a.me, at(base, 1000).mono), "a changes to dead");
+    assert!(
+        !b.swim_down(old.me, at(base, 1000).mono),
+        "a member without SWIM is judged by its record alone"
+    );
+    assert_eq!(b.liveness(&a.me, at(base, 1000).mono), Some(Liveness::Dead));
+    assert_eq!(
+        b.liveness(&old.me, at(base, 1000).mono),
+        Some(Liveness::Alive)
+    );
+    assert!(b.swim_members(at(base, 1000).mono).is_empty());
+    let v = b.view(
+        at(base, 1000).mono,
+        &HashSet::new(),
+        &HashMap::new(),
+        &[],
+        None,
+    );
+    assert!(v.peers[&a.me].stale);
+    assert!(!v.peers[&old.me].stale);
+
+    // a's record advances (it was alive after all): alive again, whatever
+    // SWIM still thinks; SWIM seeing it up clears the mark too.
+    exchange(&mut a, &mut b, RequestKind::Sync, at(base, 2000));
+    assert_eq!(
+        b.liveness(&a.me, at(base, 2000).mono),
+        Some(Liveness::Alive)
+    );
+    b.swim_up(&a.me);
+    assert_eq!(b.swim_members(at(base, 2000).mono), vec![a.me]);
+
+    // Housekeeping notices a down mark like any liveness change.
+    b.swim_down(a.me, at(base, 2500).mono);
+    assert!(!b.housekeeping(at(base, 2600)), "already marked dead");
+    b.swim_up(&a.me);
+    assert!(b.housekeeping(at(base, 2700)), "dead -> alive is a change");
+}
