@@ -1,8 +1,10 @@
 //! SWIM between real agents on loopback (`cluster.swim`, docs/scale.md
-//! step 1): a member killed with -9 is dead on every SWIM member within
-//! 10 s although record age alone would take 40 s here, and a member that
-//! does not run SWIM (an older agent) is never probed and never declared
-//! dead by it.
+//! steps 1 and 2): a member killed with -9 is dead on every SWIM member
+//! within 10 s although record age alone would take 40 s here, and a
+//! member that does not run SWIM (an older agent) is never probed and
+//! never declared dead by it. Where every member runs SWIM, records are
+//! made only when something worth it changes, a power loss still reaches
+//! every member at once, and a crash is still dead within 10 s.
 
 mod common;
 use common::*;
@@ -13,10 +15,25 @@ const TOKEN: &str = "swim-test-token-0123456789";
 /// Record-age liveness set slow on purpose (suspect 20 s, dead 40 s): only
 /// SWIM can make a killed member dead within the test's 10 s.
 fn config(dir: &std::path::Path, name: &str, power: u16, seed: Option<u16>, swim: bool) -> String {
-    let extra = format!(
-        "suspect_after = \"20s\"\ndead_after = \"40s\"\n{}",
-        if swim { "swim = true\n" } else { "" }
-    );
+    config_with(
+        dir,
+        name,
+        power,
+        seed,
+        swim,
+        "suspect_after = \"20s\"\ndead_after = \"40s\"\n",
+    )
+}
+
+fn config_with(
+    dir: &std::path::Path,
+    name: &str,
+    power: u16,
+    seed: Option<u16>,
+    swim: bool,
+    timeouts: &str,
+) -> String {
+    let extra = format!("{timeouts}{}", if swim { "swim = true\n" } else { "" });
     let path = write_cluster_config(&ClusterNodeConfig {
         dir,
         name,
@@ -141,4 +158,103 @@ fn a_killed_swim_member_is_dead_everywhere_within_10s_and_others_are_left_alone(
         assert_eq!(liveness_of(a, "old").as_deref(), Some("alive"));
     }
     drop(power);
+}
+
+fn peer(a: &Agent, node: &str) -> Option<serde_json::Value> {
+    get_json(a, "/v1/peers")
+        .as_array()?
+        .iter()
+        .find(|p| p["node"] == node)
+        .cloned()
+}
+
+#[test]
+fn where_every_member_runs_swim_records_change_on_change_and_a_power_loss_spreads_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut power = PowerTarget::new();
+    let names = ["a1", "a2", "a3"];
+    let dirs: Vec<_> = names.iter().map(|n| tmp.path().join(n)).collect();
+    let start = |cfg: &str| start_agent(&["--config", cfg, "--cluster.name", "swim-it"]);
+    // The default record-age timeouts (4 s / 8 s): for members that run
+    // SWIM they become 90 s / 180 s, so only SWIM can see the crash below.
+    let mut first = start(&config_with(&dirs[0], "a1", power.port, None, true, ""));
+    let seed = first.p2p_port();
+    let mut agents = vec![first];
+    for (i, n) in names.iter().enumerate().skip(1) {
+        agents.push(start(&config_with(
+            &dirs[i],
+            n,
+            power.port,
+            Some(seed),
+            true,
+            "",
+        )));
+    }
+    wait_for("a full view everywhere", Duration::from_secs(30), || {
+        agents
+            .iter()
+            .enumerate()
+            .all(|(i, a)| {
+                names
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .all(|(_, n)| liveness_of(a, n).as_deref() == Some("alive"))
+            })
+            .then_some(())
+    });
+
+    // Constant sensors, a target probed every 500 ms: before, a record a
+    // probe; now none for 6 s, and nobody turns suspect for it.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = peer(&agents[0], "a2").expect("a2")["version"].clone();
+    std::thread::sleep(Duration::from_secs(6));
+    let after = peer(&agents[0], "a2").expect("a2");
+    assert_eq!(
+        after["version"], before,
+        "no new record without a change: {after}"
+    );
+    assert_eq!(after["liveness"], "alive", "{after}");
+
+    // The target goes dark: every member sees every other's vote within
+    // the probe interval (500 ms) + its timeout (300 ms) + 2 s.
+    let dark = Instant::now();
+    power.off();
+    wait_for(
+        "every vote down everywhere",
+        Duration::from_secs(15),
+        || {
+            agents
+                .iter()
+                .enumerate()
+                .all(|(i, a)| {
+                    names
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .all(|(_, n)| peer(a, n).is_some_and(|p| p["power_up"] == false))
+                })
+                .then_some(())
+        },
+    );
+    let spread = dark.elapsed();
+    eprintln!("power loss seen in every member's vote after {spread:?}");
+    assert!(
+        spread < Duration::from_millis(2800) + Duration::from_secs(1),
+        "power-loss corroboration within probe interval + timeout + 2 s (and 1 s of slack), took {spread:?}"
+    );
+
+    // kill -9 a3: dead on a1 and a2 within 10 s (record age: 180 s).
+    agents[2].child.kill().expect("kill -9");
+    let _ = agents[2].child.wait();
+    let killed = Instant::now();
+    wait_for("a3 dead on a1 and a2", Duration::from_secs(15), || {
+        agents[..2]
+            .iter()
+            .all(|a| liveness_of(a, "a3").as_deref() == Some("dead"))
+            .then_some(())
+    });
+    let detect = killed.elapsed();
+    eprintln!("a3 dead on every member after {detect:?}");
+    assert!(detect < Duration::from_secs(10), "took {detect:?}");
 }

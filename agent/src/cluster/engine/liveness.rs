@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::{Engine, Entry, Now};
-use crate::cluster::view::{Candidate, ClusterPeer, ClusterView, Liveness};
+use crate::cluster::view::{Candidate, ClusterPeer, ClusterView, Liveness, LivenessTimeouts};
 
 impl Engine {
     /// Liveness of a known peer.
@@ -37,9 +37,27 @@ impl Engine {
         {
             return Liveness::Dead;
         }
-        self.cfg
-            .timeouts
-            .liveness(now.saturating_duration_since(e.advanced_at))
+        let t = if self.speaks_swim && e.record.state.swim {
+            self.swim_record_timeouts()
+        } else {
+            self.cfg.timeouts
+        };
+        t.liveness(now.saturating_duration_since(e.advanced_at))
+    }
+
+    /// Record-age timeouts for a member that runs SWIM, seen by a node
+    /// that runs it too: such a member may refresh its record only every
+    /// `swim_records.refresh` ([`Engine::refresh_interval_now`]), so the
+    /// record-age backstop is 3x (suspect) and 6x (dead) that; SWIM
+    /// declares a crash dead within seconds before either.
+    pub(super) fn swim_record_timeouts(&self) -> LivenessTimeouts {
+        let t = self.cfg.timeouts;
+        let slow = self.swim_records.refresh.max(self.cfg.refresh_interval);
+        LivenessTimeouts {
+            suspect_after: t.suspect_after.max(slow * 3),
+            dead_after: t.dead_after.max(slow * 6),
+            retention: t.retention,
+        }
     }
 
     /// This node runs SWIM: say so in our record (key 15).
