@@ -133,7 +133,8 @@ async def run_n(n, args):
     base = os.path.join(OUT, f"gossip-n{n}")
     shutil.rmtree(base, ignore_errors=True)
     nodes = [cb.AgentNode(base, i, HTTP_BASE + i, P2P_BASE + i,
-                          seeds=[P2P_BASE] if i else [], cluster="bench")
+                          seeds=[P2P_BASE] if i else [], cluster="bench",
+                          extra="swim = true" if args.swim else "")
              for i in range(n)]
     try:
         t_start = time.monotonic()
@@ -353,6 +354,8 @@ def main():
                     help="total /v1/counters polls per second over all nodes")
     ap.add_argument("--min-poll", type=float, default=0.02, help="shortest poll interval, s")
     ap.add_argument("--netns", default="cm-bench-gossip")
+    ap.add_argument("--swim", action="store_true",
+                    help="run the agents with cluster.swim = true (docs/scale.md steps 1-2)")
     ap.add_argument("--label", default="", help="appended to the raw result's file name")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)

@@ -159,6 +159,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
     restart!("cluster.insecure_no_psk", cluster.insecure_no_psk);
     restart!("cluster.operator_key", cluster.operator_key);
     restart!("cluster.room_commands", cluster.room_commands);
+    restart!("cluster.swim", cluster.swim);
     restart!("cluster.allowlist", cluster.allowlist);
     restart!("cluster.sync_interval", cluster.sync_interval);
     restart!(

@@ -57,6 +57,7 @@ pub fn cluster_config(cfg: &Config) -> anyhow::Result<cluster::ClusterConfig> {
             None => None,
         },
         room_commands: c.room_commands,
+        swim: c.swim,
         roster_path: c
             .operator_key
             .as_ref()
@@ -200,8 +201,20 @@ mod tests {
         .expect("the default cluster settings are valid");
         let d = cluster::ClusterConfig::default();
         assert_eq!(
-            (cl.name, cl.mdns, cl.mdns_query_interval, cl.room_commands),
-            (d.name, d.mdns, d.mdns_query_interval, d.room_commands)
+            (
+                cl.name,
+                cl.mdns,
+                cl.mdns_query_interval,
+                cl.room_commands,
+                cl.swim
+            ),
+            (
+                d.name,
+                d.mdns,
+                d.mdns_query_interval,
+                d.room_commands,
+                d.swim
+            )
         );
         assert_eq!(
             (cl.sync_interval, cl.anti_entropy_interval, cl.fanout),

@@ -67,6 +67,15 @@ pub struct ClusterConfig {
     /// Random peers per anti-entropy round. Default 1. More peers repair
     /// faster without a relay, at 2 messages each per round.
     pub fanout: usize,
+    /// Run SWIM membership (`/coolmesh/swim/1.0.0`, docs/scale.md step 1)
+    /// beside the record exchange, and say so in our record (key 15).
+    /// Default off until the rest of the scale plan lands. On: a member
+    /// that also runs it and crashes is dead everywhere within a few probe
+    /// periods (about 5-7 s) instead of at `dead_after` of record age, at
+    /// a constant ~0.2 KiB/s per node; members that do not run it are
+    /// judged by their records as before. SWIM can only make a member dead
+    /// sooner: a record that advances makes it alive again.
+    pub swim: bool,
     /// A new version of our own record is published at least this often,
     /// even without changes: liveness is "the version advances". Default
     /// 1 s; must be well below `suspect_after`.
@@ -183,6 +192,7 @@ impl Default for ClusterConfig {
             sync_interval: Duration::from_millis(400),
             anti_entropy_interval: Duration::from_secs(2),
             fanout: 1,
+            swim: false,
             refresh_interval: Duration::from_secs(1),
             suspect_after: Duration::from_secs(4),
             dead_after: Duration::from_secs(8),

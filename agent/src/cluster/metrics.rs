@@ -1,7 +1,7 @@
 //! Prometheus metrics of the gossip layer. Label sets are bounded (no
 //! per-peer labels), so the series count does not grow with the cluster.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::record::RejectReason;
 
@@ -18,6 +18,17 @@ pub struct GossipMetrics {
     /// and connections; reasons: bad_signature, foreign_slot, malformed,
     /// oversized, unauthorized, rate_limited, handshake.
     pub rejected: IntCounterVec,
+    /// `coolmesh_swim_datagrams_total{direction}`: SWIM datagrams
+    /// (`cluster.swim`); their bytes count in `coolmesh_gossip_bytes_total`.
+    pub swim_datagrams: IntCounterVec,
+    /// `coolmesh_swim_members`: members in SWIM's probe rotation (alive or
+    /// suspect), this node excluded; 0 with SWIM off.
+    pub swim_members: IntGauge,
+    /// `coolmesh_swim_down_total`: members SWIM declared down.
+    pub swim_down: IntCounter,
+    /// `coolmesh_swim_refused_total`: SWIM datagrams refused (malformed,
+    /// from a non-member, or naming a sender other than the connection's).
+    pub swim_refused: IntCounter,
 }
 
 impl Default for GossipMetrics {
@@ -52,12 +63,30 @@ impl GossipMetrics {
                 "Rejected gossip records, messages and connections by reason.",
                 &["reason"],
             ),
+            swim_datagrams: vec(
+                "coolmesh_swim_datagrams_total",
+                "SWIM membership datagrams by direction.",
+                &["direction"],
+            ),
+            swim_members: IntGauge::new(
+                "coolmesh_swim_members",
+                "Members in SWIM's probe rotation (alive or suspect), this node excluded.",
+            )
+            .unwrap_or_else(|e| unreachable!("invalid metric definition: {e}")),
+            swim_down: IntCounter::new("coolmesh_swim_down_total", "Members SWIM declared down.")
+                .unwrap_or_else(|e| unreachable!("invalid metric definition: {e}")),
+            swim_refused: IntCounter::new(
+                "coolmesh_swim_refused_total",
+                "SWIM datagrams refused: malformed, from a non-member, or naming another sender.",
+            )
+            .unwrap_or_else(|e| unreachable!("invalid metric definition: {e}")),
         };
         for d in ["in", "out"] {
             for k in ["digest", "records", "push"] {
                 m.messages.with_label_values(&[d, k]);
             }
             m.bytes.with_label_values(&[d]);
+            m.swim_datagrams.with_label_values(&[d]);
         }
         for r in RejectReason::ALL {
             m.rejected.with_label_values(&[r.as_str()]);
@@ -65,11 +94,15 @@ impl GossipMetrics {
         m
     }
 
-    /// Register all three families.
+    /// Register every family.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.messages.clone()))?;
         registry.register(Box::new(self.bytes.clone()))?;
         registry.register(Box::new(self.rejected.clone()))?;
+        registry.register(Box::new(self.swim_datagrams.clone()))?;
+        registry.register(Box::new(self.swim_members.clone()))?;
+        registry.register(Box::new(self.swim_down.clone()))?;
+        registry.register(Box::new(self.swim_refused.clone()))?;
         Ok(())
     }
 
@@ -125,7 +158,7 @@ mod tests {
         assert!(names.contains(&"coolmesh_gossip_bytes_total".to_string()));
         assert!(names.contains(&"coolmesh_gossip_rejected_total".to_string()));
         let series: usize = families.iter().map(|f| f.get_metric().len()).sum();
-        assert_eq!(series, 6 + 2 + RejectReason::ALL.len());
+        assert_eq!(series, 6 + 2 + RejectReason::ALL.len() + 2 + 3);
         assert_eq!(m.rejected_count(RejectReason::ForeignSlot), 1);
         assert_eq!(m.messages_total("out"), 1);
         // A second registration of the same families fails loudly.

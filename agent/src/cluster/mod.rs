@@ -74,6 +74,7 @@ pub mod counters;
 pub mod engine;
 pub mod identity;
 pub mod metrics;
+pub mod publish;
 pub mod record;
 pub mod room;
 pub mod roster;

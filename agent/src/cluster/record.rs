@@ -177,6 +177,10 @@ pub struct LocalState {
     pub mac: Option<[u8; 6]>,
     /// This node may wake others (`power_on.enabled`, record key 14).
     pub waker: bool,
+    /// The owner runs SWIM (`cluster.swim`, record key 15): its liveness
+    /// may come from SWIM ([`crate::cluster::swim`]). Set by the cluster
+    /// layer, not by the agent.
+    pub swim: bool,
 }
 
 /// A verified record of one node: what the owner published ([`LocalState`],
@@ -367,6 +371,7 @@ impl Record {
                 stage: local.stage,
                 mac: local.mac,
                 waker: local.waker,
+                swim: local.swim,
             },
             addrs: addrs
                 .iter()
@@ -433,6 +438,7 @@ pub(crate) mod testing {
             stage: 1,
             mac: Some([2, 0, 0, 0, 0, 1]),
             waker: false,
+            swim: true,
         }
     }
 

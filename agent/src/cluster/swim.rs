@@ -43,6 +43,14 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The libp2p protocol that carries SWIM datagrams: one datagram per
+/// request, an empty response (the answer, if any, is a datagram of its
+/// own, as over UDP).
+pub const PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/coolmesh/swim/1.0.0");
+
+/// Largest SWIM frame accepted (the datagram cap plus room).
+pub const MAX_FRAME: usize = 2048;
+
 /// A member's SWIM identity: its PeerId and a renewal counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SwimId {

@@ -353,6 +353,10 @@ pub struct ClusterSection {
     /// member's command is (the token of the agent it was posted to
     /// authorised it). False: this node takes only its own HTTP commands.
     pub room_commands: bool,
+    /// `cluster.swim`: run SWIM membership beside the record exchange
+    /// (docs/scale.md step 1); see `ClusterConfig::swim` for the default
+    /// and the trade-off.
+    pub swim: bool,
     /// Only these PeerIds may join. Default none (anyone with the PSK).
     pub allowlist: Vec<String>,
     /// Relay exchange interval. Default 400 ms.
@@ -499,6 +503,7 @@ impl Default for Config {
                 insecure_no_psk: false,
                 operator_key: None,
                 room_commands: cl.room_commands,
+                swim: cl.swim,
                 allowlist: Vec::new(),
                 sync_interval: cl.sync_interval,
                 anti_entropy_interval: cl.anti_entropy_interval,

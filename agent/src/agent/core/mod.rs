@@ -462,6 +462,8 @@ impl Core {
             stage: self.cfg.shutdown.stage,
             mac: self.cfg.power_on.mac,
             waker: self.cfg.power_on.enabled,
+            // The cluster layer says whether it runs SWIM.
+            swim: false,
         };
         self.local_tx.send_if_modified(|cur| {
             if *cur == state {

@@ -8,32 +8,102 @@ use libp2p::{Multiaddr, PeerId};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::{Engine, Now};
-use crate::cluster::view::{Candidate, ClusterPeer, ClusterView, Liveness};
+use super::{Engine, Entry, Now};
+use crate::cluster::view::{Candidate, ClusterPeer, ClusterView, Liveness, LivenessTimeouts};
 
 impl Engine {
     /// Liveness of a known peer.
     pub fn liveness(&self, peer: &PeerId, now: Instant) -> Option<Liveness> {
-        self.peers.get(peer).map(|e| {
-            self.cfg
-                .timeouts
-                .liveness(now.saturating_duration_since(e.advanced_at))
-        })
+        self.peers
+            .get(peer)
+            .map(|e| self.entry_liveness(peer, e, now))
+    }
+
+    /// The one rule for a member's liveness: from how long ago its record
+    /// last advanced ([`LivenessTimeouts`](crate::cluster::view::LivenessTimeouts)),
+    /// except that a member whose record says it runs SWIM is dead from
+    /// the moment SWIM declared it down until its record advances again.
+    /// SWIM can only make a member dead sooner (a crash is seen in a few
+    /// probe periods, before its record ages out); a record that advances
+    /// proves it alive whatever SWIM thinks, and a member that does not
+    /// run SWIM (an older agent, the js peer) is judged by its record
+    /// alone, so SWIM probes it never answers cannot make it dead.
+    pub(super) fn entry_liveness(&self, peer: &PeerId, e: &Entry, now: Instant) -> Liveness {
+        if e.record.state.swim
+            && self
+                .swim_down
+                .get(peer)
+                .is_some_and(|at| *at >= e.advanced_at)
+        {
+            return Liveness::Dead;
+        }
+        let t = if self.speaks_swim && e.record.state.swim {
+            self.swim_record_timeouts()
+        } else {
+            self.cfg.timeouts
+        };
+        t.liveness(now.saturating_duration_since(e.advanced_at))
+    }
+
+    /// Record-age timeouts for a member that runs SWIM, seen by a node
+    /// that runs it too: such a member may refresh its record only every
+    /// `swim_records.refresh` ([`Engine::refresh_interval_now`]), so the
+    /// record-age backstop is 3x (suspect) and 6x (dead) that; SWIM
+    /// declares a crash dead within seconds before either.
+    pub(super) fn swim_record_timeouts(&self) -> LivenessTimeouts {
+        let t = self.cfg.timeouts;
+        let slow = self.swim_records.refresh.max(self.cfg.refresh_interval);
+        LivenessTimeouts {
+            suspect_after: t.suspect_after.max(slow * 3),
+            dead_after: t.dead_after.max(slow * 6),
+            retention: t.retention,
+        }
+    }
+
+    /// This node runs SWIM: say so in our record (key 15).
+    pub fn set_speaks_swim(&mut self, on: bool) {
+        if self.speaks_swim != on {
+            self.speaks_swim = on;
+            self.dirty = true;
+        }
+    }
+
+    /// SWIM declared `peer` down at `at`. Returns whether its liveness
+    /// changed (it speaks SWIM and was not dead already).
+    pub fn swim_down(&mut self, peer: PeerId, at: Instant) -> bool {
+        let before = self.liveness(&peer, at);
+        self.swim_down.insert(peer, at);
+        let changed = before.is_some() && before != self.liveness(&peer, at);
+        if let Some(e) = self.peers.get_mut(&peer) {
+            if changed {
+                e.last_liveness = Liveness::Dead;
+            }
+        }
+        changed
+    }
+
+    /// SWIM saw `peer` up (again).
+    pub fn swim_up(&mut self, peer: &PeerId) {
+        self.swim_down.remove(peer);
+    }
+
+    /// Members whose records say they run SWIM and that are not dead:
+    /// whom SWIM should probe.
+    pub fn swim_members(&self, now: Instant) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(p, e)| {
+                e.record.state.swim && self.entry_liveness(p, e, now) != Liveness::Dead
+            })
+            .map(|(p, _)| *p)
+            .collect()
     }
 
     /// Known peers with their liveness and published addresses.
     pub fn members(&self, now: Instant) -> Vec<(PeerId, Liveness, Vec<Multiaddr>)> {
         self.peers
             .iter()
-            .map(|(p, e)| {
-                (
-                    *p,
-                    self.cfg
-                        .timeouts
-                        .liveness(now.saturating_duration_since(e.advanced_at)),
-                    e.record.addrs.clone(),
-                )
-            })
+            .map(|(p, e)| (*p, self.entry_liveness(p, e, now), e.record.addrs.clone()))
             .collect()
     }
 
@@ -44,14 +114,7 @@ impl Engine {
     pub fn relay(&self, is_connected: impl Fn(&PeerId) -> bool, now: Instant) -> Option<PeerId> {
         self.peers
             .iter()
-            .filter(|(p, e)| {
-                is_connected(p)
-                    && self
-                        .cfg
-                        .timeouts
-                        .liveness(now.saturating_duration_since(e.advanced_at))
-                        == Liveness::Alive
-            })
+            .filter(|(p, e)| is_connected(p) && self.entry_liveness(p, e, now) == Liveness::Alive)
             .min_by(|a, b| a.1.b58.cmp(&b.1.b58))
             .map(|(p, _)| *p)
     }
@@ -142,14 +205,20 @@ impl Engine {
         let t = self.cfg.timeouts;
         let mut changed = false;
         let mut dropped = Vec::new();
-        for (p, e) in self.peers.iter_mut() {
+        let mut moved = Vec::new();
+        for (p, e) in self.peers.iter() {
             let since = now.mono.saturating_duration_since(e.advanced_at);
             if t.expired(since) {
                 dropped.push((*p, e.record.version));
                 continue;
             }
-            let l = t.liveness(since);
+            let l = self.entry_liveness(p, e, now.mono);
             if l != e.last_liveness {
+                moved.push((*p, l));
+            }
+        }
+        for (p, l) in moved {
+            if let Some(e) = self.peers.get_mut(&p) {
                 e.last_liveness = l;
                 changed = true;
             }
@@ -163,6 +232,8 @@ impl Engine {
             changed = true;
         }
         let keep = t.retention.max(t.dead_after);
+        let peers = &self.peers;
+        self.swim_down.retain(|p, _| peers.contains_key(p));
         self.tombstones
             .retain(|_, (_, at)| now.mono.saturating_duration_since(*at) < keep);
         changed
@@ -182,7 +253,7 @@ impl Engine {
             .iter()
             .map(|(p, e)| {
                 let age = now.saturating_duration_since(e.advanced_at);
-                let liveness = self.cfg.timeouts.liveness(age);
+                let liveness = self.entry_liveness(p, e, now);
                 (
                     *p,
                     ClusterPeer {

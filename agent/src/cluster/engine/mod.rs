@@ -217,6 +217,31 @@ const FRAME_SLACK: usize = 1024;
 pub const MAX_REJECTED_PER_MESSAGE: usize = 16;
 
 /// The engine. See the module documentation.
+/// How records are published in a room where every member runs SWIM
+/// (docs/scale.md step 2): liveness no longer needs a record every
+/// second, so a new version is made when something worth it changed
+/// ([`crate::cluster::publish`]) and otherwise every `refresh`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SwimRecords {
+    /// Periodic refresh while every alive member runs SWIM. Default 30 s
+    /// (memberlist's push-pull interval). Longer saves a record per member
+    /// per period; the record-age backstop for SWIM members is 3x this
+    /// (suspect) and 6x (dead), for a member whose SWIM answers while its
+    /// agent no longer publishes.
+    pub refresh: Duration,
+    /// What counts as a change worth a record.
+    pub band: crate::cluster::publish::DeadBand,
+}
+
+impl Default for SwimRecords {
+    fn default() -> Self {
+        SwimRecords {
+            refresh: Duration::from_secs(30),
+            band: crate::cluster::publish::DeadBand::default(),
+        }
+    }
+}
+
 pub struct Engine {
     cfg: EngineConfig,
     key: Keypair,
@@ -247,6 +272,12 @@ pub struct Engine {
     /// operator to approve: last contact and the node name their own
     /// record claims. At most [`MAX_CANDIDATES`].
     candidates: HashMap<PeerId, (Instant, Option<String>)>,
+    /// This node runs SWIM (`cluster.swim`) and says so in its record.
+    speaks_swim: bool,
+    /// Record refresh and dead band where every member runs SWIM.
+    swim_records: SwimRecords,
+    /// Members SWIM declared down, and when (see [`Engine::swim_down`]).
+    swim_down: HashMap<PeerId, Instant>,
 }
 
 /// Non-members remembered for `coolmesh roster list` at most; the oldest
@@ -278,6 +309,9 @@ impl Engine {
             roster_news: false,
             roster_of: HashMap::new(),
             candidates: HashMap::new(),
+            speaks_swim: false,
+            swim_records: SwimRecords::default(),
+            swim_down: HashMap::new(),
         }
     }
 
@@ -299,9 +333,47 @@ impl Engine {
         }
         let urgent = local.fsm.state != self.local.fsm.state;
         self.counters.merge_slots(&self.me_b58, &local.counters);
+        // With SWIM, a change within the dead band waits for the next
+        // refresh (which is slow only where every member runs SWIM).
+        let worth = match (&self.own, self.speaks_swim) {
+            (Some(o), true) => {
+                let mut next = local.clone();
+                next.swim = true;
+                next.counters = self.counters.own_slots(&self.me_b58);
+                crate::cluster::publish::worth_publishing(
+                    &o.record.state,
+                    &next,
+                    &self.swim_records.band,
+                )
+            }
+            _ => true,
+        };
         self.local = local;
-        self.dirty = true;
+        if worth {
+            self.dirty = true;
+        }
         urgent
+    }
+
+    /// Record refresh and dead band for rooms where every member runs SWIM.
+    pub fn set_swim_records(&mut self, r: SwimRecords) {
+        self.swim_records = r;
+    }
+
+    /// The periodic refresh now: `swim_records.refresh` if this node and
+    /// every member not dead run SWIM (their records say so), else
+    /// `refresh_interval` (members judging liveness by record age need a
+    /// new version every second).
+    pub fn refresh_interval_now(&self, now: Instant) -> Duration {
+        let all_swim = self.speaks_swim
+            && self.peers.iter().all(|(p, e)| {
+                e.record.state.swim || self.entry_liveness(p, e, now) == Liveness::Dead
+            });
+        if all_swim {
+            self.swim_records.refresh.max(self.cfg.refresh_interval)
+        } else {
+            self.cfg.refresh_interval
+        }
     }
 
     /// Set the addresses published in our record.
@@ -328,15 +400,17 @@ impl Engine {
         if self.own.is_none() && self.hold_own_until.is_some_and(|u| now.mono < u) {
             return false;
         }
+        let interval = self.refresh_interval_now(now.mono);
         let due = match &self.own {
             None => true,
-            Some(o) => now.mono.saturating_duration_since(o.bumped_at) >= self.cfg.refresh_interval,
+            Some(o) => now.mono.saturating_duration_since(o.bumped_at) >= interval,
         };
         if !(force || self.dirty || due) {
             return false;
         }
         let version = next_version(self.own_version, now.unix_ms);
         let mut local = self.local.clone();
+        local.swim = self.speaks_swim;
         // Publish the merged own slots: after a restart that lost state, the
         // values peers still hold for us are never published lower.
         local.counters = self.counters.own_slots(&self.me_b58);

@@ -58,6 +58,8 @@ pub struct Behaviour {
     pub(super) sync: request_response::Behaviour<FrameCodec>,
     /// Room commands ([`room`]): rare, small, answered at once.
     pub(super) room: request_response::Behaviour<FrameCodec>,
+    /// SWIM datagrams (`cluster.swim`; [`crate::cluster::swim`]).
+    pub(super) swim: Toggle<request_response::Behaviour<FrameCodec>>,
 }
 
 /// TCP, optionally wrapped in the private-network handshake, then noise and
@@ -164,5 +166,16 @@ pub(super) fn build_behaviour(
                 .with_request_timeout(ROOM_TIMEOUT)
                 .with_max_concurrent_streams(4),
         ),
+        swim: Toggle::from(cfg.swim.then(|| {
+            request_response::Behaviour::with_codec(
+                FrameCodec::new(crate::cluster::swim::MAX_FRAME, metrics.clone()),
+                [(crate::cluster::swim::PROTOCOL, ProtocolSupport::Full)],
+                // A datagram is answered at once with an empty frame; SWIM
+                // itself times probes out (probe_rtt).
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(2))
+                    .with_max_concurrent_streams(16),
+            )
+        })),
     }
 }

@@ -396,6 +396,7 @@ impl Node {
             }
             BehaviourEvent::Sync(ev) => self.on_sync_event(ev),
             BehaviourEvent::Room(ev) => self.on_room_event(ev),
+            BehaviourEvent::Swim(ev) => self.on_swim_event(ev),
             _ => {}
         }
     }

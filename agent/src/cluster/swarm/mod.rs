@@ -38,6 +38,7 @@ use crate::cluster::wire::RequestKind;
 mod behaviour;
 mod connections;
 mod room_commands;
+mod swim_driver;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -253,7 +254,13 @@ impl Cluster {
             rooms: HashMap::new(),
             room_out: HashMap::new(),
             room_work: futures::stream::FuturesUnordered::new(),
+            swim: None,
         };
+        if node.cfg.swim {
+            let seed = node.rng.random();
+            node.swim = Some(swim_driver::SwimState::new(me, seed));
+            node.engine.set_speaks_swim(true);
+        }
         node.refresh_and_publish();
         tracing::info!(peer_id = %me, cluster = %node.cfg.name, "cluster layer started");
 
@@ -272,6 +279,7 @@ impl Cluster {
         let (mut local_open, mut urgent_open, mut control_open) = (true, true, true);
         tokio::pin!(shutdown);
         loop {
+            let swim_due = node.swim_due();
             tokio::select! {
                 _ = &mut shutdown => break,
                 ev = node.swarm.select_next_some() => node.on_swarm_event(ev),
@@ -298,7 +306,11 @@ impl Cluster {
                 },
                 _ = sync_tick.tick() => node.on_sync_tick(),
                 _ = ae_tick.tick() => node.on_anti_entropy_tick(),
-                _ = house_tick.tick() => node.on_housekeeping(),
+                _ = house_tick.tick() => {
+                    node.on_housekeeping();
+                    node.swim_learn();
+                }
+                () = sleep_until_opt(swim_due) => node.on_swim_timers(),
                 Some(done) = node.room_work.next(), if !node.room_work.is_empty() => {
                     node.on_room_done(done)
                 }
@@ -310,6 +322,14 @@ impl Cluster {
         }
         tracing::info!("cluster layer stopped");
         Ok(())
+    }
+}
+
+/// Sleep until `at`; forever without one.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -368,6 +388,8 @@ struct Node {
     room_out: HashMap<OutboundRequestId, (u64, PeerId)>,
     /// Room commands waiting for the local state machine's answer.
     room_work: futures::stream::FuturesUnordered<futures::future::BoxFuture<'static, RoomDone>>,
+    /// SWIM (`cluster.swim`), with its timers.
+    swim: Option<swim_driver::SwimState>,
 }
 
 impl Node {

@@ -234,6 +234,9 @@ pub struct RecordPayload {
     /// Ordered power-on (absent when neither a MAC nor waking is set).
     #[n(14)]
     pub power_on: Option<PowerOnW>,
+    /// The owner runs SWIM (absent: it does not, or is older than this key).
+    #[n(15)]
+    pub swim: Option<bool>,
 }
 
 fn num(v: Option<f64>) -> Option<Num> {
@@ -306,6 +309,8 @@ impl RecordPayload {
                 mac: st.mac.map(|m| ByteVec::from(m.to_vec())),
                 waker: st.waker.then_some(true),
             }),
+            // Left out when off: records of rooms without SWIM as they were.
+            swim: st.swim.then_some(true),
         }
     }
 
@@ -432,6 +437,7 @@ impl RecordPayload {
                 stage: self.stage.unwrap_or(0),
                 mac,
                 waker: power_on.waker.unwrap_or(false),
+                swim: self.swim.unwrap_or(false),
             },
             addrs,
             updated_ms: self.updated_ms,
@@ -680,6 +686,24 @@ mod tests {
         // Stage 0 is not written at all: unstaged rooms' records as before.
         r.state.stage = 0;
         assert_eq!(RecordPayload::from_record(&r).stage, None);
+    }
+
+    #[test]
+    fn the_swim_flag_travels_in_key_15_and_is_absent_when_off() {
+        let key = Keypair::generate_ed25519();
+        let mut r = record_for(&key, 1);
+        r.state.swim = true;
+        let p = RecordPayload::from_record(&r);
+        assert_eq!(p.swim, Some(true));
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        assert!(s.verify("room-1").unwrap().state.swim);
+        // Off: not written, so rooms without SWIM keep their bytes; an
+        // older agent's record (no key 15) reads as "no SWIM".
+        r.state.swim = false;
+        let p = RecordPayload::from_record(&r);
+        assert_eq!(p.swim, None);
+        let s = SignedRecord::sign_payload(p.encode().unwrap(), &key).unwrap();
+        assert!(!s.verify("room-1").unwrap().state.swim);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub(super) fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSectio
         "insecure_no_psk",
         "operator_key",
         "room_commands",
+        "swim",
         "allowlist",
         "sync_interval",
         "anti_entropy_interval",
@@ -58,12 +59,13 @@ pub(super) fn parse_cluster(w: &mut Walker<'_>, t: &Table, c: &mut ClusterSectio
                 c.limits.max_streams_per_connection = v as usize;
             }
         }
-        "enabled" | "mdns" | "insecure_no_psk" | "room_commands" => {
+        "enabled" | "mdns" | "insecure_no_psk" | "room_commands" | "swim" => {
             if let Some(v) = w.bool(full, it) {
                 match k {
                     "enabled" => c.enabled = v,
                     "mdns" => c.mdns = v,
                     "room_commands" => c.room_commands = v,
+                    "swim" => c.swim = v,
                     _ => c.insecure_no_psk = v,
                 }
             }
