@@ -34,13 +34,18 @@
 //! - [`view`]: [`ClusterView`] of [`ClusterPeer`]s and its queries (power
 //!   votes, overheating peers, counter totals, offload ranking), liveness
 //!   timer math.
-//! - [`metrics`]: [`GossipMetrics`] (`coolmesh_gossip_*`).
+//! - [`metrics`]: [`GossipMetrics`] (`coolmesh_gossip_*`, `coolmesh_swim_*`).
+//! - [`swim`]: SWIM membership and failure detection (foca behind our own
+//!   identity, codec and checks; no I/O).
+//! - [`publish`]: when a new version of our record is worth sending (the
+//!   dead band, where every member runs SWIM).
 //! - [`swarm`] (a folder): the `tokio::select!` loop and the node's state
 //!   ([`Cluster`], [`run`]; `mod.rs`), transport (TCP + optional pnet +
 //!   noise + yamux) and the one `NetworkBehaviour` (allow/block lists,
 //!   identify, ping, mDNS, request-response; `behaviour`), the sync
 //!   exchanges (`sync`), connections, dialling and discovery
-//!   (`connections`), room commands (`room_commands`).
+//!   (`connections`), room commands (`room_commands`), SWIM's datagrams
+//!   and timers (`swim_driver`).
 //!
 //! Imports run one way: each module uses only those before it in
 //! `counters`, `identity`, `record`, `metrics`, `wire`, `roster`, `room`,

@@ -27,6 +27,10 @@
 //! - `membership`: the room roster and the non-members waiting outside.
 //! - `liveness`: liveness, the hub, whom to sync with, housekeeping and
 //!   the [`ClusterView`](crate::cluster::ClusterView) handed to the agent.
+//!   Also the one liveness rule with SWIM's verdict (`entry_liveness`)
+//!   and the record refresh where every member runs SWIM.
+//! - `tests`, `tests_swim`: unit tests (the second for members running
+//!   SWIM).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -46,6 +50,8 @@ mod liveness;
 mod membership;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_swim;
 
 /// Engine settings (a subset of `ClusterConfig`).
 #[derive(Clone, Debug)]

@@ -12,6 +12,8 @@
 //!   mDNS) and dialling (bootstrap, members, discovered peers) with backoff.
 //! - `room_commands`: room commands sent by the operator through this node
 //!   and received from members.
+//! - `swim_driver`: SWIM (`cluster.swim`): its datagrams, its timers on a
+//!   heap the loop sleeps on, its verdicts handed to the engine.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
