@@ -78,6 +78,7 @@ struct Args {
     loss: f64,
     seed: u64,
     glomers: bool,
+    overlay: bool,
     swim: bool,
     swim_from_records: bool,
 }
@@ -92,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
         loss: 0.0,
         seed: 1,
         glomers: false,
+        overlay: false,
         swim: false,
         swim_from_records: false,
     };
@@ -99,6 +101,10 @@ fn parse_args() -> Result<Args, String> {
     while let Some(k) = it.next() {
         // `cargo bench` passes `--bench`; ignore it.
         if k == "--bench" {
+            continue;
+        }
+        if k == "--overlay" {
+            a.overlay = true;
             continue;
         }
         if k == "--glomers" {
@@ -167,6 +173,9 @@ fn run_scale(n: usize, a: &Args) -> Scale {
         partition: None,
     };
     let mut sim = Sim::new(n, net, a.seed);
+    if a.overlay {
+        sim = sim.with_swim(7_000);
+    }
     sim.start();
     let warm = 5_000;
     sim.run_until(warm);

@@ -36,7 +36,35 @@ fn simulate(
     seed: u64,
     crash_hub_after_ms: Option<u64>,
 ) -> Report {
+    simulate_design(
+        n,
+        latency_ms,
+        ops_per_s,
+        seconds,
+        seed,
+        crash_hub_after_ms,
+        false,
+    )
+}
+
+/// [`simulate`] with the hub design (`swim` false) or the overlay of
+/// docs/scale.md (`swim` true: every node runs SWIM; SWIM's verdict on
+/// a crash after 7 s, as `sim::swim` measures at N=1,000). With the
+/// overlay, "the hub" crashed is the node with the smallest PeerId, an
+/// ordinary member there.
+fn simulate_design(
+    n: usize,
+    latency_ms: u64,
+    ops_per_s: u64,
+    seconds: u64,
+    seed: u64,
+    crash_hub_after_ms: Option<u64>,
+    swim: bool,
+) -> Report {
     let mut sim = Sim::new(n, NetConfig::fixed(latency_ms), seed);
+    if swim {
+        sim = sim.with_swim(7_000);
+    }
     sim.start();
     let warm = 5_000;
     let end = warm + seconds * 1000;
@@ -203,4 +231,78 @@ fn swim_membership_converges_and_detects_a_crash_within_10s() {
     );
     let others: Vec<_> = sim.downs.keys().filter(|(_, s)| *s != victim).collect();
     assert!(others.is_empty(), "alive members declared down: {others:?}");
+}
+
+/// The overlay (docs/scale.md steps 1-3) under the same load as the hub:
+/// every increment reaches every node; its cost and speed are printed
+/// next to the hub's (BENCHMARKS.md section 8 has the comparison).
+#[test]
+fn overlay_delivers_every_increment_under_the_glomers_load() {
+    for seed in [7, 8] {
+        let hub = simulate_design(25, 100, 100, 10, seed, None, false);
+        let r = simulate_design(25, 100, 100, 10, seed, None, true);
+        println!(
+            "seed {seed}: 25 nodes, 100 ms, 100 ops/s: hub msgs/op={:.2} median={} max={} | overlay msgs/op={:.2} median={} ms p99={} ms max={} ms",
+            hub.msgs_per_op, hub.median_ms, hub.max_ms, r.msgs_per_op, r.median_ms, r.p99_ms, r.max_ms
+        );
+        assert_eq!(r.ops, 1000);
+        // Faster than the hub (every node pushes to its neighbours at
+        // once), at the cost of many more, smaller messages.
+        assert!(r.max_ms <= 1_000, "max {} ms", r.max_ms);
+        assert!(r.median_ms <= hub.median_ms, "median {} ms", r.median_ms);
+    }
+}
+
+/// A member crashes silently in the overlay: increments of the others
+/// still reach every surviving node (pushes around it at once, its
+/// neighbours choose others once SWIM declares it down).
+#[test]
+fn overlay_loses_nothing_when_a_member_crashes() {
+    let r = simulate_design(25, 100, 100, 10, 11, Some(2_000), true);
+    println!(
+        "overlay crash: ops after crash={} msgs/op={:.2} median={} ms p99={} ms max={} ms",
+        r.ops, r.msgs_per_op, r.median_ms, r.p99_ms, r.max_ms
+    );
+    assert!(r.ops > 500);
+    // Pushes go around the crashed member at once (every other
+    // neighbour pushes too); nothing waits for SWIM's verdict.
+    assert!(r.max_ms <= 1_000, "max {} ms", r.max_ms);
+}
+
+/// Loss, jitter and a partition that heals, in the overlay: changes stay
+/// on their side while it lasts and reach every node after it heals.
+#[test]
+fn overlay_partition_and_loss_converge_after_healing() {
+    let n = 30;
+    let side = 10;
+    let (cut, heal) = (6_000, 12_000);
+    let net = NetConfig {
+        latency_ms: 20,
+        jitter_ms: 10,
+        loss: 0.02,
+        partition: Some((side, cut, heal)),
+    };
+    let mut sim = Sim::new(n, net, 21).with_swim(7_000);
+    sim.start();
+    for k in 0..10usize {
+        let t = cut + 500 + 400 * k as u64;
+        sim.op_at(t, k % side);
+        sim.op_at(t, side + k % (n - side));
+    }
+    sim.run_until(heal);
+    for ((origin, v), op) in &sim.ops {
+        let limit = if *origin < side { side } else { n - side };
+        assert!(
+            op.seen <= limit,
+            "op {v} of node {origin} crossed the partition"
+        );
+    }
+    sim.run_until(heal + 30_000);
+    assert_eq!(sim.ops.len(), 20);
+    for ((origin, v), op) in &sim.ops {
+        assert_eq!(
+            op.seen, n,
+            "op {v} of node {origin} never reached every node"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use super::record::RejectReason;
 /// Counters of the gossip layer. Cloning is cheap and clones share values.
 #[derive(Clone, Debug)]
 pub struct GossipMetrics {
-    /// `coolmesh_gossip_messages_total{direction="in"|"out", kind="digest"|"records"|"push"}`:
+    /// `coolmesh_gossip_messages_total{direction="in"|"out", kind="digest"|"records"|"push"|"delta"}`:
     /// every request and every response is one message.
     pub messages: IntCounterVec,
     /// `coolmesh_gossip_bytes_total{direction="in"|"out"}`: frame bytes,
@@ -82,7 +82,7 @@ impl GossipMetrics {
             .unwrap_or_else(|e| unreachable!("invalid metric definition: {e}")),
         };
         for d in ["in", "out"] {
-            for k in ["digest", "records", "push"] {
+            for k in ["digest", "records", "push", "delta"] {
                 m.messages.with_label_values(&[d, k]);
             }
             m.bytes.with_label_values(&[d]);
@@ -133,7 +133,7 @@ impl GossipMetrics {
 
     /// Total messages in both directions and all kinds.
     pub fn messages_total(&self, direction: &str) -> u64 {
-        ["digest", "records", "push"]
+        ["digest", "records", "push", "delta"]
             .iter()
             .map(|k| self.messages.with_label_values(&[direction, k]).get())
             .sum()
@@ -158,7 +158,7 @@ mod tests {
         assert!(names.contains(&"coolmesh_gossip_bytes_total".to_string()));
         assert!(names.contains(&"coolmesh_gossip_rejected_total".to_string()));
         let series: usize = families.iter().map(|f| f.get_metric().len()).sum();
-        assert_eq!(series, 6 + 2 + RejectReason::ALL.len() + 2 + 3);
+        assert_eq!(series, 8 + 2 + RejectReason::ALL.len() + 2 + 3);
         assert_eq!(m.rejected_count(RejectReason::ForeignSlot), 1);
         assert_eq!(m.messages_total("out"), 1);
         // A second registration of the same families fails loudly.

@@ -12,6 +12,14 @@
 //! node is connected to every other (the design under test dials every
 //! member). Bytes are counted as the encoded frame (CBOR body plus its
 //! varint length) a sender writes.
+//!
+//! [`Sim::with_swim`] runs the design of docs/scale.md steps 1-3: every
+//! engine runs SWIM (records say so), so records are made on change and
+//! spread over the overlay (`Engine::push_targets` after every change,
+//! `sync_targets` and `anti_entropy_targets` in overlay mode). SWIM itself
+//! is not run here (`sim::swim` simulates it, at N=1,000: a crash is down
+//! everywhere in 7.5 s); its verdict on a crash is delivered to every
+//! engine `detect_ms` after the crash.
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
@@ -56,6 +64,8 @@ enum Ev {
         to: usize,
     },
     Crash(usize),
+    /// SWIM's verdict on a crashed node reaches every engine.
+    SwimDown(usize),
 }
 
 /// Network and timing of one simulation.
@@ -133,6 +143,8 @@ pub struct Sim {
     pub bytes_out: Vec<u64>,
     /// Messages each node sent in the window.
     pub msgs_out: Vec<u64>,
+    /// With SWIM ([`Sim::with_swim`]): when its verdict on a crash comes.
+    swim_detect_ms: Option<u64>,
 }
 
 /// A realistic record body: one thermal summary, one power target, a
@@ -231,6 +243,28 @@ impl Sim {
             measured_messages: 0,
             bytes_out: vec![0; n],
             msgs_out: vec![0; n],
+            swim_detect_ms: None,
+        }
+    }
+
+    /// Every node runs SWIM (see the module documentation); a crash is
+    /// declared down on every engine `detect_ms` after it.
+    pub fn with_swim(mut self, detect_ms: u64) -> Sim {
+        for e in &mut self.nodes {
+            e.set_speaks_swim(true);
+        }
+        self.swim_detect_ms = Some(detect_ms);
+        self
+    }
+
+    /// Overlay mode: push what each neighbour of `i` lacks (but `from`).
+    fn forward(&mut self, i: usize, from: Option<usize>) {
+        let now = self.now();
+        let others = self.others(i);
+        let exclude = from.map(|f| self.ids[f]);
+        for p in self.nodes[i].push_targets(exclude, &others, now.mono) {
+            let to = self.index[&p];
+            self.send(i, to, RequestKind::Delta);
         }
     }
 
@@ -380,13 +414,26 @@ impl Sim {
         let owner = match &ev {
             Ev::Sync(i) | Ev::AntiEntropy(i) | Ev::Refresh(i) | Ev::Op(i) => Some(*i),
             Ev::Request { to, .. } | Ev::Response { to, .. } => Some(*to),
-            Ev::Failed { .. } | Ev::Crash(_) => None,
+            Ev::Failed { .. } | Ev::Crash(_) | Ev::SwimDown(_) => None,
         };
         if owner.is_some_and(|i| !self.alive[i]) {
             return;
         }
         match ev {
-            Ev::Crash(i) => self.alive[i] = false,
+            Ev::Crash(i) => {
+                self.alive[i] = false;
+                if let Some(d) = self.swim_detect_ms {
+                    self.at(self.now_ms + d, Ev::SwimDown(i));
+                }
+            }
+            Ev::SwimDown(i) => {
+                let dead = self.ids[i];
+                for x in 0..self.nodes.len() {
+                    if self.alive[x] {
+                        self.nodes[x].swim_down(dead, now.mono);
+                    }
+                }
+            }
             Ev::Failed { from, to } => {
                 self.outstanding[from][to] = false;
                 self.nodes[from].forget_knowledge(&self.ids[to]);
@@ -394,9 +441,10 @@ impl Sim {
             Ev::Sync(i) => {
                 let others = self.others(i);
                 let interval = self.cfg.sync_interval;
+                let kind = self.nodes[i].sync_kind();
                 for p in self.nodes[i].sync_targets(&others, interval, now.mono) {
                     let to = self.index[&p];
-                    self.send(i, to, RequestKind::Sync);
+                    self.send(i, to, kind);
                 }
                 let t = self.now_ms + interval.as_millis() as u64;
                 self.at(t, Ev::Sync(i));
@@ -414,7 +462,9 @@ impl Sim {
                 self.at(t, Ev::AntiEntropy(i));
             }
             Ev::Refresh(i) => {
-                self.nodes[i].refresh(now, false);
+                if self.nodes[i].refresh(now, false) {
+                    self.forward(i, None);
+                }
                 self.nodes[i].housekeeping(now);
                 self.at(self.now_ms + 250, Ev::Refresh(i));
             }
@@ -455,6 +505,7 @@ impl Sim {
                 assert!(out.rejected.is_empty(), "{:?}", out.rejected);
                 self.observe(to);
                 self.count(to, resp.to_bytes().len());
+                let news = out.changed;
                 if self.alive[from] && !self.lost(to, from) {
                     let t = self.now_ms + self.delay();
                     self.at(
@@ -470,6 +521,9 @@ impl Sim {
                     let t = self.now_ms + self.timeout_ms();
                     self.at(t, Ev::Failed { from, to });
                 }
+                if news {
+                    self.forward(to, Some(from));
+                }
             }
             Ev::Response {
                 to,
@@ -484,6 +538,9 @@ impl Sim {
                 self.observe(to);
                 if let Some((req, sent)) = follow {
                     self.deliver(to, from, req, sent);
+                }
+                if out.changed {
+                    self.forward(to, Some(from));
                 }
             }
         }

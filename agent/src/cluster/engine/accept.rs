@@ -131,6 +131,11 @@ impl Engine {
             .cfg
             .timeouts
             .liveness(now.mono.saturating_duration_since(advanced_at));
+        if !record.state.swim {
+            // A member judged by record age: records every second again,
+            // and the hub (see `overlay`).
+            self.overlay.all_swim = false;
+        }
         self.peers.insert(
             peer,
             Entry {

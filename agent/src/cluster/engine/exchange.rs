@@ -52,9 +52,21 @@ impl Engine {
     pub fn request(&mut self, peer: PeerId, kind: RequestKind, now: Now) -> (SyncRequest, Sent) {
         // Pushes are preceded by a forced refresh (once, not per target).
         self.refresh(now, false);
-        let digest = self.digest();
+        // A delta needs to know what the peer has: without that (first
+        // contact, after a failure) it is a full `Sync`.
+        let kind = if kind == RequestKind::Delta && !self.known.contains_key(&peer) {
+            RequestKind::Sync
+        } else {
+            kind
+        };
+        let mut digest = self.digest();
+        if kind == RequestKind::Delta {
+            // Only what the peer is believed to lack (docs/protocol.md 7.5).
+            let k = self.known.get(&peer);
+            digest.retain(|p, v| *p != peer && k.is_none_or(|k| k.get(p).is_none_or(|kv| kv < v)));
+        }
         let owners: Vec<PeerId> = match (kind, self.known.get(&peer)) {
-            (RequestKind::Sync, Some(k)) => {
+            (RequestKind::Sync | RequestKind::Delta, Some(k)) => {
                 // Own record first, so it is never crowded out.
                 let mut v: Vec<PeerId> = digest
                     .iter()
@@ -122,6 +134,9 @@ impl Engine {
         }
         let digest = req.parsed_digest()?;
         self.last_contact.insert(from, now.mono);
+        if matches!(req.kind(), RequestKind::Sync | RequestKind::Delta) {
+            self.note_inbound(from, now.mono);
+        }
         let mut out = Outcome::default();
         // The roster first: it decides whom the rest of the message is from.
         self.peer_roster(from, req.roster_version, req.roster.as_ref(), now, &mut out);
@@ -166,6 +181,12 @@ impl Engine {
                 ..SyncResponse::default()
             };
             return Ok((resp, out));
+        }
+        if req.kind() == RequestKind::Delta {
+            return Ok((
+                self.answer_delta(from, &digest, req.roster_version, now),
+                out,
+            ));
         }
         // The requester's digest is authoritative for what it has now.
         let theirs: BTreeMap<PeerId, u64> = digest.iter().copied().collect();
@@ -222,6 +243,52 @@ impl Engine {
             },
             out,
         ))
+    }
+
+    /// Answer a `Delta` (records already accepted and learned): its digest
+    /// lists only what changed, so what the requester lacks comes from what
+    /// we believe it has (`known`, which the entries update), and we ask
+    /// for the entries newer than ours.
+    fn answer_delta(
+        &mut self,
+        from: PeerId,
+        entries: &[(PeerId, u64)],
+        roster_version: Option<u64>,
+        now: Now,
+    ) -> SyncResponse {
+        for (p, v) in entries {
+            // Only owners we hold (or ourselves): unverified PeerIds must
+            // not grow our memory.
+            if *p == self.me || self.peers.contains_key(p) {
+                self.learn(from, *p, *v);
+            }
+        }
+        self.refresh(now, false);
+        let mine = self.digest();
+        let k = self.known.get(&from);
+        let mut they_lack: Vec<PeerId> = mine
+            .iter()
+            .filter(|(p, v)| **p != from && k.is_none_or(|k| k.get(*p).is_none_or(|kv| kv < *v)))
+            .map(|(p, _)| *p)
+            .collect();
+        they_lack.sort_by_key(|p| *p != self.me);
+        let want = entries
+            .iter()
+            .filter(|(p, v)| *p != self.me && mine.get(p).is_none_or(|m| m < v))
+            .map(|(p, _)| ByteVec::from(p.to_bytes()))
+            .collect();
+        let roster = self.roster_for(Some(roster_version.unwrap_or(0)));
+        let roster_cost = roster.as_ref().map_or(0, |r| r.len() + 16);
+        let (records, sent) = self.pack(they_lack, self.budget(0).saturating_sub(roster_cost));
+        for (p, v) in sent {
+            self.learn(from, p, v);
+        }
+        SyncResponse {
+            records,
+            want,
+            roster_version: self.wire_roster_version(),
+            roster,
+        }
     }
 
     /// Handle the response to a request we sent (`sent` describes it).

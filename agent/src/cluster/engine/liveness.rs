@@ -138,11 +138,14 @@ impl Engine {
     /// has not heard from it for 2.5 intervals (views of who the hub is
     /// disagree, or the hub is overloaded).
     pub fn sync_targets(
-        &self,
+        &mut self,
         connected: &[PeerId],
         sync_interval: Duration,
         now: Instant,
     ) -> Vec<PeerId> {
+        if self.overlay_mode() {
+            return self.overlay_sync_target(connected, now);
+        }
         let is_connected = |p: &PeerId| connected.contains(p);
         let hub = self.hub(is_connected, now);
         if hub == self.me {
@@ -168,12 +171,15 @@ impl Engine {
     /// peers other than the hub. The hub itself skips the round: it already
     /// exchanges with every member every `sync_interval`.
     pub fn anti_entropy_targets<R: Rng>(
-        &self,
+        &mut self,
         connected: &[PeerId],
         fanout: usize,
         now: Instant,
         rng: &mut R,
     ) -> Vec<PeerId> {
+        if self.overlay_mode() {
+            return self.overlay_anti_entropy(connected, now, rng);
+        }
         let hub = self.hub(|p| connected.contains(p), now);
         if hub == self.me {
             return Vec::new();
@@ -231,6 +237,8 @@ impl Engine {
             self.counters.retire(&p.to_base58());
             changed = true;
         }
+        self.recompute_all_swim(now.mono);
+        self.prune_inbound(now.mono);
         let keep = t.retention.max(t.dead_after);
         let peers = &self.peers;
         self.swim_down.retain(|p, _| peers.contains_key(p));

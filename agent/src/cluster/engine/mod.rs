@@ -48,6 +48,7 @@ mod accept;
 mod exchange;
 mod liveness;
 mod membership;
+mod overlay;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -284,6 +285,8 @@ pub struct Engine {
     swim_records: SwimRecords,
     /// Members SWIM declared down, and when (see [`Engine::swim_down`]).
     swim_down: HashMap<PeerId, Instant>,
+    /// The overlay (where every member runs SWIM; see `overlay`).
+    overlay: overlay::Overlay,
 }
 
 /// Non-members remembered for `coolmesh roster list` at most; the oldest
@@ -318,6 +321,7 @@ impl Engine {
             speaks_swim: false,
             swim_records: SwimRecords::default(),
             swim_down: HashMap::new(),
+            overlay: overlay::Overlay::new(),
         }
     }
 
@@ -366,16 +370,12 @@ impl Engine {
         self.swim_records = r;
     }
 
-    /// The periodic refresh now: `swim_records.refresh` if this node and
-    /// every member not dead run SWIM (their records say so), else
+    /// The periodic refresh now: `swim_records.refresh` in overlay mode
+    /// (this node and every member not dead run SWIM), else
     /// `refresh_interval` (members judging liveness by record age need a
     /// new version every second).
-    pub fn refresh_interval_now(&self, now: Instant) -> Duration {
-        let all_swim = self.speaks_swim
-            && self.peers.iter().all(|(p, e)| {
-                e.record.state.swim || self.entry_liveness(p, e, now) == Liveness::Dead
-            });
-        if all_swim {
+    pub fn refresh_interval_now(&self) -> Duration {
+        if self.overlay_mode() {
             self.swim_records.refresh.max(self.cfg.refresh_interval)
         } else {
             self.cfg.refresh_interval
@@ -406,7 +406,7 @@ impl Engine {
         if self.own.is_none() && self.hold_own_until.is_some_and(|u| now.mono < u) {
             return false;
         }
-        let interval = self.refresh_interval_now(now.mono);
+        let interval = self.refresh_interval_now();
         let due = match &self.own {
             None => true,
             Some(o) => now.mono.saturating_duration_since(o.bumped_at) >= interval,

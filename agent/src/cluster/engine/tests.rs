@@ -44,7 +44,7 @@ pub(super) fn at(base: Instant, ms: u64) -> Now {
     }
 }
 
-fn bump_counter(e: &mut Engine, name: &str, p: u64) {
+pub(super) fn bump_counter(e: &mut Engine, name: &str, p: u64) {
     let mut l = e.local.clone();
     l.counters.insert(
         name.into(),

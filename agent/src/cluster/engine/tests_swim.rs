@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::tests::{at, engine, exchange};
+use super::tests::{at, bump_counter, engine, exchange};
 use super::*;
 use crate::cluster::wire::RequestKind;
 
@@ -86,7 +86,7 @@ fn where_every_member_runs_swim_records_change_only_when_it_matters() {
     let version = |e: &Engine| e.own_record().map(|r| r.version);
     let v0 = version(&a);
     assert_eq!(
-        a.refresh_interval_now(at(base, 0).mono),
+        a.refresh_interval_now(),
         Duration::from_secs(30),
         "every member runs SWIM"
     );
@@ -129,11 +129,81 @@ fn where_every_member_runs_swim_records_change_only_when_it_matters() {
     // every change counts again for it (record age is its only clue).
     let mut old = engine();
     exchange(&mut old, &mut a, RequestKind::Sync, at(base, 53_000));
-    assert_eq!(
-        a.refresh_interval_now(at(base, 53_000).mono),
-        Duration::from_secs(1)
-    );
+    assert_eq!(a.refresh_interval_now(), Duration::from_secs(1));
     let v3 = version(&a);
     assert!(a.refresh(at(base, 54_100), false));
     assert_ne!(version(&a), v3);
+}
+
+/// Three engines that all run SWIM and have met: overlay mode.
+fn overlay_room(base: Instant) -> (Engine, Engine, Engine) {
+    let (mut a, mut b, mut c) = (engine(), engine(), engine());
+    for e in [&mut a, &mut b, &mut c] {
+        e.set_speaks_swim(true);
+    }
+    exchange(&mut a, &mut b, RequestKind::Sync, at(base, 0));
+    exchange(&mut c, &mut b, RequestKind::Sync, at(base, 0));
+    exchange(&mut a, &mut c, RequestKind::Sync, at(base, 0));
+    (a, b, c)
+}
+
+#[test]
+fn a_delta_carries_only_what_the_peer_lacks_and_absence_is_not_missing() {
+    let base = Instant::now();
+    let (mut a, mut b, c) = overlay_room(base);
+    assert!(a.overlay_mode() && b.overlay_mode());
+    assert_eq!(a.sync_kind(), RequestKind::Delta);
+    // a does not know yet that b has c's record: its first delta carries
+    // it. After that exchange beliefs agree and nothing is new: an empty
+    // delta, and b does not take the absent entries for missing records
+    // (it sends none back and wants none).
+    exchange(&mut a, &mut b, RequestKind::Delta, at(base, 50));
+    let (req, _) = a.request(b.me, RequestKind::Delta, at(base, 100));
+    assert_eq!(req.kind, RequestKind::Delta.code());
+    assert!(req.digest.is_empty() && req.records.is_empty(), "{req:?}");
+    let (resp, _) = b.handle_request(a.me, &req, at(base, 100)).unwrap();
+    assert!(resp.records.is_empty() && resp.want.is_empty(), "{resp:?}");
+    // a's own record changes: the delta carries exactly that one.
+    bump_counter(&mut a, "jobs", 1);
+    let (req, sent) = a.request(b.me, RequestKind::Delta, at(base, 200));
+    assert_eq!(req.digest.len(), 1);
+    assert_eq!(req.records.len(), 1);
+    let (resp, out) = b.handle_request(a.me, &req, at(base, 200)).unwrap();
+    assert!(out.changed);
+    let (follow, _) = a.handle_response(b.me, &sent, &resp, at(base, 200));
+    assert!(follow.is_none());
+    assert_eq!(b.counters().value("jobs"), Some(1));
+    // Now b has it and a knows: nothing more for b, news for c.
+    assert!(!a.has_news_for(&b.me));
+    assert!(a.has_news_for(&c.me));
+    // A peer we never exchanged with gets a full Sync, not a delta.
+    let stranger = engine();
+    let (req, _) = a.request(stranger.me, RequestKind::Delta, at(base, 300));
+    assert_eq!(req.kind, RequestKind::Sync.code());
+}
+
+#[test]
+fn overlay_neighbours_include_the_ring_successor_and_pushes_only_in_overlay_mode() {
+    let base = Instant::now();
+    let (mut a, b, c) = overlay_room(base);
+    let now = at(base, 100).mono;
+    let connected = vec![b.me, c.me];
+    let out = a.out_neighbours(&connected, now);
+    // With two members both are out-neighbours; the first is the ring
+    // successor (the next base58 PeerId after a's, wrapping).
+    assert_eq!(out.len(), 2);
+    let mut ring: Vec<(String, PeerId)> = [a.me, b.me, c.me]
+        .iter()
+        .map(|p| (p.to_base58(), *p))
+        .collect();
+    ring.sort();
+    let i = ring.iter().position(|(_, p)| *p == a.me).unwrap_or(0);
+    assert_eq!(out[0], ring[(i + 1) % 3].1);
+    // A member without SWIM joins: the hub design again, no pushes.
+    let mut old = engine();
+    exchange(&mut old, &mut a, RequestKind::Sync, at(base, 200));
+    assert!(!a.overlay_mode());
+    assert_eq!(a.sync_kind(), RequestKind::Sync);
+    bump_counter(&mut a, "jobs", 1);
+    assert!(a.push_targets(None, &connected, now).is_empty());
 }

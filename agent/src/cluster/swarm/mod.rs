@@ -436,8 +436,13 @@ impl Node {
 
     fn on_housekeeping(&mut self) {
         let now = Now::system();
-        if self.engine.refresh(now, false) | self.engine.housekeeping(now) {
+        let refreshed = self.engine.refresh(now, false);
+        if refreshed | self.engine.housekeeping(now) {
             self.dirty = true;
+        }
+        if refreshed {
+            // A new version of our record: to the overlay neighbours.
+            self.forward_news(None);
         }
         self.non_members.retain(|_, until| *until > now.mono);
         let (rate, burst) = (

@@ -46,11 +46,25 @@ impl Node {
         if !self.connected.contains(&peer) || self.non_members.contains_key(&peer) {
             return;
         }
-        if kind == RequestKind::Sync && !self.outstanding.insert(peer) {
+        // One exchange in flight per peer (a push burst waits for it).
+        if matches!(kind, RequestKind::Sync | RequestKind::Delta) && !self.outstanding.insert(peer)
+        {
             return;
         }
         let (req, sent) = self.engine.request(peer, kind, Now::system());
+        // A delta to a peer we know nothing of goes out as a full Sync.
+        let kind = req.kind();
         self.send_built(peer, kind, req, sent);
+    }
+
+    /// Overlay mode: push what a neighbour lacks to every neighbour but
+    /// `from` (where it came from), one exchange in flight each.
+    pub(super) fn forward_news(&mut self, from: Option<PeerId>) {
+        let now = Instant::now();
+        let list = self.connected_list();
+        for p in self.engine.push_targets(from, &list, now) {
+            self.send(p, RequestKind::Delta);
+        }
     }
 
     pub(super) fn send_built(
@@ -92,8 +106,9 @@ impl Node {
     pub(super) fn on_sync_tick(&mut self) {
         let now = Instant::now();
         let list = self.connected_list();
+        let kind = self.engine.sync_kind();
         for p in self.engine.sync_targets(&list, self.cfg.sync_interval, now) {
-            self.send(p, RequestKind::Sync);
+            self.send(p, kind);
         }
     }
 
@@ -165,6 +180,7 @@ impl Node {
                             self.metrics.reject(*r);
                         }
                         self.dirty |= out.changed;
+                        let news = out.changed;
                         if self
                             .swarm
                             .behaviour_mut()
@@ -173,6 +189,9 @@ impl Node {
                             .is_ok()
                         {
                             self.metrics.message("out", "records");
+                        }
+                        if news {
+                            self.forward_news(Some(peer));
                         }
                     }
                     Err(reason) => {
@@ -194,7 +213,7 @@ impl Node {
                 let Some((_, kind, sent)) = self.pending.remove(&request_id) else {
                     return;
                 };
-                if kind == RequestKind::Sync {
+                if matches!(kind, RequestKind::Sync | RequestKind::Delta) {
                     self.outstanding.remove(&peer);
                 }
                 let resp = match SyncResponse::from_bytes(&response) {
@@ -216,6 +235,9 @@ impl Node {
                 if let Some((req, sent)) = follow {
                     self.send_built(peer, RequestKind::Records, req, sent);
                 }
+                if out.changed {
+                    self.forward_news(Some(peer));
+                }
             }
             Event::OutboundFailure {
                 peer,
@@ -224,7 +246,7 @@ impl Node {
                 ..
             } => {
                 if let Some((_, kind, _)) = self.pending.remove(&request_id) {
-                    if kind == RequestKind::Sync {
+                    if matches!(kind, RequestKind::Sync | RequestKind::Delta) {
                         self.outstanding.remove(&peer);
                     }
                 }

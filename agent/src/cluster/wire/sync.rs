@@ -24,6 +24,12 @@ pub enum RequestKind {
     Push,
     /// Follow-up carrying records the peer asked for (label `records`).
     Records,
+    /// Overlay exchange (docs/protocol.md 7.5; label `delta`): the digest
+    /// carries only the entries the peer is believed to lack, not every
+    /// record held, so an absent owner means "nothing new", not "missing".
+    /// Sent only to members whose records say they run SWIM (they know
+    /// this kind); an older agent would read it as a `Sync`.
+    Delta,
 }
 
 impl RequestKind {
@@ -33,6 +39,7 @@ impl RequestKind {
             RequestKind::Sync => 0,
             RequestKind::Push => 1,
             RequestKind::Records => 2,
+            RequestKind::Delta => 3,
         }
     }
 
@@ -41,6 +48,7 @@ impl RequestKind {
         match c {
             1 => RequestKind::Push,
             2 => RequestKind::Records,
+            3 => RequestKind::Delta,
             _ => RequestKind::Sync,
         }
     }
@@ -51,6 +59,7 @@ impl RequestKind {
             RequestKind::Sync => "digest",
             RequestKind::Push => "push",
             RequestKind::Records => "records",
+            RequestKind::Delta => "delta",
         }
     }
 }
