@@ -146,9 +146,9 @@ fn cluster_silent_hub_crash_loses_nothing_and_recovers_within_suspect_after() {
 
 /// Loss, jitter and a partition that heals: changes made on either side
 /// stay on their side while it lasts (the partition is real) and reach
-/// every node after it heals (anti-entropy repairs what was lost).
-#[test]
-fn cluster_partition_and_loss_converge_after_healing() {
+/// every node within `settle_ms` after it heals (anti-entropy repairs what
+/// was lost). `swim`: the overlay design, else the hub.
+fn partition_and_loss_converge_after_healing(swim: bool, settle_ms: u64) {
     let n = 30;
     let side = 10;
     let (cut, heal) = (6_000, 12_000);
@@ -159,6 +159,9 @@ fn cluster_partition_and_loss_converge_after_healing() {
         partition: Some((side, cut, heal)),
     };
     let mut sim = Sim::new(n, net, 21);
+    if swim {
+        sim = sim.with_swim(7_000);
+    }
     sim.start();
     // Ten changes on each side while the partition lasts.
     for k in 0..10usize {
@@ -175,7 +178,7 @@ fn cluster_partition_and_loss_converge_after_healing() {
             op.seen
         );
     }
-    sim.run_until(heal + 20_000);
+    sim.run_until(heal + settle_ms);
     assert_eq!(sim.ops.len(), 20);
     for ((origin, v), op) in &sim.ops {
         assert_eq!(
@@ -183,6 +186,11 @@ fn cluster_partition_and_loss_converge_after_healing() {
             "op {v} of node {origin} never reached every node"
         );
     }
+}
+
+#[test]
+fn cluster_partition_and_loss_converge_after_healing() {
+    partition_and_loss_converge_after_healing(false, 20_000);
 }
 
 /// SWIM membership (docs/scale.md, step 1) on a lossy network: every
@@ -269,40 +277,8 @@ fn overlay_loses_nothing_when_a_member_crashes() {
     assert!(r.max_ms <= 1_000, "max {} ms", r.max_ms);
 }
 
-/// Loss, jitter and a partition that heals, in the overlay: changes stay
-/// on their side while it lasts and reach every node after it heals.
+/// The same partition in the overlay (a full sync every 10 s repairs it).
 #[test]
 fn overlay_partition_and_loss_converge_after_healing() {
-    let n = 30;
-    let side = 10;
-    let (cut, heal) = (6_000, 12_000);
-    let net = NetConfig {
-        latency_ms: 20,
-        jitter_ms: 10,
-        loss: 0.02,
-        partition: Some((side, cut, heal)),
-    };
-    let mut sim = Sim::new(n, net, 21).with_swim(7_000);
-    sim.start();
-    for k in 0..10usize {
-        let t = cut + 500 + 400 * k as u64;
-        sim.op_at(t, k % side);
-        sim.op_at(t, side + k % (n - side));
-    }
-    sim.run_until(heal);
-    for ((origin, v), op) in &sim.ops {
-        let limit = if *origin < side { side } else { n - side };
-        assert!(
-            op.seen <= limit,
-            "op {v} of node {origin} crossed the partition"
-        );
-    }
-    sim.run_until(heal + 30_000);
-    assert_eq!(sim.ops.len(), 20);
-    for ((origin, v), op) in &sim.ops {
-        assert_eq!(
-            op.seen, n,
-            "op {v} of node {origin} never reached every node"
-        );
-    }
+    partition_and_loss_converge_after_healing(true, 30_000);
 }

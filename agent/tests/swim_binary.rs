@@ -55,6 +55,47 @@ fn liveness_of(a: &Agent, node: &str) -> Option<String> {
         .and_then(|p| p["liveness"].as_str().map(str::to_string))
 }
 
+/// Until every agent (`names[i]` is `agents[i]`) sees every other alive.
+fn wait_full_view(agents: &[Agent], names: &[&str]) {
+    wait_for("a full view everywhere", Duration::from_secs(30), || {
+        agents
+            .iter()
+            .enumerate()
+            .all(|(i, a)| {
+                names
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .all(|(_, n)| liveness_of(a, n).as_deref() == Some("alive"))
+            })
+            .then_some(())
+    });
+}
+
+/// kill -9 `agents[victim]` (named `name`); every agent before it in the
+/// list must see it dead within 10 s.
+fn kill_and_time_death(agents: &mut [Agent], victim: usize, name: &str) {
+    agents[victim].child.kill().expect("kill -9");
+    let _ = agents[victim].child.wait();
+    let killed = Instant::now();
+    wait_for(
+        "the killed agent dead everywhere",
+        Duration::from_secs(15),
+        || {
+            agents[..victim]
+                .iter()
+                .all(|a| liveness_of(a, name).as_deref() == Some("dead"))
+                .then_some(())
+        },
+    );
+    let detect = killed.elapsed();
+    eprintln!("{name} dead on every SWIM member after {detect:?}");
+    assert!(
+        detect < Duration::from_secs(10),
+        "SWIM declares a crash within 10 s, took {detect:?}"
+    );
+}
+
 fn metrics(a: &Agent) -> String {
     let (st, body) = http(a.addr, "GET", "/metrics", None);
     assert_eq!(st, 200, "{body}");
@@ -77,19 +118,7 @@ fn a_killed_swim_member_is_dead_everywhere_within_10s_and_others_are_left_alone(
         agents.push(start(&config(&dirs[i], n, power.port, Some(seed), swim)));
     }
 
-    wait_for("a full view everywhere", Duration::from_secs(30), || {
-        agents
-            .iter()
-            .enumerate()
-            .all(|(i, a)| {
-                names
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .all(|(_, n)| liveness_of(a, n).as_deref() == Some("alive"))
-            })
-            .then_some(())
-    });
+    wait_full_view(&agents, &names);
     // The SWIM members probe each other and only each other: the agent
     // without SWIM is not in their rotation and receives no datagram.
     wait_for(
@@ -130,22 +159,8 @@ fn a_killed_swim_member_is_dead_everywhere_within_10s_and_others_are_left_alone(
         assert_eq!(metric(&metrics(a), "coolmesh_swim_down_total "), Some(0.0));
     }
 
-    // kill -9 s3.
-    agents[2].child.kill().expect("kill -9");
-    let _ = agents[2].child.wait();
-    let killed = Instant::now();
-    wait_for("s3 dead on s1 and s2", Duration::from_secs(15), || {
-        agents[..2]
-            .iter()
-            .all(|a| liveness_of(a, "s3").as_deref() == Some("dead"))
-            .then_some(())
-    });
-    let detect = killed.elapsed();
-    eprintln!("s3 dead on every SWIM member after {detect:?}");
-    assert!(
-        detect < Duration::from_secs(10),
-        "SWIM declares a crash within 10 s, took {detect:?}"
-    );
+    // kill -9 s3: dead on s1 and s2 within 10 s (record age: 40 s).
+    kill_and_time_death(&mut agents, 2, "s3");
     // The agent without SWIM judges by record age (suspect at 20 s): s3 is
     // not dead there yet, which shows SWIM made the difference.
     assert_ne!(liveness_of(&agents[3], "s3").as_deref(), Some("dead"));
@@ -190,19 +205,7 @@ fn where_every_member_runs_swim_records_change_on_change_and_a_power_loss_spread
             "",
         )));
     }
-    wait_for("a full view everywhere", Duration::from_secs(30), || {
-        agents
-            .iter()
-            .enumerate()
-            .all(|(i, a)| {
-                names
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .all(|(_, n)| liveness_of(a, n).as_deref() == Some("alive"))
-            })
-            .then_some(())
-    });
+    wait_full_view(&agents, &names);
 
     // Constant sensors, a target probed every 500 ms: before, a record a
     // probe; now none for 6 s, and nobody turns suspect for it.
@@ -245,16 +248,5 @@ fn where_every_member_runs_swim_records_change_on_change_and_a_power_loss_spread
     );
 
     // kill -9 a3: dead on a1 and a2 within 10 s (record age: 180 s).
-    agents[2].child.kill().expect("kill -9");
-    let _ = agents[2].child.wait();
-    let killed = Instant::now();
-    wait_for("a3 dead on a1 and a2", Duration::from_secs(15), || {
-        agents[..2]
-            .iter()
-            .all(|a| liveness_of(a, "a3").as_deref() == Some("dead"))
-            .then_some(())
-    });
-    let detect = killed.elapsed();
-    eprintln!("a3 dead on every member after {detect:?}");
-    assert!(detect < Duration::from_secs(10), "took {detect:?}");
+    kill_and_time_death(&mut agents, 2, "a3");
 }
