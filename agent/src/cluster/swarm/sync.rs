@@ -87,6 +87,14 @@ impl Node {
     pub(super) fn push_urgent(&mut self) {
         let now = Now::system();
         self.engine.refresh(now, true);
+        if self.engine.overlay_mode() {
+            // In the overlay the new version goes to the neighbours as a
+            // delta and on from there; a push to every member would carry
+            // the full digest N times.
+            self.forward_news(None);
+            self.dirty = true;
+            return;
+        }
         let targets: Vec<PeerId> = self
             .connected_list()
             .into_iter()
