@@ -145,6 +145,10 @@ class AgentNode:
                 power += f'interval = "{power_interval}"\n'
             if power_timeout:
                 power += f'timeout = "{power_timeout}"\n'
+        # Bench clusters live on loopback in a private namespace: no key
+        # unless the caller passes one (the agent refuses to start a
+        # cluster with neither psk_file nor insecure_no_psk).
+        insecure = "" if "psk_file" in extra else "insecure_no_psk = true"
         cfg = f"""[node]
 name = "{self.name}"
 state_dir = "{self.dir}/state"
@@ -162,6 +166,7 @@ name = "{cluster}"
 listen = ["/ip4/127.0.0.1/tcp/{p2p_port}"]
 peers = [{peers}]
 mdns = false
+{insecure}
 {extra}
 """
         self.config = os.path.join(self.dir, "coolmesh.toml")
