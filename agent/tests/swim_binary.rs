@@ -55,20 +55,22 @@ fn liveness_of(a: &Agent, node: &str) -> Option<String> {
         .and_then(|p| p["liveness"].as_str().map(str::to_string))
 }
 
-/// Until every agent (`names[i]` is `agents[i]`) sees every other alive.
-fn wait_full_view(agents: &[Agent], names: &[&str]) {
-    wait_for("a full view everywhere", Duration::from_secs(30), || {
-        agents
+/// Whether every agent (`names[i]` is `agents[i]`) sees every other one
+/// as `ok` says, from its `/v1/peers` entry.
+fn all_see_all(agents: &[Agent], names: &[&str], ok: impl Fn(&serde_json::Value) -> bool) -> bool {
+    agents.iter().enumerate().all(|(i, a)| {
+        names
             .iter()
             .enumerate()
-            .all(|(i, a)| {
-                names
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .all(|(_, n)| liveness_of(a, n).as_deref() == Some("alive"))
-            })
-            .then_some(())
+            .filter(|(j, _)| *j != i)
+            .all(|(_, n)| peer(a, n).is_some_and(|p| ok(&p)))
+    })
+}
+
+/// Until every agent sees every other alive.
+fn wait_full_view(agents: &[Agent], names: &[&str]) {
+    wait_for("a full view everywhere", Duration::from_secs(30), || {
+        all_see_all(agents, names, |p| p["liveness"] == "alive").then_some(())
     });
 }
 
@@ -226,19 +228,7 @@ fn where_every_member_runs_swim_records_change_on_change_and_a_power_loss_spread
     wait_for(
         "every vote down everywhere",
         Duration::from_secs(15),
-        || {
-            agents
-                .iter()
-                .enumerate()
-                .all(|(i, a)| {
-                    names
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != i)
-                        .all(|(_, n)| peer(a, n).is_some_and(|p| p["power_up"] == false))
-                })
-                .then_some(())
-        },
+        || all_see_all(&agents, &names, |p| p["power_up"] == false).then_some(()),
     );
     let spread = dark.elapsed();
     eprintln!("power loss seen in every member's vote after {spread:?}");
