@@ -14,7 +14,8 @@
 //! 100% of N). Heap per node is the live heap (a counting allocator) after
 //! the warm-up divided by N: every node holds every member's record.
 //! `--glomers` adds the Gossip Glomers load: N=25, 100 ms latency, 100
-//! increments/s for 10 s, messages per operation and visibility latency.
+//! increments/s for 10 s, messages per operation and visibility latency,
+//! for the hub and the overlay side by side.
 //!
 //! `--swim` measures SWIM membership (docs/scale.md, step 1) instead: each
 //! member announces itself to 2 random others; the time until every member
@@ -185,6 +186,7 @@ fn run_scale(n: usize, a: &Args) -> Scale {
     sim.run_until(idle_end);
     let secs = a.idle_seconds.max(1) as f64;
     let (mean, max, msgs) = out_rates(&sim.bytes_out, &sim.msgs_out, secs);
+    eprintln!("N={n} idle by kind (messages, KiB): {}", by_kind(&sim));
     // Single changes, one second apart, each at a random node.
     for k in 0..a.updates {
         let node = sim.rng.random_range(0..n);
@@ -277,9 +279,12 @@ fn run_swim(n: usize, a: &Args) {
     );
 }
 
-fn glomers(seed: u64) {
+fn glomers(seed: u64, overlay: bool) {
     let n = 25;
     let mut sim = Sim::new(n, NetConfig::fixed(100), seed);
+    if overlay {
+        sim = sim.with_swim(7_000);
+    }
     sim.start();
     let warm = 5_000;
     let seconds = 10;
@@ -299,13 +304,24 @@ fn glomers(seed: u64) {
         .collect();
     lat.sort_unstable();
     println!(
-        "glomers N=25 100ms 100 ops/s seed {seed}: ops visible everywhere {}/{total}, msgs/op {:.2}, median {} ms, p99 {} ms, max {} ms",
+        "glomers N=25 100ms 100 ops/s seed {seed} {}: ops visible everywhere {}/{total}, msgs/op {:.2}, median {} ms, p99 {} ms, max {} ms",
+        if overlay { "overlay" } else { "hub" },
         lat.len(),
         sim.measured_messages as f64 / total as f64,
         percentile(&lat, 50),
         percentile(&lat, 99),
         lat.last().copied().unwrap_or(0),
     );
+    println!("  by kind (messages, KiB): {}", by_kind(&sim));
+}
+
+/// Messages and KiB sent in the window by kind.
+fn by_kind(sim: &Sim) -> String {
+    sim.by_kind
+        .iter()
+        .map(|(k, (m, b))| format!("{k} {m} / {:.0}", *b as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn main() {
@@ -352,6 +368,8 @@ fn main() {
         );
     }
     if a.glomers {
-        glomers(a.seed);
+        // Both designs side by side, whatever `--overlay` says.
+        glomers(a.seed, false);
+        glomers(a.seed, true);
     }
 }

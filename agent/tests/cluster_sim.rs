@@ -254,10 +254,17 @@ fn overlay_delivers_every_increment_under_the_glomers_load() {
             hub.msgs_per_op, hub.median_ms, hub.max_ms, r.msgs_per_op, r.median_ms, r.p99_ms, r.max_ms
         );
         assert_eq!(r.ops, 1000);
-        // Faster than the hub (every node pushes to its neighbours at
-        // once), at the cost of many more, smaller messages.
-        assert!(r.max_ms <= 1_000, "max {} ms", r.max_ms);
-        assert!(r.median_ms <= hub.median_ms, "median {} ms", r.median_ms);
+        // The latency goals (median <= 600 ms, max <= 900 ms).
+        assert!(r.median_ms <= 600, "median {} ms", r.median_ms);
+        assert!(r.max_ms <= 900, "max {} ms", r.max_ms);
+        // Pushes go along the 3 x 25 out-edges only, one exchange in
+        // flight each: at most ~7.5 messages per increment at this rate
+        // (2 x 75 links x 5 round trips/s / 100 increments/s). Pushing to
+        // in-neighbours as well made every contact a lasting two-way link
+        // and cost 51. The hub's 1.44 batches 40 changes per round at one
+        // node; no design without a hub gets under 2.0 with a 600 ms median
+        // (BENCHMARKS.md section 8).
+        assert!(r.msgs_per_op <= 8.0, "messages per op {:.2}", r.msgs_per_op);
     }
 }
 
@@ -281,4 +288,71 @@ fn overlay_loses_nothing_when_a_member_crashes() {
 #[test]
 fn overlay_partition_and_loss_converge_after_healing() {
     partition_and_loss_converge_after_healing(true, 30_000);
+}
+
+/// The overlay's three rings (base58 order and two hashed orders) give
+/// every node three out-neighbours and about three in-neighbours once
+/// views agree: each ring gives every node one in-edge, except where two
+/// rings name the same successor and the node takes the next one on the
+/// later ring. No node answers many more pushes than another (choosing by
+/// the highest hash of the pair gave in-degrees of 1 + Poisson(2)).
+#[test]
+fn every_overlay_node_has_three_out_and_three_in_neighbours() {
+    let n = 40;
+    let mut sim = Sim::new(n, NetConfig::fixed(5), 3).with_swim(7_000);
+    sim.start();
+    sim.run_until(15_000);
+    let mut indegree = vec![0usize; n];
+    for i in 0..n {
+        let mut out = sim.out_neighbours(i);
+        assert_eq!(out.len(), 3, "node {i}: {out:?}");
+        assert!(!out.contains(&i));
+        out.sort_unstable();
+        out.dedup();
+        assert_eq!(out.len(), 3, "node {i}: distinct");
+        for o in out {
+            indegree[o] += 1;
+        }
+    }
+    assert_eq!(indegree.iter().sum::<usize>(), 3 * n);
+    assert!(indegree.iter().all(|d| (1..=5).contains(d)), "{indegree:?}");
+    let three = indegree.iter().filter(|d| **d == 3).count();
+    assert!(
+        three * 4 >= n * 3,
+        "most nodes have in-degree 3: {indegree:?}"
+    );
+}
+
+/// Idle, the overlay's cost is spread evenly (busiest node within 3x the
+/// mean, the bound) and below the hub's mean, over a window that
+/// holds a full refresh period (30 s) and full-digest syncs (10 s).
+#[test]
+fn overlay_idle_cost_is_balanced_and_below_the_hub() {
+    let n = 60;
+    let idle = |swim: bool| {
+        let net = NetConfig {
+            latency_ms: 5,
+            jitter_ms: 5,
+            loss: 0.0,
+            partition: None,
+        };
+        let mut sim = Sim::new(n, net, 4);
+        if swim {
+            sim = sim.with_swim(7_000);
+        }
+        sim.start();
+        sim.measure = (5_000, 45_000);
+        sim.run_until(45_000);
+        sim::out_rates(&sim.bytes_out, &sim.msgs_out, 40.0)
+    };
+    let (hub_mean, hub_max, _) = idle(false);
+    let (mean, max, _) = idle(true);
+    println!(
+        "N={n} idle KiB/s: hub mean {hub_mean:.1} busiest {hub_max:.1} | overlay mean {mean:.1} busiest {max:.1}"
+    );
+    assert!(
+        mean > 0.0 && max <= 3.0 * mean,
+        "mean {mean:.2}, busiest {max:.2}"
+    );
+    assert!(mean < hub_mean, "overlay {mean:.2} vs hub {hub_mean:.2}");
 }

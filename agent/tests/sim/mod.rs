@@ -143,6 +143,9 @@ pub struct Sim {
     pub bytes_out: Vec<u64>,
     /// Messages each node sent in the window.
     pub msgs_out: Vec<u64>,
+    /// Messages and bytes sent in the window by kind (the request kind's
+    /// metric label, or `answer`), to see where a design's cost goes.
+    pub by_kind: BTreeMap<&'static str, (u64, u64)>,
     /// With SWIM ([`Sim::with_swim`]): when its verdict on a crash comes.
     swim_detect_ms: Option<u64>,
 }
@@ -243,6 +246,7 @@ impl Sim {
             measured_messages: 0,
             bytes_out: vec![0; n],
             msgs_out: vec![0; n],
+            by_kind: BTreeMap::new(),
             swim_detect_ms: None,
         }
     }
@@ -257,15 +261,23 @@ impl Sim {
         self
     }
 
-    /// Overlay mode: push what each neighbour of `i` lacks (but `from`).
-    fn forward(&mut self, i: usize, from: Option<usize>) {
+    /// Overlay mode: push what each out-neighbour of `i` lacks.
+    fn forward(&mut self, i: usize) {
         let now = self.now();
-        let others = self.others(i);
-        let exclude = from.map(|f| self.ids[f]);
-        for p in self.nodes[i].push_targets(exclude, &others, now.mono) {
+        for p in self.nodes[i].push_targets(now.mono) {
             let to = self.index[&p];
             self.send(i, to, RequestKind::Delta);
         }
+    }
+
+    /// Out-neighbours of node `i` (overlay mode), as node indices.
+    pub fn out_neighbours(&mut self, i: usize) -> Vec<usize> {
+        let now = self.now();
+        self.nodes[i]
+            .out_neighbours(now.mono)
+            .into_iter()
+            .filter_map(|p| self.index.get(&p).copied())
+            .collect()
     }
 
     /// The cluster configuration in use.
@@ -314,11 +326,15 @@ impl Sim {
         self.now_ms >= self.measure.0 && self.now_ms < self.measure.1
     }
 
-    fn count(&mut self, from: usize, bytes: usize) {
+    fn count(&mut self, from: usize, bytes: usize, kind: &'static str) {
         if self.in_window() {
+            let b = bytes as u64 + varint_len(bytes as u64);
             self.measured_messages += 1;
-            self.bytes_out[from] += bytes as u64 + varint_len(bytes as u64);
+            self.bytes_out[from] += b;
             self.msgs_out[from] += 1;
+            let k = self.by_kind.entry(kind).or_default();
+            k.0 += 1;
+            k.1 += b;
         }
     }
 
@@ -365,7 +381,7 @@ impl Sim {
 
     fn deliver(&mut self, from: usize, to: usize, req: SyncRequest, sent: Sent) {
         self.outstanding[from][to] = true;
-        self.count(from, req.to_bytes().len());
+        self.count(from, req.to_bytes().len(), req.kind().label());
         if self.alive[to] && !self.lost(from, to) {
             let t = self.now_ms + self.delay();
             self.at(
@@ -463,7 +479,7 @@ impl Sim {
             }
             Ev::Refresh(i) => {
                 if self.nodes[i].refresh(now, false) {
-                    self.forward(i, None);
+                    self.forward(i);
                 }
                 self.nodes[i].housekeeping(now);
                 self.at(self.now_ms + 250, Ev::Refresh(i));
@@ -504,7 +520,7 @@ impl Sim {
                     .expect("valid request");
                 assert!(out.rejected.is_empty(), "{:?}", out.rejected);
                 self.observe(to);
-                self.count(to, resp.to_bytes().len());
+                self.count(to, resp.to_bytes().len(), "answer");
                 let news = out.changed;
                 if self.alive[from] && !self.lost(to, from) {
                     let t = self.now_ms + self.delay();
@@ -522,7 +538,7 @@ impl Sim {
                     self.at(t, Ev::Failed { from, to });
                 }
                 if news {
-                    self.forward(to, Some(from));
+                    self.forward(to);
                 }
             }
             Ev::Response {
@@ -540,7 +556,12 @@ impl Sim {
                     self.deliver(to, from, req, sent);
                 }
                 if out.changed {
-                    self.forward(to, Some(from));
+                    self.forward(to);
+                } else {
+                    // What arrived while this exchange was in flight.
+                    if self.nodes[to].push_again(&self.ids[from], now.mono) {
+                        self.send(to, from, RequestKind::Delta);
+                    }
                 }
             }
         }

@@ -47,12 +47,13 @@ impl Engine {
 
     /// Record-age timeouts for a member that runs SWIM, seen by a node
     /// that runs it too: such a member may refresh its record only every
-    /// `swim_records.refresh` ([`Engine::refresh_interval_now`]), so the
+    /// `swim_records.refresh`, stretched in large rooms
+    /// ([`Engine::refresh_interval_now`]), so the
     /// record-age backstop is 3x (suspect) and 6x (dead) that; SWIM
     /// declares a crash dead within seconds before either.
     pub(super) fn swim_record_timeouts(&self) -> LivenessTimeouts {
         let t = self.cfg.timeouts;
-        let slow = self.swim_records.refresh.max(self.cfg.refresh_interval);
+        let slow = self.swim_refresh();
         LivenessTimeouts {
             suspect_after: t.suspect_after.max(slow * 3),
             dead_after: t.dead_after.max(slow * 6),
@@ -100,6 +101,27 @@ impl Engine {
     }
 
     /// Known peers with their liveness and published addresses.
+    /// The addresses a member's record publishes (empty if unknown).
+    pub fn member_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.peers
+            .get(peer)
+            .map(|e| e.record.addrs.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether a new connection to `peer` should start with a full-digest
+    /// `Sync`: always in the hub design; in the overlay only for a peer we
+    /// hold no record of or that is dead here (first contact, a healed
+    /// partition). A full digest per new connection (a dial on demand, a
+    /// reconnection) would cost ~56 bytes per member each time.
+    pub fn sync_on_connect(&self, peer: &PeerId, now: Instant) -> bool {
+        !self.overlay_mode()
+            || self
+                .peers
+                .get(peer)
+                .is_none_or(|e| self.entry_liveness(peer, e, now) == Liveness::Dead)
+    }
+
     pub fn members(&self, now: Instant) -> Vec<(PeerId, Liveness, Vec<Multiaddr>)> {
         self.peers
             .iter()
@@ -178,7 +200,7 @@ impl Engine {
         rng: &mut R,
     ) -> Vec<PeerId> {
         if self.overlay_mode() {
-            return self.overlay_anti_entropy(connected, now, rng);
+            return self.overlay_anti_entropy(now, rng);
         }
         let hub = self.hub(|p| connected.contains(p), now);
         if hub == self.me {

@@ -231,10 +231,12 @@ pub const MAX_REJECTED_PER_MESSAGE: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SwimRecords {
     /// Periodic refresh while every alive member runs SWIM. Default 30 s
-    /// (memberlist's push-pull interval). Longer saves a record per member
-    /// per period; the record-age backstop for SWIM members is 3x this
-    /// (suspect) and 6x (dead), for a member whose SWIM answers while its
-    /// agent no longer publishes.
+    /// (memberlist's push-pull interval); rooms of more than 300 members
+    /// stretch it by 100 ms per member up to 10 min, so that the whole
+    /// room makes at most ~10 refreshes a second. Longer saves a record
+    /// per member per period; the record-age backstop for SWIM members is
+    /// 3x the stretched period (suspect) and 6x (dead), for a member whose
+    /// SWIM answers while its agent no longer publishes.
     pub refresh: Duration,
     /// What counts as a change worth a record.
     pub band: crate::cluster::publish::DeadBand,
@@ -370,13 +372,14 @@ impl Engine {
         self.swim_records = r;
     }
 
-    /// The periodic refresh now: `swim_records.refresh` in overlay mode
+    /// The periodic refresh now: `swim_records.refresh` (longer in large
+    /// rooms, see `overlay::overlay_refresh`) in overlay mode
     /// (this node and every member not dead run SWIM), else
     /// `refresh_interval` (members judging liveness by record age need a
     /// new version every second).
     pub fn refresh_interval_now(&self) -> Duration {
         if self.overlay_mode() {
-            self.swim_records.refresh.max(self.cfg.refresh_interval)
+            self.swim_refresh()
         } else {
             self.cfg.refresh_interval
         }

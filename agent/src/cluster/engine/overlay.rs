@@ -2,30 +2,32 @@
 //! node and every member not dead run SWIM, records spread over a sparse
 //! graph instead of through the hub.
 //!
-//! Each node picks [`OVERLAY_OUT`] out-neighbours among the connected
-//! members that run SWIM: its successor in base58 order (so the graph is
-//! connected whatever the hashes say) and the members with the highest
-//! hash of (this node, member) (a random graph, stable while membership
-//! is). Its neighbours are those plus the in-neighbours: members that
-//! exchanged with it in the last [`IN_NEIGHBOUR_TTL`]. Then:
+//! Each node picks [`OVERLAY_OUT`] out-neighbours among the members that
+//! run SWIM and are not dead: its successor on three rings, one in base58
+//! order and two ordered by a hash of the PeerId. Each ring gives every
+//! member exactly one in-edge, so while views agree every node has three
+//! out-neighbours and three in-neighbours (no node carries more than its
+//! share), and the union of three such cycles is a graph of diameter
+//! O(log N). A member chosen without a connection is dialled on demand.
+//! Then:
 //!
-//! - **Eager push:** whenever this node has something a neighbour is
+//! - **Eager push:** whenever this node has something an out-neighbour is
 //!   believed to lack (a record it just accepted, its own new version), it
-//!   sends that neighbour a `Delta` exchange carrying just that
-//!   ([`Engine::push_targets`]); the answer carries what it lacks back.
-//!   One exchange in flight per neighbour batches bursts.
-//! - **Pull:** every `sync_interval` it exchanges with one out-neighbour,
+//!   sends it a `Delta` exchange carrying just that
+//!   ([`Engine::push_targets`]); the answer carries what the pusher lacks.
+//!   One exchange in flight per neighbour batches bursts, and what arrived
+//!   meanwhile goes as soon as it ends ([`Engine::push_again`]).
+//! - **Pull:** every [`PULL_EVERY`] it exchanges with one out-neighbour,
 //!   in turn ([`Engine::sync_targets`]), so a lost push is repaired.
-//! - **Anti-entropy:** every [`FULL_SYNC_EVERY`] a full-digest `Sync` with
+//! - **Anti-entropy:** every [`full_sync_every`] a full-digest `Sync` with
 //!   one random member repairs what beliefs got wrong (a peer that lost
 //!   records, a partition).
+//! - **Refresh:** a node's own record is republished on change and every
+//!   [`overlay_refresh`] otherwise.
 //!
-//! No node talks to more than its out-neighbours plus the few that chose
-//! it, whatever N is: the hub's O(N) load is gone. A node's degree is
-//! 3 + Poisson(3) in expectation.
+//! No node talks to more than its neighbours whatever N is: the hub's O(N)
+//! load is gone.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -37,14 +39,59 @@ use crate::cluster::view::Liveness;
 /// Out-neighbours per node: the ring successor and two by hash.
 pub const OVERLAY_OUT: usize = 3;
 /// A member that exchanged with this node within this long is an
-/// in-neighbour (pushed to like an out-neighbour).
-pub const IN_NEIGHBOUR_TTL: Duration = Duration::from_secs(5);
+/// in-neighbour ([`Engine::neighbours`]). Longer than the time between two
+/// pulls from the same in-neighbour (3 x [`PULL_EVERY`]), so a link of an
+/// idle room stays a link.
+pub const IN_NEIGHBOUR_TTL: Duration = Duration::from_secs(15);
 /// Out-neighbours are chosen again at least this often (and whenever one
 /// is no longer a connected, living member, or the member count changed).
 const RECHOOSE: Duration = Duration::from_secs(10);
-/// A full-digest `Sync` with one random member this often in the overlay.
-/// At N=1,000 a full digest is ~50 KB, so every 10 s is ~5 KB/s per node.
+/// A change in the member count chooses again, but at most this often.
+const RECHOOSE_MIN: Duration = Duration::from_secs(1);
+/// A full-digest `Sync` with one random member at least this often in the
+/// overlay (small rooms; see [`full_sync_every`]).
 pub const FULL_SYNC_EVERY: Duration = Duration::from_secs(10);
+/// An overlay pull (an empty `Delta` to one out-neighbour, in turn) this
+/// often. Pushes carry every change along the out-edges; the pull only
+/// repairs a push that was lost without the connection failing (a failed
+/// exchange already makes the next one a full `Sync`), so it need not run
+/// every `sync_interval`.
+pub const PULL_EVERY: Duration = Duration::from_secs(2);
+/// Per member known, the full-digest interval grows by this much
+/// ([`full_sync_every`]).
+pub const FULL_SYNC_PER_MEMBER: Duration = Duration::from_millis(40);
+/// Per member known, the periodic record refresh grows by this much
+/// ([`overlay_refresh`]).
+pub const REFRESH_PER_MEMBER: Duration = Duration::from_millis(100);
+/// The periodic record refresh grows no longer than this.
+pub const REFRESH_MAX: Duration = Duration::from_secs(600);
+
+/// How often a node runs a full-digest `Sync` with a random member, with
+/// `members` known: [`FULL_SYNC_EVERY`], or [`FULL_SYNC_PER_MEMBER`] per
+/// member if that is longer. A full digest costs ~56 bytes per member, so
+/// the cost per node stays ~1.4 KB/s whatever N is (at N=1,000 one every
+/// 40 s; at 5,000 one every 200 s). It only repairs what the pushes and
+/// pulls missed (a partition, a peer that lost records); changes do not
+/// wait for it.
+pub fn full_sync_every(members: usize) -> Duration {
+    let scaled = FULL_SYNC_PER_MEMBER.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX));
+    FULL_SYNC_EVERY.max(scaled)
+}
+
+/// The periodic refresh of a node's own record in the overlay, with
+/// `members` known: `base` (`SwimRecords::refresh`, 30 s), or
+/// [`REFRESH_PER_MEMBER`] per member if that is longer, up to
+/// [`REFRESH_MAX`]. Every refresh reaches every member, so the room as a
+/// whole makes at most ~10 refreshes a second (at N=1,000 one per node
+/// every 100 s; at 5,000 every 500 s) and each node's share of them stays
+/// flat as N grows. Changes a peer decides on are published at once
+/// whatever this is; the refresh only carries drift inside the dead band
+/// and proves the agent (not only its SWIM) alive, which is why the
+/// record-age backstop is a multiple of it.
+pub fn overlay_refresh(base: Duration, members: usize) -> Duration {
+    let scaled = REFRESH_PER_MEMBER.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX));
+    base.max(scaled.min(REFRESH_MAX))
+}
 
 /// The overlay's own state inside the engine.
 #[derive(Debug, Default)]
@@ -59,6 +106,7 @@ pub(super) struct Overlay {
     /// does not keep a thin choice.
     chosen_among: usize,
     turn: usize,
+    last_pull: Option<Instant>,
     last_full_sync: Option<Instant>,
     /// In-neighbours and when they last exchanged with us.
     pub(super) inbound: std::collections::HashMap<PeerId, Instant>,
@@ -74,14 +122,28 @@ impl Overlay {
     }
 }
 
-fn score(me: &PeerId, p: &PeerId) -> u64 {
-    let mut h = DefaultHasher::new();
-    me.hash(&mut h);
-    p.hash(&mut h);
-    h.finish()
+/// The position of `p` on hashed ring `ring` (1 or 2; ring 0 is base58
+/// order): FNV-1a over the ring number and the PeerId's bytes, spelled out
+/// here so that every agent, whatever it was built with, computes the same
+/// rings.
+fn ring_hash(ring: usize, p: &PeerId) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::iter::once(ring as u8).chain(p.to_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl Engine {
+    /// The periodic refresh of our own record where every member runs
+    /// SWIM ([`overlay_refresh`] of `swim_records.refresh` and the members
+    /// known).
+    pub(super) fn swim_refresh(&self) -> Duration {
+        overlay_refresh(self.swim_records.refresh, self.peers.len() + 1)
+            .max(self.cfg.refresh_interval)
+    }
+
     /// Whether records spread over the overlay: this node and every member
     /// not dead run SWIM. Otherwise the hub design runs as before (a single
     /// member without SWIM, an older agent or the js peer, brings it back).
@@ -98,52 +160,67 @@ impl Engine {
         self.overlay.all_swim = all;
     }
 
-    /// Members the overlay may use: connected, not dead, running SWIM.
-    fn overlay_candidates(&self, connected: &[PeerId], now: Instant) -> Vec<PeerId> {
-        connected
+    /// Members the overlay may use: not dead, running SWIM, whether
+    /// connected or not (the swarm dials a neighbour on demand and keeps
+    /// connections to its neighbours only).
+    fn overlay_candidates(&self, now: Instant) -> Vec<PeerId> {
+        self.peers
             .iter()
-            .copied()
-            .filter(|p| {
-                self.peers.get(p).is_some_and(|e| {
-                    e.record.state.swim && self.entry_liveness(p, e, now) != Liveness::Dead
-                })
+            .filter(|(p, e)| {
+                e.record.state.swim && self.entry_liveness(p, e, now) != Liveness::Dead
             })
+            .map(|(p, _)| *p)
             .collect()
     }
 
     /// This node's out-neighbours (chosen again every [`RECHOOSE`] or when
     /// one is no longer a candidate).
-    pub fn out_neighbours(&mut self, connected: &[PeerId], now: Instant) -> Vec<PeerId> {
-        let stale = self
+    pub fn out_neighbours(&mut self, now: Instant) -> Vec<PeerId> {
+        let since = self
             .overlay
             .chosen_at
-            .is_none_or(|t| now.saturating_duration_since(t) >= RECHOOSE)
-            || self.overlay.chosen_among != self.peers.len()
+            .map(|t| now.saturating_duration_since(t));
+        let stale = since.is_none_or(|d| d >= RECHOOSE)
+            // A new or dropped member: at most once a second (a joining
+            // node learns hundreds of members in its first seconds, and a
+            // choice costs a pass over them).
+            || (self.overlay.chosen_among != self.peers.len()
+                && since.is_none_or(|d| d >= RECHOOSE_MIN))
             || self.overlay.out.iter().any(|p| {
-                !connected.contains(p)
-                    || self
-                        .peers
-                        .get(p)
-                        .is_none_or(|e| self.entry_liveness(p, e, now) == Liveness::Dead)
+                self.peers
+                    .get(p)
+                    .is_none_or(|e| self.entry_liveness(p, e, now) == Liveness::Dead)
             });
         if stale {
-            let mut c = self.overlay_candidates(connected, now);
+            let c = self.overlay_candidates(now);
             let mut out = Vec::with_capacity(OVERLAY_OUT);
-            // The ring successor: the next base58 PeerId after ours,
-            // wrapping around.
-            let b58 = |p: &PeerId| self.peers.get(p).map(|e| e.b58.as_str()).unwrap_or("");
-            let succ = c
-                .iter()
-                .filter(|p| b58(p) > self.me_b58.as_str())
-                .min_by(|a, b| b58(a).cmp(b58(b)))
-                .or_else(|| c.iter().min_by(|a, b| b58(a).cmp(b58(b))))
-                .copied();
-            if let Some(s) = succ {
-                out.push(s);
-                c.retain(|p| *p != s);
+            // Successor on ring 0 (base58 order, which every member
+            // computes alike) and on rings 1 and 2 (orders by a hash of the
+            // PeerId): each ring gives every member exactly one in-edge, so
+            // every node has in-degree 3 as well as out-degree 3 while
+            // views agree (choosing the highest hash of (this node,
+            // member) gave in-degrees of 1 + Poisson(2), and the busiest
+            // node answered up to 3x the mean's pushes); and the union of
+            // three such cycles has a diameter of O(log N).
+            for ring in 0..OVERLAY_OUT {
+                let taken = out.clone();
+                let free = || c.iter().filter(|p| !taken.contains(*p));
+                let succ = if ring == 0 {
+                    let b58 = |p: &PeerId| self.peers.get(p).map(|e| e.b58.as_str()).unwrap_or("");
+                    let mine = self.me_b58.as_str();
+                    free()
+                        .filter(|p| b58(p) > mine)
+                        .min_by(|a, b| b58(a).cmp(b58(b)))
+                        .or_else(|| free().min_by(|a, b| b58(a).cmp(b58(b))))
+                } else {
+                    let mine = (ring_hash(ring, &self.me), self.me);
+                    free()
+                        .filter(|p| (ring_hash(ring, p), **p) > mine)
+                        .min_by_key(|p| (ring_hash(ring, p), **p))
+                        .or_else(|| free().min_by_key(|p| (ring_hash(ring, p), **p)))
+                };
+                out.extend(succ.copied());
             }
-            c.sort_by_key(|p| std::cmp::Reverse(score(&self.me, p)));
-            out.extend(c.into_iter().take(OVERLAY_OUT.saturating_sub(out.len())));
             self.overlay.out = out;
             self.overlay.chosen_at = Some(now);
             self.overlay.chosen_among = self.peers.len();
@@ -152,14 +229,13 @@ impl Engine {
     }
 
     /// Out-neighbours and in-neighbours (members that exchanged with us in
-    /// the last [`IN_NEIGHBOUR_TTL`]) that are connected.
-    pub fn neighbours(&mut self, connected: &[PeerId], now: Instant) -> Vec<PeerId> {
-        let mut n = self.out_neighbours(connected, now);
+    /// the last [`IN_NEIGHBOUR_TTL`]): the links a node needs in overlay
+    /// mode, the connections a swarm with bounded connections keeps
+    /// (docs/scale.md, still to do).
+    pub fn neighbours(&mut self, now: Instant) -> Vec<PeerId> {
+        let mut n = self.out_neighbours(now);
         for (p, t) in &self.overlay.inbound {
-            if now.saturating_duration_since(*t) < IN_NEIGHBOUR_TTL
-                && connected.contains(p)
-                && !n.contains(p)
-            {
+            if now.saturating_duration_since(*t) < IN_NEIGHBOUR_TTL && !n.contains(p) {
                 n.push(*p);
             }
         }
@@ -194,21 +270,30 @@ impl Engine {
         self.peers.iter().any(|(p, e)| lacks(p, e.record.version))
     }
 
-    /// Neighbours to push to now (overlay mode only; empty otherwise):
-    /// every neighbour but `exclude` that is believed to lack something.
-    pub fn push_targets(
-        &mut self,
-        exclude: Option<PeerId>,
-        connected: &[PeerId],
-        now: Instant,
-    ) -> Vec<PeerId> {
+    /// Out-neighbours to push to now (overlay mode only; empty
+    /// otherwise): those believed to lack something. Pushes go along
+    /// out-edges only: in-neighbours chose us, and pushing back along
+    /// their edges made every contact (a full sync, a first contact) a
+    /// lasting two-way link, until the graph was nearly complete and a
+    /// change crossed every link (51 messages per increment at N=25 under
+    /// the Gossip Glomers load). The out-edges alone reach everyone: the
+    /// ring successors form a cycle through every member.
+    pub fn push_targets(&mut self, now: Instant) -> Vec<PeerId> {
         if !self.overlay_mode() {
             return Vec::new();
         }
-        self.neighbours(connected, now)
+        self.out_neighbours(now)
             .into_iter()
-            .filter(|p| Some(*p) != exclude && self.has_news_for(p))
+            .filter(|p| self.has_news_for(p))
             .collect()
+    }
+
+    /// After an exchange with `peer` ended: whether to push to it again
+    /// now. One exchange is in flight per neighbour, so what arrived
+    /// meanwhile waited; it goes at once instead of at the next change or
+    /// pull (a batch per round trip under a burst of changes).
+    pub fn push_again(&mut self, peer: &PeerId, now: Instant) -> bool {
+        self.overlay_mode() && self.out_neighbours(now).contains(peer) && self.has_news_for(peer)
     }
 
     /// The kind of the exchanges [`Engine::sync_targets`] asks for: a
@@ -221,50 +306,55 @@ impl Engine {
         }
     }
 
-    /// Overlay pull: one out-neighbour per tick, in turn; and first
-    /// contact with one connected peer we never exchanged with (a member
-    /// we know nothing of yet is nobody's neighbour, so without this two
-    /// nodes that met each other first would stay a room of two until the
-    /// next full sync).
+    /// Overlay pull: one out-neighbour every [`PULL_EVERY`], in turn; and
+    /// (every tick) first
+    /// contact with one connected peer we hold no record of (a member we
+    /// know nothing of is not a candidate neighbour, so without this a
+    /// node that just joined, or two nodes that met each other first,
+    /// would wait for the next full sync). Only peers we hold no record
+    /// of: a first contact is a full-digest `Sync`, and one with every
+    /// member we never exchanged with cost each node N full digests
+    /// (~140 KB/s per node for minutes at N=1,000).
     pub(super) fn overlay_sync_target(
         &mut self,
         connected: &[PeerId],
         now: Instant,
     ) -> Vec<PeerId> {
         let mut targets = Vec::with_capacity(2);
-        let out = self.out_neighbours(connected, now);
-        if !out.is_empty() {
+        let out = self.out_neighbours(now);
+        let pull_due = self
+            .overlay
+            .last_pull
+            .is_none_or(|t| now.saturating_duration_since(t) >= PULL_EVERY);
+        if !out.is_empty() && pull_due {
             self.overlay.turn = self.overlay.turn.wrapping_add(1);
             targets.push(out[self.overlay.turn % out.len()]);
+            self.overlay.last_pull = Some(now);
         }
-        let first = connected.iter().copied().find(|p| {
-            !self.known.contains_key(p)
-                && !targets.contains(p)
-                && self
-                    .peers
-                    .get(p)
-                    .is_none_or(|e| self.entry_liveness(p, e, now) != Liveness::Dead)
-        });
+        let first = connected
+            .iter()
+            .copied()
+            .find(|p| !self.peers.contains_key(p) && !targets.contains(p));
         targets.extend(first);
         targets
     }
 
-    /// Overlay anti-entropy: a full-digest `Sync` with one random
-    /// connected member every [`FULL_SYNC_EVERY`].
+    /// Overlay anti-entropy: a full-digest `Sync` with one random member
+    /// (connected or not: the swarm dials it) every [`full_sync_every`].
     pub(super) fn overlay_anti_entropy<R: Rng>(
         &mut self,
-        connected: &[PeerId],
         now: Instant,
         rng: &mut R,
     ) -> Vec<PeerId> {
+        let every = full_sync_every(self.peers.len() + 1);
         if self
             .overlay
             .last_full_sync
-            .is_some_and(|t| now.saturating_duration_since(t) < FULL_SYNC_EVERY)
+            .is_some_and(|t| now.saturating_duration_since(t) < every)
         {
             return Vec::new();
         }
         self.overlay.last_full_sync = Some(now);
-        Self::random_peers(connected, 1, None, rng)
+        Self::random_peers(&self.overlay_candidates(now), 1, None, rng)
     }
 }

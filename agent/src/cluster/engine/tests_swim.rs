@@ -187,8 +187,7 @@ fn overlay_neighbours_include_the_ring_successor_and_pushes_only_in_overlay_mode
     let base = Instant::now();
     let (mut a, b, c) = overlay_room(base);
     let now = at(base, 100).mono;
-    let connected = vec![b.me, c.me];
-    let out = a.out_neighbours(&connected, now);
+    let out = a.out_neighbours(now);
     // With two members both are out-neighbours; the first is the ring
     // successor (the next base58 PeerId after a's, wrapping).
     assert_eq!(out.len(), 2);
@@ -205,5 +204,69 @@ fn overlay_neighbours_include_the_ring_successor_and_pushes_only_in_overlay_mode
     assert!(!a.overlay_mode());
     assert_eq!(a.sync_kind(), RequestKind::Sync);
     bump_counter(&mut a, "jobs", 1);
-    assert!(a.push_targets(None, &connected, now).is_empty());
+    assert!(a.push_targets(now).is_empty());
+}
+
+/// Timer math of the overlay (pure): the full-digest interval and the
+/// periodic refresh stretch with the member count so that their cost per
+/// node stays flat, and small rooms keep the base periods.
+#[test]
+fn overlay_periods_stretch_with_the_member_count() {
+    use super::overlay::{full_sync_every, overlay_refresh};
+    let s = Duration::from_secs;
+    let ms = Duration::from_millis;
+    // (members, full-digest interval, refresh with base 30 s, with base 5 min)
+    let cases = [
+        (0, s(10), s(30), s(300)),
+        (3, s(10), s(30), s(300)),
+        (250, s(10), s(30), s(300)),
+        (300, ms(12_000), s(30), s(300)),
+        (1_000, s(40), s(100), s(300)),
+        (5_000, s(200), s(500), s(500)),
+        (20_000, s(800), s(600), s(600)),
+        // Counts past u32::MAX count as u32::MAX (no overflow, no panic).
+        (usize::MAX, ms(40 * u64::from(u32::MAX)), s(600), s(600)),
+    ];
+    for (n, full, refresh, refresh_slow) in cases {
+        assert_eq!(full_sync_every(n), full, "full digest, {n} members");
+        assert_eq!(overlay_refresh(s(30), n), refresh, "refresh, {n} members");
+        assert_eq!(
+            overlay_refresh(s(300), n),
+            refresh_slow,
+            "refresh (base 5 min), {n} members"
+        );
+    }
+    // A full digest costs ~56 bytes per member: per node and second that
+    // stays ~1.4 KB from 250 members up.
+    for n in [250usize, 1_000, 5_000] {
+        let per_s = (n * 56) as f64 / full_sync_every(n).as_secs_f64();
+        assert!((1_300.0..=1_450.0).contains(&per_s), "{n}: {per_s}");
+    }
+}
+
+/// The record-age backstop follows the stretched refresh: a member of a
+/// large room that refreshes every 100 s is not suspect after 90 s.
+#[test]
+fn the_backstop_of_a_large_overlay_room_follows_its_refresh() {
+    let base = Instant::now();
+    let (mut a, _b, _c) = overlay_room(base);
+    assert_eq!(
+        a.swim_record_timeouts().suspect_after,
+        Duration::from_secs(90)
+    );
+    // 997 more members that run SWIM (records accepted unsigned).
+    for _ in 0..997 {
+        let mut m = engine();
+        m.set_speaks_swim(true);
+        m.refresh(at(base, 0), true);
+        let signed = m.own.as_ref().map(|o| o.signed.clone()).expect("own");
+        let mut out = Outcome::default();
+        a.accept(m.me, signed, at(base, 10), &mut out);
+    }
+    assert_eq!(a.peers.len(), 999);
+    assert!(a.overlay_mode());
+    assert_eq!(a.refresh_interval_now(), Duration::from_secs(100));
+    let t = a.swim_record_timeouts();
+    assert_eq!(t.suspect_after, Duration::from_secs(300));
+    assert_eq!(t.dead_after, Duration::from_secs(600));
 }

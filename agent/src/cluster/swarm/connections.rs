@@ -211,6 +211,21 @@ impl Node {
         })
     }
 
+    /// Dial a member we are not connected to, at the addresses its record
+    /// publishes (dial on demand in the overlay, and SWIM's datagrams).
+    /// Returns whether a dial is under way (started now or before).
+    pub(super) fn dial_member(&mut self, peer: PeerId) -> bool {
+        if !self.allowed(&peer) {
+            return false;
+        }
+        let addrs = self.engine.member_addrs(&peer);
+        if addrs.is_empty() {
+            return false;
+        }
+        self.dial_peer(peer, addrs, "member on demand");
+        true
+    }
+
     /// Dial a known peer from a fresh port: dialling from the listen port
     /// (libp2p's default) makes two simultaneous dials between the same
     /// listen ports one TCP connection by simultaneous open, on which both
@@ -287,8 +302,11 @@ impl Node {
                     self.dirty = true;
                 }
                 if num_established.get() == 1 {
-                    // First contact: exchange digests right away.
-                    self.send(peer_id, RequestKind::Sync);
+                    // First contact: exchange digests right away (in the
+                    // overlay only with a peer new or dead here).
+                    if self.engine.sync_on_connect(&peer_id, Instant::now()) {
+                        self.send(peer_id, RequestKind::Sync);
+                    }
                     self.room_connected(peer_id);
                 }
             }

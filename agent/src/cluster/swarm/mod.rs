@@ -442,7 +442,7 @@ impl Node {
         }
         if refreshed {
             // A new version of our record: to the overlay neighbours.
-            self.forward_news(None);
+            self.forward_news();
         }
         self.non_members.retain(|_, until| *until > now.mono);
         let (rate, burst) = (

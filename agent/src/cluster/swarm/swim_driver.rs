@@ -100,10 +100,11 @@ impl Node {
             }
         }
         for (to, bytes) in a.send {
-            // Over an existing connection only, for now (every member is
-            // dialled today); a datagram to a member without one is lost,
-            // which SWIM treats as it treats any lost datagram.
-            if !self.connected.contains(&to) {
+            // A member without a connection is dialled at its record's
+            // addresses and the datagram waits for
+            // the connection; one we cannot dial loses it, which SWIM
+            // treats as it treats any lost datagram.
+            if !self.connected.contains(&to) && !self.dial_member(to) {
                 continue;
             }
             if let Some(b) = self.swarm.behaviour_mut().swim.as_mut() {

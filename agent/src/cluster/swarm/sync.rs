@@ -43,7 +43,16 @@ impl Bucket {
 
 impl Node {
     pub(super) fn send(&mut self, peer: PeerId, kind: RequestKind) {
-        if !self.connected.contains(&peer) || self.non_members.contains_key(&peer) {
+        if self.non_members.contains_key(&peer) {
+            return;
+        }
+        // In the overlay the peer is chosen by the engine among all living
+        // members (a neighbour, the anti-entropy partner), connected or
+        // not: one without a connection is dialled, and the request waits
+        // for the connection inside the behaviour (a failed dial fails it).
+        let reachable = self.connected.contains(&peer)
+            || (self.engine.overlay_mode() && self.dial_member(peer));
+        if !reachable {
             return;
         }
         // One exchange in flight per peer (a push burst waits for it).
@@ -57,12 +66,12 @@ impl Node {
         self.send_built(peer, kind, req, sent);
     }
 
-    /// Overlay mode: push what a neighbour lacks to every neighbour but
-    /// `from` (where it came from), one exchange in flight each.
-    pub(super) fn forward_news(&mut self, from: Option<PeerId>) {
+    /// Overlay mode: push what an out-neighbour lacks to it, one exchange
+    /// in flight each (the one a record came from is believed to have it
+    /// and gets nothing).
+    pub(super) fn forward_news(&mut self) {
         let now = Instant::now();
-        let list = self.connected_list();
-        for p in self.engine.push_targets(from, &list, now) {
+        for p in self.engine.push_targets(now) {
             self.send(p, RequestKind::Delta);
         }
     }
@@ -91,7 +100,7 @@ impl Node {
             // In the overlay the new version goes to the neighbours as a
             // delta and on from there; a push to every member would carry
             // the full digest N times.
-            self.forward_news(None);
+            self.forward_news();
             self.dirty = true;
             return;
         }
@@ -199,7 +208,7 @@ impl Node {
                             self.metrics.message("out", "records");
                         }
                         if news {
-                            self.forward_news(Some(peer));
+                            self.forward_news();
                         }
                     }
                     Err(reason) => {
@@ -244,7 +253,10 @@ impl Node {
                     self.send_built(peer, RequestKind::Records, req, sent);
                 }
                 if out.changed {
-                    self.forward_news(Some(peer));
+                    self.forward_news();
+                } else if self.engine.push_again(&peer, Instant::now()) {
+                    // What arrived while this exchange was in flight.
+                    self.send(peer, RequestKind::Delta);
                 }
             }
             Event::OutboundFailure {
