@@ -766,3 +766,98 @@ async fn cluster_garbage_oversized_and_flooding_frames_are_rejected() {
     assert_eq!(count(RejectReason::Malformed), malformed);
     node.stop().await;
 }
+
+/// Bounded connections (docs/scale.md step 3, `Engine::bounded_connections`):
+/// in a room where every member runs SWIM and an operator's roster names
+/// the members, a node keeps connections to its overlay neighbours (and,
+/// for a moment, to the members SWIM probes or is probed by), not to every
+/// member. Records still reach everyone, and every member still votes: with
+/// a roster a relayed record votes like a connected one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlay_with_a_roster_keeps_few_connections_and_every_vote() {
+    use coolmesh_agent::cluster::roster::Roster;
+    use coolmesh_agent::cluster::Control;
+    let _serial = SERIAL.lock().await;
+    let n = 20;
+    let operator = Keypair::generate_ed25519();
+    let mut cfg = config();
+    cfg.swim = true;
+    cfg.operator = Some(operator.public());
+    let mut nodes = cluster_of(n, cfg).await;
+    converge(&mut nodes, Duration::from_secs(60), |v| all_alive(v, n)).await;
+    // Before the roster: the full mesh (votes need direct connections).
+    converge(&mut nodes, Duration::from_secs(30), |v| {
+        v.connected == n - 1
+    })
+    .await;
+
+    let members: std::collections::BTreeSet<PeerId> = nodes.iter().map(|x| x.peer_id).collect();
+    let roster = Roster::sign(
+        &operator,
+        "test",
+        1,
+        coolmesh_agent::clock::unix_ms(),
+        members,
+    )
+    .expect("sign the roster");
+    let (reply, answer) = oneshot::channel();
+    nodes[0]
+        .handle
+        .send(Control::Roster {
+            signed: roster.to_bytes().to_vec(),
+            reply,
+        })
+        .await
+        .expect("control channel");
+    let said = answer.await.expect("answer").expect("roster adopted");
+    assert!(said.contains("adopted"), "{said}");
+    converge(&mut nodes, Duration::from_secs(30), |v| {
+        v.roster.as_ref().is_some_and(|r| r.version == 1) && all_alive(v, n)
+    })
+    .await;
+
+    // Connections settle: sample every node's count every 500 ms for 10 s.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        for node in &nodes {
+            let v = node.view.borrow();
+            samples.push(v.connected);
+            assert!(all_alive(&v, n), "every member alive throughout");
+            assert_eq!(v.voters().len(), n - 1, "every member votes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mean = samples.iter().sum::<usize>() as f64 / samples.len() as f64;
+    let max = samples.iter().copied().max().unwrap_or(0);
+    println!(
+        "{n} members with a roster: connections per node mean {mean:.1}, max {max} (full mesh {})",
+        n - 1
+    );
+    // Neighbours (3 out, about 3 in) and a few probe connections.
+    assert!(mean <= 0.6 * (n - 1) as f64, "mean {mean:.1} connections");
+
+    // A change still reaches every member within a second or so: pushed
+    // along the overlay, dialling a neighbour whose connection closed.
+    let t = std::time::Instant::now();
+    nodes[5].local.fsm.state = "pre_fail".into();
+    nodes[5].local.fsm.reason = "power lost".into();
+    nodes[5].local_tx.send_replace(nodes[5].local.clone());
+    let id = nodes[5].peer_id;
+    converge(&mut nodes, Duration::from_secs(5), move |v| {
+        v.local_peer_id == Some(id)
+            || v.peers
+                .get(&id)
+                .is_some_and(|p| p.record.state.fsm.state == "pre_fail")
+    })
+    .await;
+    println!("a transition reached all {n} in {:?}", t.elapsed());
+    for node in &nodes {
+        for r in RejectReason::ALL {
+            assert_eq!(node.metrics.rejected_count(r), 0, "{r}");
+        }
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
