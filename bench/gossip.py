@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -102,11 +103,46 @@ async def snapshot(nodes):
             "bytes_in": cb.metric_sum(t, "coolmesh_gossip_bytes_total", direction="in"),
             "rejected": cb.metric_sum(t, "coolmesh_gossip_rejected_total"),
             "cpu": cb.proc_cpu_seconds(n.proc.pid),
+            "connected": cb.metric_sum(t, "coolmesh_cluster_connections"),
         }
     per = await asyncio.gather(*(one(n) for n in nodes))
     pk, by = cb.iptables_queue_bytes()
     return {"t": time.monotonic(), "nodes": per, "wire_packets": pk, "wire_bytes": by,
             "machine": cpu_busy()}
+
+
+def install_roster(nodes, key_file):
+    """`coolmesh roster add` of every agent on the first one; waits until
+    every agent holds it and still sees every other alive."""
+    ids = [x.peer_id for x in nodes]
+    subprocess.run([cb.coolmesh_bin(), "roster", "add", *ids, "--key", key_file,
+                    "--url", f"http://127.0.0.1:{nodes[0].http_port}",
+                    "--token-file", os.path.join(nodes[0].dir, "token")],
+                   check=True, capture_output=True, text=True)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:
+        try:
+            if all(cb.get_json(x.http_port, "/v1/roster").get("version", 0) > 0 for x in nodes):
+                break
+        except (OSError, RuntimeError, ValueError):
+            pass
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("the roster did not reach every agent in 120 s")
+    try:
+        took = cb.wait_converged(nodes, 120)
+    except RuntimeError:
+        # What the agents think of the members they do not see alive.
+        for x in nodes[:5]:
+            peers = cb.get_json(x.http_port, "/v1/peers")
+            bad = [(p.get("node"), p.get("liveness"), p.get("connected")) for p in peers
+                   if p.get("liveness") != "alive"]
+            m = cb.metrics(x.http_port)
+            print(x.name, "not alive:", bad, "swim down total:",
+                  cb.metric_sum(m, "coolmesh_swim_down_total"), flush=True)
+        raise
+    print(f"roster on every agent {time.monotonic() - t0:.1f}s after the install "
+          f"(all alive again {took:.1f}s later)", flush=True)
 
 
 def delta(a, b, nodes):
@@ -132,9 +168,18 @@ def delta(a, b, nodes):
 async def run_n(n, args):
     base = os.path.join(OUT, f"gossip-n{n}")
     shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base, exist_ok=True)
+    extra = ["swim = true"] if args.swim else []
+    key_file = os.path.join(base, "operator.key")
+    if args.roster:
+        # The operator's key: its public half goes into every config, the
+        # roster of every agent is installed once the room has formed.
+        out = subprocess.run([cb.coolmesh_bin(), "roster", "keygen", "--out", key_file],
+                             check=True, capture_output=True, text=True).stdout
+        extra += [l for l in out.splitlines() if l.startswith("operator_key")]
     nodes = [cb.AgentNode(base, i, HTTP_BASE + i, P2P_BASE + i,
                           seeds=[P2P_BASE] if i else [], cluster="bench",
-                          extra="swim = true" if args.swim else "")
+                          extra="\n".join(extra))
              for i in range(n)]
     try:
         t_start = time.monotonic()
@@ -146,6 +191,11 @@ async def run_n(n, args):
         conv = await asyncio.to_thread(cb.wait_converged, nodes, 180)
         print(f"N={n}: converged {conv:.1f}s after the last start "
               f"({time.monotonic() - t_start:.1f}s total)", flush=True)
+        downs = sum(cb.metric_sum(cb.metrics(x.http_port), "coolmesh_swim_down_total")
+                    for x in nodes)
+        print(f"SWIM downs so far (all nodes): {downs:.0f}", flush=True)
+        if args.roster:
+            await asyncio.to_thread(install_roster, nodes, key_file)
         await asyncio.sleep(args.settle)
         hub = cb.hub_of(nodes)
 
@@ -272,6 +322,8 @@ async def run_n(n, args):
             "msgs_per_op": load["msgs_out"] / max(1, len(ops)),
             "bytes_per_op": load["bytes_out"] / max(1, len(ops)),
             "wire_bytes_per_op": load["wire_bytes"] / max(1, len(ops)),
+            "connected_mean": sum(x["connected"] for x in s1["nodes"]) / n,
+            "connected_max": max(x["connected"] for x in s1["nodes"]),
             "rss_kib_mean": sum(rss) / n,
             "rss_kib_max": max(rss),
             "rss_kib_hub": cb.proc_rss_kib(hub.proc.pid)[0] if hub else None,
@@ -316,11 +368,12 @@ def tables(results, meta, args):
                          f"{max(outs) / 1024:.1f}",
                          f"{w['wire_bytes'] / dt / r['n'] / 1024:.1f}",
                          f"{w['agents_cpu_cores'] / r['n'] * 100:.1f}%",
-                         f"{r['rss_kib_mean'] / 1024:.1f} / {r['rss_kib_max'] / 1024:.1f}"])
+                         f"{r['rss_kib_mean'] / 1024:.1f} / {r['rss_kib_max'] / 1024:.1f}",
+                         f"{r['connected_mean']:.1f} / {r['connected_max']}"])
     out.append(cb.md_table(["N", "window", "msgs/s (all)", "out KiB/s per node (mean)",
                             "in KiB/s per node (mean)", "hub out KiB/s", "max out KiB/s",
                             "wire KiB/s per node (mean)", "CPU per agent",
-                            "RSS MiB mean / max"], rows))
+                            "RSS MiB mean / max", "connections mean / max (end of idle)"], rows))
     return "\n".join(out)
 
 
@@ -356,6 +409,9 @@ def main():
     ap.add_argument("--netns", default="cm-bench-gossip")
     ap.add_argument("--swim", action="store_true",
                     help="run the agents with cluster.swim = true (docs/scale.md steps 1-2)")
+    ap.add_argument("--roster", action="store_true",
+                    help="install an operator's roster of every agent once the room has formed "
+                         "(with --swim: bounded connections)")
     ap.add_argument("--label", default="", help="appended to the raw result's file name")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)

@@ -24,6 +24,10 @@ pub struct GossipMetrics {
     /// `coolmesh_swim_members`: members in SWIM's probe rotation (alive or
     /// suspect), this node excluded; 0 with SWIM off.
     pub swim_members: IntGauge,
+    /// `coolmesh_cluster_connections`: peers this node has a connection
+    /// to now (every member in a full mesh; the overlay's neighbours and a
+    /// few more with bounded connections).
+    pub connections: IntGauge,
     /// `coolmesh_swim_down_total`: members SWIM declared down.
     pub swim_down: IntCounter,
     /// `coolmesh_swim_refused_total`: SWIM datagrams refused (malformed,
@@ -73,6 +77,11 @@ impl GossipMetrics {
                 "Members in SWIM's probe rotation (alive or suspect), this node excluded.",
             )
             .unwrap_or_else(|e| unreachable!("invalid metric definition: {e}")),
+            connections: IntGauge::new(
+                "coolmesh_cluster_connections",
+                "Peers this node has a connection to now.",
+            )
+            .unwrap_or_else(|e| unreachable!("invalid metric definition: {e}")),
             swim_down: IntCounter::new("coolmesh_swim_down_total", "Members SWIM declared down.")
                 .unwrap_or_else(|e| unreachable!("invalid metric definition: {e}")),
             swim_refused: IntCounter::new(
@@ -101,6 +110,7 @@ impl GossipMetrics {
         registry.register(Box::new(self.rejected.clone()))?;
         registry.register(Box::new(self.swim_datagrams.clone()))?;
         registry.register(Box::new(self.swim_members.clone()))?;
+        registry.register(Box::new(self.connections.clone()))?;
         registry.register(Box::new(self.swim_down.clone()))?;
         registry.register(Box::new(self.swim_refused.clone()))?;
         Ok(())

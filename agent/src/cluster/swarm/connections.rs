@@ -373,6 +373,9 @@ impl Node {
                     self.remote_ips.entry(peer_id).or_insert(ip);
                 }
                 if self.connected.insert(peer_id) {
+                    self.metrics
+                        .connections
+                        .set(i64::try_from(self.connected.len()).unwrap_or(i64::MAX));
                     tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.dirty = true;
                 }
@@ -395,6 +398,9 @@ impl Node {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
                 self.activity.remove(&peer_id);
+                self.metrics
+                    .connections
+                    .set(i64::try_from(self.connected.len()).unwrap_or(i64::MAX));
                 self.remote_ips.remove(&peer_id);
                 self.outstanding.remove(&peer_id);
                 // The rate-limit bucket stays: a fresh one is full, so
