@@ -25,8 +25,7 @@ pub struct GossipMetrics {
     /// suspect), this node excluded; 0 with SWIM off.
     pub swim_members: IntGauge,
     /// `coolmesh_cluster_connections`: peers this node has a connection
-    /// to now (every member in a full mesh; the overlay's neighbours and a
-    /// few more with bounded connections).
+    /// to now (every member, in the full mesh the agent keeps).
     pub connections: IntGauge,
     /// `coolmesh_swim_down_total`: members SWIM declared down.
     pub swim_down: IntCounter,
@@ -168,7 +167,9 @@ mod tests {
         assert!(names.contains(&"coolmesh_gossip_bytes_total".to_string()));
         assert!(names.contains(&"coolmesh_gossip_rejected_total".to_string()));
         let series: usize = families.iter().map(|f| f.get_metric().len()).sum();
-        assert_eq!(series, 8 + 2 + RejectReason::ALL.len() + 2 + 3);
+        // messages, bytes, rejections, SWIM datagrams, the SWIM gauge and
+        // counters (3), the connection gauge.
+        assert_eq!(series, 8 + 2 + RejectReason::ALL.len() + 2 + 3 + 1);
         assert_eq!(m.rejected_count(RejectReason::ForeignSlot), 1);
         assert_eq!(m.messages_total("out"), 1);
         // A second registration of the same families fails loudly.

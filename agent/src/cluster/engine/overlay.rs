@@ -151,17 +151,6 @@ impl Engine {
         self.speaks_swim && self.overlay.all_swim
     }
 
-    /// Whether the swarm keeps connections to the neighbours only (and
-    /// dials others on demand): overlay mode in a room with a roster.
-    /// Without a roster only *directly connected* peers vote (one per host
-    /// address, the defence against minted identities; see
-    /// `ClusterView::voters`), so closing connections would shrink the
-    /// electorate, and the full mesh stays. With a roster every alive
-    /// member votes, connected or relayed.
-    pub fn bounded_connections(&self) -> bool {
-        self.overlay_mode() && self.roster.is_some()
-    }
-
     /// Recompute [`Engine::overlay_mode`]'s member condition.
     pub(super) fn recompute_all_swim(&mut self, now: Instant) {
         let all = self

@@ -3,7 +3,7 @@
 //! (bootstrap addresses, members at their published addresses, peers found
 //! by mDNS), each with backoff.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
@@ -17,7 +17,7 @@ use crate::cluster::view::Liveness;
 use crate::cluster::wire::{RequestKind, PROTOCOL};
 
 use super::BehaviourEvent;
-use super::{Node, IDLE_CLOSE, NON_MEMBER_QUARANTINE};
+use super::{Node, NON_MEMBER_QUARANTINE};
 
 pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
@@ -131,26 +131,8 @@ pub(super) fn ip_of(a: &Multiaddr) -> Option<std::net::IpAddr> {
     })
 }
 
-/// The peer of a request-response event (every variant names one).
-fn event_peer<Req, Resp>(ev: &libp2p::request_response::Event<Req, Resp>) -> PeerId {
-    use libp2p::request_response::Event;
-    match ev {
-        Event::Message { peer, .. }
-        | Event::OutboundFailure { peer, .. }
-        | Event::InboundFailure { peer, .. }
-        | Event::ResponseSent { peer, .. } => *peer,
-    }
-}
-
 impl Node {
     pub(super) fn redial_bootstrap(&mut self, now: Instant) {
-        // With bounded connections a node that knows a living member
-        // reaches the room through it; bootstrap addresses are for
-        // joining, and redialling them whenever their connection closed as
-        // idle would keep every node connected to every bootstrap peer.
-        if self.engine.bounded_connections() && !self.engine.swim_members(now).is_empty() {
-            return;
-        }
         for i in 0..self.bootstrap.len() {
             let b = &self.bootstrap[i];
             if b.is_self || b.pending.is_some() || b.next > now {
@@ -187,15 +169,8 @@ impl Node {
     }
 
     pub(super) fn dial_members(&mut self, now: Instant) {
-        let bounded = self.engine.bounded_connections();
         for (peer, liveness, addrs) in self.engine.members(now) {
             if addrs.is_empty() || self.connected.contains(&peer) || !self.allowed(&peer) {
-                continue;
-            }
-            // Bounded connections: no full mesh. Living members are
-            // dialled on demand (`dial_member`); dead ones still are,
-            // slowly, so that a healed partition finds its way back.
-            if bounded && liveness != Liveness::Dead {
                 continue;
             }
             // Dead members are redialled too (a healed partition has no
@@ -215,20 +190,10 @@ impl Node {
     /// Redial mDNS-discovered peers we are not connected to, with the same
     /// backoff as members.
     pub(super) fn dial_discovered(&mut self, now: Instant) {
-        let bounded = self.engine.bounded_connections();
         let due: Vec<(PeerId, Vec<Multiaddr>)> = self
             .mdns_peers
             .iter()
             .filter(|(p, _)| !self.connected.contains(p) && self.allowed(p))
-            // Bounded connections: a discovered peer we know alive is
-            // reached on demand like any member.
-            .filter(|(p, _)| {
-                !bounded
-                    || self
-                        .engine
-                        .liveness(p, now)
-                        .is_none_or(|l| l == Liveness::Dead)
-            })
             .map(|(p, a)| (*p, a.clone()))
             .collect();
         for (peer, addrs) in due {
@@ -259,46 +224,6 @@ impl Node {
         }
         self.dial_peer(peer, addrs, "member on demand");
         true
-    }
-
-    /// Bounded connections: close connections nobody needs (not to a
-    /// neighbour, out or in; no request of ours waiting on them; no
-    /// traffic for [`IDLE_CLOSE`]). A connection per member costs memory
-    /// per member (buffers, a handler per behaviour) and was the last O(N)
-    /// part of a node's footprint.
-    pub(super) fn close_idle(&mut self, now: Instant) {
-        if !self.engine.bounded_connections() {
-            return;
-        }
-        let keep: HashSet<PeerId> = self.engine.neighbours(now).into_iter().collect();
-        let busy: HashSet<PeerId> = self
-            .pending
-            .values()
-            .map(|(p, _, _)| *p)
-            .chain(self.room_out.values().map(|(_, p)| *p))
-            .collect();
-        let idle: Vec<PeerId> = self
-            .connected
-            .iter()
-            .copied()
-            .filter(|p| !keep.contains(p) && !busy.contains(p))
-            .filter(|p| {
-                self.activity
-                    .get(p)
-                    .is_none_or(|t| now.saturating_duration_since(*t) >= IDLE_CLOSE)
-            })
-            .collect();
-        for p in idle {
-            tracing::debug!(peer = %p, "closing an idle connection outside the overlay's neighbours");
-            let _ = self.swarm.disconnect_peer_id(p);
-        }
-    }
-
-    /// Note traffic with `peer` (see [`Node::close_idle`]).
-    pub(super) fn touch(&mut self, peer: PeerId) {
-        if self.connected.contains(&peer) {
-            self.activity.insert(peer, Instant::now());
-        }
     }
 
     /// Dial a known peer from a fresh port: dialling from the listen port
@@ -379,7 +304,6 @@ impl Node {
                     tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.dirty = true;
                 }
-                self.touch(peer_id);
                 if num_established.get() == 1 {
                     // First contact: exchange digests right away (in the
                     // overlay only with a peer new or dead here).
@@ -397,7 +321,6 @@ impl Node {
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
-                self.activity.remove(&peer_id);
                 self.metrics
                     .connections
                     .set(i64::try_from(self.connected.len()).unwrap_or(i64::MAX));
@@ -495,18 +418,9 @@ impl Node {
                     }
                 }
             }
-            BehaviourEvent::Sync(ev) => {
-                self.touch(event_peer(&ev));
-                self.on_sync_event(ev)
-            }
-            BehaviourEvent::Room(ev) => {
-                self.touch(event_peer(&ev));
-                self.on_room_event(ev)
-            }
-            BehaviourEvent::Swim(ev) => {
-                self.touch(event_peer(&ev));
-                self.on_swim_event(ev)
-            }
+            BehaviourEvent::Sync(ev) => self.on_sync_event(ev),
+            BehaviourEvent::Room(ev) => self.on_room_event(ev),
+            BehaviourEvent::Swim(ev) => self.on_swim_event(ev),
             _ => {}
         }
     }

@@ -58,13 +58,6 @@ const NON_MEMBER_QUARANTINE: Duration = Duration::from_secs(600);
 /// At most one handshake-failure log line per this long (a scan or a flood
 /// would otherwise write one per connection); the counter counts them all.
 const HANDSHAKE_LOG_EVERY: Duration = Duration::from_secs(10);
-/// With bounded connections (`Engine::bounded_connections`), a connection
-/// outside the neighbours (kept whatever their traffic) with no traffic
-/// for this long is closed. SWIM probes one member a second and is probed
-/// about as often, each over a connection dialled for it, so this is
-/// about how many such connections a node holds at a time in each
-/// direction; an exchange in flight keeps its connection.
-const IDLE_CLOSE: Duration = Duration::from_secs(2);
 /// How long a starting node waits for a peer before making its own record.
 const OWN_RECORD_HOLD: Duration = Duration::from_secs(3);
 
@@ -247,7 +240,6 @@ impl Cluster {
             pending: HashMap::new(),
             outstanding: HashSet::new(),
             connected: HashSet::new(),
-            activity: HashMap::new(),
             remote_ips: HashMap::new(),
             non_members: HashMap::new(),
             blocked: HashSet::new(),
@@ -369,10 +361,6 @@ struct Node {
     /// Peers with an outstanding `Sync` request (at most one each).
     outstanding: HashSet<PeerId>,
     connected: HashSet<PeerId>,
-    /// Last traffic (a request or answer of any protocol) per connected
-    /// peer: with bounded connections, connections idle for [`IDLE_CLOSE`]
-    /// outside the neighbours are closed.
-    activity: HashMap<PeerId, Instant>,
     /// The remote IP address of each connected peer (its first connection).
     remote_ips: HashMap<PeerId, std::net::IpAddr>,
     /// Peers that do not speak the sync protocol, until when to ignore them.
@@ -468,7 +456,6 @@ impl Node {
             .retain(|p, _| engine.liveness(p, now.mono).is_some() || mdns_peers.contains_key(p));
         self.redial_bootstrap(now.mono);
         self.dial_members(now.mono);
-        self.close_idle(now.mono);
         self.room_dial_timeouts(now.mono);
         self.dial_discovered(now.mono);
     }

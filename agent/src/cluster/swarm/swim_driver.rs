@@ -107,7 +107,6 @@ impl Node {
             if !self.connected.contains(&to) && !self.dial_member(to) {
                 continue;
             }
-            self.touch(to);
             if let Some(b) = self.swarm.behaviour_mut().swim.as_mut() {
                 b.send_request(&to, bytes);
                 self.metrics

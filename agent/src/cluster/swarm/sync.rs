@@ -89,7 +89,6 @@ impl Node {
             .sync
             .send_request(&peer, req.to_bytes());
         self.pending.insert(id, (peer, kind, sent));
-        self.touch(peer);
         self.metrics.message("out", kind.label());
         self.dirty = true; // our own record may have a new version
     }
