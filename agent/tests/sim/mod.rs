@@ -557,11 +557,9 @@ impl Sim {
                 }
                 if out.changed {
                     self.forward(to);
-                } else {
+                } else if self.nodes[to].push_again(&self.ids[from], now.mono) {
                     // What arrived while this exchange was in flight.
-                    if self.nodes[to].push_again(&self.ids[from], now.mono) {
-                        self.send(to, from, RequestKind::Delta);
-                    }
+                    self.send(to, from, RequestKind::Delta);
                 }
             }
         }

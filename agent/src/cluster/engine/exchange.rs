@@ -134,9 +134,6 @@ impl Engine {
         }
         let digest = req.parsed_digest()?;
         self.last_contact.insert(from, now.mono);
-        if matches!(req.kind(), RequestKind::Sync | RequestKind::Delta) {
-            self.note_inbound(from, now.mono);
-        }
         let mut out = Outcome::default();
         // The roster first: it decides whom the rest of the message is from.
         self.peer_roster(from, req.roster_version, req.roster.as_ref(), now, &mut out);

@@ -100,7 +100,6 @@ impl Engine {
             .collect()
     }
 
-    /// Known peers with their liveness and published addresses.
     /// The addresses a member's record publishes (empty if unknown).
     pub fn member_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
         self.peers
@@ -122,6 +121,7 @@ impl Engine {
                 .is_none_or(|e| self.entry_liveness(peer, e, now) == Liveness::Dead)
     }
 
+    /// Known peers with their liveness and published addresses.
     pub fn members(&self, now: Instant) -> Vec<(PeerId, Liveness, Vec<Multiaddr>)> {
         self.peers
             .iter()
@@ -260,7 +260,6 @@ impl Engine {
             changed = true;
         }
         self.recompute_all_swim(now.mono);
-        self.prune_inbound(now.mono);
         let keep = t.retention.max(t.dead_after);
         let peers = &self.peers;
         self.swim_down.retain(|p, _| peers.contains_key(p));

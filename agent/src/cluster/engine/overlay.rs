@@ -38,13 +38,8 @@ use crate::cluster::view::Liveness;
 
 /// Out-neighbours per node: the ring successor and two by hash.
 pub const OVERLAY_OUT: usize = 3;
-/// A member that exchanged with this node within this long is an
-/// in-neighbour ([`Engine::neighbours`]). Longer than the time between two
-/// pulls from the same in-neighbour (3 x [`PULL_EVERY`]), so a link of an
-/// idle room stays a link.
-pub const IN_NEIGHBOUR_TTL: Duration = Duration::from_secs(15);
 /// Out-neighbours are chosen again at least this often (and whenever one
-/// is no longer a connected, living member, or the member count changed).
+/// is no longer a living member, or the member count changed).
 const RECHOOSE: Duration = Duration::from_secs(10);
 /// A change in the member count chooses again, but at most this often.
 const RECHOOSE_MIN: Duration = Duration::from_secs(1);
@@ -108,8 +103,6 @@ pub(super) struct Overlay {
     turn: usize,
     last_pull: Option<Instant>,
     last_full_sync: Option<Instant>,
-    /// In-neighbours and when they last exchanged with us.
-    pub(super) inbound: std::collections::HashMap<PeerId, Instant>,
 }
 
 impl Overlay {
@@ -133,6 +126,27 @@ fn ring_hash(ring: usize, p: &PeerId) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// The member after `mine` on a ring ordered by `key`, wrapping around to
+/// the smallest (each candidate's key is computed once).
+fn successor<'a, K: Ord + Clone>(
+    candidates: impl Iterator<Item = &'a PeerId>,
+    mine: K,
+    key: impl Fn(&PeerId) -> K,
+) -> Option<PeerId> {
+    let mut above: Option<(K, PeerId)> = None;
+    let mut lowest: Option<(K, PeerId)> = None;
+    for p in candidates {
+        let k = key(p);
+        if k > mine && above.as_ref().is_none_or(|(a, _)| k < *a) {
+            above = Some((k.clone(), *p));
+        }
+        if lowest.as_ref().is_none_or(|(l, _)| k < *l) {
+            lowest = Some((k, *p));
+        }
+    }
+    above.or(lowest).map(|(_, p)| p)
 }
 
 impl Engine {
@@ -161,8 +175,7 @@ impl Engine {
     }
 
     /// Members the overlay may use: not dead, running SWIM, whether
-    /// connected or not (the swarm dials a neighbour on demand and keeps
-    /// connections to its neighbours only).
+    /// connected or not (the swarm dials one it has no connection to).
     fn overlay_candidates(&self, now: Instant) -> Vec<PeerId> {
         self.peers
             .iter()
@@ -203,57 +216,21 @@ impl Engine {
             // node answered up to 3x the mean's pushes); and the union of
             // three such cycles has a diameter of O(log N).
             for ring in 0..OVERLAY_OUT {
-                let taken = out.clone();
-                let free = || c.iter().filter(|p| !taken.contains(*p));
+                let free = c.iter().filter(|p| !out.contains(*p));
                 let succ = if ring == 0 {
-                    let b58 = |p: &PeerId| self.peers.get(p).map(|e| e.b58.as_str()).unwrap_or("");
-                    let mine = self.me_b58.as_str();
-                    free()
-                        .filter(|p| b58(p) > mine)
-                        .min_by(|a, b| b58(a).cmp(b58(b)))
-                        .or_else(|| free().min_by(|a, b| b58(a).cmp(b58(b))))
+                    let b58 = |p: &PeerId| self.peers.get(p).map_or("", |e| e.b58.as_str());
+                    successor(free, self.me_b58.as_str(), b58)
                 } else {
-                    let mine = (ring_hash(ring, &self.me), self.me);
-                    free()
-                        .filter(|p| (ring_hash(ring, p), **p) > mine)
-                        .min_by_key(|p| (ring_hash(ring, p), **p))
-                        .or_else(|| free().min_by_key(|p| (ring_hash(ring, p), **p)))
+                    let key = |p: &PeerId| (ring_hash(ring, p), *p);
+                    successor(free, key(&self.me), key)
                 };
-                out.extend(succ.copied());
+                out.extend(succ);
             }
             self.overlay.out = out;
             self.overlay.chosen_at = Some(now);
             self.overlay.chosen_among = self.peers.len();
         }
         self.overlay.out.clone()
-    }
-
-    /// Out-neighbours and in-neighbours (members that exchanged with us in
-    /// the last [`IN_NEIGHBOUR_TTL`]): the links a node needs in overlay
-    /// mode, the connections a swarm with bounded connections keeps
-    /// (docs/scale.md, still to do).
-    pub fn neighbours(&mut self, now: Instant) -> Vec<PeerId> {
-        let mut n = self.out_neighbours(now);
-        for (p, t) in &self.overlay.inbound {
-            if now.saturating_duration_since(*t) < IN_NEIGHBOUR_TTL && !n.contains(p) {
-                n.push(*p);
-            }
-        }
-        n
-    }
-
-    /// Note an exchange a member started with us (an in-neighbour).
-    pub(super) fn note_inbound(&mut self, from: PeerId, now: Instant) {
-        if self.overlay_mode() && self.peers.contains_key(&from) {
-            self.overlay.inbound.insert(from, now);
-        }
-    }
-
-    /// Forget in-neighbours that went quiet (housekeeping).
-    pub(super) fn prune_inbound(&mut self, now: Instant) {
-        self.overlay
-            .inbound
-            .retain(|_, t| now.saturating_duration_since(*t) < IN_NEIGHBOUR_TTL);
     }
 
     /// Whether `peer` is believed to lack a record we hold (a `Delta` to it

@@ -211,6 +211,12 @@ impl Node {
         })
     }
 
+    /// `coolmesh_cluster_connections` after `connected` changed.
+    fn count_connections(&self) {
+        let n = i64::try_from(self.connected.len()).unwrap_or(i64::MAX);
+        self.metrics.connections.set(n);
+    }
+
     /// Dial a member we are not connected to, at the addresses its record
     /// publishes (dial on demand in the overlay, and SWIM's datagrams).
     /// Returns whether a dial is under way (started now or before).
@@ -298,9 +304,7 @@ impl Node {
                     self.remote_ips.entry(peer_id).or_insert(ip);
                 }
                 if self.connected.insert(peer_id) {
-                    self.metrics
-                        .connections
-                        .set(i64::try_from(self.connected.len()).unwrap_or(i64::MAX));
+                    self.count_connections();
                     tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.dirty = true;
                 }
@@ -321,9 +325,7 @@ impl Node {
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 self.connected.remove(&peer_id);
-                self.metrics
-                    .connections
-                    .set(i64::try_from(self.connected.len()).unwrap_or(i64::MAX));
+                self.count_connections();
                 self.remote_ips.remove(&peer_id);
                 self.outstanding.remove(&peer_id);
                 // The rate-limit bucket stays: a fresh one is full, so

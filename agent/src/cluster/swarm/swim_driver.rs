@@ -101,9 +101,9 @@ impl Node {
         }
         for (to, bytes) in a.send {
             // A member without a connection is dialled at its record's
-            // addresses and the datagram waits for
-            // the connection; one we cannot dial loses it, which SWIM
-            // treats as it treats any lost datagram.
+            // addresses and the datagram waits for the connection; one we
+            // cannot dial loses it, which SWIM treats as it treats any
+            // lost datagram.
             if !self.connected.contains(&to) && !self.dial_member(to) {
                 continue;
             }
